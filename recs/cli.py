@@ -93,9 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dlq-topic", default="resource-views.dlq", help="[RECS_DLQ_TOPIC]")
     p.add_argument("--group", default="recs", help="consumer group id [RECS_GROUP]")
     p.add_argument("--batch-size", type=int, default=5000, help="events per batch at most")
-    p.add_argument("--batch-timeout", type=float, default=1.0,
+    p.add_argument("--batch-timeout", type=float, default=0.1,
                    help="seconds a batch may wait to fill before it is written")
     p.add_argument("--metrics-port", type=int, default=9100, help="Prometheus port; 0 = off")
+    p.add_argument("--redis-retry-max", type=float, default=5.0,
+                   help="cap in seconds of the doubling wait between Redis retries")
+    p.add_argument("--offset-check-interval", type=float, default=5.0,
+                   help="while idle, check this often (s) that Redis still holds our offsets")
+    p.add_argument("--until-drained", action="store_true",
+                   help="exit once every assigned partition is written up to its end")
 
     p = command("update", "consumers.updater:cmd_update",
                 "fold users with new views into the current model between retrains")
@@ -104,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval", type=float, default=0.05,
                    help="seconds to sleep when nothing is pending")
     p.add_argument("--top-n", type=int, default=20, help="recommendations kept per user")
+    p.add_argument("--lease-seconds", type=float, default=30.0,
+                   help="how long a claimed user is held before another updater may take it "
+                        "(covers an updater that died mid-batch)")
     p.add_argument("--metrics-port", type=int, default=9101, help="Prometheus port; 0 = off")
 
     p = command("backfill", "consumers.backfill:cmd_backfill",
@@ -124,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="hold out --test-fraction first and store metrics in the model hash")
     p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--threads", type=int, default=0,
+                   help="implicit's training threads (0 = all cores)")
+    p.add_argument("--lock-wait", type=float, default=0,
+                   help="seconds to wait while another trainer publishes the language, "
+                        "then skip it (exit code 0)")
+    p.add_argument("--lock-ttl", type=float, default=60,
+                   help="trainer lock expiry in seconds, renewed while training")
     _filters(p)
     _hyper(p)
     _extract(p)
@@ -143,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--k", type=int, default=10, help="cut-off for the ranking metrics")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=0,
+                   help="implicit's training threads (0 = all cores)")
     _filters(p)
     _hyper(p)
     _extract(p)
@@ -154,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resources", type=int, default=800)
     p.add_argument("--langs", default="en,es", help="comma-separated languages")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--subjects", type=int, default=16, help="subjects per language")
+    p.add_argument("--mean-items", type=float, default=14.0,
+                   help="mean distinct resources per user (heavy-tailed)")
+    p.add_argument("--gzip", action="store_true", help="write views_{lang}.csv.gz")
 
     _apply_env(parser)
     return parser

@@ -12,8 +12,10 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-Scaling = Literal["linear", "log", "bm25"]
-SCALINGS: tuple[str, ...] = ("linear", "log", "bm25")
+from recs.errors import InputError
+
+Scaling = Literal["linear", "log", "bm25", "logshare"]
+SCALINGS: tuple[str, ...] = ("linear", "log", "bm25", "logshare")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,19 @@ class FilterConfig:
     """Then drop resources with this many total views or more (bots, pinned resources)."""
     min_user_views: int = 5
     """Then drop users with fewer total views than this over the remaining resources."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_item_views", "max_item_views", "min_user_views"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be 0 (off) or positive")
+        if 0 < self.max_item_views <= self.min_item_views:
+            raise InputError("--max-item-views must be above --min-item-views (or 0 for off)")
+
+    @classmethod
+    def from_args(cls, args) -> FilterConfig:
+        """From parsed ``recs`` flags (``--min-item-views`` ...)."""
+        return cls(min_item_views=args.min_item_views, max_item_views=args.max_item_views,
+                   min_user_views=args.min_user_views)
 
 
 @dataclass(frozen=True)
@@ -40,12 +55,36 @@ class TrainConfig:
     """Alternating least-squares sweeps."""
     alpha: float = 50.0
     """Confidence weight of a view: c = 1 + alpha * f(views)."""
-    scaling: Scaling = "log"
+    scaling: Scaling = "logshare"
     """f in c = 1 + alpha * f(views): ``linear`` (f = views, the seed's setting), ``log``
-    (f = log(1 + views)) or ``bm25`` (BM25-weighted views). ``log`` is the default because
-    linear confidence collapses on heavy-tailed counts; see the README's quality table."""
+    (f = log(1 + views)), ``bm25`` (BM25-weighted views, implicit's K1=100, B=0.8) or
+    ``logshare`` (the user's share of log-views: f = log(1 + views) / the sum of
+    log(1 + views) over the user's resources, so each user adds alpha of confidence in all).
+
+    ``logshare`` is the default by measurement (held-out NDCG@10, 20% split, alpha 50): on
+    MovieLens-100k it is 1.8x the popularity baseline where linear, log and bm25 reach only
+    1.0-1.3x (every one of them over-weights a view at alpha 50 on that data), and on the
+    synthetic extracts it is the best of the four too; its quality barely moves between
+    alpha 10 and 200. Like linear and log it depends on the user's own row only, so folding
+    in one user gives the same confidences as training."""
     seed: int = 42
     """Seeds the factor initialisation, so a run can be repeated."""
+
+    def __post_init__(self) -> None:
+        if self.factors < 1 or self.iterations < 1:
+            raise InputError("--factors and --iterations must be at least 1")
+        if not (self.regularization >= 0 and self.alpha > 0):  # also rejects NaN
+            raise InputError("--regularization must be >= 0 and --alpha > 0")
+        if self.scaling not in SCALINGS:
+            raise InputError(f"unknown scaling {self.scaling!r}; choose one of "
+                             f"{', '.join(SCALINGS)}")
+
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """From parsed ``recs`` flags (``--factors`` ... ``--scaling``, ``--seed``)."""
+        return cls(factors=args.factors, regularization=args.regularization,
+                   iterations=args.iterations, alpha=args.alpha, scaling=args.scaling,
+                   seed=args.seed)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +101,11 @@ def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float) -> sp.csr
         weighted = views.data
     elif scaling == "log":
         weighted = np.log1p(views.data)
+    elif scaling == "logshare":
+        logs = np.log1p(views.data.astype(np.float64))
+        rows = np.repeat(np.arange(views.shape[0]), np.diff(views.indptr))
+        per_user = np.bincount(rows, weights=logs, minlength=views.shape[0])
+        weighted = logs / np.where(per_user > 0, per_user, 1.0)[rows]
     elif scaling == "bm25":
         from implicit.nearest_neighbours import bm25_weight
 

@@ -1,0 +1,247 @@
+"""Reading the platform's CSV extracts (plain or .gz), validated once here at the boundary.
+
+- ``load_views(path, skip_bad_rows=False) -> (DataFrame, LoadReport)``: a views extract
+  ``user_id,resource_id,view_count`` (header row). The DataFrame has columns ``user_id`` (str),
+  ``resource_id`` (int64) and ``views`` (int64), one row per (user, resource): a repeated pair
+  keeps its first row, as the platform does. A bad row (a field missing, a non-integer id or
+  count, a count below 1, a resource id outside 1..4294967295, an empty or over-long user id)
+  raises ``InputError`` naming the file, the line and the problem; with ``skip_bad_rows`` it is
+  skipped and listed in the report instead. Counts are int64 (not limited to 255).
+- ``load_resources(path) -> DataFrame``: a resources file ``id,title,folder,subject,tags``,
+  indexed by ``id`` (int64), the other columns str ("" when absent). Only id and title are
+  required columns.
+
+Line numbers are the file's (the header is line 1). Blank lines are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recs.errors import InputError
+
+VIEW_COLUMNS = ("user_id", "resource_id", "view_count")
+RESOURCE_COLUMNS = ("id", "title", "folder", "subject", "tags")
+MAX_RESOURCE_ID = 4294967295
+MAX_USER_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    problem: str
+
+
+@dataclass
+class LoadReport:
+    """What loading an extract kept and skipped."""
+
+    path: str
+    rows: int = 0
+    """Data rows kept (after dropping duplicates)."""
+    duplicates: int = 0
+    """Rows dropped because their (user, resource) pair came earlier in the file."""
+    bad: list[BadRow] = field(default_factory=list)
+    """Rows skipped under ``skip_bad_rows``, in file order."""
+
+    def lines(self) -> list[str]:
+        out = [f"{self.path}: {self.rows} rows kept, {self.duplicates} duplicate "
+               f"(user, resource) rows dropped (first kept)"]
+        if self.bad:
+            shown = ", ".join(str(b.line) for b in self.bad[:20])
+            more = f" and {len(self.bad) - 20} more" if len(self.bad) > 20 else ""
+            out.append(f"{self.path}: skipped {len(self.bad)} bad rows, lines {shown}{more}; "
+                       f"first: line {self.bad[0].line}: {self.bad[0].problem}")
+        return out
+
+
+def _open_text(path: Path):
+    """Text stream of a plain or gzip file (gzip recognised by its magic bytes)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def _check_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    return p
+
+
+def _read_header(p: Path, required: tuple[str, ...]) -> list[str]:
+    try:
+        with _open_text(p) as fh:
+            header = next(csv.reader(fh), None)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: line 1: unreadable ({exc})") from None
+    if not header:
+        raise InputError(f"{p}: line 1: empty file, expected a header {','.join(required)}")
+    names = [h.strip() for h in header]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(f"{p}: line 1: header {','.join(names)} lacks column(s) "
+                         f"{', '.join(missing)} (expected {','.join(required)})")
+    return names
+
+
+def _to_int(text: str) -> int | None:
+    """The integer a field holds, accepting what pandas' C parser accepts (' 5', '+5',
+    '5.0'); None if it holds none."""
+    s = text.strip()
+    if not s or "_" in s:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            f = float(s)
+        except ValueError:
+            return None
+        return int(f) if f.is_integer() else None
+
+
+def _view_problem(user: str, resource: int | None, count: int | None, raw: list[str]) -> str | None:
+    if user == "":
+        return "empty user_id"
+    if len(user) > MAX_USER_ID_LENGTH:
+        return f"user_id longer than {MAX_USER_ID_LENGTH} characters"
+    if resource is None:
+        return f"resource_id {raw[1]!r} is not an integer"
+    if not 1 <= resource <= MAX_RESOURCE_ID:
+        return f"resource_id {resource} outside 1..{MAX_RESOURCE_ID}"
+    if count is None:
+        return f"view_count {raw[2]!r} is not an integer"
+    if count < 1:
+        return f"view_count {count} is below 1" + (" (negative)" if count < 0 else "")
+    return None
+
+
+def load_views(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, LoadReport]:
+    """A views extract as a DataFrame plus what was dropped; see the module docstring."""
+    p = _check_file(path)
+    names = _read_header(p, VIEW_COLUMNS)
+    df = _fast_views(p)
+    report = LoadReport(path=str(p))
+    if df is None:
+        df = _careful_views(p, names, skip_bad_rows, report)
+    dup = df.duplicated(["user_id", "resource_id"], keep="first").to_numpy()
+    report.duplicates = int(dup.sum())
+    if report.duplicates:
+        df = df[~dup].reset_index(drop=True)
+    report.rows = len(df)
+    return df, report
+
+
+def _fast_views(p: Path) -> pd.DataFrame | None:
+    """The vectorised read; None if anything looks off (the careful path then finds what)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                # No usecols: with it the parser ignores rows with extra fields.
+                p, index_col=False, engine="c",
+                dtype={"user_id": str, "resource_id": np.int64, "view_count": np.int64},
+                keep_default_na=False, na_filter=False, compression="infer",
+                encoding="utf-8-sig",
+            )
+    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.ParserWarning,
+            UnicodeDecodeError, OSError, EOFError):
+        return None
+    rid = df["resource_id"].to_numpy()
+    cnt = df["view_count"].to_numpy()
+    lengths = df["user_id"].str.len().to_numpy()
+    if ((rid < 1) | (rid > MAX_RESOURCE_ID) | (cnt < 1) | (lengths == 0)
+            | (lengths > MAX_USER_ID_LENGTH)).any():
+        return None
+    df = df.rename(columns={"view_count": "views"})
+    return df[["user_id", "resource_id", "views"]]
+
+
+def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
+                   report: LoadReport) -> pd.DataFrame:
+    """Row-by-row validation with exact line numbers; only runs when the fast read refused."""
+    cols = [names.index(c) for c in VIEW_COLUMNS]
+    width = len(names)
+    users: list[str] = []
+    resources: list[int] = []
+    counts: list[int] = []
+    reader = None
+    try:
+        with _open_text(p) as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            for raw in reader:
+                if not raw:
+                    continue
+                if len(raw) != width:
+                    problem = f"{len(raw)} fields, expected {width} ({','.join(names)})"
+                else:
+                    fields_ = [raw[i] for i in cols]
+                    user = fields_[0]
+                    resource, count = _to_int(fields_[1]), _to_int(fields_[2])
+                    problem = _view_problem(user, resource, count, fields_)
+                if problem is None:
+                    users.append(user)
+                    resources.append(resource)
+                    counts.append(count)
+                elif skip_bad_rows:
+                    report.bad.append(BadRow(reader.line_num, problem))
+                else:
+                    raise InputError(f"{p}: line {reader.line_num}: {problem} "
+                                     "(--skip-bad-rows skips such rows)")
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{p}: unreadable after line {_line_of(reader)}: {exc}") from None
+    return pd.DataFrame({
+        "user_id": pd.array(users, dtype=str),
+        "resource_id": np.asarray(resources, dtype=np.int64),
+        "views": np.asarray(counts, dtype=np.int64),
+    })
+
+
+def _line_of(reader) -> int:
+    return reader.line_num if reader is not None else 0
+
+
+def load_resources(path: str | Path) -> pd.DataFrame:
+    """A resources file indexed by id (int64); columns title, folder, subject, tags (str).
+
+    A repeated id keeps its first row. Bad ids raise ``InputError`` with the line.
+    """
+    p = _check_file(path)
+    names = _read_header(p, ("id", "title"))
+    idx = {c: names.index(c) for c in RESOURCE_COLUMNS if c in names}
+    ids: list[int] = []
+    cols: dict[str, list[str]] = {c: [] for c in RESOURCE_COLUMNS[1:]}
+    reader = None
+    try:
+        with _open_text(p) as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            for raw in reader:
+                if not raw:
+                    continue
+                if len(raw) != len(names):
+                    raise InputError(f"{p}: line {reader.line_num}: {len(raw)} fields, expected "
+                                     f"{len(names)} ({','.join(names)})")
+                rid = _to_int(raw[idx["id"]])
+                if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
+                    raise InputError(f"{p}: line {reader.line_num}: id {raw[idx['id']]!r} is not "
+                                     f"an integer in 1..{MAX_RESOURCE_ID}")
+                ids.append(rid)
+                for c, values in cols.items():
+                    values.append(raw[idx[c]] if c in idx else "")
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{p}: unreadable after line {_line_of(reader)}: {exc}") from None
+    df = pd.DataFrame({c: pd.array(v, dtype=str) for c, v in cols.items()},
+                      index=pd.Index(np.asarray(ids, dtype=np.int64), name="id"))
+    return df[~df.index.duplicated(keep="first")]

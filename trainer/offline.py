@@ -1,0 +1,155 @@
+"""The offline commands: CSV extract -> model file, and lookups/metrics from files.
+
+``recs train --views FILE --lang L --model-dir DIR`` (``train_offline``), ``recs similar|recommend
+--model FILE`` (``similar_offline``/``recommend_offline``) and ``recs evaluate --views FILE``
+(``evaluate_offline``). Each takes the parsed ``args`` and returns an exit code; user mistakes
+raise ``RecsError`` subclasses, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import numpy as np
+import orjson
+import scipy.sparse as sp
+
+from recs.errors import InputError
+from trainer.config import FilterConfig, TrainConfig
+from trainer.data import load_resources, load_views
+from trainer.evaluate import METRICS, evaluate
+from trainer.matrix import UtilityMatrix, apply_filters, build_matrix, holdout_split
+from trainer.model import as_rows, fit, load_model
+from trainer.present import describe, render
+
+log = logging.getLogger(__name__)
+
+LANG = re.compile(r"[a-z]{2,3}")
+
+
+def _lang(value: str | None) -> str:
+    if not value:
+        raise InputError("say which language the extract is in: --lang L (e.g. en)")
+    if not LANG.fullmatch(value):
+        raise InputError(f"--lang {value!r}: expected 2 or 3 lowercase letters, e.g. en")
+    return value
+
+
+def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
+    """Load, filter and build the matrix, printing what each step did."""
+    df, load_report = load_views(args.views, skip_bad_rows=args.skip_bad_rows)
+    for line in load_report.lines():
+        print(line, file=out)
+    df, filter_report = apply_filters(df, FilterConfig.from_args(args))
+    for line in filter_report.lines():
+        print(line, file=out)
+    matrix = build_matrix(df)
+    print(f"matrix: {matrix.shape[0]} users x {matrix.shape[1]} resources, {matrix.nnz} "
+          f"non-zeros, sparsity {100 * matrix.sparsity:.3f}%", file=out)
+    stats = {"source": str(args.views), "filters": filter_report.as_dict(),
+             "bad_rows": len(load_report.bad), "duplicates": load_report.duplicates}
+    return matrix, stats
+
+
+def train_offline(args) -> int:
+    """``recs train --views FILE --lang L --model-dir DIR``."""
+    import sys
+
+    lang = _lang(args.lang)
+    config = TrainConfig.from_args(args)
+    threads = getattr(args, "threads", 0)
+    matrix, stats = _prepared(args, sys.stdout)
+    if getattr(args, "evaluate", False):
+        split = holdout_split(matrix, args.test_fraction, config.seed)
+        metrics = evaluate(split.train, split.test, config, k=10, lang=lang, num_threads=threads)
+        stats["metrics"] = metrics
+        print("held-out metrics (fit on a split): " + orjson.dumps(metrics).decode())
+    started = time.perf_counter()
+    model = fit(matrix, config, lang, num_threads=threads, stats=stats)
+    path = model.save(args.model_dir)
+    print(f"trained {config} in {time.perf_counter() - started:.1f} s")
+    print(f"model: {path}")
+    log.info("model written", extra={"fields": {"path": str(path), "lang": lang}})
+    return 0
+
+
+def _n(args) -> int:
+    if args.n < 1:
+        raise InputError("-n must be at least 1")
+    return args.n
+
+
+def similar_offline(args) -> int:
+    """``recs similar RESOURCE_ID --model FILE``."""
+    n = _n(args)
+    model = load_model(args.model)
+    ids, scores = model.similar_items([args.resource_id], n)
+    resources = load_resources(args.resources) if args.resources else None
+    rid = int(model.items.ids[model.items.number(args.resource_id)])
+    print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
+                 heading=f"Similar to {describe(rid, resources)} (cosine):"))
+    return 0
+
+
+def recommend_offline(args) -> int:
+    """``recs recommend USER_ID --model FILE``."""
+    n = _n(args)
+    model = load_model(args.model)
+    ids, scores = model.recommend([args.user_id], n)
+    resources = load_resources(args.resources) if args.resources else None
+    print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
+                 heading=f"For user {args.user_id} (not yet viewed):"))
+    return 0
+
+
+def _test_matrix(args, train: UtilityMatrix, out) -> sp.csr_matrix:
+    """A --test extract on the training matrix's rows/columns, binary, minus training pairs."""
+    df, report = load_views(args.test, skip_bad_rows=args.skip_bad_rows)
+    for line in report.lines():
+        print(line, file=out)
+    mapped = build_matrix(df, users=train.users, items=train.items)
+    test = mapped.views
+    test.data[:] = 1.0
+    seen = train.views.copy()
+    seen.data[:] = 1.0
+    fresh = (test - test.multiply(seen)).tocsr()
+    fresh.eliminate_zeros()
+    print(f"test: {len(df) - mapped.nnz} pairs outside the trained users/resources and "
+          f"{mapped.nnz - fresh.nnz} pairs already in training left out; {fresh.nnz} kept",
+          file=out)
+    return fresh.astype(np.float32)
+
+
+def evaluate_offline(args) -> int:
+    """``recs evaluate --views FILE [--test FILE] --k 10 [--json]``."""
+    import sys
+
+    # With --json, stdout carries only the JSON object; the step report goes to stderr.
+    out = sys.stderr if args.json else sys.stdout
+    config = TrainConfig.from_args(args)
+    matrix, _ = _prepared(args, out)
+    if args.k < 1 or args.k >= matrix.shape[1]:
+        raise InputError(f"--k {args.k}: must be at least 1 and below the number of resources "
+                         f"({matrix.shape[1]})")
+    if args.test:
+        train, test = matrix, _test_matrix(args, matrix, out)
+    else:
+        split = holdout_split(matrix, args.test_fraction, config.seed)
+        train, test = split.train, split.test
+        print(f"split: {test.nnz} pairs of {len(split.users)} users held out "
+              f"(fraction {args.test_fraction}, seed {config.seed})", file=out)
+    result = evaluate(train, test, config, k=args.k, lang="xx",
+                      num_threads=getattr(args, "threads", 0))
+    if args.json:
+        print(orjson.dumps(result).decode())
+        return 0
+    k = result["k"]
+    print(f"\n{result['users']} users with held-out views, {result['items']} resources, "
+          f"{config}")
+    print(f"{'metric':<14}{'model':>10}{'popularity':>12}")
+    for m in METRICS:
+        label = f"{m}@{k}" if m != "auc" else "auc"
+        print(f"{label:<14}{result['model'][m]:>10.4f}{result['popularity'][m]:>12.4f}")
+    return 0
