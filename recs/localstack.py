@@ -89,6 +89,8 @@ class RedisServer:
         return redis.Redis(host=LOOPBACK, port=self.port, **kwargs)
 
     def start(self) -> RedisServer:
+        # redis-server chdirs into --dir before opening its log: paths must be absolute.
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
@@ -97,7 +99,9 @@ class RedisServer:
             "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
             "--dbfilename", "dump.rdb", "--logfile", str(self.workdir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C in the terminal is for the caller, who stops us.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         _wait_for_port(self.port, self.proc, 15, "redis-server")
         # Loading an AOF or RDB happens after the port opens: wait until it answers.
         deadline = time.monotonic() + 15
@@ -115,8 +119,9 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(redis.RedisError):
-                self.client().shutdown(nosave=True)
+            # SIGTERM is Redis's own clean shutdown (AOF flushed); SHUTDOWN through redis-py
+            # would sit in the client's reconnect backoff for seconds.
+            self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -160,6 +165,11 @@ class RedisServer:
         if wanted:
             client = self.client()
             client.config_set("appendonly", "yes")
+            # Redis refuses to shut down while it writes that first AOF: wait for it.
+            deadline = time.monotonic() + 15
+            while (client.info("persistence").get("aof_rewrite_in_progress")
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
             client.close()
         return self
 
@@ -186,7 +196,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.proc, 20, "Kafka broker (Tansu)")
         return self
@@ -264,3 +274,81 @@ class LocalStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate()`` until it returns something truthy (returned) or ``timeout``
+    seconds pass (TimeoutError naming ``what``). For tests and the demo: wait for a state,
+    never sleep for one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout}s")
+        time.sleep(interval)
+
+
+@dataclass
+class RecsProcess:
+    """One ``recs`` command run as a real subprocess (so SIGTERM/SIGKILL are real), logging
+    JSON lines to ``log_path`` for tests to read."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> RecsProcess:
+        import sys
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recs.cli", *self.args, "--log-format", "json"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    def send(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash at whatever point the process has reached."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def records(self) -> list[dict]:
+        """The JSON log records written so far (other lines, e.g. librdkafka's, skipped)."""
+        import json
+
+        out = []
+        with contextlib.suppress(FileNotFoundError), open(self.log_path, "rb") as fh:
+            for line in fh:
+                if line.startswith(b"{"):
+                    with contextlib.suppress(ValueError):
+                        out.append(json.loads(line))
+        return out
+
+    def wait_for_log(self, msg: str, timeout: float = 30, where=None) -> dict:
+        """The first record whose message starts with ``msg`` (and satisfies ``where``)."""
+        def found():
+            exited = self.proc is not None and self.proc.poll() is not None
+            record = next((r for r in self.records() if r.get("msg", "").startswith(msg)
+                           and (where is None or where(r))), None)
+            if record is None and exited:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"recs exited with {self.proc.returncode} while waiting "
+                                   f"for {msg!r}:\n{tail}")
+            return record
+        return wait_until(found, timeout, f"log {msg!r} from recs {self.args[0]}")

@@ -50,3 +50,41 @@ def topics(broker: Broker):
     name = f"resource-views-{uuid.uuid4().hex[:8]}"
     broker.create_topics({name: 4, f"{name}.dlq": 1})
     return name, f"{name}.dlq"
+
+
+@pytest.fixture
+def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
+    """Environment for ``recs consume`` (and other ``recs`` subprocesses) wired to this
+    test's Redis, broker and topics, with test-speed Kafka timeouts."""
+    topic, dlq = topics
+    return {
+        **os.environ,
+        "RECS_REDIS_URL": redis_server.url,
+        "RECS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "RECS_TOPIC": topic,
+        "RECS_DLQ_TOPIC": dlq,
+        "RECS_GROUP": f"recs-{uuid.uuid4().hex[:8]}",
+        "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in KAFKA_TEST_CONFIG.items()),
+        "RECS_METRICS_PORT": "0",
+        "RECS_BATCH_TIMEOUT": "0.2",
+        "RECS_OFFSET_CHECK_INTERVAL": "1",
+        "RECS_REDIS_RETRY_MAX": "1",
+    }
+
+
+@pytest.fixture
+def start_recs(tmp_path: Path):
+    """``start_recs(args, env)`` runs ``recs ARGS`` as a subprocess (RecsProcess); whatever
+    is still running at the end of the test is killed."""
+    from recs.localstack import RecsProcess
+
+    started: list[RecsProcess] = []
+
+    def start(args: list[str], env: dict[str, str]) -> RecsProcess:
+        proc = RecsProcess(list(args), env, tmp_path / f"recs-{args[0]}-{len(started)}.log")
+        started.append(proc.start())
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()

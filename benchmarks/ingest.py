@@ -1,0 +1,285 @@
+"""Ingest throughput: ``recs consume``'s own code path vs a minimal consume loop, draining
+the same backlog from the same servers in the same run.
+
+    .venv/bin/python benchmarks/ingest.py [--events 400000] [--rounds 3] [--batch-size 5000]
+
+Setup (untimed): a redis-server and a Tansu broker from ``recs.localstack`` (or the broker
+named by RECS_KAFKA_BOOTSTRAP_SERVERS), one topic of 4 partitions, ``--events`` contract
+events (heavy-tailed users and resources, three languages, 30% with a ``count``) produced
+once. Then ``--rounds`` rounds, each on an emptied Redis and a fresh consumer group:
+
+- ``baseline``: a confluent-kafka consumer; per batch of ``--batch-size`` messages:
+  ``orjson.loads`` each value, aggregate ``lang -> user -> resource -> views`` in dicts (the
+  shape ours uses), ONE Lua call with a flat ARGV doing HINCRBY on the views hashes and
+  item_views (items summed in Lua, as ours does). No validation, no offsets, no langs/users/
+  seq/dirty/touched bookkeeping, no dead-letter path, no commits, no metrics.
+- ``recs``: ``consumers.consume.StreamConsumer`` in this process (the class behind
+  ``recs consume``) with ``until_drained``: validation, aggregation, the guarded Lua step
+  (offsets, langs, users, seq, dirty, touched), Kafka commits, metrics.
+
+Each is timed from its first message to its last Redis write (the group join is left out).
+Both results are checked against the expected total of views. Printed: events/s of each
+per round, the medians, and recs / baseline (target >= 0.8). The order alternates between
+rounds.
+
+On this small machine the broker's fetch rate dominates both figures, which hides the CPU
+cost of our extra work; so a second comparison runs the same two batch functions over the
+messages already fetched into memory (``hot path only``): per batch, the baseline's decode,
+aggregation and Lua call vs ``StreamConsumer._add`` + ``_flush`` (validation, aggregation,
+the guarded script with the bookkeeping). No target is set for that one; it shows what
+validation and bookkeeping cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from consumers.consume import ConsumerConfig, StreamConsumer  # noqa: E402
+from consumers.produce import produce_events  # noqa: E402
+from recs.localstack import LocalStack  # noqa: E402
+from store.keys import Keys  # noqa: E402
+
+TOPIC = "bench-views"
+
+BASELINE_LUA = """
+-- ARGV: views key prefix, item_views key prefix, n_langs, then per language:
+--   lang, n_users, n_users x (user_id, n_pairs, n_pairs x (resource_id, views))
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local lang, n_users = ARGV[i], tonumber(ARGV[i + 1])
+  local prefix = ARGV[1] .. lang .. ':views:'
+  local items = {}
+  i = i + 2
+  for _ = 1, n_users do
+    local key, n_pairs = prefix .. ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    for _ = 1, n_pairs do
+      local rid, c = ARGV[i], tonumber(ARGV[i + 1])
+      redis.call('HINCRBY', key, rid, c)
+      items[rid] = (items[rid] or 0) + c
+      i = i + 2
+    end
+  end
+  for rid, c in pairs(items) do
+    redis.call('HINCRBY', ARGV[2] .. lang .. ':item_views', rid, c)
+  end
+end
+return 0
+"""
+
+
+def make_events(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    users = np.minimum(rng.zipf(1.3, n), 60000)
+    items = np.minimum(rng.zipf(1.2, n), 8000)
+    langs = rng.choice(np.array(["en", "es", "pt"]), n, p=[0.6, 0.3, 0.1])
+    counts = np.where(rng.random(n) < 0.3, rng.integers(1, 6, n), 0)
+    ts = 1764201600000 + np.arange(n)
+    out = []
+    for u, i, lang, c, t in zip(users.tolist(), items.tolist(), langs.tolist(),
+                                counts.tolist(), ts.tolist(), strict=True):
+        e = {"user_id": f"user-{u:06d}", "resource_id": int(i), "lang": lang, "ts": t}
+        if c:
+            e["count"] = c
+        out.append(e)
+    return out
+
+
+def baseline_batch(msgs: list, script) -> int:
+    """The minimal loop's work for one batch; returns the views it added."""
+    loads = orjson.loads
+    agg: dict = {}
+    views = 0
+    for m in msgs:
+        if m.error() is not None:
+            continue
+        d = loads(m.value())
+        lang, user, rid, c = d["lang"], d["user_id"], d["resource_id"], d.get("count", 1)
+        users = agg.get(lang)
+        if users is None:
+            users = agg[lang] = {}
+        items = users.get(user)
+        if items is None:
+            users[user] = {rid: c}
+        else:
+            items[rid] = items.get(rid, 0) + c
+        views += c
+    args = ["recs:", "recs:", len(agg)]
+    for lang, users in agg.items():
+        args += (lang, len(users))
+        for user, items in users.items():
+            args += (user, len(items))
+            for item in items.items():
+                args += item
+    script(keys=[], args=args)
+    return views
+
+
+def baseline(bootstrap: str, client, n: int, batch_size: int, extra: dict) -> tuple[float, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"base-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.auto.offset.store": False, **extra})
+    consumer.subscribe([TOPIC])
+    script = client.register_script(BASELINE_LUA)
+    seen = views = 0
+    start = end = 0.0
+    while seen < n:
+        msgs = consumer.consume(batch_size, 0.5)
+        if not msgs:
+            continue
+        if not start:
+            start = time.perf_counter()
+        views += baseline_batch(msgs, script)
+        seen += sum(m.error() is None for m in msgs)
+        end = time.perf_counter()
+    consumer.close()
+    return n / (end - start), views
+
+
+def ours(bootstrap: str, url: str, batch_size: int, extra: dict) -> tuple[float, int]:
+    cfg = ConsumerConfig(bootstrap_servers=bootstrap, topic=TOPIC, dlq_topic=TOPIC + ".dlq",
+                         group=f"recs-{uuid.uuid4().hex}", redis_url=url,
+                         batch_size=batch_size, metrics_port=0, kafka_config=extra,
+                         until_drained=True)
+    consumer = StreamConsumer(cfg)
+    consumer.run()
+    return (consumer.events_applied / (consumer.last_write_at - consumer.first_message_at),
+            consumer.events_applied)
+
+
+def fetch_all(bootstrap: str, n: int, extra: dict) -> list:
+    """Every message of the topic, in memory (for the hot-path-only comparison)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"all-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **extra})
+    consumer.subscribe([TOPIC])
+    out: list = []
+    while len(out) < n:
+        out += [m for m in consumer.consume(10000, 0.5) if m.error() is None]
+    consumer.close()
+    return out
+
+
+def hot_baseline(msgs: list, client, batch_size: int) -> float:
+    script = client.register_script(BASELINE_LUA)
+    start = time.perf_counter()
+    for i in range(0, len(msgs), batch_size):
+        baseline_batch(msgs[i:i + batch_size], script)
+    return len(msgs) / (time.perf_counter() - start)
+
+
+def hot_ours(msgs: list, url: str, batch_size: int, extra: dict) -> float:
+    """StreamConsumer's own batch code (_add, _flush: validation, aggregation, the guarded
+    script) over messages already in memory; the Kafka consumer is never subscribed, so it
+    owns all four partitions by decree."""
+    cfg = ConsumerConfig(bootstrap_servers="127.0.0.1:1", topic=TOPIC, redis_url=url,
+                         group=f"hot-{uuid.uuid4().hex}", batch_size=batch_size,
+                         metrics_port=0, kafka_config=extra)
+    consumer = StreamConsumer(cfg)
+    consumer._commit = lambda asynchronous: None  # no broker behind this one
+    consumer._applied = {p: None for p in range(4)}
+    consumer._read = {p: 0 for p in range(4)}
+    start = time.perf_counter()
+    for i in range(0, len(msgs), batch_size):
+        consumer._add(msgs[i:i + batch_size])
+        consumer._flush()
+    rate = consumer.events_applied / (time.perf_counter() - start)
+    consumer.redis.close()
+    return rate
+
+
+def total_views(client) -> int:
+    keys = Keys("recs")
+    return sum(sum(int(v) for v in client.hvals(keys.item_views(lang)))
+               for lang in ("en", "es", "pt"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=400_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--profile", help="write a cProfile of one recs run to this file")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    extra = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+    with LocalStack(external_kafka=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")) as stack:
+        stack.broker.create_topics({TOPIC: 4, TOPIC + ".dlq": 1})
+        events = make_events(args.events, seed=11)
+        expected = sum(e.get("count", 1) for e in events)
+        t = time.perf_counter()
+        produce_events(stack.broker.bootstrap, TOPIC, events)
+        print(f"produced {len(events):,} events ({expected:,} views) in "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+        del events
+        client = stack.redis.client()
+        base_rates, our_rates = [], []
+        for r in range(args.rounds):
+            # Alternate which runs first, so neither always meets a warmer broker cache.
+            for which in (("baseline", "recs") if r % 2 == 0 else ("recs", "baseline")):
+                client.flushall()
+                if which == "baseline":
+                    rate, views = baseline(stack.broker.bootstrap, client, args.events,
+                                           args.batch_size, extra)
+                    assert views == expected == total_views(client), (views, expected)
+                    base_rates.append(rate)
+                    continue
+                prof = None
+                if args.profile and r == 0:
+                    import cProfile
+                    prof = cProfile.Profile()
+                    prof.enable()
+                rate, applied = ours(stack.broker.bootstrap, stack.redis.url, args.batch_size,
+                                     extra)
+                if prof is not None:
+                    prof.disable()
+                    prof.dump_stats(args.profile)
+                assert applied == args.events and total_views(client) == expected
+                our_rates.append(rate)
+            print(f"round {r + 1}: baseline {base_rates[-1]:,.0f} events/s, "
+                  f"recs {our_rates[-1]:,.0f} events/s, "
+                  f"ratio {our_rates[-1] / base_rates[-1]:.2f}", flush=True)
+        b, o = statistics.median(base_rates), statistics.median(our_rates)
+        print(f"end to end, median: baseline {b:,.0f} events/s, recs consume {o:,.0f} events/s, "
+              f"recs / baseline = {o / b:.2f} (target >= 0.8)", flush=True)
+
+        # The same code without the broker: what validation and bookkeeping cost on the CPU.
+        msgs = fetch_all(stack.broker.bootstrap, args.events, extra)
+        # 400,000 live Message objects are an artifact of this measurement: keep the cyclic
+        # GC from walking them on every full collection (it would tax whichever path
+        # allocates more containers).
+        gc.collect()
+        gc.freeze()
+        hot_base, hot_recs = [], []
+        for r in range(args.rounds):
+            for which in (("baseline", "recs") if r % 2 == 0 else ("recs", "baseline")):
+                client.flushall()
+                if which == "baseline":
+                    hot_base.append(hot_baseline(msgs, client, args.batch_size))
+                else:
+                    hot_recs.append(hot_ours(msgs, stack.redis.url, args.batch_size, extra))
+                assert total_views(client) == expected
+            print(f"hot path round {r + 1}: baseline {hot_base[-1]:,.0f} events/s, "
+                  f"recs {hot_recs[-1]:,.0f} events/s, ratio {hot_recs[-1] / hot_base[-1]:.2f}",
+                  flush=True)
+        b, o = statistics.median(hot_base), statistics.median(hot_recs)
+        print(f"hot path only (messages in memory), median: baseline {b:,.0f} events/s, "
+              f"recs {o:,.0f} events/s, recs / baseline = {o / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()

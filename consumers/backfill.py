@@ -1,0 +1,195 @@
+"""``recs backfill FILE --lang L``: a views CSV extract into the Redis counts, exactly once.
+
+The rows go through the consumer's write path (store/counts.py), in chunks. Each chunk's
+script call also moves the file's progress record in ``Keys.backfills`` (field
+``{lang}:{sha256 of the decompressed content}``, value JSON) from the state it read to the
+next one, compare-and-set, in the same atomic step as the chunk's counts. Hence:
+
+- a load killed half-way leaves a record "k of n chunks done" that matches the counts
+  exactly; running the same command again resumes at chunk k+1;
+- a completed file is refused unless ``--force`` (which loads it again on purpose, adding
+  its views a second time);
+- two loads of the same file at once cannot both apply a chunk: the second one's guard
+  fails and it stops with a message.
+
+Digesting the decompressed bytes makes ``views.csv`` and ``views.csv.gz`` the same file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import redis
+
+from consumers.events import valid_lang
+from recs.errors import InputError, RecsError
+from store.connection import connect
+from store.counts import Counts
+from store.keys import Keys
+from trainer.data import load_views
+
+log = logging.getLogger("recs.backfill")
+
+CHUNK_PAIRS = 20000
+"""(user, resource) pairs per atomic step: big enough to be quick, small enough that one
+script call holds Redis for only tens of milliseconds."""
+
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+
+
+@dataclass
+class BackfillResult:
+    field: str
+    """The progress record's field in Keys.backfills."""
+    pairs: int
+    views: int
+    chunks: int
+    chunks_applied: int
+    """Chunks written by this run (fewer than ``chunks`` when it resumed)."""
+    resumed_at: int
+    """Chunks a previous, interrupted run had already written."""
+    run: int
+    """1 for the first load of the file, 2 for the first forced reload..."""
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of the file's content, decompressed first if it is gzip."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    h = hashlib.sha256()
+    with (gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")) as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = False,
+             skip_bad_rows: bool = False, chunk_pairs: int = CHUNK_PAIRS,
+             on_chunk: Callable[[int, int], None] | None = None) -> BackfillResult:
+    """Load ``path`` into ``lang``'s counts; see the module docstring. ``on_chunk(done,
+    total)`` is called after each chunk is written."""
+    if not valid_lang(lang):
+        raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters (en, es, pt)")
+    try:
+        digest = file_digest(path)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from None
+    df, report = load_views(path, skip_bad_rows=skip_bad_rows)
+    for line in report.lines():
+        log.info(line)
+    df = _drop_control_characters(df, path, skip_bad_rows)
+    # A stable order makes the chunks the same on every run of the same file (resuming).
+    df = df.sort_values(["user_id", "resource_id"], kind="stable").reset_index(drop=True)
+    pairs, views = len(df), int(df["views"].sum())
+    chunks = max(1, -(-pairs // chunk_pairs))
+
+    field = f"{lang}:{digest}"
+    held = client.hget(keys.backfills, field)
+    held = held.decode() if isinstance(held, bytes) else held
+    state = orjson.loads(held) if held else None
+    done, run = 0, 1
+    if state is not None and state.get("complete"):
+        if not force:
+            raise InputError(
+                f"{path} was already loaded into {lang!r} ({state.get('views')} views, "
+                f"{state.get('loaded_at')}); loading it again would count its views twice. "
+                "Use --force to do that on purpose.")
+        run = int(state.get("run", 1)) + 1
+    elif state is not None:
+        if (state.get("pairs"), state.get("chunk_pairs")) != (pairs, chunk_pairs):
+            raise InputError(
+                f"{path}: an interrupted load of this file into {lang!r} read it differently "
+                f"({state.get('pairs')} rows then, {pairs} now): rerun it with the same "
+                "--skip-bad-rows setting to resume it")
+        done, run = int(state.get("chunks_done", 0)), int(state.get("run", 1))
+        log.info("resuming an interrupted load", extra={"fields": {
+            "file": str(path), "chunks_done": done, "chunks": chunks}})
+
+    record = {"file": str(path), "lang": lang, "sha256": digest, "run": run, "pairs": pairs,
+              "views": views, "users": int(df["user_id"].nunique()),
+              "items": int(df["resource_id"].nunique()), "chunk_pairs": chunk_pairs,
+              "chunks": chunks, "started_at": (state or {}).get("started_at") if done else
+              _now()}
+    counts = Counts(client, keys)
+    users = df["user_id"].tolist()
+    items = df["resource_id"].tolist()
+    counts_ = df["views"].tolist()
+    resumed_at = done
+    for i in range(done, chunks):
+        lo, hi = i * chunk_pairs, min((i + 1) * chunk_pairs, pairs)
+        batch: dict[str, dict[int, int]] = {}
+        for user, rid, n in zip(users[lo:hi], items[lo:hi], counts_[lo:hi], strict=True):
+            batch.setdefault(user, {})[rid] = n
+        last = i + 1 == chunks
+        new = dict(record, chunks_done=i + 1, complete=last,
+                   **({"loaded_at": _now()} if last else {}))
+        new_json = orjson.dumps(new).decode()
+        failed = _apply_with_retry(counts, keys, field, held, new_json, {lang: batch}, i, chunks)
+        if failed and failed.get(field) != new_json:  # (== : our own retried call landed)
+            raise InputError(
+                f"{path}: another load of this file into {lang!r} changed its progress while "
+                "this one ran; nothing was counted twice. Run the command again to resume.")
+        held = new_json
+        if on_chunk is not None:
+            on_chunk(i + 1, chunks)
+    return BackfillResult(field=field, pairs=pairs, views=views, chunks=chunks,
+                          chunks_applied=chunks - resumed_at, resumed_at=resumed_at, run=run)
+
+
+def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, new_json: str,
+                      views: dict, i: int, chunks: int, attempts: int = 5) -> dict:
+    """One chunk, retried over short Redis outages. Resending is safe: the progress guard
+    refuses a chunk that already landed (the caller recognises its own record)."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return counts.apply(keys.backfills, [(field, held, new_json)], views)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == attempts:
+                raise RecsError(f"Redis unavailable ({exc}) after {i} of {chunks} chunks; "
+                                "run the same command again to resume") from None
+            log.warning("redis unavailable, retrying", extra={"fields": {
+                "attempt": attempt, "wait_s": delay, "error": str(exc)}})
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")
+
+
+def _drop_control_characters(df: pd.DataFrame, path, skip_bad_rows: bool) -> pd.DataFrame:
+    """The contract forbids control characters in user ids; the CSV reader allows them."""
+    bad = df["user_id"].astype(str).str.contains(_CONTROL, regex=True).to_numpy()
+    if not bad.any():
+        return df
+    first = df["user_id"].iloc[int(bad.argmax())]
+    if not skip_bad_rows:
+        raise InputError(f"{path}: user_id {first!r} contains control characters "
+                         f"({int(bad.sum())} rows; --skip-bad-rows skips such rows)")
+    log.warning(f"{path}: skipped {int(bad.sum())} rows whose user_id has control characters")
+    return df[~bad].reset_index(drop=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def cmd_backfill(args) -> int:
+    client = connect(args.redis_url)
+    try:
+        result = backfill(client, Keys(args.prefix), args.file, args.lang, force=args.force,
+                          skip_bad_rows=args.skip_bad_rows)
+    finally:
+        client.close()
+    what = "resumed and finished" if result.resumed_at else "loaded"
+    print(f"{args.file}: {what} {result.pairs} (user, resource) rows, {result.views} views "
+          f"into {args.lang!r} ({result.chunks_applied} of {result.chunks} chunks written now"
+          f"{', reload #' + str(result.run) if result.run > 1 else ''})", file=sys.stdout)
+    return 0

@@ -1,0 +1,710 @@
+"""``recs consume``: Kafka view events -> per-language counts in Redis, each view exactly once.
+
+How exactly-once works here (the offsets live in Redis, not in Kafka):
+
+- Every batch is written by ONE Lua script (store/counts.py) that adds the counts AND sets
+  each partition's next offset in ``Keys.offsets(group, topic)``, guarded: the script is
+  given, for every partition this consumer owns, the offset it believes Redis holds, and
+  refuses the whole batch if any differs. So a batch applies at most once, however often
+  it is sent (a retry after a lost reply, a zombie member after a rebalance).
+- On assignment each partition starts at the offset Redis holds (the beginning when Redis
+  holds none), whatever Kafka has committed. Kafka commits happen after the Redis write
+  and only serve lag dashboards.
+- When the script refuses (or the periodic idle check finds Redis holding another offset:
+  Redis lost its latest writes, or another member wrote), the batch in hand is dropped and
+  the partitions are sought back to what Redis holds, so the counts converge exactly again.
+- A crash at any point leaves Redis at a batch boundary; the restart resumes from there.
+
+Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
+them are written (at-least-once: a crash between the two re-sends them on replay).
+
+A Redis outage: the write is retried with capped exponential backoff and logged; nothing
+is committed meanwhile. While it lasts the consumer pauses its partitions and keeps calling
+``poll`` between attempts, so librdkafka's ``max.poll.interval.ms`` never expires and the
+member keeps its partitions (heartbeats are librdkafka's own thread). Messages a paused
+poll still hands out are dropped and their partitions sought back after the write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from consumers.events import InvalidEvent, parse_event
+from consumers.metrics import ConsumerMetrics
+from recs.errors import InputError
+from store.connection import connect
+from store.counts import Counts, read_offsets
+from store.keys import Keys
+
+log = logging.getLogger("recs.consume")
+
+# Errors after which the same call may succeed later. A TimeoutError or a dropped
+# connection leaves the outcome of a script unknown; the offset guard makes resending safe.
+_RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+_RETRY_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+                  "READONLY", "NOREPLICAS")
+
+
+@dataclass
+class ConsumerConfig:
+    """Everything ``recs consume`` can be told (flags and RECS_* env vars)."""
+
+    bootstrap_servers: str = "localhost:9092"
+    """Kafka bootstrap servers."""
+    topic: str = "resource-views"
+    """Topic of view events."""
+    dlq_topic: str = "resource-views.dlq"
+    """Dead-letter topic: invalid events, bytes unchanged, header ``error`` = reason."""
+    group: str = "recs"
+    """Consumer group id; also names the offsets hash in Redis."""
+    redis_url: str = "redis://localhost:6379/0"
+    """Redis URL (password and rediss:// allowed)."""
+    prefix: str = "recs"
+    """Redis key prefix."""
+    batch_size: int = 5000
+    """Messages per batch at most (valid and invalid alike)."""
+    batch_timeout: float = 0.1
+    """Seconds after its first message a batch is written even if not full. Under load
+    batches fill by size long before; on a quiet topic this bounds how stale counts are."""
+    metrics_port: int = 9100
+    """Prometheus port; 0 = no HTTP server."""
+    kafka_config: dict[str, str] = field(default_factory=dict)
+    """Extra librdkafka settings for the consumer and the dead-letter producer (SASL, SSL,
+    timeouts...). ``enable.auto.commit`` is always false."""
+    retry_initial: float = 0.1
+    """First wait in seconds before retrying a failed Redis call or dead-letter flush."""
+    retry_max: float = 5.0
+    """Cap in seconds of the doubling retry wait."""
+    offset_check_interval: float = 5.0
+    """While idle, compare the offsets Redis holds with ours this often (seconds), so a Redis
+    that lost writes is noticed even when no new event arrives."""
+    revoke_timeout: float = 10.0
+    """How long a revocation may spend writing the batch in hand before dropping it (the
+    group waits for us meanwhile; the offsets in Redis make dropping safe)."""
+    until_drained: bool = False
+    """Exit 0 once every assigned partition is read up to its end and written (batch jobs,
+    the benchmark)."""
+
+    @classmethod
+    def from_args(cls, args) -> ConsumerConfig:
+        if args.batch_size < 1 or args.batch_timeout <= 0:
+            raise InputError("--batch-size must be >= 1 and --batch-timeout > 0")
+        return cls(
+            bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
+            dlq_topic=args.dlq_topic, group=args.group, redis_url=args.redis_url,
+            prefix=args.prefix, batch_size=args.batch_size, batch_timeout=args.batch_timeout,
+            metrics_port=args.metrics_port, kafka_config=parse_kafka_config(args.kafka_config),
+            retry_max=args.redis_retry_max, offset_check_interval=args.offset_check_interval,
+            until_drained=args.until_drained,
+        )
+
+
+def parse_kafka_config(items: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; a value may itself contain ``=``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--kafka-config {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class _Abandoned(Exception):
+    """The batch in hand must be dropped (partitions revoked or lost while writing it)."""
+
+
+class _StopNow(Exception):
+    """Asked to stop while waiting for Redis to learn where to start: leave without reading."""
+
+
+class _DeadLetter:
+    """One invalid message on its way to the dead-letter topic."""
+
+    __slots__ = ("value", "key", "headers", "delivered", "failed")
+
+    def __init__(self, value, key, headers) -> None:
+        self.value, self.key, self.headers = value, key, headers
+        self.delivered = False
+        self.failed: KafkaError | None = None
+
+    def on_delivery(self, err, _msg) -> None:
+        if err is None:
+            self.delivered = True
+        else:
+            self.failed = err
+
+
+class StreamConsumer:
+    """One member of the consumer group. ``run()`` until ``stop()`` (or drained)."""
+
+    def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None) -> None:
+        self.cfg = config
+        self.metrics = metrics or ConsumerMetrics()
+        self.keys = Keys(config.prefix)
+        self.redis = connect(config.redis_url)
+        self.counts = Counts(self.redis, self.keys)
+        self.offsets_key = self.keys.offsets(config.group, config.topic)
+
+        extra = dict(config.kafka_config)
+        if str(extra.pop("enable.auto.commit", "false")).lower() in ("true", "1"):
+            log.warning("enable.auto.commit ignored: offsets are recorded in Redis")
+        reset = str(extra.get("auto.offset.reset", "earliest")).lower()
+        self._start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+        self._incremental = ("cooperative" in str(extra.get("partition.assignment.strategy", ""))
+                             or str(extra.get("group.protocol", "")).lower() == "consumer")
+        self.consumer = Consumer({
+            "bootstrap.servers": config.bootstrap_servers,
+            "group.id": config.group,
+            "auto.offset.reset": "earliest",
+            # Views should reach the updater within a fraction of a second; librdkafka's
+            # 500 ms default fetch wait dominates that on quiet topics.
+            "fetch.wait.max.ms": 100,
+            **extra,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,  # how --until-drained knows a partition's end
+            "on_commit": _on_commit,
+            "error_cb": _on_kafka_error,
+        })
+        producer_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
+        self.producer = Producer({
+            "bootstrap.servers": config.bootstrap_servers,
+            "acks": "all",
+            "linger.ms": 20,
+            **producer_extra,
+            "error_cb": _on_kafka_error,
+        })
+
+        # Per owned partition: the next offset Redis holds (None: no record) and the next
+        # offset to read; a message below _read is a duplicate and skipped.
+        self._applied: dict[int, int | None] = {}
+        self._read: dict[int, int] = {}
+        # The batch in hand.
+        self._views: dict[str, dict[str, dict[int, int]]] = {}
+        self._dead: list[_DeadLetter] = []
+        self._invalid: dict[str, int] = {}
+        self._in_hand = 0
+        self._valid = 0
+        self._view_sum = 0
+        self._skipped = 0
+        # Control.
+        self._stopping = False
+        self._flushing = False
+        self._abandon = False
+        self._strays: set[int] = set()
+        self._eof: dict[int, int] = {}
+        self._assigned_once = False
+        self.first_message_at: float | None = None
+        self.last_write_at: float | None = None
+        self.events_applied = 0
+
+    # -- public -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the batch in hand, write it, commit, leave the group (from a signal too)."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self.metrics.serve(cfg.metrics_port)
+        self.consumer.subscribe([cfg.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("consuming", extra={"fields": {
+            "topic": cfg.topic, "group": cfg.group, "dlq": cfg.dlq_topic,
+            "batch_size": cfg.batch_size, "batch_timeout": cfg.batch_timeout}})
+        deadline = 0.0
+        next_check = time.monotonic() + cfg.offset_check_interval
+        next_lag = 0.0
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                # Short waits: a signal's handler runs only once consume() returns. consume()
+                # waits its whole timeout to fill the batch, so an empty hand waits at most
+                # batch_timeout too: a batch is then written within ~2 x batch_timeout.
+                if self._in_hand:
+                    wait = min(max(0.0, deadline - now), 0.5)
+                else:
+                    wait = min(cfg.batch_timeout, 0.5)
+                msgs = self.consumer.consume(cfg.batch_size - self._in_hand, wait)
+                now = time.monotonic()
+                if msgs:
+                    if not self._in_hand:
+                        deadline = now + cfg.batch_timeout
+                        if self.first_message_at is None:
+                            self.first_message_at = time.perf_counter()
+                    self._add(msgs)
+                    self.metrics.batch_in_hand.set(self._in_hand)
+                if self._in_hand and (self._in_hand >= cfg.batch_size or now >= deadline):
+                    self._flush()
+                if now >= next_lag:
+                    self._update_lag()
+                    next_lag = now + 1.0
+                if not self._in_hand and not msgs:
+                    if now >= next_check:
+                        self._check_offsets()
+                        next_check = now + cfg.offset_check_interval
+                    if cfg.until_drained and self._drained():
+                        log.info("drained: every assigned partition is written up to its end")
+                        break
+            self._flush()
+            self._commit(asynchronous=False)
+        except _StopNow:
+            log.warning("stopped while Redis was unreachable; nothing was read")
+            self._clear_batch()
+            self._dead.clear()
+        except BaseException:
+            # Whatever broke, leaving the group must not try to write this batch again;
+            # the offsets in Redis make dropping it safe.
+            self._clear_batch()
+            self._dead.clear()
+            raise
+        finally:
+            self._close()
+        log.info("stopped", extra={"fields": {"events_applied": self.events_applied}})
+        return 0
+
+    # -- the hot path -----------------------------------------------------------------------
+    def _add(self, msgs: list) -> None:
+        read = self._read
+        views = self._views
+        parse = parse_event
+        valid = view_sum = skipped = events = 0
+        for m in msgs:
+            if m.error() is not None:
+                self._message_error(m)
+                continue
+            events += 1
+            p = m.partition()
+            offset = m.offset()
+            floor = read.get(p)
+            if floor is None or offset < floor:  # not ours any more, or already applied
+                skipped += 1
+                continue
+            read[p] = offset + 1
+            try:
+                lang, user, rid, n = parse(m.value())
+            except InvalidEvent as exc:
+                self._dead_letter(m, exc.reason)
+                continue
+            users = views.get(lang)
+            if users is None:
+                users = views[lang] = {}
+            items = users.get(user)
+            if items is None:
+                users[user] = {rid: n}
+            else:
+                items[rid] = items.get(rid, 0) + n
+            valid += 1
+            view_sum += n
+        self._in_hand += events
+        self._valid += valid
+        self._view_sum += view_sum
+        self._skipped += skipped
+
+    def _message_error(self, m) -> None:
+        err = m.error()
+        if err.code() == KafkaError._PARTITION_EOF:
+            # The fetch reached the end (the fetch's own high watermark: some brokers'
+            # ListOffsets answer is stale, Tansu's among them).
+            self._eof[m.partition()] = m.offset()
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("kafka message error", extra={"fields": {"error": str(err)}})
+
+    def _dead_letter(self, m, reason: str) -> None:
+        headers = list(m.headers() or ())
+        headers += [("error", reason.encode()), ("source.topic", m.topic().encode()),
+                    ("source.partition", str(m.partition()).encode()),
+                    ("source.offset", str(m.offset()).encode())]
+        dead = _DeadLetter(m.value(), m.key(), headers)
+        self._dead.append(dead)
+        self._invalid[reason] = self._invalid.get(reason, 0) + 1
+        self._produce_dead(dead)
+        log.debug("invalid event", extra={"fields": {
+            "reason": reason, "partition": m.partition(), "offset": m.offset()}})
+
+    def _produce_dead(self, dead: _DeadLetter) -> None:
+        dead.failed = None
+        while True:
+            try:
+                self.producer.produce(self.cfg.dlq_topic, value=dead.value, key=dead.key,
+                                      headers=dead.headers, on_delivery=dead.on_delivery)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+
+    # -- writing a batch --------------------------------------------------------------------
+    def _guards(self) -> list[tuple[int, int | None, int | None]]:
+        """Every owned partition: (partition, offset Redis should hold, new offset or None)."""
+        guards = []
+        for p, held in self._applied.items():
+            nxt = self._read[p]
+            guards.append((p, held, nxt if nxt != (held or 0) else None))
+        return guards
+
+    def _flush(self, in_callback: bool = False) -> None:
+        if not self._in_hand or self._flushing:
+            return
+        started = time.perf_counter()
+        self._flushing = True
+        self._abandon = False
+        try:
+            self._flush_dead_letters(in_callback)
+            guards = self._guards()
+            failed = self._call_redis(
+                lambda: self.counts.apply(self.offsets_key, guards, self._views),
+                in_callback=in_callback)
+        except _Abandoned:
+            log.warning("batch dropped: partitions revoked or lost while writing it",
+                        extra={"fields": {"messages": self._in_hand}})
+            self._discard_batch()
+            return
+        finally:
+            self._flushing = False
+            self._recover_strays()
+        if failed:
+            self._replay(failed)
+            return
+        for p, _held, new in guards:
+            if new is not None:
+                self._applied[p] = new
+        self.last_write_at = time.perf_counter()
+        self.events_applied += self._valid
+        m = self.metrics
+        m.batches.inc()
+        m.events_applied.inc(self._valid)
+        m.views_applied.inc(self._view_sum)
+        if self._skipped:
+            m.events_skipped.inc(self._skipped)
+        for reason, n in self._invalid.items():
+            m.events_invalid.labels(reason).inc(n)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        log.debug("batch written", extra={"fields": {
+            "messages": self._in_hand, "events": self._valid, "views": self._view_sum}})
+        self._clear_batch()
+        self._commit(asynchronous=True)
+
+    def _flush_dead_letters(self, in_callback: bool) -> None:
+        """Every dead letter of the batch delivered, before its offsets reach Redis."""
+        delay = self.cfg.retry_initial
+        give_up = time.monotonic() + self.cfg.revoke_timeout
+        while self._dead:
+            self.producer.flush(1.0)
+            for dead in self._dead:
+                if dead.failed is not None:
+                    log.warning("dead-letter delivery failed, resending",
+                                extra={"fields": {"error": str(dead.failed)}})
+                    self._produce_dead(dead)
+            if all(d.delivered for d in self._dead):
+                self._dead.clear()
+                return
+            self.metrics.dlq_retries.inc()
+            log.warning("dead-letter topic not reachable, retrying", extra={"fields": {
+                "pending": sum(not d.delivered for d in self._dead), "wait_s": delay}})
+            self._wait(delay, in_callback, give_up)
+            delay = min(delay * 2, self.cfg.retry_max)
+
+    def _call_redis(self, call: Callable, *, in_callback: bool = False):
+        delay = self.cfg.retry_initial
+        give_up = time.monotonic() + self.cfg.revoke_timeout
+        attempt = 0
+        while True:
+            try:
+                result = call()
+                if attempt:
+                    log.info("redis reachable again", extra={"fields": {"attempts": attempt}})
+                return result
+            except redis.RedisError as exc:
+                if not _retryable(exc):
+                    raise
+                attempt += 1
+                self.metrics.redis_retries.inc()
+                log.warning("redis unavailable, retrying", extra={"fields": {
+                    "attempt": attempt, "wait_s": round(delay, 3), "error": str(exc)}})
+                self._wait(delay, in_callback, give_up)
+                delay = min(delay * 2, self.cfg.retry_max)
+
+    def _wait(self, seconds: float, in_callback: bool, give_up: float) -> None:
+        """Sleep between retries. Outside a rebalance callback the partitions are paused
+        and ``poll`` keeps running (group membership, max.poll.interval.ms); inside one,
+        ``poll`` may not be called, so the wait is bounded by ``revoke_timeout``."""
+        if in_callback:
+            if time.monotonic() + seconds > give_up:
+                raise _Abandoned()
+            time.sleep(seconds)
+            return
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            msg = self.consumer.poll(min(left, 0.5))
+            if msg is not None and msg.error() is None and msg.partition() in self._read:
+                self._strays.add(msg.partition())
+            if self._abandon:
+                raise _Abandoned()
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+
+    def _recover_strays(self) -> None:
+        """Messages handed out by a poll while paused were dropped: read them again."""
+        if not self._strays:
+            return
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+        for p in self._strays:
+            if p in self._read:
+                self._seek(p, self._read[p])
+        self._strays.clear()
+
+    def _replay(self, failed: dict[str, str | None]) -> None:
+        """Redis holds other offsets than we thought: drop the batch, resume from Redis."""
+        for field_, held in failed.items():
+            p = int(field_)
+            if p in self._applied:
+                self._applied[p] = int(held) if held is not None else None
+        self.metrics.replays.inc(len(failed))
+        log.warning("offsets in Redis differ from ours; replaying from Redis", extra={"fields": {
+            "partitions": {p: h for p, h in failed.items()}, "dropped": self._in_hand}})
+        self._discard_batch(sought=failed.keys())
+
+    def _discard_batch(self, sought=()) -> None:
+        """Forget the batch in hand and seek every owned partition back to what Redis holds
+        (as far as we know) wherever we had read past it."""
+        sought = {int(p) for p in sought}
+        for p, held in self._applied.items():
+            floor = held if held is not None else 0
+            if p in sought or self._read.get(p) != floor:
+                self._read[p] = floor
+                self._seek(p, held)
+        self._clear_batch()
+        self._dead.clear()
+
+    def _clear_batch(self) -> None:
+        self._views = {}
+        self._invalid = {}
+        self._in_hand = self._valid = self._view_sum = self._skipped = 0
+        self.metrics.batch_in_hand.set(0)
+
+    def _seek(self, p: int, offset: int | None) -> None:
+        """Read ``p`` again from ``offset`` (None: where auto.offset.reset says). A refused
+        seek raises: reading on from the wrong place could skip events, while a crash is
+        always safe (the restart resumes from the offsets in Redis)."""
+        self._eof.pop(p, None)
+        self.consumer.seek(TopicPartition(self.cfg.topic, p,
+                                          self._start if offset is None else offset))
+
+    def _check_offsets(self) -> None:
+        """Idle: does Redis still hold the offsets we wrote? (It may have lost writes.)"""
+        if not self._applied:
+            return
+        try:
+            held = read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic)
+        except redis.RedisError as exc:
+            log.warning("redis unavailable for the offset check", extra={"fields": {
+                "error": str(exc)}})
+            return
+        differ = {str(p): (str(held[p]) if p in held else None)
+                  for p, ours in self._applied.items() if held.get(p) != ours}
+        if differ:
+            self._replay(differ)
+
+    def _commit(self, asynchronous: bool) -> None:
+        """Tell Kafka how far Redis is, for lag dashboards only."""
+        offsets = [TopicPartition(self.cfg.topic, p, o)
+                   for p, o in self._applied.items() if o is not None]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            log.info("kafka commit failed (only lag reporting is affected)",
+                     extra={"fields": {"error": str(exc)}})
+
+    def _update_lag(self) -> None:
+        for p in self._applied:
+            tp = TopicPartition(self.cfg.topic, p)
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                lag = high - max(self._read[p], low if low >= 0 else 0)
+                self.metrics.lag.labels(self.cfg.topic, str(p)).set(max(lag, 0))
+
+    def _drained(self) -> bool:
+        """Every owned partition's fetch reported its end at the offset we have written."""
+        return self._assigned_once and all(
+            self._eof.get(p, -1) >= self._read[p] for p in self._applied)
+
+    # -- rebalancing --------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_once = True
+        if not partitions:  # a cooperative rebalance that gave us nothing new
+            if self._incremental:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
+            return
+        held = self._redis_in_callback(
+            lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic))
+        for tp in partitions:
+            offset = held.get(tp.partition)
+            tp.offset = self._start if offset is None else offset
+            self._applied[tp.partition] = offset
+            self._read[tp.partition] = offset or 0
+            self._eof.pop(tp.partition, None)
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        # librdkafka keeps a partition's pause flag across unassign/assign: one revoked
+        # while a Redis outage had it paused would otherwise stay silent forever.
+        consumer.resume(partitions)
+        self.metrics.rebalances.labels("assign").inc()
+        log.info("partitions assigned", extra={"fields": {
+            "partitions": sorted(tp.partition for tp in partitions),
+            "offsets": {str(tp.partition): held.get(tp.partition) for tp in partitions}}})
+
+    def _redis_in_callback(self, call: Callable):
+        """Redis from a rebalance callback: we cannot poll here, so just retry until it
+        answers (an outage longer than max.poll.interval.ms makes librdkafka leave the
+        group, and we join again afterwards: slow but safe)."""
+        delay = self.cfg.retry_initial
+        while True:
+            try:
+                return call()
+            except redis.RedisError as exc:
+                if not _retryable(exc):
+                    raise
+                if self._stopping:  # nothing in hand to finish: a stop request may leave now
+                    raise _StopNow() from exc
+                self.metrics.redis_retries.inc()
+                log.warning("redis unavailable during assignment, retrying", extra={"fields": {
+                    "wait_s": round(delay, 3), "error": str(exc)}})
+                time.sleep(delay)
+                delay = min(delay * 2, self.cfg.retry_max)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._flushing:  # called from inside our own retry loop: let it drop the batch
+            self._forget(partitions, "revoke")
+            self._abandon = True
+        else:
+            self._flush(in_callback=True)  # drops the batch itself if Redis stays down
+            self._commit(asynchronous=True)
+            self._forget(partitions, "revoke")
+        if self._incremental:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: write nothing (the guard would refuse
+        # anyway); what we read is replayed by whoever owns them now.
+        self._forget(partitions, "lost")
+        if self._flushing:
+            self._abandon = True
+        else:
+            self._discard_batch()
+        if self._incremental:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
+        gone = [tp.partition for tp in partitions if tp.partition in self._applied]
+        for p in gone:
+            self._applied.pop(p, None)
+            self._read.pop(p, None)
+            self._strays.discard(p)
+            self._eof.pop(p, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(self.cfg.topic, str(p))
+        if gone:
+            self.metrics.rebalances.labels(kind).inc()
+            log.info(f"partitions {'revoked' if kind == 'revoke' else 'lost'}",
+                     extra={"fields": {"partitions": sorted(gone)}})
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group (on_revoke runs with nothing in hand)
+        except Exception as exc:
+            log.warning("closing the consumer failed", extra={"fields": {"error": str(exc)}})
+        self.producer.flush(5)
+        self.redis.close()
+
+
+# librdkafka warns about (and ignores) consumer-only settings given to a producer; leave
+# the common ones out of the dead-letter producer so its log stays quiet.
+_CONSUMER_ONLY = {
+    "group.id", "group.instance.id", "session.timeout.ms", "heartbeat.interval.ms",
+    "max.poll.interval.ms", "auto.offset.reset", "partition.assignment.strategy",
+    "fetch.min.bytes", "fetch.max.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes",
+    "queued.min.messages", "queued.max.messages.kbytes", "isolation.level", "group.protocol",
+    "enable.partition.eof", "check.crcs", "group.remote.assignor", "fetch.error.backoff.ms",
+    "coordinator.query.interval.ms", "auto.commit.interval.ms", "enable.auto.offset.store",
+}
+
+
+def _retryable(exc: redis.RedisError) -> bool:
+    if isinstance(exc, _RETRY_ERRORS):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_RETRY_REPLIES)
+
+
+def _on_commit(err, partitions) -> None:
+    if err is not None:
+        log.debug("kafka commit failed", extra={"fields": {"error": str(err)}})
+
+
+def _on_kafka_error(err: KafkaError) -> None:
+    if err.fatal():
+        log.error("fatal kafka error", extra={"fields": {"error": str(err)}})
+    else:
+        log.info("kafka", extra={"fields": {"error": str(err)}})
+
+
+def cmd_consume(args) -> int:
+    """``recs consume``: run one group member until SIGTERM/SIGINT (twice: at once)."""
+    consumer = StreamConsumer(ConsumerConfig.from_args(args))
+
+    def on_signal(signum, _frame) -> None:
+        if consumer.stopping:
+            log.warning("second signal: stopping now (Redis offsets keep this safe)")
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(128 + signum)
+        log.info("signal received: writing the batch in hand, then leaving the group",
+                 extra={"fields": {"signal": signal.Signals(signum).name}})
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return consumer.run()

@@ -1,0 +1,126 @@
+"""View events (shared/CONTRACT.md section 1): validation, as pure functions.
+
+``parse_event(value)`` turns one Kafka message value into ``(lang, user_id, resource_id,
+count)`` or raises :class:`InvalidEvent` whose ``reason`` is a short code (it becomes the
+dead-letter ``error`` header and a metrics label). The consumer calls it once per message,
+so it is written for speed: one ``orjson.loads``, then exact ``type(...) is`` checks (a JSON
+``true`` is a bool, and a bool is not an int here) and C-level string predicates before
+any regular expression.
+
+Fields the contract does not name, and ``ts``, are ignored: they change no count.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+MAX_VALUE_BYTES = 64 * 1024
+"""A value longer than this is invalid without being parsed."""
+MAX_USER_ID_LENGTH = 128
+MAX_RESOURCE_ID = 4294967295
+MAX_COUNT = 10000
+
+# Every reason code parse_event can give, for metrics and tests.
+REASONS = (
+    "no_value",           # a null value (tombstone) or an empty one
+    "too_large",          # over MAX_VALUE_BYTES
+    "not_json",           # not JSON, or not UTF-8
+    "not_object",         # JSON, but not an object
+    "missing_user_id",
+    "invalid_user_id",    # not a string, empty, too long, or with control characters
+    "missing_resource_id",
+    "invalid_resource_id",  # not an integer (or decimal string of one) in 1..MAX_RESOURCE_ID
+    "missing_lang",
+    "invalid_lang",       # not 2-3 lowercase ASCII letters
+    "invalid_count",      # present but not an integer in 1..MAX_COUNT
+)
+
+# Unicode category Cc: C0 controls, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+# Valid languages met so far: a set lookup instead of four string tests per event. Bounded:
+# there are only 26**2 + 26**3 valid codes.
+_LANGS_SEEN: set[str] = set()
+
+
+class InvalidEvent(ValueError):
+    """An event the contract rejects; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
+    """``(lang, user_id, resource_id, count)`` of a valid event value; raises InvalidEvent."""
+    if not value:
+        raise InvalidEvent("no_value")
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidEvent("too_large")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidEvent("not_json") from None
+    if type(doc) is not dict:
+        raise InvalidEvent("not_object")
+
+    user = doc.get("user_id")
+    if type(user) is not str or not 0 < len(user) <= MAX_USER_ID_LENGTH or (
+            not user.isprintable() and _CONTROL.search(user)):
+        # isprintable() is a fast yes for nearly every id; only ids it doubts (spaces other
+        # than ' ', format characters...) pay for the exact control-character test.
+        raise InvalidEvent("missing_user_id" if user is None else "invalid_user_id")
+
+    rid = doc.get("resource_id")
+    if type(rid) is not int:
+        rid = _resource_id_from(rid)
+    if not 0 < rid <= MAX_RESOURCE_ID:
+        raise InvalidEvent("invalid_resource_id")
+
+    lang = doc.get("lang")
+    if type(lang) is not str or lang not in _LANGS_SEEN:
+        if not valid_lang(lang):
+            raise InvalidEvent("missing_lang" if lang is None else "invalid_lang")
+        _LANGS_SEEN.add(lang)
+
+    count = doc.get("count")
+    if count is None:  # absent, or an explicit null: the default
+        count = 1
+    elif type(count) is not int or not 0 < count <= MAX_COUNT:
+        raise InvalidEvent("invalid_count")
+    return lang, user, rid, count
+
+
+def _resource_id_from(rid: object) -> int:
+    """A resource id sent as a decimal string (``"489473"``); raises for anything else."""
+    if rid is None:
+        raise InvalidEvent("missing_resource_id")
+    # isdigit() alone accepts other scripts' digits and superscripts; isascii() rules them out.
+    if type(rid) is str and 0 < len(rid) <= 20 and rid.isascii() and rid.isdigit():
+        return int(rid)
+    raise InvalidEvent("invalid_resource_id")
+
+
+def valid_user_id(user: object) -> bool:
+    """The contract's user_id rule, for sources other than events (CSV backfills)."""
+    return (type(user) is str and 0 < len(user) <= MAX_USER_ID_LENGTH
+            and _CONTROL.search(user) is None)
+
+
+def valid_lang(lang: object) -> bool:
+    """The contract's lang rule: 2 or 3 lowercase ASCII letters."""
+    return (type(lang) is str and 1 < len(lang) < 4 and lang.isascii() and lang.isalpha()
+            and lang.islower())
+
+
+def encode_event(user_id: str, resource_id: int, lang: str, count: int = 1,
+                 ts: int | None = None) -> bytes:
+    """The contract's JSON value for one event (what producers send)."""
+    doc: dict[str, object] = {"user_id": user_id, "resource_id": resource_id, "lang": lang,
+                              "count": count}
+    if ts is not None:
+        doc["ts"] = ts
+    return orjson.dumps(doc)
