@@ -1,0 +1,159 @@
+"""Reading one language's view counts out of Redis, for the trainer.
+
+The consumer keeps one HASH per user (``views(lang, user)``: resource_id -> count) and the
+SET ``users(lang)`` naming them, so the reader needs no keyspace SCAN. :func:`read_views`
+walks that SET with SSCAN and fetches the hashes a chunk at a time with one server-side
+script (:data:`READ_VIEWS`): the script packs a chunk's ids and counts into two
+comma-separated strings, which numpy parses in C. That keeps the client's cost per view near
+nothing (no Python object per hash field) and each script short (a chunk of 250 users is
+about a millisecond of server time), so apps reading published lists meanwhile wait for at
+most one chunk.
+
+The read is not a point-in-time snapshot: the consumer goes on writing while the chunks are
+read. :func:`read_seq` taken *before* the read bounds what is certainly included (every batch
+up to that sequence number); the trainer re-queues users touched after it (see
+``store.publish.requeue_touched``), so views that may be missing get folded in later.
+
+Usage::
+
+    seq = read_seq(client, keys, "en")
+    views = read_views(client, keys, "en")   # DataFrame user_id, resource_id, views
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import redis
+
+from store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+READ_VIEWS = """
+-- KEYS: the views hashes of some users, one per user.
+-- Returns {pairs: "n1,n2,..." (fields per hash, in KEYS order),
+--          flat: "resource,count,resource,count,..." (all hashes' fields, in KEYS order)}.
+-- Two strings instead of nested arrays: the client parses each with one numpy call.
+local sizes, parts = {}, {}
+for i, key in ipairs(KEYS) do
+  local h = redis.call('HGETALL', key)
+  sizes[i] = #h / 2
+  if #h > 0 then parts[#parts + 1] = table.concat(h, ',') end
+end
+return {table.concat(sizes, ','), table.concat(parts, ',')}
+"""
+
+VIEW_COLUMNS = ("user_id", "resource_id", "views")
+
+
+def read_languages(client: redis.Redis, keys: Keys) -> list[str]:
+    """Every language the consumer has seen (``recs:langs``), sorted."""
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in client.smembers(keys.langs))
+
+
+def read_seq(client: redis.Redis, keys: Keys, lang: str) -> int:
+    """The consumer's batch counter for ``lang`` (0 before the first batch)."""
+    value = client.get(keys.seq(lang))
+    return int(value) if value is not None else 0
+
+
+def read_pending(client: redis.Redis, keys: Keys, lang: str) -> list[str]:
+    """Users the updater has not yet folded in (dirty or claimed) right now.
+
+    The updater may finish them against the *old* model while a new one is published, after
+    the publisher wrote them; the trainer queues them again once the new model is live."""
+    # ZSCAN, not ZRANGE 0 -1: with the updater down, dirty may hold every user.
+    users = {m for m, _ in client.zscan_iter(keys.dirty(lang), count=1000)}
+    users.update(m for m, _ in client.zscan_iter(keys.claims(lang), count=1000))
+    return sorted(m.decode() for m in users)
+
+
+def iter_user_ids(client: redis.Redis, keys: Keys, lang: str,
+                  count: int = 1000) -> Iterator[list[str]]:
+    """Batches of the user ids in ``users(lang)``, each id once.
+
+    SSCAN instead of SMEMBERS: one SMEMBERS of 60,000 members would stall the server for
+    readers; SSCAN may repeat a member (during a rehash), hence the ``seen`` set."""
+    seen: set[bytes] = set()
+    cursor = 0
+    while True:
+        cursor, members = client.sscan(keys.users(lang), cursor, count=count)
+        fresh = [m for m in members if m not in seen]
+        seen.update(fresh)
+        if fresh:
+            yield [m.decode() for m in fresh]
+        if cursor == 0:
+            return
+
+
+def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
+               chunks_per_round_trip: int = 16) -> pd.DataFrame:
+    """All of ``lang``'s counts as the views table the offline path uses: ``user_id`` (str
+    values, as a pandas Categorical), ``resource_id`` (int64), ``views`` (int64), one row per
+    (user, resource).
+
+    ``chunk`` users go to one script call (bounds how long a reader may wait);
+    ``chunks_per_round_trip`` calls share one pipelined round trip."""
+    started = time.perf_counter()
+    script = client.register_script(READ_VIEWS)
+    user_ids: list[str] = []
+    sizes: list[np.ndarray] = []
+    flats: list[np.ndarray] = []
+
+    pipe = client.pipeline(transaction=False)
+    queued = 0
+
+    def flush() -> None:
+        nonlocal queued
+        for size_text, flat_text in pipe.execute():
+            sizes.append(_parse_ints(size_text))
+            flats.append(_parse_ints(flat_text))
+        queued = 0
+
+    for batch in iter_user_ids(client, keys, lang, count=min(1000, chunk * chunks_per_round_trip)):
+        for start in range(0, len(batch), chunk):
+            part = batch[start:start + chunk]
+            user_ids.extend(part)
+            script(keys=[keys.views(lang, u) for u in part], client=pipe)
+            queued += 1
+            if queued >= chunks_per_round_trip:
+                flush()
+    if queued:
+        flush()
+
+    per_user = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    flat = np.concatenate(flats) if flats else np.zeros(0, dtype=np.int64)
+    if len(per_user) != len(user_ids) or flat.size != 2 * int(per_user.sum()):
+        raise RuntimeError(f"counts of {lang!r} came back malformed from Redis "
+                           f"({len(user_ids)} users, {len(per_user)} sizes, {flat.size} values)")
+    pairs = flat.reshape(-1, 2)
+    # A Categorical (one category per user, codes repeated per view) rather than 500,000
+    # Python strings: same values, and the filters' group-bys and the matrix's factorize
+    # run several times faster on it. Categories sorted, so the matrix rows come out in
+    # user id order as from a CSV extract.
+    ids = np.asarray(user_ids, dtype=str)
+    order = np.argsort(ids, kind="stable")
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids))
+    df = pd.DataFrame({
+        "user_id": pd.Categorical.from_codes(np.repeat(rank, per_user),
+                                             categories=pd.Index(ids[order], dtype=str)),
+        "resource_id": pairs[:, 0],
+        "views": pairs[:, 1],
+    })
+    log.debug("read counts", extra={"fields": {
+        "lang": lang, "users": len(user_ids), "rows": len(df),
+        "seconds": round(time.perf_counter() - started, 3)}})
+    return df
+
+
+def _parse_ints(text: bytes) -> np.ndarray:
+    """Comma-separated decimal integers -> int64 array (C speed; "" -> empty)."""
+    if not text:
+        return np.zeros(0, dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=",")

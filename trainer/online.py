@@ -1,0 +1,475 @@
+"""The online commands: retrain from the Redis counts and publish; read what was published.
+
+``recs train [--lang L] [--every SECONDS]`` (:func:`train_online`): for each language, under
+the language's trainer lock (:class:`store.publish.TrainLock`):
+
+1. read ``seq(lang)`` = S, the users the updater has pending, then the counts
+   (:mod:`store.snapshot`) into the offline path's views table;
+2. the platform's filters, the utility matrix and ALS, exactly as ``recs train --views``
+   (``trainer.matrix``, ``trainer.model``); ``--evaluate`` first fits on a hold-out split and
+   keeps the metrics, then retrains on everything (see :func:`train_language`);
+3. save the model file to ``--model-dir``, as the offline path does;
+4. publish (:class:`store.publish.Publisher`): similar lists, then every user's recs and
+   factors (the publisher draws the scored batches in a background thread while it waits on
+   Redis, so the numpy scoring and the Redis writes overlap), then the switch of the model
+   hash and item factors, then removal of what the new model no longer covers;
+5. hand users with views newer than S to the updater, and settle the users it had pending
+   (``requeue_touched``).
+
+A second trainer for the same language waits ``--lock-wait`` seconds (default 0) for the
+lock, then skips the language with a log line; a skip is not an error (exit code 0), since
+the other trainer is publishing the same counts. ``--every`` repeats with +-10% jitter (so
+replicas drift apart); a failed run is logged and retried next round, and a round that
+trained nothing (no counts yet) is retried within a minute. The first SIGTERM or
+SIGINT lets the language in progress finish (its publish is the unit that must complete)
+and starts nothing new; a second one stops at once (the lock is released, and a publish cut
+short leaves every list whole and the old model live).
+
+``recs similar ID --lang L`` / ``recs recommend USER --lang L`` read the published lists
+(:class:`store.client.RecsClient`) and print them like the ``--model`` path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from recs.errors import InputError, NotPublishedError, RecsError
+from store.client import RecsClient
+from store.connection import connect
+from store.keys import Keys
+from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
+from store.snapshot import read_languages, read_pending, read_seq, read_views
+from trainer.config import FilterConfig, TrainConfig
+from trainer.model import ALSModel
+
+log = logging.getLogger(__name__)
+
+LANG = re.compile(r"[a-z]{2,3}")
+USER_BATCH = 4096
+"""Users scored per batch: 4096 x 4,000 resources of float32 is 64 MiB of scores."""
+ITEM_BATCH = 1024
+MAX_TOP_N = 1000
+"""Longest published list: these are short lists for apps, not whole rankings."""
+NOTHING_YET_RETRY = 60.0
+"""Seconds ``--every`` waits after a round that trained nothing, if shorter than --every."""
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """Everything one ``recs train`` (online) run needs, checked once at the boundary."""
+
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    top_n: int = 20
+    """Length of the published similar and recommendation lists."""
+    model_dir: str = "models"
+    """Where the model file of each run is written."""
+    evaluate: bool = False
+    """Fit on a hold-out split first and store the metrics in the model hash."""
+    test_fraction: float = 0.2
+    """Share of (user, resource) pairs held out for ``evaluate``."""
+    threads: int = 0
+    """implicit's training threads (0 = all cores)."""
+    lock_wait: float = 0.0
+    """Seconds to wait for another trainer's lock before skipping the language."""
+    lock_ttl: float = 60.0
+    """Lock expiry; renewed every third of it while this trainer works."""
+
+    @classmethod
+    def from_args(cls, args) -> OnlineSettings:
+        top_n = int(args.top_n)
+        if not 1 <= top_n <= MAX_TOP_N:
+            raise InputError(f"--top-n must be between 1 and {MAX_TOP_N}")
+        if args.evaluate and not 0.0 < args.test_fraction < 1.0:
+            raise InputError("--test-fraction must be between 0 and 1")
+        lock_wait = float(getattr(args, "lock_wait", 0.0))
+        lock_ttl = float(getattr(args, "lock_ttl", 60.0))
+        if lock_wait < 0 or lock_ttl < 1:
+            raise InputError("--lock-wait must be >= 0 and --lock-ttl >= 1 second")
+        return cls(filters=FilterConfig.from_args(args), train=TrainConfig.from_args(args),
+                   top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
+                   test_fraction=float(args.test_fraction),
+                   threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
+                   lock_ttl=lock_ttl)
+
+
+@dataclass
+class RunResult:
+    """What happened to one language in one run."""
+
+    lang: str
+    outcome: str
+    """``published``, ``locked`` (another trainer holds the lock) or ``empty`` (nothing to
+    train on after the filters; the old model, if any, stays)."""
+    fields: dict = field(default_factory=dict)
+    message: str = ""
+
+
+# -- one language ---------------------------------------------------------------------------
+
+
+def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineSettings, *,
+                   publish_options: dict | None = None) -> RunResult:
+    """Read, train, save and publish one language under its lock; see the module docstring.
+    ``publish_options`` go to :class:`store.publish.Publisher` (chunk sizes, test hooks).
+
+    ``--evaluate``: the metrics come from a model fitted on the training part of a seeded
+    hold-out split (``trainer.evaluate.evaluate``); the published model is then fitted on all
+    pairs, because held-out views are real views the published lists should learn from.
+    The metrics therefore describe these hyperparameters on this data, not the exact factors
+    published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
+    from trainer.matrix import apply_filters, build_matrix
+    from trainer.model import fit
+
+    lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
+    if not lock.acquire(wait=settings.lock_wait):
+        holder = lock.holder()
+        log.info("skipped: another trainer is publishing this language",
+                 extra={"fields": {"lang": lang, "holder": holder}})
+        return RunResult(lang, "locked", {"holder": holder},
+                         f"{lang}: skipped, another trainer ({holder}) holds the lock")
+    try:
+        with lock.kept_alive():
+            times: dict[str, float] = {}
+            t = time.perf_counter()
+            seq = read_seq(client, keys, lang)
+            pending = read_pending(client, keys, lang)
+            df = read_views(client, keys, lang)
+            times["read"] = time.perf_counter() - t
+
+            if df.empty:
+                return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this "
+                                 "language (run `recs consume` or `recs backfill` first)")
+            t = time.perf_counter()
+            df, report = apply_filters(df, settings.filters)
+            for line in report.lines():
+                log.info("%s: %s", lang, line)
+            if df.empty:
+                return RunResult(lang, "empty", {"filters": report.as_dict()},
+                                 f"{lang}: nothing to train on after the filters "
+                                 f"({report.before['interactions']} user-resource pairs read); "
+                                 "the published model, if any, stays")
+            matrix = build_matrix(df)
+            del df
+            times["matrix"] = time.perf_counter() - t
+
+            stats: dict = {"source": "redis", "seq": seq, "filters": report.as_dict()}
+            metrics = None
+            if settings.evaluate:
+                metrics = _evaluate(matrix, settings, lang)
+                stats["metrics"] = metrics
+            t = time.perf_counter()
+            model = fit(matrix, settings.train, lang, num_threads=settings.threads,
+                        stats=stats)
+            times["fit"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            path = model.save(settings.model_dir)
+            times["save"] = time.perf_counter() - t
+
+            lock.check()
+            t = time.perf_counter()
+            publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
+            publisher.write_similar(similar_batches(model, settings.top_n))
+            publisher.write_users(user_batches(model, settings.top_n))
+            info = model_info(model, settings, seq, metrics)
+            version = publisher.switch(info, model.items.ids, model.item_factors,
+                                       matrix.item_totals())
+            removed_items, removed_users = publisher.remove_uncovered(seq)
+            t_requeue = time.perf_counter()
+            handover = requeue_touched(client, keys, lang, seq, pending,
+                                       publisher.users_written)
+            publisher.report.seconds["requeue"] = round(time.perf_counter() - t_requeue, 3)
+            times["publish"] = time.perf_counter() - t
+    except LockLost as exc:
+        log.error("%s: %s", lang, exc)
+        raise
+    finally:
+        lock.release()
+
+    fields = {
+        "lang": lang, "version": version, "seq": seq,
+        "users": matrix.shape[0], "resources": matrix.shape[1], "nnz": matrix.nnz,
+        "views_kept": report.after["views"],
+        "views_dropped": {s.name: s.views for s in report.steps},
+        "removed_resources": removed_items, "removed_users": removed_users,
+        "spared_users": publisher.report.spared_users,
+        "refolded_users": publisher.report.refolded_users, "requeued": handover.newer,
+        "pending": len(pending), "pending_requeued": handover.again,
+        "pending_dropped": handover.dropped, "model_file": str(path),
+        "publish_steps": publisher.report.seconds,
+        **{f"{k}_seconds": round(v, 3) for k, v in times.items()},
+    }
+    if metrics is not None:
+        fields["metrics"] = metrics
+    log.info("trained and published", extra={"fields": fields})
+    return RunResult(lang, "published", fields,
+                     f"{lang}: published {version}: {matrix.shape[0]} users, "
+                     f"{matrix.shape[1]} resources, {matrix.nnz} pairs "
+                     f"(fit {times['fit']:.1f} s, publish {times['publish']:.1f} s)")
+
+
+def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
+    from trainer.evaluate import evaluate
+    from trainer.matrix import holdout_split
+
+    split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
+    result = evaluate(split.train, split.test, settings.train, k=10, lang=lang,
+                      num_threads=settings.threads)
+    result["test_fraction"] = settings.test_fraction
+    result["fitted_on"] = "holdout split"
+    log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
+    return result
+
+
+def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
+               metrics: dict | None) -> dict:
+    """The model hash fields (CONTRACT.md section 2), ``version`` added by the publisher."""
+    c, f = model.config, settings.filters
+    info = {
+        "trained_at": model.trained_at, "factors": c.factors,
+        "regularization": c.regularization, "iterations": c.iterations, "alpha": c.alpha,
+        "scaling": c.scaling, "seed": c.seed, "users": model.user_factors.shape[0],
+        "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
+        "top_n": settings.top_n, "seq": seq, "min_item_views": f.min_item_views,
+        "max_item_views": f.max_item_views, "min_user_views": f.min_user_views,
+        "train_seconds": model.stats.get("train_seconds", 0.0),
+    }
+    if metrics is not None:
+        info["metrics"] = json.dumps(metrics, sort_keys=True)
+    return info
+
+
+# -- scoring for the publisher ----------------------------------------------------------------
+
+
+def similar_batches(model: ALSModel, n: int, batch: int = ITEM_BATCH) -> Iterator[Lists]:
+    """Every resource's top-n cosine neighbours (itself excluded), a batch at a time."""
+    from trainer.model import similar_by_index
+
+    unit = model.normed_item_factors()
+    ids = model.items.ids
+    for start in range(0, len(ids), batch):
+        rows = np.arange(start, min(start + batch, len(ids)))
+        idx, scores = similar_by_index(unit, rows, n, normed=True)
+        yield Lists(ids=ids[rows], members=_resource_ids(ids, idx, scores), scores=scores)
+
+
+def user_batches(model: ALSModel, n: int, batch: int = USER_BATCH) -> Iterator[Lists]:
+    """Every user's top-n unviewed resources by dot product, with their factors."""
+    from trainer.model import recommend_by_factors
+
+    ids = model.items.ids
+    users = model.users.ids
+    seen = model.seen.tocsr()
+    for start in range(0, len(users), batch):
+        part = slice(start, min(start + batch, len(users)))
+        idx, scores = recommend_by_factors(model.user_factors[part], model.item_factors, n,
+                                           exclude=seen[part])
+        yield Lists(ids=users[part].tolist(), members=_resource_ids(ids, idx, scores),
+                    scores=scores, factors=model.user_factors[part])
+
+
+def _resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Column numbers -> resource ids; empty slots (-1 or a -inf score) -> 0."""
+    empty = (idx < 0) | ~np.isfinite(scores)
+    return np.where(empty, 0, ids[np.maximum(idx, 0)])
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+class _Stopper:
+    """First SIGTERM/SIGINT: finish the current run, then stop. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        log.info("%s: stopping after the current run (again to stop now)",
+                 signal.Signals(signum).name)
+
+
+def _languages(client: redis.Redis, keys: Keys, lang: str | None) -> list[str]:
+    if lang:
+        return [lang]
+    return read_languages(client, keys)
+
+
+def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
+         strict: bool, stop: threading.Event) -> tuple[int, int]:
+    """One pass over the languages; returns (exit code, languages published or skipped for
+    another trainer). ``strict`` (a single run): a language asked for by name with nothing
+    to train on is an error. ``stop`` set (a signal) ends the pass after the language in
+    progress."""
+    langs = _languages(client, keys, lang)
+    if not langs:
+        message = (f"no counts in Redis ({keys.langs} is empty): run `recs consume` or "
+                   "`recs backfill` first")
+        if strict:
+            raise InputError(message)
+        log.warning(message)
+        return 0, 0
+    failed = busy = 0
+    for one in langs:
+        if stop.is_set():
+            log.info("stopping before %s", one)
+            break
+        try:
+            result = train_language(client, keys, one, settings)
+        except InputError as exc:  # e.g. nothing left to train on
+            if strict and lang:
+                raise
+            log.error("%s: %s", one, exc)
+            failed += 1
+            continue
+        except LockLost:
+            failed += 1
+            continue
+        if result.outcome == "empty":
+            if strict and lang:
+                raise InputError(result.message)
+            log.warning(result.message)
+        else:
+            busy += 1
+        print(result.message, flush=True)
+    return (1 if failed else 0), busy
+
+
+def train_online(args) -> int:
+    """``recs train [--lang L] [--every SECONDS]``: retrain from Redis and publish."""
+    if args.lang and not LANG.fullmatch(args.lang):
+        raise InputError(f"--lang {args.lang!r}: expected 2 or 3 lowercase letters, e.g. en")
+    if args.every < 0:
+        raise InputError("--every must be 0 (run once) or a number of seconds")
+    settings = OnlineSettings.from_args(args)
+    keys = Keys(args.prefix)
+    client = connect(args.redis_url)
+    stopper = _Stopper()
+    stopper.install()
+    try:
+        if not args.every:
+            return _run(client, keys, args.lang, settings, True, stopper.event)[0]
+        return _repeat(client, keys, args.lang, settings, float(args.every), stopper.event)
+    except redis.ConnectionError as exc:
+        raise RecsError(f"cannot reach Redis at {args.redis_url}: {exc}") from None
+    finally:
+        stopper.restore()
+        client.close()
+
+
+def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
+            every: float, stop: threading.Event) -> int:
+    rng = random.Random()
+    runs = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        busy = 0
+        try:
+            _, busy = _run(client, keys, lang, settings, False, stop)
+        except Exception:  # a long-running service logs and tries again next round
+            log.exception("run failed; trying again in about %s s", every)
+        runs += 1
+        pause = every * rng.uniform(0.9, 1.1)
+        if not busy:
+            # Nothing trained (no counts yet, Redis away): a fresh deployment should not
+            # wait a whole period for its first model.
+            pause = min(pause, NOTHING_YET_RETRY)
+        pause -= time.monotonic() - started
+        if pause > 0:
+            stop.wait(pause)
+    log.info("stopped", extra={"fields": {"runs": runs}})
+    return 0
+
+
+# -- reading what was published ----------------------------------------------------------------
+
+
+def _lookup_n(args) -> int:
+    if args.n < 1:
+        raise InputError("-n must be at least 1")
+    return args.n
+
+
+def _published(reader: RecsClient, lang: str) -> dict:
+    if not LANG.fullmatch(lang):
+        raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters, e.g. en")
+    info = reader.model_info(lang)
+    if info is None:
+        raise NotPublishedError(f"no model published for {lang!r} in Redis yet: run "
+                                f"`recs train --lang {lang}` first")
+    return info
+
+
+def similar_online(args) -> int:
+    """``recs similar RESOURCE_ID --lang L``."""
+    from trainer.data import load_resources
+    from trainer.present import describe, render
+
+    n = _lookup_n(args)
+    try:
+        rid = int(str(args.resource_id).strip())
+    except ValueError:
+        raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
+    reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
+    try:
+        info = _published(reader, args.lang)
+        rows = reader.similar(args.lang, rid, n)
+        if not rows:
+            raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
+                             f"resources of the published {args.lang!r} model (filtered out, "
+                             "or never seen)")
+    finally:
+        reader.redis.close()
+    resources = load_resources(args.resources) if args.resources else None
+    print(render(rows, resources, as_json=args.json,
+                 heading=f"Similar to {describe(rid, resources)} (cosine):"))
+    return 0
+
+
+def recommend_online(args) -> int:
+    """``recs recommend USER_ID --lang L``."""
+    from trainer.data import load_resources
+    from trainer.present import render
+
+    n = _lookup_n(args)
+    reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
+    try:
+        info = _published(reader, args.lang)
+        rows = reader.recommend(args.lang, args.user_id, n)
+        if not rows and not reader.redis.exists(reader.keys.factors(args.lang, args.user_id)):
+            raise InputError(f"unknown user {args.user_id}: not among the {info.get('users')} "
+                             f"users of the published {args.lang!r} model (filtered out, or "
+                             "never seen)")
+    finally:
+        reader.redis.close()
+    resources = load_resources(args.resources) if args.resources else None
+    print(render(rows, resources, as_json=args.json,
+                 heading=f"For user {args.user_id} (not yet viewed):"))
+    return 0
