@@ -1,0 +1,308 @@
+"""The updater's side of Redis: leased claims on pending users, and version-checked writes.
+
+The consumer leaves every (language, user) with new views in ``dirty(lang)`` (score: the
+seq of the batch that brought them). Updaters take users from there with a lease:
+
+1. :meth:`UpdateQueue.claim` picks up to B users of ``dirty`` that nobody holds (or whose
+   holder's lease ran out: it died) and records ``claims(lang)`` user -> deadline, in one
+   script, so two updaters never work on one user at the same time. The deadline (Redis
+   server time, ms) doubles as the claim's token: a re-claim after expiry always gets a later
+   one, so a slow updater that lost its lease can tell.
+2. The updater reads the users' counts, solves their factors against the model version it
+   holds, and :meth:`UpdateQueue.commit` writes factors and recs in one script that writes
+   nothing if ``model(lang).version`` changed meanwhile (no mixing of two models' factors),
+   skips users whose lease it lost (their new holder writes them), and removes a user from
+   ``dirty`` only if its score is still the one claimed: views that arrived during the solve
+   leave it pending for the next round.
+
+An updater that dies (even SIGKILL) leaves its users in ``dirty`` with a lease that expires;
+the next claim takes them. Nothing here knows ALS: factors arrive as bytes, recs as pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from store.keys import Keys
+
+# KEYS[1] dirty(lang)   ZSET user -> seq of the user's latest unprocessed views
+# KEYS[2] claims(lang)  ZSET user -> lease deadline (ms, Redis server time)
+# ARGV[1] lease length in ms
+# ARGV[2] most users to claim
+# Oldest views first. Returns {deadline, user1, score1, user2, score2, ...}.
+CLAIM_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local out = {tostring(deadline)}
+local got = 0
+local start = 0
+local page_size = math.max(want * 2, 64)
+while got < want do
+  local page = redis.call('ZRANGE', KEYS[1], start, start + page_size - 1, 'WITHSCORES')
+  if #page == 0 then break end
+  for i = 1, #page, 2 do
+    local held = redis.call('ZSCORE', KEYS[2], page[i])
+    if (not held) or tonumber(held) <= now then
+      redis.call('ZADD', KEYS[2], deadline, page[i])
+      out[#out + 1] = page[i]
+      out[#out + 1] = page[i + 1]
+      got = got + 1
+      if got >= want then break end
+    end
+  end
+  start = start + page_size
+end
+return out
+"""
+
+# KEYS[1] model(lang) HASH; KEYS[2] dirty(lang); KEYS[3] claims(lang);
+# KEYS[4] published_users(lang) SET
+# KEYS[3 + 2i] factors(lang, user i), KEYS[4 + 2i] recs(lang, user i)   (i = 1..n)
+# ARGV[1] model version the factors were solved against; ARGV[2] the claim's deadline;
+# ARGV[3] n users; ARGV[4] list length r; ARGV[5] factor bytes per user;
+# ARGV[6] members, n x r little-endian uint32 (0 = empty slot), best first;
+# ARGV[7] scores, n x r little-endian float32; ARGV[8] factors, n x ARGV[5] bytes;
+# ARGV[9..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
+# (views only on resources the model does not know: both keys are removed).
+# Returns {written, lost, pending}: users written, users skipped because their lease passed
+# to another updater, written users left in dirty because views arrived meanwhile; or {-1}
+# when the model version changed (nothing written, this claim's users released).
+# Arrays travel as raw bytes: one argument per list entry cost more to build and parse than
+# the writes themselves.
+COMMIT_SCRIPT = """
+local n, r, fb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local deadline = tonumber(ARGV[2])
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
+  for i = 1, n do
+    local user = ARGV[6 + 3 * i]
+    local held = redis.call('ZSCORE', KEYS[3], user)
+    if held and tonumber(held) == deadline then redis.call('ZREM', KEYS[3], user) end
+  end
+  return {-1}
+end
+local ids_fmt = '<' .. string.rep('I4', r)
+local score_fmt = '<' .. string.rep('f', r)
+local written, lost, pending = 0, 0, 0
+for i = 1, n do
+  local user, score, known = ARGV[6 + 3 * i], ARGV[7 + 3 * i], ARGV[8 + 3 * i]
+  local fkey, rkey = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local held = redis.call('ZSCORE', KEYS[3], user)
+  if held and tonumber(held) == deadline then
+    redis.call('DEL', rkey)
+    if known == '1' then
+      redis.call('SET', fkey, string.sub(ARGV[8], (i - 1) * fb + 1, i * fb))
+      if r > 0 then
+        local offset = (i - 1) * 4 * r + 1
+        local members = {struct.unpack(ids_fmt, ARGV[6], offset)}
+        local scores = {struct.unpack(score_fmt, ARGV[7], offset)}
+        local zargs = {}
+        for j = 1, r do
+          if members[j] ~= 0 then
+            zargs[#zargs + 1] = scores[j]
+            zargs[#zargs + 1] = members[j]
+          end
+        end
+        if #zargs > 0 then redis.call('ZADD', rkey, unpack(zargs)) end
+      end
+      redis.call('SADD', KEYS[4], user)
+    else
+      redis.call('DEL', fkey)
+      redis.call('SREM', KEYS[4], user)
+    end
+    local now_score = redis.call('ZSCORE', KEYS[2], user)
+    if now_score and tonumber(now_score) == tonumber(score) then
+      redis.call('ZREM', KEYS[2], user)
+    else
+      pending = pending + 1
+    end
+    redis.call('ZREM', KEYS[3], user)
+    written = written + 1
+  else
+    lost = lost + 1
+  end
+end
+return {written, lost, pending}
+"""
+
+# KEYS[1] claims(lang); ARGV[1] the claim's deadline; ARGV[2..] users
+# Drops this claim's leases (those not since taken over) so others need not wait them out.
+RELEASE_SCRIPT = """
+local n = 0
+for i = 2, #ARGV do
+  local held = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if held and tonumber(held) == tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Users one updater holds until ``deadline`` (ms, Redis time), with their dirty scores."""
+
+    lang: str
+    deadline: str
+    users: list[str] = field(default_factory=list)
+    scores: list[bytes] = field(default_factory=list)
+    """Each user's dirty score when claimed, exactly as Redis printed it."""
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    """What to write for a claim's users; row ``i`` belongs to ``claim.users[i]``."""
+
+    factors: np.ndarray
+    """users x factors float32."""
+    known: np.ndarray
+    """bool per user: False for a user with no known views, whose factors and recs are
+    removed instead (the model cannot place them)."""
+    members: np.ndarray
+    """users x n resource ids, best first; 0 marks an empty slot."""
+    scores: np.ndarray
+    """users x n scores (float32 on the wire)."""
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    stale: bool
+    """The model version changed: nothing was written, the users stay pending."""
+    written: int = 0
+    lost: int = 0
+    """Users whose lease another updater had taken over (it writes them)."""
+    pending: int = 0
+    """Written users that stay in dirty because views arrived during the solve."""
+
+
+@dataclass(frozen=True)
+class PublishedItems:
+    """The item side of a published model, read in one transaction (the trainer replaces these
+    keys in one MULTI, so they always belong together)."""
+
+    meta: dict[str, str]
+    item_factors: np.ndarray
+    """float32, items x factors."""
+    item_ids: np.ndarray
+    """uint32 resource ids, one per row."""
+    item_totals: np.ndarray | None = None
+    """float32 training views per row, when the publish carries them (bm25 needs them)."""
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+
+class UpdateQueue:
+    """The claim / commit / release scripts bound to one client and key prefix."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._claim = client.register_script(CLAIM_SCRIPT)
+        self._commit = client.register_script(COMMIT_SCRIPT)
+        self._release = client.register_script(RELEASE_SCRIPT)
+
+    def claim(self, lang: str, limit: int, lease_ms: int) -> Claim:
+        """Lease up to ``limit`` pending users of ``lang`` for ``lease_ms``."""
+        k = self.keys
+        out = self._claim(keys=[k.dirty(lang), k.claims(lang)], args=[int(lease_ms), int(limit)])
+        return Claim(
+            lang=lang,
+            deadline=_text(out[0]),
+            users=[_text(u) for u in out[1::2]],
+            scores=[bytes(s) if isinstance(s, bytes) else str(s).encode() for s in out[2::2]],
+        )
+
+    def commit(self, claim: Claim, version: str, batch: BatchWrite) -> CommitResult:
+        """Write ``batch`` if ``model(lang).version`` is still ``version`` (see module doc)."""
+        k, lang, users = self.keys, claim.lang, claim.users
+        factors = np.ascontiguousarray(batch.factors, dtype="<f4")
+        members = np.asarray(batch.members)
+        if factors.shape[0] != len(users) or members.shape[0] != len(users):
+            raise ValueError(f"{factors.shape[0]} factor rows and {members.shape[0]} lists "
+                             f"for {len(users)} claimed users")
+        keys = [k.model(lang), k.dirty(lang), k.claims(lang), k.published_users(lang)]
+        for user in users:
+            keys += [k.factors(lang, user), k.recs(lang, user)]
+        args: list = [
+            version, claim.deadline, len(users), members.shape[1], factors.shape[1] * 4,
+            np.where(members > 0, members, 0).astype("<u4").tobytes(),
+            np.asarray(batch.scores, dtype="<f4").tobytes(), factors.tobytes(),
+        ]
+        for user, score, known in zip(users, claim.scores, batch.known, strict=True):
+            args += [user, score, "1" if known else "0"]
+        out = self._commit(keys=keys, args=args)
+        if int(out[0]) < 0:
+            return CommitResult(stale=True)
+        return CommitResult(False, int(out[0]), int(out[1]), int(out[2]))
+
+    def release(self, claim: Claim) -> int:
+        """Give back the leases still held (after a failed batch); returns how many."""
+        if not claim.users:
+            return 0
+        return int(self._release(keys=[self.keys.claims(claim.lang)],
+                                 args=[claim.deadline, *claim.users]))
+
+    def pending(self, lang: str, pipeline=None) -> int | None:
+        """How many users of ``lang`` wait for an update (None when queued on a pipeline)."""
+        target = pipeline if pipeline is not None else self.client
+        result = target.zcard(self.keys.dirty(lang))
+        return None if pipeline is not None else int(result)
+
+
+def model_version(client: redis.Redis, keys: Keys, lang: str, pipeline=None) -> str | None:
+    """The published model's version for ``lang`` (None: nothing published)."""
+    target = pipeline if pipeline is not None else client
+    value = target.hget(keys.model(lang), "version")
+    return None if pipeline is not None or value is None else _text(value)
+
+
+def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems | None:
+    """The model hash, item factors and item ids of ``lang``; None when not published.
+
+    Raises ValueError when the three do not fit together (a damaged or foreign publish)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hgetall(keys.model(lang))
+    pipe.get(keys.item_factors(lang))
+    pipe.get(keys.item_ids(lang))
+    pipe.get(keys.item_totals(lang))
+    meta_raw, factors_raw, ids_raw, totals_raw = pipe.execute()
+    if not meta_raw or b"version" not in meta_raw or factors_raw is None or ids_raw is None:
+        return None
+    meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+    factors = int(meta.get("factors", 0))
+    ids = np.frombuffer(ids_raw, dtype="<u4")
+    if factors <= 0 or len(factors_raw) != 4 * factors * ids.size:
+        raise ValueError(
+            f"published model {meta.get('version')!r} of {lang!r}: {len(factors_raw)} bytes of "
+            f"item factors for {ids.size} items x {factors} factors"
+        )
+    item_factors = np.frombuffer(factors_raw, dtype="<f4").reshape(ids.size, factors)
+    totals = None
+    if totals_raw is not None:
+        totals = np.frombuffer(totals_raw, dtype="<f4").astype(np.float32)
+        if totals.size != ids.size:
+            raise ValueError(f"published model of {lang!r}: {totals.size} item totals for "
+                             f"{ids.size} items")
+    return PublishedItems(meta, item_factors.astype(np.float32), ids.astype(np.uint32), totals)
+
+
+def read_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
+               ) -> list[dict[bytes, bytes]]:
+    """Each user's views hash (resource_id -> count, raw bytes), one pipelined round trip."""
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hgetall(keys.views(lang, user))
+    return pipe.execute()
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
