@@ -1,0 +1,463 @@
+"""``make demo``: the whole pipeline on this machine in a minute or two, nothing installed but
+Python.
+
+It starts the embedded stack (a real redis-server and a Kafka-protocol broker on loopback,
+recs/localstack.py), writes a synthetic GoConqr-like extract (trainer/synth.py), streams its
+views as events through Kafka into the real ``recs consume``, checks that Redis holds every
+view exactly once, runs ``recs train``, shows similar lists and one learner's
+recommendations, then sends that learner a few views in a subject new to them and shows
+``recs update`` refreshing their recommendations within seconds. Every ``recs`` command runs
+as its own process, configured through ``RECS_*`` variables, exactly as in production.
+
+Everything it writes goes under ``out/demo/`` (data CSVs, model files, each process's log,
+the servers' folders); the next run clears those sub-folders. Whatever it started is stopped
+on the way out, on an error or Ctrl-C too.
+
+    python -m recs.demo [--users 5000] [--resources 800] [--out out/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from recs.localstack import LocalStack, RecsProcess, wait_until
+from store.client import RecsClient
+from store.keys import Keys
+
+LANGS = ("en", "es")
+SHOWN = "en"  # the language whose lists are shown
+TOPIC = "resource-views"
+STEPS = 8
+NEW_VIEWS = 8  # resources of a new subject the shown learner opens in step 7
+# A fresh consumer group joins in ~3 s with these instead of librdkafka's 45 s session.
+KAFKA_FLAGS = ["--kafka-config", "session.timeout.ms=6000",
+               "--kafka-config", "heartbeat.interval.ms=500"]
+# The platform's filters, spelled out so the demo shows them (they are also the defaults).
+FILTER_FLAGS = ["--min-item-views", "150", "--max-item-views", "20000", "--min-user-views", "5"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What a demo run is told on its command line."""
+
+    users: int = 5000
+    """Learners per language. The platform's filters keep resources with 150+ views, so the
+    users must be many enough for a few hundred resources to pass (5000 keep ~390 of 800)."""
+    resources: int = 800
+    """Resources per language in the synthetic library."""
+    seed: int = 7
+    """Seeds the synthetic data (the same run gives the same lists)."""
+    out: Path = Path("out/demo")
+    """Where data, models, logs and the servers' folders go."""
+    timeout: float = 120.0
+    """Seconds any one wait may take before the demo gives up (and says on what)."""
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it is under it (shorter to read)."""
+    with contextlib.suppress(ValueError):
+        return path.relative_to(Path.cwd())
+    return path
+
+
+class Progress:
+    """Numbered steps with their timings, printed as they go."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.number = 0
+        self.started = time.monotonic()
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.number += 1
+        print(f"\n[{self.number}/{self.total}] {title}", flush=True)
+        t = time.monotonic()
+        yield
+        print(f"      ({time.monotonic() - t:.1f} s)", flush=True)
+
+    @staticmethod
+    def say(text: str = "") -> None:
+        for line in text.splitlines() or [""]:
+            print(f"      {line}", flush=True)
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings) -> None:
+        self.s = settings
+        # Absolute: redis-server changes into its folder before it opens its log file.
+        self.out = settings.out.resolve()
+        self.progress = Progress(STEPS)
+        self.say = self.progress.say
+        self.stack: LocalStack | None = None
+        self.processes: list[RecsProcess] = []
+        self.keys = Keys()
+        self._resources: dict[str, pd.DataFrame] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """The environment every recs process gets: configuration by RECS_* variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECS_")}
+        env.update({
+            "RECS_REDIS_URL": self.stack.redis.url,
+            "RECS_KAFKA_BOOTSTRAP_SERVERS": self.stack.broker.bootstrap,
+            "RECS_TOPIC": TOPIC,
+            "RECS_DLQ_TOPIC": f"{TOPIC}.dlq",
+            "RECS_METRICS_PORT": "0",
+            "OPENBLAS_NUM_THREADS": env.get("OPENBLAS_NUM_THREADS", "1"),
+        })
+        return env
+
+    def start(self, *args: str) -> RecsProcess:
+        """``recs ARGS`` in the background, logging (JSON lines) to logs/<command>.log."""
+        proc = RecsProcess(list(args), self.env(), self.out / "logs" / f"{args[0]}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def stop(self, proc: RecsProcess, timeout: float = 30) -> int:
+        """SIGTERM (what Docker and Kubernetes send), then wait for a clean exit."""
+        if proc.running:
+            proc.send(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return proc.proc.returncode
+
+    def recs(self, *args: str) -> str:
+        """Run ``recs ARGS`` to completion; its stdout, or RuntimeError with its log."""
+        log = self.out / "logs" / f"{args[0]}.log"
+        try:
+            with open(log, "ab") as err:
+                done = subprocess.run([sys.executable, "-m", "recs.cli", *args],
+                                      env=self.env(), stdout=subprocess.PIPE, stderr=err,
+                                      timeout=self.s.timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"`recs {' '.join(args)}` took over {self.s.timeout} s "
+                               f"(see {shown(log)})") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"`recs {' '.join(args)}` exited with {done.returncode}:\n"
+                               + log.read_text(errors="replace")[-2000:])
+        return done.stdout.decode()
+
+    def alive(self, proc: RecsProcess) -> None:
+        if not proc.running:
+            raise RuntimeError(f"recs {proc.args[0]} exited with {proc.proc.returncode}:\n"
+                               + proc.log_path.read_text(errors="replace")[-2000:])
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for sub in ("data", "models", "logs", "stack"):
+            shutil.rmtree(self.out / sub, ignore_errors=True)
+        (self.out / "logs").mkdir(parents=True)
+        try:
+            self._run()
+        finally:
+            for proc in self.processes:
+                with contextlib.suppress(Exception):
+                    self.stop(proc, timeout=10)
+            if self.stack is not None:
+                self.stack.stop()
+        print(f"\nDone in {time.monotonic() - self.progress.started:.0f} s. Data, model files "
+              f"and every process's log are in {shown(self.out)}/.", flush=True)
+
+    def _run(self) -> None:
+        step = self.progress.step
+        with step("Starting Redis and a Kafka-protocol broker on loopback"):
+            # Assigned before start(), so the finally block also stops a half-started stack.
+            self.stack = LocalStack(workdir=self.out / "stack")
+            self.stack.start()
+            self.stack.broker.create_topics({TOPIC: 4, f"{TOPIC}.dlq": 1})
+            self.say(f"redis-server at {self.stack.redis.url} (AOF on), broker at "
+                     f"{self.stack.broker.bootstrap}, topic {TOPIC} with 4 partitions")
+        self.redis = self.stack.redis.client()
+        self.reader = RecsClient(self.redis)
+
+        with step("Generating a synthetic library and its learners' views"):
+            data = self.generate()
+        with step("Streaming the views through Kafka into `recs consume`"):
+            self.stream(data)
+        with step("Training from the counts in Redis: `recs train`"):
+            self.train()
+        with step(f"Similar resources ({SHOWN}), read from Redis: `recs similar`"):
+            self.show_similar(data)
+        with step("One learner's recommendations, read from Redis"):
+            user, before = self.show_user(data)
+        with step("`recs update` keeps learners fresh between retrains"):
+            self.update(data, user, before)
+        with step("Stopping everything"):
+            for proc in self.processes:
+                code = self.stop(proc)
+                self.say(f"recs {proc.args[0]}: SIGTERM -> exit code {code}")
+            self.processes.clear()
+
+    def generate(self):
+        from trainer.synth import generate
+
+        data = generate(self.s.users, self.s.resources, langs=LANGS, seed=self.s.seed)
+        self.paths = data.write(self.out / "data")
+        for lang in LANGS:
+            v = data.views[data.views["lang"] == lang]
+            self.say(f"{lang}: {v['user_id'].nunique():,} learners, "
+                     f"{self.s.resources:,} resources, {len(v):,} (learner, resource) pairs, "
+                     f"{int(v['views'].sum()):,} views")
+        self.say(f"CSV extracts in {shown(self.out / 'data')}/")
+        return data
+
+    def stream(self, data) -> None:
+        from consumers.produce import events_from_views, produce_events
+
+        consumer = self.start("consume", *KAFKA_FLAGS)
+        t = time.monotonic()
+        sent = sum(produce_events(self.stack.broker.bootstrap, TOPIC,
+                                  events_from_views(data.views_for(lang), lang))
+                   for lang in LANGS)
+        self.say(f"produced {sent:,} events (key = user_id) in {time.monotonic() - t:.1f} s; "
+                 "recs consume joins its group (a few seconds), then applies them")
+
+        expected = {lang: int(data.views_for(lang)["views"].sum()) for lang in LANGS}
+        total = sum(expected.values())
+        last_print = [0.0]
+
+        def in_redis() -> bool:
+            self.alive(consumer)
+            have = {lang: sum(map(int, self.redis.hvals(self.keys.item_views(lang))))
+                    for lang in LANGS}
+            now = time.monotonic()
+            if now - last_print[0] > 2:
+                last_print[0] = now
+                done = sum(have.values())
+                self.say(f"{done:,} / {total:,} views in Redis ({100 * done / total:.0f}%)")
+            return have == expected
+
+        wait_until(in_redis, self.s.timeout, "all views counted in Redis", interval=0.25)
+        self.say(f"all {total:,} views counted in {time.monotonic() - t:.1f} s")
+        self.check_exact(data)
+        code = self.stop(consumer)
+        self.processes.remove(consumer)
+        self.say(f"stopped recs consume with SIGTERM (exit code {code})")
+
+    def check_exact(self, data) -> None:
+        """Every learner's views hash equals the extract: each view counted exactly once."""
+        wrong = checked = 0
+        for lang in LANGS:
+            df = data.views_for(lang)
+            users = df["user_id"].unique()
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.hgetall(self.keys.views(lang, user))
+            got = dict(zip(users, pipe.execute(), strict=True))
+            for user, rows in df.groupby("user_id"):
+                want = dict(zip(rows["resource_id"].astype(int), rows["views"].astype(int),
+                                strict=True))
+                have = {int(k): int(v) for k, v in got[user].items()}
+                wrong += have != want
+                checked += 1
+        if wrong:
+            raise RuntimeError(f"{wrong} of {checked} learners' counts differ from the extract")
+        self.say(f"checked: all {checked:,} learners' hashes "
+                 f"({self.keys.views(SHOWN, '<user_id>')}) equal the extract exactly")
+
+    def train(self) -> None:
+        out = self.recs("train", "--model-dir", str(self.out / "models"), *FILTER_FLAGS)
+        self.say("recs train " + " ".join(FILTER_FLAGS))
+        self.say(out.strip())
+        info = self.reader.model_info(SHOWN)
+        self.say(f"{self.keys.model(SHOWN)}: version {info['version']}, {info['factors']} "
+                 f"factors, {info['users']:,} users x {info['items']:,} resources")
+
+    def resources(self, lang: str) -> pd.DataFrame:
+        """The resources CSV as ``recs --resources`` reads it (indexed by id)."""
+        from trainer.data import load_resources
+
+        if lang not in self._resources:
+            self._resources[lang] = load_resources(self.paths[lang]["resources"])
+        return self._resources[lang]
+
+    def show_similar(self, data) -> None:
+        resources = self.resources(SHOWN)
+        published = {int(i) for i in self.redis.smembers(self.keys.published_items(SHOWN))}
+        popular = (data.views_for(SHOWN).groupby("resource_id")["views"].sum()
+                   .sort_values(ascending=False))
+        popular = popular[popular.index.isin(published)]
+        # Typical resources: three subjects from the middle of the popularity ranking (the
+        # very top ones are viewed by nearly everyone, so their neighbours are generic).
+        shown_subjects: set[str] = set()
+        same = listed = 0
+        for rid in popular.index[len(popular) // 2:]:
+            subject = resources.loc[rid, "subject"]
+            if subject in shown_subjects:
+                continue
+            shown_subjects.add(subject)
+            self.say(self.recs("similar", str(rid), "--lang", SHOWN, "-n", "5", "--resources",
+                               str(self.paths[SHOWN]["resources"])).rstrip())
+            self.say()
+            if len(shown_subjects) == 3:
+                break
+        for rid in published:
+            for other, _ in self.reader.similar(SHOWN, rid, 10):
+                same += resources.loc[other, "subject"] == resources.loc[rid, "subject"]
+                listed += 1
+        self.say(f"over all {len(published)} published resources, {100 * same / listed:.0f}% "
+                 "of the top-10 neighbours share the resource's subject (nobody told the "
+                 "model the subjects)")
+
+    def show_user(self, data) -> tuple[str, list]:
+        """A learner of one subject with 8-12 resources viewed (the median of those by views):
+        few enough that a handful of new views visibly moves their list."""
+        subjects = data.user_subjects[data.user_subjects["lang"] == SHOWN].set_index("user_id")
+        counts = data.views_for(SHOWN).groupby("user_id")["views"].agg(["count", "sum"])
+        one_subject = subjects.index[~subjects["subjects"].str.contains("|", regex=False)]
+        candidates = counts.loc[counts.index.isin(one_subject)]
+        candidates = candidates[candidates["count"].between(8, 12)].sort_values("sum")
+        ordered = candidates.index[len(candidates) // 2:]
+        user = next((u for u in ordered if self.reader.recommend(SHOWN, u, 1)), None)
+        if user is None:
+            raise RuntimeError("no learner with 8-12 resources has published recs: "
+                               "try more --users")
+        self.say(f"learner {user}: studies {subjects.loc[user, 'subjects']}, viewed "
+                 f"{counts.loc[user, 'count']} resources {counts.loc[user, 'sum']} times")
+        before = self.reader.recommend(SHOWN, user, 10)
+        self.say(f"ZREVRANGE {self.keys.recs(SHOWN, user)} 0 9 (via store.client.RecsClient):")
+        self.say(self.listing(before))
+        return user, before
+
+    def listing(self, rows, new_since=None) -> str:
+        """Ranked titles; ``+`` marks entries that ``new_since`` (an older list) lacked."""
+        resources = self.resources(SHOWN)
+        old = {rid for rid, _ in new_since or ()}
+        lines = []
+        for rank, (rid, score) in enumerate(rows, 1):
+            mark = "+" if new_since is not None and rid not in old else " "
+            lines.append(f"{mark}{rank:>2}. {resources.loc[rid, 'title']}  {score:.3f}")
+        return "\n".join(lines)
+
+    def mix(self, rows) -> str:
+        resources = self.resources(SHOWN)
+        counts = Counter(resources.loc[rid, "subject"] for rid, _ in rows)
+        return ", ".join(f"{subject} {n}" for subject, n in counts.most_common())
+
+    def update(self, data, user: str, trained: list) -> None:
+        from consumers.produce import produce_events
+
+        consumer = self.start("consume", *KAFKA_FLAGS)
+        updater = self.start("update")
+        # The trainer handed every learner whose views it read to the updater (so none keeps
+        # lists from an older model); wait until that backlog is folded in.
+        dirty = self.keys.dirty(SHOWN)
+        backlog = self.redis.zcard(dirty)
+
+        def drained() -> bool:
+            self.alive(updater)
+            return self.redis.zcard(dirty) == 0
+
+        wait_until(drained, self.s.timeout, "the updater's backlog folded in", interval=0.2)
+        self.say(f"recs consume and recs update running; update folded in its backlog of "
+                 f"{backlog:,} learners")
+        before = self.reader.recommend(SHOWN, user, 10)
+
+        # A subject the learner never studied, and its most viewed published resources.
+        resources = self.resources(SHOWN)
+        theirs = set(data.user_subjects.set_index(["lang", "user_id"])
+                     .loc[(SHOWN, user), "subjects"].split("|"))
+        published = {int(i) for i in self.redis.smembers(self.keys.published_items(SHOWN))}
+        popular = (data.views_for(SHOWN).groupby("resource_id")["views"].sum()
+                   .sort_values(ascending=False))
+        by_subject: dict[str, list[int]] = {}
+        for rid in popular.index:
+            if rid in published:
+                by_subject.setdefault(resources.loc[rid, "subject"], []).append(int(rid))
+        new_subject = next((s for s, ids in by_subject.items()
+                            if s not in theirs and len(ids) >= NEW_VIEWS), None)
+        if new_subject is None:
+            raise RuntimeError(f"no other subject has {NEW_VIEWS} published resources: "
+                               "try more --users")
+        picks = by_subject[new_subject][:NEW_VIEWS]
+        events = [{"user_id": user, "resource_id": rid, "lang": SHOWN, "count": 3,
+                   "ts": int(time.time() * 1000)} for rid in picks]
+        t = time.monotonic()
+        produce_events(self.stack.broker.bootstrap, TOPIC, events)
+        self.say(f"sent {len(events)} events: {user} viewed {len(picks)} {new_subject} "
+                 "resources, 3 times each")
+
+        views_key = self.keys.views(SHOWN, user)
+
+        def refreshed() -> bool:
+            self.alive(consumer)
+            self.alive(updater)
+            counted = all(self.redis.hget(views_key, str(rid)) for rid in picks)
+            pending = self.redis.zscore(dirty, user) is not None
+            return counted and not pending and self.reader.recommend(SHOWN, user, 10) != before
+
+        wait_until(refreshed, self.s.timeout, "the learner's recommendations refreshed",
+                   interval=0.1)
+        after = self.reader.recommend(SHOWN, user, 10)
+        self.say(f"{time.monotonic() - t:.1f} s later, consumed and folded in (no retrain); "
+                 "resources they viewed are never recommended:")
+        self.say(f"before: {self.mix(before)}")
+        self.say(self.listing(before))
+        self.say(f"after:  {self.mix(after)}   (+ new in the list)")
+        self.say(self.listing(after, new_since=before))
+        if trained != before:
+            self.say("(the first list differs slightly from step 6: recs update re-solved "
+                     "this learner against the model once, as it does everyone after a train)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = DemoSettings()
+    parser = argparse.ArgumentParser(prog="python -m recs.demo", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--users", type=int, default=d.users, help="learners per language")
+    parser.add_argument("--resources", type=int, default=d.resources,
+                        help="resources per language")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", type=Path, default=d.out, help="output folder")
+    parser.add_argument("--timeout", type=float, default=d.timeout,
+                        help="seconds any one wait may take")
+    a = parser.parse_args(argv)
+    settings = DemoSettings(users=a.users, resources=a.resources, seed=a.seed, out=a.out,
+                            timeout=a.timeout)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Ctrl-C reaches the servers and recs processes too (one process group), so the demo may
+    # first see a dropped connection rather than the KeyboardInterrupt: remember the signal.
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)  # `kill` too: stop what was started, then exit
+    try:
+        Demo(settings).run()
+    except Exception as exc:
+        if interrupted:
+            print("\nInterrupted; everything the demo started is stopped.", file=sys.stderr)
+            return 130
+        if isinstance(exc, RuntimeError | TimeoutError):
+            print(f"\ndemo failed: {exc}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print("\nInterrupted; everything the demo started is stopped.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
