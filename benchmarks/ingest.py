@@ -181,11 +181,11 @@ def hot_baseline(msgs: list, client, batch_size: int) -> float:
     return len(msgs) / (time.perf_counter() - start)
 
 
-def hot_ours(msgs: list, url: str, batch_size: int, extra: dict) -> float:
+def hot_ours(msgs: list, bootstrap: str, url: str, batch_size: int, extra: dict) -> float:
     """StreamConsumer's own batch code (_add, _flush: validation, aggregation, the guarded
     script) over messages already in memory; the Kafka consumer is never subscribed, so it
     owns all four partitions by decree."""
-    cfg = ConsumerConfig(bootstrap_servers="127.0.0.1:1", topic=TOPIC, redis_url=url,
+    cfg = ConsumerConfig(bootstrap_servers=bootstrap, topic=TOPIC, redis_url=url,
                          group=f"hot-{uuid.uuid4().hex}", batch_size=batch_size,
                          metrics_port=0, kafka_config=extra)
     consumer = StreamConsumer(cfg)
@@ -271,7 +271,8 @@ def main() -> None:
                 if which == "baseline":
                     hot_base.append(hot_baseline(msgs, client, args.batch_size))
                 else:
-                    hot_recs.append(hot_ours(msgs, stack.redis.url, args.batch_size, extra))
+                    hot_recs.append(hot_ours(msgs, stack.broker.bootstrap, stack.redis.url,
+                                             args.batch_size, extra))
                 assert total_views(client) == expected
             print(f"hot path round {r + 1}: baseline {hot_base[-1]:,.0f} events/s, "
                   f"recs {hot_recs[-1]:,.0f} events/s, ratio {hot_recs[-1] / hot_base[-1]:.2f}",

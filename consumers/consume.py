@@ -80,7 +80,7 @@ class ConsumerConfig:
     """Redis key prefix."""
     batch_size: int = 5000
     """Messages per batch at most (valid and invalid alike)."""
-    batch_timeout: float = 0.1
+    batch_timeout: float = 0.05
     """Seconds after its first message a batch is written even if not full. Under load
     batches fill by size long before; on a quiet topic this bounds how stale counts are."""
     metrics_port: int = 9100

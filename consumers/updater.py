@@ -74,7 +74,7 @@ class UpdaterConfig:
     batch_size: int = 500
     """Users claimed, solved and written together; bigger batches amortise the round trips,
     smaller ones cut the latency of a single view."""
-    poll_interval: float = 0.05
+    poll_interval: float = 0.02
     """Seconds to sleep when no language has pending users (the latency floor when idle)."""
     top_n: int = 20
     """Recommendations kept per user (N of the contract)."""

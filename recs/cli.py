@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dlq-topic", default="resource-views.dlq", help="[RECS_DLQ_TOPIC]")
     p.add_argument("--group", default="recs", help="consumer group id [RECS_GROUP]")
     p.add_argument("--batch-size", type=int, default=5000, help="events per batch at most")
-    p.add_argument("--batch-timeout", type=float, default=0.1,
+    p.add_argument("--batch-timeout", type=float, default=0.05,
                    help="seconds a batch may wait to fill before it is written")
     p.add_argument("--metrics-port", type=int, default=9100, help="Prometheus port; 0 = off")
     p.add_argument("--redis-retry-max", type=float, default=5.0,
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "fold users with new views into the current model between retrains")
     p.add_argument("--lang", action="append", help="only these languages (default: all)")
     p.add_argument("--batch-size", type=int, default=500, help="users per batch at most")
-    p.add_argument("--poll-interval", type=float, default=0.05,
+    p.add_argument("--poll-interval", type=float, default=0.02,
                    help="seconds to sleep when nothing is pending")
     p.add_argument("--top-n", type=int, default=20, help="recommendations kept per user")
     p.add_argument("--lease-seconds", type=float, default=30.0,

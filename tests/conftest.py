@@ -36,6 +36,23 @@ def redis_client(redis_server: RedisServer):
     client.close()
 
 
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory):
+    """One redis-server for a module of quick tests that never kill it (see ``r``)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(module_redis: RedisServer):
+    """A decoding client on the module's Redis, emptied first (FLUSHALL)."""
+    client = module_redis.client(decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     server = Broker(tmp_path_factory.mktemp("broker"),

@@ -9,7 +9,6 @@ import redis
 from consumers.backfill import backfill, file_digest
 from recs.cli import main
 from recs.errors import InputError
-from recs.localstack import RedisServer
 from store.counts import Counts
 from store.keys import Keys
 
@@ -19,21 +18,6 @@ KEYS = Keys("recs")
 
 ROWS = [("alice", 10, 3), ("alice", 11, 1), ("bob", 10, 300), ("bob", 12, 2),
         ("carol", 13, 1), ("dave", 10, 7), ("dave", 11, 2), ("erin", 14, 9)]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = RedisServer(tmp_path_factory.mktemp("redis-backfill")).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def r(server):
-    client = server.client(decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def write_csv(path, rows, header="user_id,resource_id,view_count"):
@@ -65,9 +49,9 @@ def run_cli(server, *args) -> int:
     return main(["backfill", *map(str, args), "--redis-url", server.url])
 
 
-def test_a_file_loads_once_and_a_second_load_is_refused(server, r, tmp_path, capsys):
+def test_a_file_loads_once_and_a_second_load_is_refused(module_redis, r, tmp_path, capsys):
     path = write_csv(tmp_path / "views.csv", ROWS)
-    assert run_cli(server, path, "--lang", "en") == 0
+    assert run_cli(module_redis, path, "--lang", "en") == 0
     assert "loaded 8 (user, resource) rows, 325 views" in capsys.readouterr().out
     assert counts_in(r) == expected(ROWS)
     assert r.smembers(KEYS.langs) == {"en"}
@@ -79,17 +63,17 @@ def test_a_file_loads_once_and_a_second_load_is_refused(server, r, tmp_path, cap
     # Again, plain or gzip-compressed (same content, same digest): refused, nothing added.
     gz = write_csv(tmp_path / "copy.csv.gz", ROWS)
     for again in (path, gz):
-        assert run_cli(server, again, "--lang", "en") == 2
+        assert run_cli(module_redis, again, "--lang", "en") == 2
         err = capsys.readouterr().err
         assert "already loaded" in err and "--force" in err
     assert counts_in(r) == expected(ROWS)
 
     # Into another language it is another load.
-    assert run_cli(server, path, "--lang", "es") == 0
+    assert run_cli(module_redis, path, "--lang", "es") == 0
     assert counts_in(r, "es") == expected(ROWS)
 
     # --force loads it again on purpose.
-    assert run_cli(server, gz, "--lang", "en", "--force") == 0
+    assert run_cli(module_redis, gz, "--lang", "en", "--force") == 0
     assert counts_in(r) == expected(ROWS, times=2)
     record = orjson.loads(r.hget(KEYS.backfills, f"en:{file_digest(path)}"))
     assert record["run"] == 2 and record["complete"]
@@ -154,18 +138,18 @@ def test_resuming_with_other_rows_is_refused(r, tmp_path):
     assert counts_in(r) == expected(ROWS)
 
 
-def test_bad_rows_and_control_characters(server, r, tmp_path, capsys):
+def test_bad_rows_and_control_characters(module_redis, r, tmp_path, capsys):
     path = write_csv(tmp_path / "bad.csv", ROWS + [("zed", 0, 4), ("tab\tuser", 10, 1)])
-    assert run_cli(server, path, "--lang", "en") == 2
+    assert run_cli(module_redis, path, "--lang", "en") == 2
     assert "resource_id 0" in capsys.readouterr().err
     assert not r.exists(KEYS.item_views("en"))
 
     path = write_csv(tmp_path / "ctrl.csv", ROWS + [("tab\tuser", 10, 1)])
-    assert run_cli(server, path, "--lang", "en") == 2
+    assert run_cli(module_redis, path, "--lang", "en") == 2
     assert "control characters" in capsys.readouterr().err
-    assert run_cli(server, path, "--lang", "en", "--skip-bad-rows") == 0
+    assert run_cli(module_redis, path, "--lang", "en", "--skip-bad-rows") == 0
     assert counts_in(r) == expected(ROWS)
 
-    assert run_cli(server, path, "--lang", "EN") == 2
+    assert run_cli(module_redis, path, "--lang", "EN") == 2
     assert "--lang" in capsys.readouterr().err
-    assert run_cli(server, tmp_path / "missing.csv", "--lang", "en") == 2
+    assert run_cli(module_redis, tmp_path / "missing.csv", "--lang", "en") == 2

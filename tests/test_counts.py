@@ -2,7 +2,6 @@
 
 import pytest
 
-from recs.localstack import RedisServer
 from store.counts import Counts, apply_args, read_guards, read_offsets
 from store.keys import Keys
 
@@ -10,22 +9,6 @@ pytestmark = pytest.mark.integration
 
 KEYS = Keys("recs")
 OFFSETS = KEYS.offsets("g", "t")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    # One server for these quick tests; each test starts from FLUSHALL.
-    srv = RedisServer(tmp_path_factory.mktemp("redis-counts")).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def r(server):
-    client = server.client(decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def as_ints(h: dict) -> dict:
