@@ -122,9 +122,10 @@ class Demo:
         })
         return env
 
-    def start(self, *args: str) -> RecsProcess:
-        """``recs ARGS`` in the background, logging (JSON lines) to logs/<command>.log."""
-        proc = RecsProcess(list(args), self.env(), self.out / "logs" / f"{args[0]}.log").start()
+    def start(self, *args: str, log: str | None = None) -> RecsProcess:
+        """``recs ARGS`` in the background, logging (JSON lines) to logs/<log or command>.log."""
+        path = self.out / "logs" / f"{log or args[0]}.log"
+        proc = RecsProcess(list(args), self.env(), path).start()
         self.processes.append(proc)
         return proc
 
@@ -355,10 +356,10 @@ class Demo:
     def update(self, data, user: str, trained: list) -> None:
         from consumers.produce import produce_events
 
-        consumer = self.start("consume", *KAFKA_FLAGS)
+        consumer = self.start("consume", *KAFKA_FLAGS, log="consume-again")
         updater = self.start("update")
-        # The trainer handed every learner whose views it read to the updater (so none keeps
-        # lists from an older model); wait until that backlog is folded in.
+        # The trainer handed the updater the learners it filtered out (too few views) and
+        # any with views newer than its counts; wait until that backlog is folded in.
         dirty = self.keys.dirty(SHOWN)
         backlog = self.redis.zcard(dirty)
 
@@ -367,6 +368,8 @@ class Demo:
             return self.redis.zcard(dirty) == 0
 
         wait_until(drained, self.s.timeout, "the updater's backlog folded in", interval=0.2)
+        # A consumer that has not joined its group yet would add seconds to the timing below.
+        consumer.wait_for_log("partitions assigned", self.s.timeout)
         self.say(f"recs consume and recs update running; update folded in its backlog of "
                  f"{backlog:,} learners")
         before = self.reader.recommend(SHOWN, user, 10)
