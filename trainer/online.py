@@ -427,49 +427,53 @@ def _published(reader: RecsClient, lang: str) -> dict:
     return info
 
 
-def similar_online(args) -> int:
-    """``recs similar RESOURCE_ID --lang L``."""
-    from trainer.data import load_resources
-    from trainer.present import describe, render
-
-    n = _lookup_n(args)
-    try:
-        rid = int(str(args.resource_id).strip())
-    except ValueError:
-        raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
-    reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
-    try:
-        info = _published(reader, args.lang)
-        rows = reader.similar(args.lang, rid, n)
-        if not rows:
-            raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
-                             f"resources of the published {args.lang!r} model (filtered out, "
-                             "or never seen)")
-    finally:
-        reader.redis.close()
-    resources = load_resources(args.resources) if args.resources else None
-    print(render(rows, resources, as_json=args.json,
-                 heading=f"Similar to {describe(rid, resources)} (cosine):"))
-    return 0
-
-
-def recommend_online(args) -> int:
-    """``recs recommend USER_ID --lang L``."""
+def _show(args, lookup, heading) -> int:
+    """Run ``lookup(reader, info, n)`` against the published model and print its rows,
+    with titles when ``--resources`` is given. ``heading(resources)`` titles the list."""
     from trainer.data import load_resources
     from trainer.present import render
 
     n = _lookup_n(args)
     reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
     try:
-        info = _published(reader, args.lang)
+        rows = lookup(reader, _published(reader, args.lang), n)
+    finally:
+        reader.redis.close()
+    resources = load_resources(args.resources) if args.resources else None
+    print(render(rows, resources, as_json=args.json, heading=heading(resources)))
+    return 0
+
+
+def similar_online(args) -> int:
+    """``recs similar RESOURCE_ID --lang L``."""
+    from trainer.present import describe
+
+    try:
+        rid = int(str(args.resource_id).strip())
+    except ValueError:
+        raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
+
+    def lookup(reader: RecsClient, info: dict, n: int) -> list:
+        rows = reader.similar(args.lang, rid, n)
+        if not rows:
+            raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
+                             f"resources of the published {args.lang!r} model (filtered out, "
+                             "or never seen)")
+        return rows
+
+    return _show(args, lookup,
+                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):")
+
+
+def recommend_online(args) -> int:
+    """``recs recommend USER_ID --lang L``."""
+
+    def lookup(reader: RecsClient, info: dict, n: int) -> list:
         rows = reader.recommend(args.lang, args.user_id, n)
         if not rows and not reader.redis.exists(reader.keys.factors(args.lang, args.user_id)):
             raise InputError(f"unknown user {args.user_id}: not among the {info.get('users')} "
                              f"users of the published {args.lang!r} model (filtered out, or "
                              "never seen)")
-    finally:
-        reader.redis.close()
-    resources = load_resources(args.resources) if args.resources else None
-    print(render(rows, resources, as_json=args.json,
-                 heading=f"For user {args.user_id} (not yet viewed):"))
-    return 0
+        return rows
+
+    return _show(args, lookup, lambda resources: f"For user {args.user_id} (not yet viewed):")
