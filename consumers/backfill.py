@@ -30,7 +30,7 @@ import orjson
 import pandas as pd
 import redis
 
-from consumers.events import valid_lang
+from recs.contract import CONTROL_CHARACTERS, valid_lang
 from recs.errors import InputError, RecsError
 from store.connection import connect
 from store.counts import Counts
@@ -42,8 +42,6 @@ log = logging.getLogger("recs.backfill")
 CHUNK_PAIRS = 20000
 """(user, resource) pairs per atomic step: big enough to be quick, small enough that one
 script call holds Redis for only tens of milliseconds."""
-
-_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
 
 
 @dataclass
@@ -166,7 +164,7 @@ def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, 
 
 def _drop_control_characters(df: pd.DataFrame, path, skip_bad_rows: bool) -> pd.DataFrame:
     """The contract forbids control characters in user ids; the CSV reader allows them."""
-    bad = df["user_id"].astype(str).str.contains(_CONTROL, regex=True).to_numpy()
+    bad = df["user_id"].astype(str).str.contains(CONTROL_CHARACTERS).to_numpy()
     if not bad.any():
         return df
     first = df["user_id"].iloc[int(bad.argmax())]

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 import redis
@@ -49,18 +47,12 @@ from confluent_kafka import (
 from consumers.events import InvalidEvent, parse_event
 from consumers.metrics import ConsumerMetrics
 from recs.errors import InputError
-from store.connection import connect
+from recs.signals import on_stop_signals
+from store.connection import connect, transient
 from store.counts import Counts, read_offsets
 from store.keys import Keys
 
 log = logging.getLogger("recs.consume")
-
-# Errors after which the same call may succeed later. A TimeoutError or a dropped
-# connection leaves the outcome of a script unknown; the offset guard makes resending safe.
-_RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
-_RETRY_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
-                  "READONLY", "NOREPLICAS")
-
 
 @dataclass
 class ConsumerConfig:
@@ -152,6 +144,17 @@ class _DeadLetter:
             self.failed = err
 
 
+class _Partition:
+    """Where one owned partition stands."""
+
+    __slots__ = ("applied", "read", "eof")
+
+    def __init__(self, applied: int | None) -> None:
+        self.applied = applied  # the next offset Redis holds (None: no record)
+        self.read = applied or 0  # the next offset to read: a message below it is skipped
+        self.eof = -1  # the offset at which a fetch last reported the end (-1: none yet)
+
+
 class StreamConsumer:
     """One member of the consumer group. ``run()`` until ``stop()`` (or drained)."""
 
@@ -193,10 +196,8 @@ class StreamConsumer:
             "error_cb": _on_kafka_error,
         })
 
-        # Per owned partition: the next offset Redis holds (None: no record) and the next
-        # offset to read; a message below _read is a duplicate and skipped.
-        self._applied: dict[int, int | None] = {}
-        self._read: dict[int, int] = {}
+        # The partitions this member owns; the rebalance callbacks add and remove them.
+        self._owned: dict[int, _Partition] = {}
         # The batch in hand.
         self._views: dict[str, dict[str, dict[int, int]]] = {}
         self._dead: list[_DeadLetter] = []
@@ -210,7 +211,6 @@ class StreamConsumer:
         self._flushing = False
         self._abandon = False
         self._strays: set[int] = set()
-        self._eof: dict[int, int] = {}
         self._assigned_once = False
         self.first_message_at: float | None = None
         self.last_write_at: float | None = None
@@ -272,12 +272,10 @@ class StreamConsumer:
         except _StopNow:
             log.warning("stopped while Redis was unreachable; nothing was read")
             self._clear_batch()
-            self._dead.clear()
         except BaseException:
             # Whatever broke, leaving the group must not try to write this batch again;
             # the offsets in Redis make dropping it safe.
             self._clear_batch()
-            self._dead.clear()
             raise
         finally:
             self._close()
@@ -286,7 +284,7 @@ class StreamConsumer:
 
     # -- the hot path -----------------------------------------------------------------------
     def _add(self, msgs: list) -> None:
-        read = self._read
+        owned = self._owned
         views = self._views
         parse = parse_event
         valid = view_sum = skipped = events = 0
@@ -297,11 +295,11 @@ class StreamConsumer:
             events += 1
             p = m.partition()
             offset = m.offset()
-            floor = read.get(p)
-            if floor is None or offset < floor:  # not ours any more, or already applied
+            part = owned.get(p)
+            if part is None or offset < part.read:  # not ours any more, or already applied
                 skipped += 1
                 continue
-            read[p] = offset + 1
+            part.read = offset + 1
             try:
                 lang, user, rid, n = parse(m.value())
             except InvalidEvent as exc:
@@ -327,7 +325,9 @@ class StreamConsumer:
         if err.code() == KafkaError._PARTITION_EOF:
             # The fetch reached the end (the fetch's own high watermark: some brokers'
             # ListOffsets answer is stale, Tansu's among them).
-            self._eof[m.partition()] = m.offset()
+            part = self._owned.get(m.partition())
+            if part is not None:
+                part.eof = m.offset()
             return
         if err.fatal():
             raise KafkaException(err)
@@ -358,24 +358,24 @@ class StreamConsumer:
     # -- writing a batch --------------------------------------------------------------------
     def _guards(self) -> list[tuple[int, int | None, int | None]]:
         """Every owned partition: (partition, offset Redis should hold, new offset or None)."""
-        guards = []
-        for p, held in self._applied.items():
-            nxt = self._read[p]
-            guards.append((p, held, nxt if nxt != (held or 0) else None))
-        return guards
+        return [(p, part.applied, part.read if part.read != (part.applied or 0) else None)
+                for p, part in self._owned.items()]
 
     def _flush(self, in_callback: bool = False) -> None:
         if not self._in_hand or self._flushing:
             return
         started = time.perf_counter()
+        # Inside a rebalance callback the group waits for us and poll() may not run: the
+        # whole write (dead letters, then Redis) gets revoke_timeout before it is dropped.
+        give_up = time.monotonic() + self.cfg.revoke_timeout if in_callback else None
         self._flushing = True
         self._abandon = False
         try:
-            self._flush_dead_letters(in_callback)
+            self._flush_dead_letters(give_up)
             guards = self._guards()
             failed = self._call_redis(
                 lambda: self.counts.apply(self.offsets_key, guards, self._views),
-                in_callback=in_callback)
+                wait=lambda seconds: self._wait(seconds, give_up))
         except _Abandoned:
             log.warning("batch dropped: partitions revoked or lost while writing it",
                         extra={"fields": {"messages": self._in_hand}})
@@ -385,11 +385,12 @@ class StreamConsumer:
             self._flushing = False
             self._recover_strays()
         if failed:
-            self._replay(failed)
+            self._replay({int(p): None if held is None else int(held)
+                          for p, held in failed.items()})
             return
         for p, _held, new in guards:
             if new is not None:
-                self._applied[p] = new
+                self._owned[p].applied = new
         self.last_write_at = time.perf_counter()
         self.events_applied += self._valid
         m = self.metrics
@@ -406,11 +407,11 @@ class StreamConsumer:
         self._clear_batch()
         self._commit(asynchronous=True)
 
-    def _flush_dead_letters(self, in_callback: bool) -> None:
+    def _flush_dead_letters(self, give_up: float | None) -> None:
         """Every dead letter of the batch delivered, before its offsets reach Redis."""
-        delay = self.cfg.retry_initial
-        give_up = time.monotonic() + self.cfg.revoke_timeout
-        while self._dead:
+        if not self._dead:
+            return
+        for delay in self._backoff():
             self.producer.flush(1.0)
             for dead in self._dead:
                 if dead.failed is not None:
@@ -423,34 +424,41 @@ class StreamConsumer:
             self.metrics.dlq_retries.inc()
             log.warning("dead-letter topic not reachable, retrying", extra={"fields": {
                 "pending": sum(not d.delivered for d in self._dead), "wait_s": delay}})
-            self._wait(delay, in_callback, give_up)
-            delay = min(delay * 2, self.cfg.retry_max)
+            self._wait(delay, give_up)
 
-    def _call_redis(self, call: Callable, *, in_callback: bool = False):
-        delay = self.cfg.retry_initial
-        give_up = time.monotonic() + self.cfg.revoke_timeout
-        attempt = 0
-        while True:
+    def _call_redis(self, call: Callable, wait: Callable[[float], None],
+                    message: str = "redis unavailable, retrying"):
+        """``call()``, retried while Redis is unavailable; ``wait(seconds)`` spends the time
+        between attempts and may raise to give up. A timeout or a dropped connection leaves
+        a script's outcome unknown; the offset guard makes resending it safe."""
+        for attempt, delay in enumerate(self._backoff()):
             try:
                 result = call()
-                if attempt:
-                    log.info("redis reachable again", extra={"fields": {"attempts": attempt}})
-                return result
             except redis.RedisError as exc:
-                if not _retryable(exc):
+                if not transient(exc):
                     raise
-                attempt += 1
                 self.metrics.redis_retries.inc()
-                log.warning("redis unavailable, retrying", extra={"fields": {
-                    "attempt": attempt, "wait_s": round(delay, 3), "error": str(exc)}})
-                self._wait(delay, in_callback, give_up)
-                delay = min(delay * 2, self.cfg.retry_max)
+                log.warning(message, extra={"fields": {
+                    "attempt": attempt + 1, "wait_s": round(delay, 3), "error": str(exc)}})
+                wait(delay)
+                continue
+            if attempt:
+                log.info("redis reachable again", extra={"fields": {"attempts": attempt}})
+            return result
 
-    def _wait(self, seconds: float, in_callback: bool, give_up: float) -> None:
-        """Sleep between retries. Outside a rebalance callback the partitions are paused
-        and ``poll`` keeps running (group membership, max.poll.interval.ms); inside one,
-        ``poll`` may not be called, so the wait is bounded by ``revoke_timeout``."""
-        if in_callback:
+    def _backoff(self) -> Iterator[float]:
+        """The waits between retries: retry_initial, doubling up to retry_max."""
+        delay = self.cfg.retry_initial
+        while True:
+            yield delay
+            delay = min(delay * 2, self.cfg.retry_max)
+
+    def _wait(self, seconds: float, give_up: float | None) -> None:
+        """Sleep between retries. Outside a rebalance callback (``give_up`` None) the
+        partitions are paused and ``poll`` keeps running (group membership,
+        max.poll.interval.ms); inside one, ``poll`` may not be called, so the batch is
+        dropped once the wait would pass ``give_up``."""
+        if give_up is not None:
             if time.monotonic() + seconds > give_up:
                 raise _Abandoned()
             time.sleep(seconds)
@@ -464,7 +472,7 @@ class StreamConsumer:
             if left <= 0:
                 break
             msg = self.consumer.poll(min(left, 0.5))
-            if msg is not None and msg.error() is None and msg.partition() in self._read:
+            if msg is not None and msg.error() is None and msg.partition() in self._owned:
                 self._strays.add(msg.partition())
             if self._abandon:
                 raise _Abandoned()
@@ -480,35 +488,35 @@ class StreamConsumer:
         if assignment:
             self.consumer.resume(assignment)
         for p in self._strays:
-            if p in self._read:
-                self._seek(p, self._read[p])
+            part = self._owned.get(p)
+            if part is not None:
+                self._seek(p, part.read)
         self._strays.clear()
 
-    def _replay(self, failed: dict[str, str | None]) -> None:
+    def _replay(self, held: dict[int, int | None]) -> None:
         """Redis holds other offsets than we thought: drop the batch, resume from Redis."""
-        for field_, held in failed.items():
-            p = int(field_)
-            if p in self._applied:
-                self._applied[p] = int(held) if held is not None else None
-        self.metrics.replays.inc(len(failed))
+        for p, offset in held.items():
+            part = self._owned.get(p)
+            if part is not None:
+                part.applied = offset
+        self.metrics.replays.inc(len(held))
         log.warning("offsets in Redis differ from ours; replaying from Redis", extra={"fields": {
-            "partitions": {p: h for p, h in failed.items()}, "dropped": self._in_hand}})
-        self._discard_batch(sought=failed.keys())
+            "partitions": {str(p): o for p, o in held.items()}, "dropped": self._in_hand}})
+        self._discard_batch(sought=held)
 
-    def _discard_batch(self, sought=()) -> None:
+    def _discard_batch(self, sought: Collection[int] = ()) -> None:
         """Forget the batch in hand and seek every owned partition back to what Redis holds
-        (as far as we know) wherever we had read past it."""
-        sought = {int(p) for p in sought}
-        for p, held in self._applied.items():
-            floor = held if held is not None else 0
-            if p in sought or self._read.get(p) != floor:
-                self._read[p] = floor
-                self._seek(p, held)
+        (as far as we know) wherever we had read past it, and every ``sought`` one."""
+        for p, part in self._owned.items():
+            floor = part.applied or 0
+            if p in sought or part.read != floor:
+                part.read = floor
+                self._seek(p, part.applied)
         self._clear_batch()
-        self._dead.clear()
 
     def _clear_batch(self) -> None:
         self._views = {}
+        self._dead.clear()
         self._invalid = {}
         self._in_hand = self._valid = self._view_sum = self._skipped = 0
         self.metrics.batch_in_hand.set(0)
@@ -517,13 +525,13 @@ class StreamConsumer:
         """Read ``p`` again from ``offset`` (None: where auto.offset.reset says). A refused
         seek raises: reading on from the wrong place could skip events, while a crash is
         always safe (the restart resumes from the offsets in Redis)."""
-        self._eof.pop(p, None)
+        self._owned[p].eof = -1
         self.consumer.seek(TopicPartition(self.cfg.topic, p,
                                           self._start if offset is None else offset))
 
     def _check_offsets(self) -> None:
         """Idle: does Redis still hold the offsets we wrote? (It may have lost writes.)"""
-        if not self._applied:
+        if not self._owned:
             return
         try:
             held = read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic)
@@ -531,15 +539,15 @@ class StreamConsumer:
             log.warning("redis unavailable for the offset check", extra={"fields": {
                 "error": str(exc)}})
             return
-        differ = {str(p): (str(held[p]) if p in held else None)
-                  for p, ours in self._applied.items() if held.get(p) != ours}
+        differ = {p: held.get(p) for p, part in self._owned.items()
+                  if held.get(p) != part.applied}
         if differ:
             self._replay(differ)
 
     def _commit(self, asynchronous: bool) -> None:
         """Tell Kafka how far Redis is, for lag dashboards only."""
-        offsets = [TopicPartition(self.cfg.topic, p, o)
-                   for p, o in self._applied.items() if o is not None]
+        offsets = [TopicPartition(self.cfg.topic, p, part.applied)
+                   for p, part in self._owned.items() if part.applied is not None]
         if not offsets:
             return
         try:
@@ -549,42 +557,36 @@ class StreamConsumer:
                      extra={"fields": {"error": str(exc)}})
 
     def _update_lag(self) -> None:
-        for p in self._applied:
+        for p, part in self._owned.items():
             tp = TopicPartition(self.cfg.topic, p)
             try:
                 low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
             if high is not None and high >= 0:
-                lag = high - max(self._read[p], low if low >= 0 else 0)
+                lag = high - max(part.read, low if low >= 0 else 0)
                 self.metrics.lag.labels(self.cfg.topic, str(p)).set(max(lag, 0))
 
     def _drained(self) -> bool:
         """Every owned partition's fetch reported its end at the offset we have written."""
         return self._assigned_once and all(
-            self._eof.get(p, -1) >= self._read[p] for p in self._applied)
+            part.eof >= part.read for part in self._owned.values())
 
     # -- rebalancing --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_once = True
         if not partitions:  # a cooperative rebalance that gave us nothing new
-            if self._incremental:
-                consumer.incremental_assign(partitions)
-            else:
-                consumer.assign(partitions)
+            self._assign(consumer, partitions)
             return
-        held = self._redis_in_callback(
-            lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic))
+        held = self._call_redis(
+            lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic),
+            wait=self._sleep_unless_stopping,
+            message="redis unavailable during assignment, retrying")
         for tp in partitions:
             offset = held.get(tp.partition)
             tp.offset = self._start if offset is None else offset
-            self._applied[tp.partition] = offset
-            self._read[tp.partition] = offset or 0
-            self._eof.pop(tp.partition, None)
-        if self._incremental:
-            consumer.incremental_assign(partitions)
-        else:
-            consumer.assign(partitions)
+            self._owned[tp.partition] = _Partition(offset)
+        self._assign(consumer, partitions)
         # librdkafka keeps a partition's pause flag across unassign/assign: one revoked
         # while a Redis outage had it paused would otherwise stay silent forever.
         consumer.resume(partitions)
@@ -593,24 +595,14 @@ class StreamConsumer:
             "partitions": sorted(tp.partition for tp in partitions),
             "offsets": {str(tp.partition): held.get(tp.partition) for tp in partitions}}})
 
-    def _redis_in_callback(self, call: Callable):
-        """Redis from a rebalance callback: we cannot poll here, so just retry until it
-        answers (an outage longer than max.poll.interval.ms makes librdkafka leave the
-        group, and we join again afterwards: slow but safe)."""
-        delay = self.cfg.retry_initial
-        while True:
-            try:
-                return call()
-            except redis.RedisError as exc:
-                if not _retryable(exc):
-                    raise
-                if self._stopping:  # nothing in hand to finish: a stop request may leave now
-                    raise _StopNow() from exc
-                self.metrics.redis_retries.inc()
-                log.warning("redis unavailable during assignment, retrying", extra={"fields": {
-                    "wait_s": round(delay, 3), "error": str(exc)}})
-                time.sleep(delay)
-                delay = min(delay * 2, self.cfg.retry_max)
+    def _sleep_unless_stopping(self, seconds: float) -> None:
+        """The wait between Redis attempts in ``_on_assign``: we cannot poll there, so just
+        sleep (an outage longer than max.poll.interval.ms makes librdkafka leave the group,
+        and we join again afterwards: slow but safe). A stop request leaves at once: these
+        partitions are not read yet, and the offsets in Redis make dropping a batch safe."""
+        if self._stopping:
+            raise _StopNow()
+        time.sleep(seconds)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._flushing:  # called from inside our own retry loop: let it drop the batch
@@ -620,10 +612,7 @@ class StreamConsumer:
             self._flush(in_callback=True)  # drops the batch itself if Redis stays down
             self._commit(asynchronous=True)
             self._forget(partitions, "revoke")
-        if self._incremental:
-            consumer.incremental_unassign(partitions)
-        else:
-            consumer.unassign()
+        self._unassign(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own them already: write nothing (the guard would refuse
@@ -633,18 +622,25 @@ class StreamConsumer:
             self._abandon = True
         else:
             self._discard_batch()
+        self._unassign(consumer, partitions)
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._incremental:
             consumer.incremental_unassign(partitions)
         else:
             consumer.unassign()
 
     def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
-        gone = [tp.partition for tp in partitions if tp.partition in self._applied]
+        gone = [tp.partition for tp in partitions if tp.partition in self._owned]
         for p in gone:
-            self._applied.pop(p, None)
-            self._read.pop(p, None)
+            del self._owned[p]
             self._strays.discard(p)
-            self._eof.pop(p, None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(self.cfg.topic, str(p))
         if gone:
@@ -673,12 +669,6 @@ _CONSUMER_ONLY = {
 }
 
 
-def _retryable(exc: redis.RedisError) -> bool:
-    if isinstance(exc, _RETRY_ERRORS):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_RETRY_REPLIES)
-
-
 def _on_commit(err, partitions) -> None:
     if err is not None:
         log.debug("kafka commit failed", extra={"fields": {"error": str(err)}})
@@ -695,16 +685,11 @@ def cmd_consume(args) -> int:
     """``recs consume``: run one group member until SIGTERM/SIGINT (twice: at once)."""
     consumer = StreamConsumer(ConsumerConfig.from_args(args))
 
-    def on_signal(signum, _frame) -> None:
-        if consumer.stopping:
-            log.warning("second signal: stopping now (Redis offsets keep this safe)")
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            os._exit(128 + signum)
+    def first(name: str) -> None:
+        # A second signal exits at once: still safe, the offsets in Redis say what is applied.
         log.info("signal received: writing the batch in hand, then leaving the group",
-                 extra={"fields": {"signal": signal.Signals(signum).name}})
+                 extra={"fields": {"signal": name}})
         consumer.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(first)
     return consumer.run()

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,8 +33,10 @@ import redis
 import scipy.sparse as sp
 
 from recs.errors import InputError, RecsError
-from store.connection import connect
+from recs.signals import StopFlag, on_stop_signals
+from store.connection import connect, transient
 from store.keys import Keys
+from store.snapshot import read_languages
 from store.updates import (
     BatchWrite,
     Claim,
@@ -48,17 +48,6 @@ from store.updates import (
 from trainer.foldin import FoldIn
 
 log = logging.getLogger("recs.updater")
-
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-               redis.exceptions.ReadOnlyError)
-# Error replies that pass once the server recovers (a failover, memory freed, a slow script).
-_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
-                      "READONLY")
-
-
-def _transient(exc: redis.RedisError) -> bool:
-    return isinstance(exc, _REDIS_DOWN) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES))
 
 
 @dataclass(frozen=True)
@@ -158,13 +147,6 @@ class Prepared:
     """perf_counter() when the claim was granted."""
 
 
-@dataclass
-class BatchResult:
-    claimed: int = 0
-    written: int = 0
-    stale: bool = False
-
-
 class Updater:
     """The update loop over one Redis; :meth:`run_once` is one batch per language."""
 
@@ -222,10 +204,14 @@ class Updater:
 
     # -- one batch -----------------------------------------------------------------------
 
-    def update_batch(self, lang: str) -> BatchResult:
-        """Claim up to ``batch_size`` pending users of ``lang``, solve, write."""
+    def update_batch(self, lang: str) -> int:
+        """Claim up to ``batch_size`` pending users of ``lang``, solve, write; returns the
+        users claimed (0: nothing to do)."""
         prepared = self.prepare(lang)
-        return BatchResult() if prepared is None else self.commit(prepared)
+        if prepared is None:
+            return 0
+        self.commit(prepared)
+        return len(prepared.claim.users)
 
     def prepare(self, lang: str) -> Prepared | None:
         """Claim and solve a batch of ``lang`` (None: nothing pending or no model)."""
@@ -244,7 +230,7 @@ class Updater:
             raise
         return Prepared(claim, model.version, batch, no_factors, started)
 
-    def commit(self, p: Prepared) -> BatchResult:
+    def commit(self, p: Prepared) -> None:
         """Write a prepared batch (refused whole if the model changed since), account for it."""
         lang, users = p.claim.lang, len(p.claim.users)
         try:
@@ -259,7 +245,7 @@ class Updater:
             m.skipped.labels(lang, "stale_model").inc(users)
             log.info("model changed during the batch; users stay pending for the new model",
                      extra={"fields": {"lang": lang, "users": users, "solved_with": p.version}})
-            return BatchResult(claimed=users, stale=True)
+            return
         m.batch_seconds.labels(lang).observe(elapsed)
         m.users.labels(lang, "no_factors").inc(min(p.no_factors, result.written))
         m.users.labels(lang, "updated").inc(max(result.written - p.no_factors, 0))
@@ -273,7 +259,6 @@ class Updater:
             "lang": lang, "users": users, "written": result.written,
             "still_pending": result.pending, "seconds": round(elapsed, 4),
             "version": p.version}})
-        return BatchResult(claimed=users, written=result.written)
 
     def _release(self, claim: Claim) -> None:
         # Whatever stopped this batch, let others take its users now rather than at expiry.
@@ -295,7 +280,7 @@ class Updater:
             return list(self.config.langs)
         now = time.monotonic()
         if now - self._langs_read_at >= self.config.langs_refresh_seconds:
-            self._langs = sorted(m.decode() for m in self.client.smembers(self.keys.langs))
+            self._langs = read_languages(self.client, self.keys)
             self._langs_read_at = now
         return self._langs
 
@@ -303,7 +288,7 @@ class Updater:
         """One batch for every language; returns the users claimed (0: nothing to do)."""
         claimed = 0
         for lang in self.languages():
-            claimed += self.update_batch(lang).claimed
+            claimed += self.update_batch(lang)
         return claimed
 
     def refresh_pending(self, force: bool = False) -> dict[str, int]:
@@ -350,7 +335,7 @@ class Updater:
                     self.refresh_pending()
                     backoff = 0.0
                 except redis.RedisError as exc:
-                    if not _transient(exc):
+                    if not transient(exc):
                         raise
                     if in_flight is not None:
                         with contextlib.suppress(redis.RedisError):
@@ -410,47 +395,6 @@ def _parse_slowly(h: dict[bytes, bytes]) -> dict[int, float]:
     return out
 
 
-class StopFlag:
-    """What :meth:`Updater.run` polls to know when to stop; safe to set from a signal handler.
-
-    ``threading.Event.set()`` takes a lock that ``Event.wait()`` in the interrupted main
-    thread may hold at that instant: a signal handler calling it can deadlock the process.
-    This flag is a plain attribute, and :meth:`wait` sleeps in short slices instead."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not self._set and (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.05))
-        return self._set
-
-
-def _install_signals(stop: StopFlag) -> None:
-    """First SIGTERM/SIGINT: stop after the batch in hand. Second: exit at once, as the
-    consumer does (the leases of the batch in hand expire; nobody's update is lost)."""
-
-    def on_signal(signum, _frame) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("second signal: exiting now", extra={"fields": {"signal": name}})
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            os._exit(128 + signum)
-        log.info("stopping after the current batch", extra={"fields": {"signal": name}})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-
 def cmd_update(args) -> int:
     config = UpdaterConfig.from_args(args)
     client = connect(config.redis_url)
@@ -465,7 +409,13 @@ def cmd_update(args) -> int:
         except OSError as exc:
             raise InputError(f"--metrics-port {config.metrics_port}: {exc}") from None
     stop = StopFlag()
-    _install_signals(stop)
+
+    def first(name: str) -> None:
+        # The leases of a batch cut short by a second signal expire: nobody's update is lost.
+        log.info("stopping after the current batch", extra={"fields": {"signal": name}})
+        stop.set()
+
+    on_stop_signals(first)
     updater = Updater(client, config, metrics)
     log.info("updater started", extra={"fields": {
         "langs": ",".join(config.langs) or "all", "batch_size": config.batch_size,

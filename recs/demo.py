@@ -129,16 +129,6 @@ class Demo:
         self.processes.append(proc)
         return proc
 
-    def stop(self, proc: RecsProcess, timeout: float = 30) -> int:
-        """SIGTERM (what Docker and Kubernetes send), then wait for a clean exit."""
-        if proc.running:
-            proc.send(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return proc.proc.returncode
-
     def recs(self, *args: str) -> str:
         """Run ``recs ARGS`` to completion; its stdout, or RuntimeError with its log."""
         log = self.out / "logs" / f"{args[0]}.log"
@@ -155,11 +145,6 @@ class Demo:
                                + log.read_text(errors="replace")[-2000:])
         return done.stdout.decode()
 
-    def alive(self, proc: RecsProcess) -> None:
-        if not proc.running:
-            raise RuntimeError(f"recs {proc.args[0]} exited with {proc.proc.returncode}:\n"
-                               + proc.log_path.read_text(errors="replace")[-2000:])
-
     # -- the run -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -171,7 +156,7 @@ class Demo:
         finally:
             for proc in self.processes:
                 with contextlib.suppress(Exception):
-                    self.stop(proc, timeout=10)
+                    proc.stop(timeout=10)
             if self.stack is not None:
                 self.stack.stop()
         print(f"\nDone in {time.monotonic() - self.progress.started:.0f} s. Data, model files "
@@ -203,7 +188,7 @@ class Demo:
             self.update(data, user, before)
         with step("Stopping everything"):
             for proc in self.processes:
-                code = self.stop(proc)
+                code = proc.stop()
                 self.say(f"recs {proc.args[0]}: SIGTERM -> exit code {code}")
             self.processes.clear()
 
@@ -236,7 +221,7 @@ class Demo:
         last_print = [0.0]
 
         def in_redis() -> bool:
-            self.alive(consumer)
+            consumer.check_alive()
             have = {lang: sum(map(int, self.redis.hvals(self.keys.item_views(lang))))
                     for lang in LANGS}
             now = time.monotonic()
@@ -249,7 +234,7 @@ class Demo:
         wait_until(in_redis, self.s.timeout, "all views counted in Redis", interval=0.25)
         self.say(f"all {total:,} views counted in {time.monotonic() - t:.1f} s")
         self.check_exact(data)
-        code = self.stop(consumer)
+        code = consumer.stop()
         self.processes.remove(consumer)
         self.say(f"stopped recs consume with SIGTERM (exit code {code})")
 
@@ -364,7 +349,7 @@ class Demo:
         backlog = self.redis.zcard(dirty)
 
         def drained() -> bool:
-            self.alive(updater)
+            updater.check_alive()
             return self.redis.zcard(dirty) == 0
 
         wait_until(drained, self.s.timeout, "the updater's backlog folded in", interval=0.2)
@@ -401,8 +386,8 @@ class Demo:
         views_key = self.keys.views(SHOWN, user)
 
         def refreshed() -> bool:
-            self.alive(consumer)
-            self.alive(updater)
+            consumer.check_alive()
+            updater.check_alive()
             counted = all(self.redis.hget(views_key, str(rid)) for rid in picks)
             pending = self.redis.zscore(dirty, user) is not None
             return counted and not pending and self.reader.recommend(SHOWN, user, 10) != before

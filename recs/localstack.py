@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -301,8 +303,6 @@ class RecsProcess:
     proc: subprocess.Popen | None = None
 
     def start(self) -> RecsProcess:
-        import sys
-
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
@@ -324,14 +324,30 @@ class RecsProcess:
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout)
 
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (what Docker and Kubernetes send), then wait for the exit code; SIGKILL if
+        it takes longer than ``timeout``."""
+        if self.running:
+            self.send(signal.SIGTERM)
+            try:
+                self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def check_alive(self, doing: str = "") -> None:
+        """RuntimeError with the end of its log if the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"recs {self.args[0]} exited with {self.proc.returncode}"
+                               f"{' while ' + doing if doing else ''}:\n{tail}")
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def records(self) -> list[dict]:
         """The JSON log records written so far (other lines, e.g. librdkafka's, skipped)."""
-        import json
-
         out = []
         with contextlib.suppress(FileNotFoundError), open(self.log_path, "rb") as fh:
             for line in fh:
@@ -347,8 +363,6 @@ class RecsProcess:
             record = next((r for r in self.records() if r.get("msg", "").startswith(msg)
                            and (where is None or where(r))), None)
             if record is None and exited:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"recs exited with {self.proc.returncode} while waiting "
-                                   f"for {msg!r}:\n{tail}")
+                self.check_alive(f"waiting for {msg!r}")
             return record
         return wait_until(found, timeout, f"log {msg!r} from recs {self.args[0]}")

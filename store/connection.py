@@ -15,3 +15,16 @@ def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) 
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
+
+
+# Error replies that pass once the server recovers (a failover, memory freed, a slow script,
+# a replica catching up): worth retrying, unlike a bug such as WRONGTYPE or NOSCRIPT.
+_TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+                      "READONLY", "NOREPLICAS")
+
+
+def transient(exc: redis.RedisError) -> bool:
+    """Whether ``exc`` means "Redis is away or not ready", so the call may simply be retried."""
+    return isinstance(exc, _TRANSIENT_ERRORS) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES))

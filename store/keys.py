@@ -106,10 +106,6 @@ class Keys:
         """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
         return f"{self.prefix}:{lang}:_claims"
 
-    def staging(self, lang: str, kind: str, ident: int | str) -> str:
-        """Temporary key written in full, then RENAMEd over the live one."""
-        return f"{self.prefix}:{lang}:_staging:{kind}:{ident}"
-
     def item_totals(self, lang: str) -> str:
         """STRING raw little-endian float32 total training views per row of ``item_ids``
         (what ``bm25`` confidence needs to fold users in); replaced in the same MULTI."""

@@ -256,19 +256,14 @@ class Lists:
 
 @dataclass
 class PublishReport:
-    """What one publish wrote and removed."""
+    """What :meth:`Publisher.remove_uncovered` did besides removing, and each step's time."""
 
-    version: str = ""
-    similar_lists: int = 0
-    user_lists: int = 0
-    removed_items: int = 0
-    removed_users: int = 0
     spared_users: int = 0
     """Uncovered users kept because they have views newer than the training counts."""
     refolded_users: int = 0
     """Removed users who still have views, queued for the updater to fold in."""
-    requeued: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per publish step (similar, users, switch, remove; requeue set by the caller)."""
 
 
 def new_version() -> str:
@@ -293,32 +288,25 @@ class Publisher:
         self.calls_per_round_trip = calls_per_round_trip
         self.after_chunk = after_chunk
         self.version = new_version()
-        self.report = PublishReport(version=self.version)
+        self.report = PublishReport()
         self._script = client.register_script(REPLACE_LISTS)
-        self._items_written: list[np.ndarray] = []
-        self._users_written: list[str] = []
+        self._items_written: set[int] = set()
+        self._users_written: set[str] = set()
 
     # -- step 1: lists ------------------------------------------------------------------
 
     def write_similar(self, batches: Iterable[Lists]) -> int:
-        """Replace the similar lists of every resource in ``batches``."""
-        started = time.perf_counter()
-        k = self._write("similar", batches)
-        self.report.similar_lists += k
-        self.report.seconds["similar"] = round(time.perf_counter() - started, 3)
-        return k
+        """Replace the similar lists of every resource in ``batches``; returns how many."""
+        return self._write("similar", batches, step="similar")
 
     def write_users(self, batches: Iterable[Lists]) -> int:
         """Replace the recommendation lists and factors of every user in ``batches``."""
-        started = time.perf_counter()
-        k = self._write("recs", batches)
-        self.report.user_lists += k
-        self.report.seconds["users"] = round(time.perf_counter() - started, 3)
-        return k
+        return self._write("recs", batches, step="users")
 
-    def _write(self, kind: str, batches: Iterable[Lists]) -> int:
+    def _write(self, kind: str, batches: Iterable[Lists], step: str) -> int:
         """Send the script calls for ``batches``; a background thread draws the batches
         (the caller's scoring) and builds the calls while this one waits on Redis."""
+        started = time.perf_counter()
         pipe = self.client.pipeline(transaction=False)
         written = 0
         for calls, done in prefetched(self._round_trips(kind, batches)):
@@ -330,6 +318,7 @@ class Publisher:
             written = done
             if self.after_chunk is not None:
                 self.after_chunk(kind, done)
+        self.report.seconds[step] = round(time.perf_counter() - started, 3)
         return written
 
     def _round_trips(self, kind: str, batches: Iterable[Lists]
@@ -374,16 +363,16 @@ class Publisher:
                     calls = []
             done += len(ids)
             if kind == "similar":
-                self._items_written.append(np.asarray(batch.ids, dtype=np.int64))
+                self._items_written.update(int(i) for i in batch.ids)
             else:
-                self._users_written.extend(ids)
+                self._users_written.update(ids)
         if calls:
             yield calls, done
 
     @property
     def users_written(self) -> set[str]:
         """The users whose lists this publish wrote (the users the new model covers)."""
-        return set(self._users_written)
+        return self._users_written
 
     # -- step 2: the switch -------------------------------------------------------------
 
@@ -436,16 +425,16 @@ class Publisher:
         the updater just gave them). Returns (resources removed, users removed)."""
         started = time.perf_counter()
         lang, keys = self.lang, self.keys
-        written_items = {int(i) for a in self._items_written for i in a}
-        stale_items = [m for m in _sscan_all(self.client, keys.published_items(lang))
-                       if int(m) not in written_items]
-        written_users = set(self._users_written)
+        # SSCAN may return a member twice (during a rehash): hence the sets.
+        stale_items = [m for m in set(self.client.sscan_iter(keys.published_items(lang),
+                                                             count=1000))
+                       if int(m) not in self._items_written]
         spared = {m.decode() for m in self.client.zrangebyscore(
             keys.touched(lang), f"({seq}", "+inf")}
         stale_users = []
-        for m in _sscan_all(self.client, keys.published_users(lang)):
+        for m in set(self.client.sscan_iter(keys.published_users(lang), count=1000)):
             user = m.decode()
-            if user in written_users:
+            if user in self._users_written:
                 continue
             if user in spared:
                 self.report.spared_users += 1
@@ -463,19 +452,19 @@ class Publisher:
             part = stale_users[s:s + chunk]
             pipe.delete(*(keys.recs(lang, u) for u in part), *(keys.factors(lang, u) for u in part))
             pipe.srem(keys.published_users(lang), *part)
-        pipe.execute()
-        # Users filtered out (too few views) who still have views: the updater folds them
-        # into the new model right away, so they lose their lists for moments, not until
-        # their next view. Their old-model lists are gone first: versions never mix.
-        pipe = self.client.pipeline(transaction=False)
         for user in stale_users:
             pipe.exists(keys.views(lang, user))
-        alive = [u for u, e in zip(stale_users, pipe.execute(), strict=True) if e]
+        replies = pipe.execute()
+        has_views = replies[len(replies) - len(stale_users):]
+        # Users filtered out (too few views) who still have views: the updater folds them
+        # into the new model right away, so they lose their lists for moments, not until
+        # their next view. Queued only now that their old-model lists are gone: versions
+        # never mix.
+        alive = [u for u, e in zip(stale_users, has_views, strict=True) if e]
         for s in range(0, len(alive), chunk):
-            self.client.zadd(keys.dirty(lang), dict.fromkeys(alive[s:s + chunk], seq), gt=True)
+            pipe.zadd(keys.dirty(lang), dict.fromkeys(alive[s:s + chunk], seq), gt=True)
+        pipe.execute()
         self.report.refolded_users += len(alive)
-        self.report.removed_items += len(stale_items)
-        self.report.removed_users += len(stale_users)
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)
         return len(stale_items), len(stale_users)
 
@@ -504,6 +493,8 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     """
     out = Handover()
     settle = client.register_script(SETTLE_PENDING)
+    requeue = client.register_script(REQUEUE_TOUCHED)
+    requeue_keys = [keys.touched(lang), keys.dirty(lang)]
     mine = [u for u in pending if u in covered]
     others = [u for u in pending if u not in covered]
     pipe = client.pipeline(transaction=False)
@@ -512,13 +503,13 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
             part = group[s:s + chunk]
             settle(keys=[keys.dirty(lang)], args=[seq, len(part) if is_covered else 0, *part],
                    client=pipe)
-    for again, dropped in pipe.execute():
+    requeue(keys=requeue_keys, args=[seq, chunk, 1], client=pipe)
+    *settled, (queued, trimmed) = pipe.execute()
+    for again, dropped in settled:
         out.again += int(again)
         out.dropped += int(dropped)
-    script = client.register_script(REQUEUE_TOUCHED)
-    queued, trimmed = script(keys=[keys.touched(lang), keys.dirty(lang)], args=[seq, chunk, 1])
     while int(trimmed) >= chunk:
-        _, trimmed = script(keys=[keys.touched(lang), keys.dirty(lang)], args=[seq, chunk, 0])
+        _, trimmed = requeue(keys=requeue_keys, args=[seq, chunk, 0])
     out.newer = int(queued)
     return out
 
@@ -565,16 +556,6 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
     finally:
         stop.set()
         thread.join()
-
-
-def _sscan_all(client: redis.Redis, key: str, count: int = 1000) -> set[bytes]:
-    out: set[bytes] = set()
-    cursor = 0
-    while True:
-        cursor, members = client.sscan(key, cursor, count=count)
-        out.update(members)
-        if cursor == 0:
-            return out
 
 
 def _field(value) -> str:

@@ -48,8 +48,6 @@ end
 return {table.concat(sizes, ','), table.concat(parts, ',')}
 """
 
-VIEW_COLUMNS = ("user_id", "resource_id", "views")
-
 
 def read_languages(client: redis.Redis, keys: Keys) -> list[str]:
     """Every language the consumer has seen (``recs:langs``), sorted."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recs.localstack import Broker, RedisServer
+from recs.localstack import Broker, RecsProcess, RedisServer
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -93,8 +93,6 @@ def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
 def start_recs(tmp_path: Path):
     """``start_recs(args, env)`` runs ``recs ARGS`` as a subprocess (RecsProcess); whatever
     is still running at the end of the test is killed."""
-    from recs.localstack import RecsProcess
-
     started: list[RecsProcess] = []
 
     def start(args: list[str], env: dict[str, str]) -> RecsProcess:

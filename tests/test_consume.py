@@ -75,8 +75,9 @@ def redis_state(client) -> tuple[dict, dict]:
 class Stream:
     """The events a test sent to its topic and the end offsets their delivery reported."""
 
-    def __init__(self, env: dict) -> None:
+    def __init__(self, env: dict, redis_server) -> None:
         self.env = env
+        self.redis_server = redis_server
         self.events: list[dict] = []
         self.ends: dict[int, int] = {}
 
@@ -85,18 +86,48 @@ class Stream:
                        events, timeout=timeout, ends=self.ends)
         self.events += events
 
-    def wait_converged(self, client, timeout: float = 60) -> None:
+    def wait_converged(self, timeout: float = 60) -> None:
         """Wait until Redis holds every partition's end offset, then demand exact counts."""
         ends = {str(p): str(o) for p, o in self.ends.items()}
         offsets_key = KEYS.offsets(self.env["RECS_GROUP"], self.env["RECS_TOPIC"])
+        client = self.redis_server.client(decode_responses=True)
 
         def caught_up():
             try:
                 return client.hgetall(offsets_key) == ends
             except Exception:  # Redis may be down in the middle of the test
                 return False
-        wait_until(caught_up, timeout, f"offsets in Redis reach {ends}")
-        assert redis_state(client) == expected_state(self.events)
+        try:
+            wait_until(caught_up, timeout, f"offsets in Redis reach {ends}")
+            assert redis_state(client) == expected_state(self.events)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def stream(consume_env, redis_server) -> Stream:
+    return Stream(consume_env, redis_server)
+
+
+@pytest.fixture
+def start_consume(start_recs, consume_env):
+    """``start_consume(env=None, joined=True, **changes)``: ``recs consume`` on this test's
+    servers (``env`` replaces consume_env; ``changes`` are RECS_* settings), returned once it
+    owns partitions unless ``joined=False``."""
+    def start(env: dict | None = None, joined: bool = True, **changes):
+        proc = start_recs(["consume"], consume_env_with(env or consume_env, **changes))
+        if joined:
+            proc.wait_for_log("partitions assigned")
+        return proc
+    return start
+
+
+def stop_cleanly(*procs, timeout: float = 30) -> None:
+    """SIGTERM to every process, then each must exit 0."""
+    for proc in procs:
+        proc.send(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(timeout) == 0
 
 
 def total_views(client) -> int:
@@ -137,15 +168,13 @@ def assigned(proc) -> list[int]:
 
 
 # -- the tests ------------------------------------------------------------------------------
-def test_counts_are_exact_for_users_and_languages(consume_env, start_recs, redis_server):
-    stream = Stream(consume_env)
+def test_counts_are_exact_for_users_and_languages(stream, start_consume, redis_server):
     stream.send(make_events(1500, seed=1))  # a backlog...
-    proc = start_recs(["consume"], consume_env)
-    proc.wait_for_log("partitions assigned")
+    proc = start_consume()
     stream.send(make_events(1500, seed=2))  # ...then live events
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
+    stream.wait_converged()
 
+    client = redis_server.client(decode_responses=True)
     users = {(e["lang"], e["user_id"]) for e in stream.events}
     assert client.smembers(KEYS.langs) == {"en", "es"}
     for lang in ("en", "es"):
@@ -156,44 +185,36 @@ def test_counts_are_exact_for_users_and_languages(consume_env, start_recs, redis
         seq = int(client.get(KEYS.seq(lang)))
         latest = client.zrange(KEYS.dirty(lang), -1, -1, withscores=True)[0][1]
         assert seq >= 1 and latest == seq
-    proc.send(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    stop_cleanly(proc)
 
 
-def test_sigkill_mid_stream_then_restart_counts_exactly(consume_env, start_recs, redis_server):
-    stream = Stream(consume_env)
+def test_sigkill_mid_stream_then_restart_counts_exactly(stream, start_consume, redis_server):
     stream.send(make_events(20000, seed=3, users=300, items=100))
     expected = sum(e.get("count", 1) for e in stream.events)
     client = redis_server.client(decode_responses=True)
-    first = start_recs(["consume"], consume_env_with(consume_env, batch_size=10))
+    first = start_consume(joined=False, batch_size=10)
     wait_until(lambda: total_views(client) > 0.3 * expected, 60, "30% written")
     first.kill()  # a crash at whatever step it was running
     assert total_views(client) < expected  # it really died mid-stream
 
-    last = start_recs(["consume"], consume_env)
-    stream.wait_converged(client)
-    last.send(signal.SIGTERM)
-    assert last.wait(30) == 0
+    last = start_consume(joined=False)
+    stream.wait_converged()
+    stop_cleanly(last)
 
 
 @pytest.mark.parametrize("strategy", ["range,roundrobin", "cooperative-sticky"])
-def test_two_consumers_share_the_partitions_and_stay_exact(consume_env, start_recs,
-                                                           redis_server, strategy):
-    consume_env = {**consume_env, "RECS_KAFKA_CONFIG": consume_env["RECS_KAFKA_CONFIG"]
-                   + f",partition.assignment.strategy={strategy}".replace(",roundrobin", "")}
-    stream = Stream(consume_env)
-    a = start_recs(["consume"], consume_env)
-    a.wait_for_log("partitions assigned")
+def test_two_consumers_share_the_partitions_and_stay_exact(consume_env, stream, start_consume,
+                                                           strategy):
+    env = {**consume_env, "RECS_KAFKA_CONFIG": consume_env["RECS_KAFKA_CONFIG"]
+           + f",partition.assignment.strategy={strategy}".replace(",roundrobin", "")}
+    a = start_consume(env)
     stream.send(make_events(2000, seed=4))
-    b = start_recs(["consume"], consume_env)  # joins while A is busy: a rebalance mid-stream
+    b = start_consume(env, joined=False)  # joins while A is busy: a rebalance mid-stream
     wait_until(lambda: assigned(a) and assigned(b), 60, "both members own partitions")
     stream.send(make_events(2000, seed=5))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
+    stream.wait_converged()
     assert sorted(assigned(a) + assigned(b)) == [0, 1, 2, 3]
-    for proc in (a, b):
-        proc.send(signal.SIGTERM)
-    assert a.wait(30) == 0 and b.wait(30) == 0
+    stop_cleanly(a, b)
 
 
 def invalid_messages() -> list[tuple[bytes | None, bytes | None, str]]:
@@ -220,10 +241,9 @@ def invalid_messages() -> list[tuple[bytes | None, bytes | None, str]]:
     ]
 
 
-def test_invalid_events_go_to_the_dead_letter_topic_unchanged(consume_env, start_recs,
-                                                              redis_server, broker, topics):
+def test_invalid_events_go_to_the_dead_letter_topic_unchanged(stream, start_consume, broker,
+                                                              topics):
     topic, dlq = topics
-    stream = Stream(consume_env)
     valid = make_events(600, seed=6)
     bad = invalid_messages()
     mixed = [(e["user_id"].encode(), orjson.dumps(e)) for e in valid] + \
@@ -240,9 +260,8 @@ def test_invalid_events_go_to_the_dead_letter_topic_unchanged(consume_env, start
     stream.events = valid
 
     port = free_port()
-    proc = start_recs(["consume"], consume_env_with(consume_env, metrics_port=port))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)  # exact counts: nothing invalid reached them
+    proc = start_consume(joined=False, metrics_port=port)
+    stream.wait_converged()  # exact counts: nothing invalid reached them
 
     # Offsets are written only after the batch's dead letters were delivered, so a marker
     # sent now lands after all of them: everything before it is the consumer's.
@@ -265,87 +284,71 @@ def test_invalid_events_go_to_the_dead_letter_topic_unchanged(consume_env, start
         assert metric(port, "recs_consumer_events_invalid_total", reason=reason) == \
             sum(r == reason for *_, r in bad)
     assert metric(port, "recs_consumer_events_applied_total") == len(valid)
-    proc.send(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    stop_cleanly(proc)
 
 
-def test_redis_killed_and_restarted_mid_stream_loses_nothing(consume_env, start_recs,
+def test_redis_killed_and_restarted_mid_stream_loses_nothing(stream, start_consume,
                                                              redis_server):
-    stream = Stream(consume_env)
-    proc = start_recs(["consume"], consume_env)
-    proc.wait_for_log("partitions assigned")
+    proc = start_consume()
     stream.send(make_events(1000, seed=8))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
+    stream.wait_converged()
 
     redis_server.kill()  # SIGKILL: AOF everysec may also lose the last second of writes
     stream.send(make_events(1000, seed=9))
     proc.wait_for_log("redis unavailable")
     redis_server.start()
     stream.send(make_events(1000, seed=10))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
-    proc.send(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    stream.wait_converged()
+    stop_cleanly(proc)
 
 
-def test_redis_restored_from_an_older_snapshot_converges(consume_env, start_recs,
-                                                         redis_server):
-    stream = Stream(consume_env)
-    proc = start_recs(["consume"], consume_env)
-    proc.wait_for_log("partitions assigned")
+def test_redis_restored_from_an_older_snapshot_converges(stream, start_consume, redis_server):
+    proc = start_consume()
     stream.send(make_events(1000, seed=11))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
+    stream.wait_converged()
     snapshot = redis_server.snapshot()
     older = list(stream.events)
     stream.send(make_events(1000, seed=12))
-    stream.wait_converged(client)
+    stream.wait_converged()
 
     redis_server.restore(snapshot)  # Redis forgets the second phase; the stream is idle now
     client = redis_server.client(decode_responses=True)
     assert redis_state(client) == expected_state(older)
-    stream.wait_converged(client)
+    stream.wait_converged()
     proc.wait_for_log("offsets in Redis differ from ours")
     stream.send(make_events(1000, seed=13))
-    stream.wait_converged(client)
-    proc.send(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    stream.wait_converged()
+    stop_cleanly(proc)
 
 
-def test_sigterm_writes_the_batch_in_hand_commits_and_exits_0(consume_env, start_recs,
-                                                              redis_server, broker):
-    stream = Stream(consume_env)
+def test_sigterm_writes_the_batch_in_hand_commits_and_exits_0(consume_env, stream,
+                                                              start_consume, redis_server,
+                                                              broker):
     port = free_port()
-    env = consume_env_with(consume_env, batch_timeout=120, batch_size=100000, metrics_port=port)
-    proc = start_recs(["consume"], env)
-    proc.wait_for_log("partitions assigned")
+    proc = start_consume(batch_timeout=120, batch_size=100000, metrics_port=port)
     stream.send(make_events(800, seed=14))
     wait_until(lambda: metric(port, "recs_consumer_batch_in_hand") == 800, 30,
                "every event read and held in one batch")
     client = redis_server.client(decode_responses=True)
     assert total_views(client) == 0  # held, not written: the signal must write it
 
-    proc.send(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    stream.wait_converged(client, timeout=0)
+    stop_cleanly(proc)
+    stream.wait_converged(timeout=0)
     # Kafka's committed offsets (lag reporting only) caught up too.
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": env["RECS_GROUP"]})
-    committed = c.committed([TopicPartition(env["RECS_TOPIC"], p) for p in range(4)], timeout=10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": consume_env["RECS_GROUP"]})
+    committed = c.committed([TopicPartition(consume_env["RECS_TOPIC"], p) for p in range(4)],
+                            timeout=10)
     c.close()
     assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == stream.ends
 
 
-def test_a_frozen_member_cannot_double_count_after_losing_its_partitions(
-        consume_env, start_recs, redis_server):
+def test_a_frozen_member_cannot_double_count_after_losing_its_partitions(stream,
+                                                                          start_consume):
     """A zombie: a member frozen (SIGSTOP) with a batch in hand while the group gives its
     partitions to another member, then thawed. Its late write must not count twice."""
-    stream = Stream(consume_env)
     port = free_port()
-    a = start_recs(["consume"], consume_env_with(consume_env, batch_timeout=3,
-                                                 metrics_port=port))
-    a.wait_for_log("partitions assigned")
-    b = start_recs(["consume"], consume_env)
+    a = start_consume(batch_timeout=3, metrics_port=port)
+    b = start_consume(joined=False)
     wait_until(lambda: assigned(a) and assigned(b), 60, "both members own partitions")
     stream.send(make_events(2000, seed=17))
     wait_until(lambda: (metric(port, "recs_consumer_batch_in_hand") or 0) > 0, 30,
@@ -353,52 +356,41 @@ def test_a_frozen_member_cannot_double_count_after_losing_its_partitions(
     a.send(signal.SIGSTOP)
     try:
         wait_until(lambda: sorted(assigned(b)) == [0, 1, 2, 3], 60, "B took A's partitions")
-        client = redis_server.client(decode_responses=True)
-        stream.wait_converged(client)  # B replayed A's unwritten events from Redis' offsets
+        stream.wait_converged()  # B replayed A's unwritten events from Redis' offsets
     finally:
         a.send(signal.SIGCONT)
     stream.send(make_events(2000, seed=18))
-    stream.wait_converged(client)
+    stream.wait_converged()
     # A woke up holding stale events: its write was refused, or it learned it lost them.
     wait_until(lambda: any(r.get("msg", "").startswith(
         ("offsets in Redis differ", "partitions lost", "batch dropped")) for r in a.records()),
         30, "A noticed it was fenced")
-    stream.wait_converged(client)
-    for proc in (a, b):
-        proc.send(signal.SIGTERM)
-    assert a.wait(30) == 0 and b.wait(30) == 0
+    stream.wait_converged()
+    stop_cleanly(a, b)
 
 
-def test_a_rebalance_during_a_redis_outage_stays_exact(consume_env, start_recs, redis_server):
-    stream = Stream(consume_env)
-    a = start_recs(["consume"], consume_env)
-    a.wait_for_log("partitions assigned")
+def test_a_rebalance_during_a_redis_outage_stays_exact(stream, start_consume, redis_server):
+    a = start_consume()
     stream.send(make_events(1000, seed=19))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
+    stream.wait_converged()
 
     redis_server.kill()
     stream.send(make_events(1000, seed=20))  # A holds these and retries, polling meanwhile
     a.wait_for_log("redis unavailable, retrying")
-    b = start_recs(["consume"], consume_env)  # a rebalance while Redis is down
+    b = start_consume(joined=False)  # a rebalance while Redis is down
     b.wait_for_log("redis unavailable during assignment")
     redis_server.start()
     wait_until(lambda: assigned(a) and assigned(b) and
                sorted(assigned(a) + assigned(b)) == [0, 1, 2, 3], 60, "the group settled")
     stream.send(make_events(1000, seed=21))
-    client = redis_server.client(decode_responses=True)
-    stream.wait_converged(client)
-    for proc in (a, b):
-        proc.send(signal.SIGTERM)
-    assert a.wait(30) == 0 and b.wait(30) == 0
+    stream.wait_converged()
+    stop_cleanly(a, b)
 
 
-def test_broker_paused_and_resumed_mid_stream_counts_exactly(consume_env, start_recs,
+def test_broker_paused_and_resumed_mid_stream_counts_exactly(stream, start_consume,
                                                              redis_server, broker):
-    stream = Stream(consume_env)
     phase1, phase2 = make_events(1000, seed=15), make_events(1000, seed=16)
-    proc = start_recs(["consume"], consume_env)
-    proc.wait_for_log("partitions assigned")
+    proc = start_consume()
     stream.send(phase1[:500])
     client = redis_server.client(decode_responses=True)
     wait_until(lambda: total_views(client) > 0, 30, "first events written")
@@ -413,9 +405,8 @@ def test_broker_paused_and_resumed_mid_stream_counts_exactly(consume_env, start_
     finally:
         broker.resume()
     sender.join(120)
-    stream.wait_converged(client, timeout=90)
-    proc.send(signal.SIGTERM)
-    assert proc.wait(60) == 0
+    stream.wait_converged(timeout=90)
+    stop_cleanly(proc, timeout=60)
 
 
 def test_events_from_views_splits_counts_above_the_event_limit():

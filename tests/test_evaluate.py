@@ -20,6 +20,10 @@ from trainer.model import fit
 from trainer.synth import generate
 
 
+def csr(rows: list[list[int]]) -> sp.csr_matrix:
+    return sp.csr_matrix(np.array(rows, dtype=np.float32))
+
+
 def reference_metrics(ranked: dict[int, list[int]], test: sp.csr_matrix, k: int) -> dict:
     """The definitions of implicit's ranking_metrics_at_k, written out plainly."""
     test = test.tocsr()
@@ -58,12 +62,12 @@ def reference_metrics(ranked: dict[int, list[int]], test: sp.csr_matrix, k: int)
 
 
 def test_popularity_ranker_orders_by_training_users_skipping_viewed():
-    train = sp.csr_matrix(np.array([
+    train = csr([
         [1, 0, 5, 0, 0, 0],
         [1, 0, 1, 0, 9, 0],
         [0, 0, 1, 0, 0, 0],
         [1, 0, 0, 0, 0, 0],
-    ], dtype=np.float32))
+    ])
     ranker = PopularityRanker(train)
     assert ranker.popularity.tolist() == [3, 0, 3, 0, 1, 0]
     ids, _ = ranker.recommend(np.array([0, 2]), train[[0, 2]], N=3)
@@ -72,18 +76,18 @@ def test_popularity_ranker_orders_by_training_users_skipping_viewed():
 
 
 def test_metrics_follow_the_definitions_by_hand():
-    train = sp.csr_matrix(np.array([
+    train = csr([
         [1, 0, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0, 0],
         [0, 1, 1, 0, 0, 0, 0],
         [1, 0, 1, 0, 1, 0, 0],
-    ], dtype=np.float32))
-    test = sp.csr_matrix(np.array([
+    ])
+    test = csr([
         [0, 0, 0, 1, 0, 0, 1],
         [0, 0, 0, 0, 0, 1, 0],
         [0, 0, 0, 0, 0, 0, 0],
         [0, 1, 0, 0, 0, 0, 0],
-    ], dtype=np.float32))
+    ])
     got = evaluate_popularity(train, test, k=2)
     # Popularity: 0 (3 users), 1 and 2 (2), 4 (1), then 3, 5, 6 by column.
     # user 0 gets [1, 2]: no hit; user 1 gets [2, 4]: no hit; user 3 gets [1, 3]: hit at 1.

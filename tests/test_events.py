@@ -57,6 +57,11 @@ def test_valid_variants(changes, expected):
     assert parse_event(event(**changes)) == expected
 
 
+def invalid(field: str, reason: str, *values) -> list[tuple[bytes, str]]:
+    """The base event with ``field`` set to each of ``values``, all invalid for ``reason``."""
+    return [(event(**{field: v}), reason) for v in values]
+
+
 INVALID = [
     (None, "no_value"),
     (b"", "no_value"),
@@ -70,55 +75,21 @@ INVALID = [
     (b'"a string"', "not_object"),
     (b"42", "not_object"),
     (b"null", "not_object"),
-    (event(user_id=_DROP), "missing_user_id"),
-    (event(user_id=None), "missing_user_id"),
-    (event(user_id=""), "invalid_user_id"),
-    (event(user_id="x" * 129), "invalid_user_id"),
-    (event(user_id="a\nb"), "invalid_user_id"),
-    (event(user_id="a\x00b"), "invalid_user_id"),
-    (event(user_id="a\x7fb"), "invalid_user_id"),
-    (event(user_id="a\x85b"), "invalid_user_id"),
-    (event(user_id=123), "invalid_user_id"),
-    (event(user_id=True), "invalid_user_id"),
-    (event(user_id=["u"]), "invalid_user_id"),
-    (event(resource_id=_DROP), "missing_resource_id"),
-    (event(resource_id=None), "missing_resource_id"),
-    (event(resource_id=0), "invalid_resource_id"),
-    (event(resource_id=-5), "invalid_resource_id"),
-    (event(resource_id=4294967296), "invalid_resource_id"),
+    *invalid("user_id", "missing_user_id", _DROP, None),
+    *invalid("user_id", "invalid_user_id", "", "x" * 129, "a\nb", "a\x00b", "a\x7fb", "a\x85b",
+             123, True, ["u"]),
+    *invalid("resource_id", "missing_resource_id", _DROP, None),
+    *invalid("resource_id", "invalid_resource_id", 0, -5, 4294967296),
     (b'{"user_id": "u", "resource_id": 1180591620717411303424, "lang": "en"}',
      "invalid_resource_id"),  # beyond 64 bits orjson gives a float
     (b'{"user_id": "u", "resource_id": 1e3, "lang": "en"}', "invalid_resource_id"),
-    (event(resource_id="4294967296"), "invalid_resource_id"),
-    (event(resource_id="0"), "invalid_resource_id"),
-    (event(resource_id=""), "invalid_resource_id"),
-    (event(resource_id="12a"), "invalid_resource_id"),
-    (event(resource_id="-3"), "invalid_resource_id"),
-    (event(resource_id="+3"), "invalid_resource_id"),
-    (event(resource_id=" 3"), "invalid_resource_id"),
-    (event(resource_id="3.0"), "invalid_resource_id"),
-    (event(resource_id="\u0663"), "invalid_resource_id"),  # Arabic-Indic digit three
-    (event(resource_id="1" * 30), "invalid_resource_id"),
-    (event(resource_id=3.0), "invalid_resource_id"),
-    (event(resource_id=True), "invalid_resource_id"),
-    (event(resource_id=[3]), "invalid_resource_id"),
-    (event(lang=_DROP), "missing_lang"),
-    (event(lang=None), "missing_lang"),
-    (event(lang="EN"), "invalid_lang"),
-    (event(lang="e"), "invalid_lang"),
-    (event(lang="engl"), "invalid_lang"),
-    (event(lang="e1"), "invalid_lang"),
-    (event(lang="én"), "invalid_lang"),
-    (event(lang="e-n"), "invalid_lang"),
-    (event(lang=""), "invalid_lang"),
-    (event(lang=12), "invalid_lang"),
-    (event(count=0), "invalid_count"),
-    (event(count=-1), "invalid_count"),
-    (event(count=10001), "invalid_count"),
-    (event(count=1.0), "invalid_count"),
-    (event(count="2"), "invalid_count"),
-    (event(count=True), "invalid_count"),
-    (event(count=[1]), "invalid_count"),
+    *invalid("resource_id", "invalid_resource_id", "4294967296", "0", "", "12a", "-3", "+3",
+             " 3", "3.0",
+             "\u0663",  # Arabic-Indic digit three
+             "1" * 30, 3.0, True, [3]),
+    *invalid("lang", "missing_lang", _DROP, None),
+    *invalid("lang", "invalid_lang", "EN", "e", "engl", "e1", "én", "e-n", "", 12),
+    *invalid("count", "invalid_count", 0, -1, 10001, 1.0, "2", True, [1]),
 ]
 
 

@@ -166,6 +166,9 @@ def test_foreign_files_are_rejected(planted, tmp_path):
     joblib.dump({**doc, "user_factors": doc["user_factors"].astype(np.int32)}, other)
     with pytest.raises(ModelFileError, match="damaged"):
         load_model(other)
+    joblib.dump({**doc, "config": {**doc["config"], "scaling": "bogus"}}, other)
+    with pytest.raises(ModelFileError, match="damaged model file: unknown scaling 'bogus'"):
+        load_model(other)
     with pytest.raises(ModelFileError, match="no such"):
         load_model(tmp_path / "missing.dump")
 
@@ -192,3 +195,20 @@ def test_logshare_spreads_alpha_over_each_users_views():
     # Row-local: one user's confidences do not depend on the others.
     alone = scale_confidence(views[[0]], "logshare", 50.0).toarray()
     np.testing.assert_allclose(alone[0], c[0])
+
+
+def test_bm25_is_implicits_bm25_weight_and_row_local_given_item_totals():
+    from implicit.nearest_neighbours import bm25_weight
+
+    rng = np.random.default_rng(1)
+    dense = (rng.random((40, 25)) < 0.2) * rng.integers(1, 50, (40, 25))
+    views = sp.csr_matrix(dense.astype(np.float32))
+    c = scale_confidence(views, "bm25", 50.0)
+    # implicit weights the resources x users matrix; the trainer's users x resources is its .T
+    expected = 1 + 50.0 * bm25_weight(views.T.tocsr(), K1=100, B=0.8).T.toarray()
+    assert c.nnz == views.nnz
+    np.testing.assert_allclose(c.toarray()[dense > 0], expected[dense > 0], rtol=1e-6)
+    # Some users' rows with the training column sums get the whole matrix's confidences.
+    totals = np.asarray(views.sum(axis=0)).ravel()
+    rows = scale_confidence(views[[3, 7]], "bm25", 50.0, item_totals=totals)
+    np.testing.assert_allclose(rows.toarray(), c[[3, 7]].toarray(), rtol=1e-6)

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 
 from recs.cli import main
+from recs.signals import StopFlag, on_stop_signals
 from store.counts import Counts
 from store.keys import Keys
 from trainer.config import FilterConfig, TrainConfig
 from trainer.matrix import apply_filters
-from trainer.online import OnlineSettings, _Stopper, train_language
+from trainer.online import OnlineSettings, _second_signal, train_language
 from trainer.synth import generate
 
 pytestmark = pytest.mark.integration
@@ -374,9 +375,16 @@ def test_every_repeats_until_sigterm_and_stops_cleanly(redis_server, redis_clien
 
 
 def test_a_second_signal_stops_at_once():
-    stopper = _Stopper()
-    stopper._handle(signal.SIGTERM, None)
-    assert stopper.event.is_set()
-    with pytest.raises(KeyboardInterrupt):
-        stopper._handle(signal.SIGTERM, None)
+    """The trainer's routing, with real signals: the first asks for a stop after the run in
+    hand, the second unwinds at once (through the lock's ``finally``)."""
+    stop = StopFlag()
+    restore = on_stop_signals(lambda name: stop.set(), _second_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        restore()
 

@@ -6,12 +6,13 @@ callers build them directly. Defaults are the platform's, except ``scaling`` (se
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
+from recs.contract import valid_lang
 from recs.errors import InputError
 
 Scaling = Literal["linear", "log", "bm25", "logshare"]
@@ -86,38 +87,55 @@ class TrainConfig:
                    iterations=args.iterations, alpha=args.alpha, scaling=args.scaling,
                    seed=args.seed)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+
+# implicit's bm25_weight defaults, the seed's BM25 setting.
+_BM25_K1 = 100.0
+_BM25_B = 0.8
 
 
-def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float) -> sp.csr_matrix:
+def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
+                     item_totals: np.ndarray | None = None) -> sp.csr_matrix:
     """Confidence matrix c = 1 + alpha * f(views), same sparsity as ``views``.
 
     ``implicit`` takes these values as the confidence c itself (preference = c > 0), so the
     1 + belongs here. float32 because that is what ``implicit`` trains in.
-    """
-    views = views.tocsr().astype(np.float32)
-    if scaling == "linear":
-        weighted = views.data
-    elif scaling == "log":
-        weighted = np.log1p(views.data)
-    elif scaling == "logshare":
-        logs = np.log1p(views.data.astype(np.float64))
-        rows = np.repeat(np.arange(views.shape[0]), np.diff(views.indptr))
-        per_user = np.bincount(rows, weights=logs, minlength=views.shape[0])
-        weighted = logs / np.where(per_user > 0, per_user, 1.0)[rows]
-    elif scaling == "bm25":
-        from implicit.nearest_neighbours import bm25_weight
 
-        # bm25_weight works on item x user rows; weight per (item, user) then transpose back.
-        weighted = bm25_weight(views.T.tocsr(), K1=100, B=0.8).T.tocsr().astype(np.float32)
-        weighted.sort_indices()
-        out = views.copy()
-        out.sort_indices()
-        out.data = (1.0 + alpha * weighted.data).astype(np.float32)
-        return out
+    ``bm25`` is ``implicit.nearest_neighbours.bm25_weight`` (K1=100, B=0.8) of the resources x
+    users matrix: its idf term needs only the user's own row, but its length norm needs each
+    resource's total views over all training users. Those are ``views``' column sums unless
+    ``item_totals`` gives them, which is how fold-in scores a few users' rows exactly as
+    training scored them. The other scalings ignore ``item_totals``.
+    """
+    out = views.tocsr().astype(np.float32)  # a copy: the caller's matrix stays as it was
+    per_user = np.diff(out.indptr)
+    if scaling == "linear":
+        weighted = out.data
+    elif scaling == "log":
+        weighted = np.log1p(out.data)
+    elif scaling == "logshare":
+        logs = np.log1p(out.data.astype(np.float64))
+        rows = np.repeat(np.arange(out.shape[0]), per_user)
+        user_logs = np.bincount(rows, weights=logs, minlength=out.shape[0])
+        weighted = logs / np.where(user_logs > 0, user_logs, 1.0)[rows]
+    elif scaling == "bm25":
+        if item_totals is None:
+            item_totals = np.bincount(out.indices, weights=out.data, minlength=out.shape[1])
+        totals = np.asarray(item_totals, dtype=np.float64)
+        mean = totals.mean() if totals.size and totals.mean() > 0 else 1.0
+        length_norm = (1.0 - _BM25_B) + _BM25_B * totals / mean
+        idf = np.log(float(out.shape[1])) - np.log1p(per_user.astype(np.float64))
+        rows = np.repeat(np.arange(out.shape[0]), per_user)
+        data = out.data.astype(np.float64)
+        weighted = (data * (_BM25_K1 + 1.0) / (_BM25_K1 * length_norm[out.indices] + data)
+                    * idf[rows])
     else:
         raise ValueError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
-    out = views.copy()
     out.data = (1.0 + alpha * weighted).astype(np.float32)
     return out
+
+
+def check_lang(lang: str) -> str:
+    """``lang`` if it is a valid language code (the contract's rule), else an InputError."""
+    if not valid_lang(lang):
+        raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters, e.g. en")
+    return lang

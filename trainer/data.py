@@ -20,18 +20,18 @@ import csv
 import gzip
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recs.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
 from recs.errors import InputError
 
 VIEW_COLUMNS = ("user_id", "resource_id", "view_count")
 RESOURCE_COLUMNS = ("id", "title", "folder", "subject", "tags")
-MAX_RESOURCE_ID = 4294967295
-MAX_USER_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,23 @@ def _read_header(p: Path, required: tuple[str, ...]) -> list[str]:
         raise InputError(f"{p}: line 1: header {','.join(names)} lacks column(s) "
                          f"{', '.join(missing)} (expected {','.join(required)})")
     return names
+
+
+def _data_rows(p: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank row after the header. The line number is the
+    row's last line in the file (a quoted field may span lines); a file that cannot be read
+    to the end raises ``InputError`` naming the last line read."""
+    reader = None
+    try:
+        with _open_text(p) as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for raw in reader:
+                if raw:
+                    yield reader.line_num, raw
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        line = reader.line_num if reader is not None else 0
+        raise InputError(f"{p}: unreadable after line {line}: {exc}") from None
 
 
 def _to_int(text: str) -> int | None:
@@ -175,41 +192,27 @@ def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
     users: list[str] = []
     resources: list[int] = []
     counts: list[int] = []
-    reader = None
-    try:
-        with _open_text(p) as fh:
-            reader = csv.reader(fh)
-            next(reader)
-            for raw in reader:
-                if not raw:
-                    continue
-                if len(raw) != width:
-                    problem = f"{len(raw)} fields, expected {width} ({','.join(names)})"
-                else:
-                    fields_ = [raw[i] for i in cols]
-                    user = fields_[0]
-                    resource, count = _to_int(fields_[1]), _to_int(fields_[2])
-                    problem = _view_problem(user, resource, count, fields_)
-                if problem is None:
-                    users.append(user)
-                    resources.append(resource)
-                    counts.append(count)
-                elif skip_bad_rows:
-                    report.bad.append(BadRow(reader.line_num, problem))
-                else:
-                    raise InputError(f"{p}: line {reader.line_num}: {problem} "
-                                     "(--skip-bad-rows skips such rows)")
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{p}: unreadable after line {_line_of(reader)}: {exc}") from None
+    for line, raw in _data_rows(p):
+        if len(raw) != width:
+            problem = f"{len(raw)} fields, expected {width} ({','.join(names)})"
+        else:
+            fields_ = [raw[i] for i in cols]
+            user = fields_[0]
+            resource, count = _to_int(fields_[1]), _to_int(fields_[2])
+            problem = _view_problem(user, resource, count, fields_)
+        if problem is None:
+            users.append(user)
+            resources.append(resource)
+            counts.append(count)
+        elif skip_bad_rows:
+            report.bad.append(BadRow(line, problem))
+        else:
+            raise InputError(f"{p}: line {line}: {problem} (--skip-bad-rows skips such rows)")
     return pd.DataFrame({
         "user_id": pd.array(users, dtype=str),
         "resource_id": np.asarray(resources, dtype=np.int64),
         "views": np.asarray(counts, dtype=np.int64),
     })
-
-
-def _line_of(reader) -> int:
-    return reader.line_num if reader is not None else 0
 
 
 def load_resources(path: str | Path) -> pd.DataFrame:
@@ -222,26 +225,17 @@ def load_resources(path: str | Path) -> pd.DataFrame:
     idx = {c: names.index(c) for c in RESOURCE_COLUMNS if c in names}
     ids: list[int] = []
     cols: dict[str, list[str]] = {c: [] for c in RESOURCE_COLUMNS[1:]}
-    reader = None
-    try:
-        with _open_text(p) as fh:
-            reader = csv.reader(fh)
-            next(reader)
-            for raw in reader:
-                if not raw:
-                    continue
-                if len(raw) != len(names):
-                    raise InputError(f"{p}: line {reader.line_num}: {len(raw)} fields, expected "
-                                     f"{len(names)} ({','.join(names)})")
-                rid = _to_int(raw[idx["id"]])
-                if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
-                    raise InputError(f"{p}: line {reader.line_num}: id {raw[idx['id']]!r} is not "
-                                     f"an integer in 1..{MAX_RESOURCE_ID}")
-                ids.append(rid)
-                for c, values in cols.items():
-                    values.append(raw[idx[c]] if c in idx else "")
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{p}: unreadable after line {_line_of(reader)}: {exc}") from None
+    for line, raw in _data_rows(p):
+        if len(raw) != len(names):
+            raise InputError(f"{p}: line {line}: {len(raw)} fields, expected "
+                             f"{len(names)} ({','.join(names)})")
+        rid = _to_int(raw[idx["id"]])
+        if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
+            raise InputError(f"{p}: line {line}: id {raw[idx['id']]!r} is not "
+                             f"an integer in 1..{MAX_RESOURCE_ID}")
+        ids.append(rid)
+        for c, values in cols.items():
+            values.append(raw[idx[c]] if c in idx else "")
     df = pd.DataFrame({c: pd.array(v, dtype=str) for c, v in cols.items()},
                       index=pd.Index(np.asarray(ids, dtype=np.int64), name="id"))
     return df[~df.index.duplicated(keep="first")]

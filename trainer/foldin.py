@@ -11,9 +11,8 @@ on the viewed items. That is exactly what ``implicit``'s ``recalculate_user`` /
 the user's number of interactions), so a user folded in here gets the factors the trainer's
 own library would give them. Pure numpy: no Redis, no Kafka.
 
-The confidences are the trainer's: ``trainer.config.scale_confidence`` for the scalings that
-depend on the user's own row only (linear, log, logshare); ``bm25`` also needs each item's
-views over the training users, which the publisher stores beside the item factors.
+The confidences are the trainer's: ``trainer.config.scale_confidence``. ``bm25`` also needs
+each item's views over the training users, which the publisher stores beside the item factors.
 
 Y^T Y + reg * I is the same for every user of one model, so :class:`FoldIn` computes it once
 per model version; each batch then adds only the small per-user term and solves all users'
@@ -30,41 +29,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer.config import SCALINGS, scale_confidence
+from trainer.matrix import Vocabulary
 from trainer.model import recommend_by_factors
-
-# implicit's bm25_weight defaults, which trainer.config.scale_confidence uses.
-_BM25_K1 = 100.0
-_BM25_B = 0.8
 
 
 def gram(item_factors: np.ndarray, regularization: float) -> np.ndarray:
     """Y^T Y + reg * I in float64: the user-independent part of every fold-in system."""
     y = np.asarray(item_factors, dtype=np.float64)
     return y.T @ y + regularization * np.eye(y.shape[1])
-
-
-def bm25_confidence(views: sp.csr_matrix, alpha: float, item_totals: np.ndarray) -> sp.csr_matrix:
-    """c = 1 + alpha * bm25(views) for a batch of user rows, as ``scale_confidence`` computes
-    it over the whole training matrix.
-
-    BM25's idf term is per user (it only needs the user's own row and the number of items),
-    but its length norm is per item, over all training users: ``item_totals`` supplies those
-    column sums. Given the training matrix's sums this equals ``scale_confidence(...,
-    "bm25", alpha)`` restricted to these rows.
-    """
-    views = views.tocsr().astype(np.float32)
-    n_items = views.shape[1]
-    totals = np.asarray(item_totals, dtype=np.float64)
-    mean = totals.mean() if totals.size and totals.mean() > 0 else 1.0
-    length_norm = (1.0 - _BM25_B) + _BM25_B * totals / mean
-    per_user = np.diff(views.indptr)
-    idf = np.log(float(n_items)) - np.log1p(per_user.astype(np.float64))
-    rows = np.repeat(np.arange(views.shape[0]), per_user)
-    data = views.data.astype(np.float64)
-    weighted = data * (_BM25_K1 + 1.0) / (_BM25_K1 * length_norm[views.indices] + data) * idf[rows]
-    out = views.copy()
-    out.data = (1.0 + alpha * weighted).astype(np.float32)
-    return out
 
 
 def fold_in(
@@ -103,7 +75,8 @@ class FoldIn:
     """One published model's item side, prepared for folding users in.
 
     Built once per model version (the Gram matrix and the id -> row index cost a pass over
-    the item factors); :meth:`solve` and :meth:`recommend` are then cheap per batch.
+    the item factors); :meth:`solve` and :meth:`recommend` are then cheap per batch. Item ids
+    must be unique (``ValueError`` otherwise), as every published model's are.
     """
 
     item_ids: np.ndarray
@@ -121,8 +94,7 @@ class FoldIn:
     item_totals: np.ndarray | None = None
     """Per-row total views over the training users; only ``bm25`` scaling needs them."""
     _gram: np.ndarray = field(init=False, repr=False)
-    _sorted_ids: np.ndarray = field(init=False, repr=False)
-    _sorted_rows: np.ndarray = field(init=False, repr=False)
+    _index: Vocabulary = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
@@ -137,8 +109,7 @@ class FoldIn:
         if self.scaling == "bm25" and self.item_totals is None:
             raise ValueError("bm25 scaling needs item_totals (views per item over training)")
         self._gram = gram(self.item_factors, self.regularization)
-        self._sorted_rows = np.argsort(self.item_ids, kind="stable")
-        self._sorted_ids = self.item_ids[self._sorted_rows]
+        self._index = Vocabulary(self.item_ids, name="resource")
 
     @property
     def factors(self) -> int:
@@ -150,13 +121,7 @@ class FoldIn:
 
     def rows_of(self, resource_ids: np.ndarray) -> np.ndarray:
         """Row of each resource id in this model, -1 for resources it does not know."""
-        ids = np.asarray(resource_ids, dtype=np.int64)
-        if self._sorted_ids.size == 0:
-            return np.full(ids.shape, -1, dtype=np.int64)
-        pos = np.searchsorted(self._sorted_ids, ids)
-        pos = np.minimum(pos, self._sorted_ids.size - 1)
-        found = self._sorted_ids[pos] == ids
-        return np.where(found, self._sorted_rows[pos], -1)
+        return self._index.numbers(np.asarray(resource_ids, dtype=np.int64), missing="negative")
 
     def views_matrix(self, counts: Iterable[Mapping[int, int]]) -> sp.csr_matrix:
         """users x items CSR of view counts, one row per ``{resource_id: count}``; resources
@@ -185,15 +150,11 @@ class FoldIn:
         matrix.sum_duplicates()
         return matrix
 
-    def confidence(self, views: sp.csr_matrix) -> sp.csr_matrix:
-        """c = 1 + alpha * f(views) exactly as the trainer computed it for ``implicit``."""
-        if self.scaling == "bm25":
-            return bm25_confidence(views, self.alpha, self.item_totals)
-        return scale_confidence(views, self.scaling, self.alpha)
-
     def solve(self, views: sp.csr_matrix) -> np.ndarray:
-        """Fold-in factors (users x factors, float32) for rows of view counts."""
-        return fold_in(self.confidence(views), self.item_factors, self._gram)
+        """Fold-in factors (users x factors, float32) for rows of view counts, with the
+        confidences the trainer computed for ``implicit``."""
+        confidence = scale_confidence(views, self.scaling, self.alpha, self.item_totals)
+        return fold_in(confidence, self.item_factors, self._gram)
 
     def recommend(
         self, user_factors: np.ndarray, views: sp.csr_matrix, n: int

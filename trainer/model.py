@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recs.errors import InputError, ModelFileError
-from trainer.config import SCALINGS, TrainConfig, scale_confidence
+from trainer.config import TrainConfig, scale_confidence
 from trainer.matrix import UtilityMatrix, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def load_model(path: str | os.PathLike) -> ALSModel:
             f"{FORMAT_VERSION}; retrain with this version")
     try:
         return _from_dict(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InputError) as exc:  # InputError: a bad config
         raise ModelFileError(f"{p}: damaged model file: {exc}") from None
 
 
@@ -316,8 +316,6 @@ def _from_dict(doc: dict) -> ALSModel:
     indices = _array(doc, "seen_indices", "iu", 1)
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in dict(doc["config"]).items() if k in known})
-    if config.scaling not in SCALINGS:
-        raise ValueError(f"unknown scaling {config.scaling!r}")
     if uf.shape != (len(user_ids), config.factors) or itf.shape != (len(item_ids), config.factors):
         raise ValueError(
             f"factor shapes {uf.shape}/{itf.shape} do not match {len(user_ids)} users, "

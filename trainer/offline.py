@@ -9,7 +9,7 @@ raise ``RecsError`` subclasses, which the CLI prints as one line.
 from __future__ import annotations
 
 import logging
-import re
+import sys
 import time
 
 import numpy as np
@@ -17,7 +17,7 @@ import orjson
 import scipy.sparse as sp
 
 from recs.errors import InputError
-from trainer.config import FilterConfig, TrainConfig
+from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.data import load_resources, load_views
 from trainer.evaluate import METRICS, evaluate
 from trainer.matrix import UtilityMatrix, apply_filters, build_matrix, holdout_split
@@ -26,15 +26,10 @@ from trainer.present import describe, render
 
 log = logging.getLogger(__name__)
 
-LANG = re.compile(r"[a-z]{2,3}")
-
-
 def _lang(value: str | None) -> str:
     if not value:
         raise InputError("say which language the extract is in: --lang L (e.g. en)")
-    if not LANG.fullmatch(value):
-        raise InputError(f"--lang {value!r}: expected 2 or 3 lowercase letters, e.g. en")
-    return value
+    return check_lang(value)
 
 
 def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
@@ -55,19 +50,17 @@ def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
 
 def train_offline(args) -> int:
     """``recs train --views FILE --lang L --model-dir DIR``."""
-    import sys
-
     lang = _lang(args.lang)
     config = TrainConfig.from_args(args)
-    threads = getattr(args, "threads", 0)
     matrix, stats = _prepared(args, sys.stdout)
-    if getattr(args, "evaluate", False):
+    if args.evaluate:
         split = holdout_split(matrix, args.test_fraction, config.seed)
-        metrics = evaluate(split.train, split.test, config, k=10, lang=lang, num_threads=threads)
+        metrics = evaluate(split.train, split.test, config, k=10, lang=lang,
+                           num_threads=args.threads)
         stats["metrics"] = metrics
         print("held-out metrics (fit on a split): " + orjson.dumps(metrics).decode())
     started = time.perf_counter()
-    model = fit(matrix, config, lang, num_threads=threads, stats=stats)
+    model = fit(matrix, config, lang, num_threads=args.threads, stats=stats)
     path = model.save(args.model_dir)
     print(f"trained {config} in {time.perf_counter() - started:.1f} s")
     print(f"model: {path}")
@@ -124,8 +117,6 @@ def _test_matrix(args, train: UtilityMatrix, out) -> sp.csr_matrix:
 
 def evaluate_offline(args) -> int:
     """``recs evaluate --views FILE [--test FILE] --k 10 [--json]``."""
-    import sys
-
     # With --json, stdout carries only the JSON object; the step report goes to stderr.
     out = sys.stderr if args.json else sys.stdout
     config = TrainConfig.from_args(args)
@@ -141,7 +132,7 @@ def evaluate_offline(args) -> int:
         print(f"split: {test.nnz} pairs of {len(split.users)} users held out "
               f"(fraction {args.test_fraction}, seed {config.seed})", file=out)
     result = evaluate(train, test, config, k=args.k, lang="xx",
-                      num_threads=getattr(args, "threads", 0))
+                      num_threads=args.threads)
     if args.json:
         print(orjson.dumps(result).decode())
         return 0

@@ -34,9 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,17 +42,18 @@ import numpy as np
 import redis
 
 from recs.errors import InputError, NotPublishedError, RecsError
+from recs.signals import StopFlag, on_stop_signals
 from store.client import RecsClient
 from store.connection import connect
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
-from trainer.config import FilterConfig, TrainConfig
-from trainer.model import ALSModel
+from trainer.config import FilterConfig, TrainConfig, check_lang
+from trainer.matrix import apply_filters, build_matrix
+from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
 
 log = logging.getLogger(__name__)
 
-LANG = re.compile(r"[a-z]{2,3}")
 USER_BATCH = 4096
 """Users scored per batch: 4096 x 4,000 resources of float32 is 64 MiB of scores."""
 ITEM_BATCH = 1024
@@ -129,9 +127,6 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
     pairs, because held-out views are real views the published lists should learn from.
     The metrics therefore describe these hyperparameters on this data, not the exact factors
     published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import fit
-
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
         holder = lock.holder()
@@ -256,8 +251,6 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
 
 def similar_batches(model: ALSModel, n: int, batch: int = ITEM_BATCH) -> Iterator[Lists]:
     """Every resource's top-n cosine neighbours (itself excluded), a batch at a time."""
-    from trainer.model import similar_by_index
-
     unit = model.normed_item_factors()
     ids = model.items.ids
     for start in range(0, len(ids), batch):
@@ -268,8 +261,6 @@ def similar_batches(model: ALSModel, n: int, batch: int = ITEM_BATCH) -> Iterato
 
 def user_batches(model: ALSModel, n: int, batch: int = USER_BATCH) -> Iterator[Lists]:
     """Every user's top-n unviewed resources by dot product, with their factors."""
-    from trainer.model import recommend_by_factors
-
     ids = model.items.ids
     users = model.users.ids
     seen = model.seen.tocsr()
@@ -290,45 +281,18 @@ def _resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.nd
 # -- the command ------------------------------------------------------------------------------
 
 
-class _Stopper:
-    """First SIGTERM/SIGINT: finish the current run, then stop. Second: stop now."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if self.event.is_set():
-            raise KeyboardInterrupt
-        self.event.set()
-        log.info("%s: stopping after the current run (again to stop now)",
-                 signal.Signals(signum).name)
-
-
-def _languages(client: redis.Redis, keys: Keys, lang: str | None) -> list[str]:
-    if lang:
-        return [lang]
-    return read_languages(client, keys)
+def _second_signal(signum: int) -> None:
+    # Unwinds through the lock's ``finally``: a second signal stops now and frees the lock.
+    raise KeyboardInterrupt
 
 
 def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
-         strict: bool, stop: threading.Event) -> tuple[int, int]:
+         strict: bool, stop: StopFlag) -> tuple[int, int]:
     """One pass over the languages; returns (exit code, languages published or skipped for
     another trainer). ``strict`` (a single run): a language asked for by name with nothing
     to train on is an error. ``stop`` set (a signal) ends the pass after the language in
     progress."""
-    langs = _languages(client, keys, lang)
+    langs = [lang] if lang else read_languages(client, keys)
     if not langs:
         message = (f"no counts in Redis ({keys.langs} is empty): run `recs consume` or "
                    "`recs backfill` first")
@@ -364,28 +328,33 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
 
 def train_online(args) -> int:
     """``recs train [--lang L] [--every SECONDS]``: retrain from Redis and publish."""
-    if args.lang and not LANG.fullmatch(args.lang):
-        raise InputError(f"--lang {args.lang!r}: expected 2 or 3 lowercase letters, e.g. en")
+    if args.lang:
+        check_lang(args.lang)
     if args.every < 0:
         raise InputError("--every must be 0 (run once) or a number of seconds")
     settings = OnlineSettings.from_args(args)
     keys = Keys(args.prefix)
     client = connect(args.redis_url)
-    stopper = _Stopper()
-    stopper.install()
+    stop = StopFlag()
+
+    def first(name: str) -> None:
+        log.info("%s: stopping after the current run (again to stop now)", name)
+        stop.set()
+
+    restore = on_stop_signals(first, _second_signal)
     try:
         if not args.every:
-            return _run(client, keys, args.lang, settings, True, stopper.event)[0]
-        return _repeat(client, keys, args.lang, settings, float(args.every), stopper.event)
+            return _run(client, keys, args.lang, settings, True, stop)[0]
+        return _repeat(client, keys, args.lang, settings, float(args.every), stop)
     except redis.ConnectionError as exc:
         raise RecsError(f"cannot reach Redis at {args.redis_url}: {exc}") from None
     finally:
-        stopper.restore()
+        restore()
         client.close()
 
 
 def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
-            every: float, stop: threading.Event) -> int:
+            every: float, stop: StopFlag) -> int:
     rng = random.Random()
     runs = 0
     while not stop.is_set():
@@ -418,9 +387,7 @@ def _lookup_n(args) -> int:
 
 
 def _published(reader: RecsClient, lang: str) -> dict:
-    if not LANG.fullmatch(lang):
-        raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters, e.g. en")
-    info = reader.model_info(lang)
+    info = reader.model_info(check_lang(lang))
     if info is None:
         raise NotPublishedError(f"no model published for {lang!r} in Redis yet: run "
                                 f"`recs train --lang {lang}` first")
