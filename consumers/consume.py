@@ -49,7 +49,7 @@ from consumers.metrics import ConsumerMetrics
 from recs.errors import InputError
 from recs.signals import on_stop_signals
 from store.connection import connect, transient
-from store.counts import Counts, read_offsets
+from store.counts import Counts, Parked, read_offsets
 from store.keys import Keys
 
 log = logging.getLogger("recs.consume")
@@ -373,9 +373,10 @@ class StreamConsumer:
         try:
             self._flush_dead_letters(give_up)
             guards = self._guards()
-            failed = self._call_redis(
-                lambda: self.counts.apply(self.offsets_key, guards, self._views),
+            applied = self._call_redis(
+                lambda: self.counts.write(self.offsets_key, guards, self._views),
                 wait=lambda seconds: self._wait(seconds, give_up))
+            failed = applied.refused
         except _Abandoned:
             log.warning("batch dropped: partitions revoked or lost while writing it",
                         extra={"fields": {"messages": self._in_hand}})
@@ -391,6 +392,8 @@ class StreamConsumer:
         for p, _held, new in guards:
             if new is not None:
                 self._owned[p].applied = new
+        if applied.parked:
+            report_parked(applied.parked, self.metrics)
         self.last_write_at = time.perf_counter()
         self.events_applied += self._valid
         m = self.metrics
@@ -667,6 +670,15 @@ _CONSUMER_ONLY = {
     "enable.partition.eof", "check.crcs", "group.remote.assignor", "fetch.error.backoff.ms",
     "coordinator.query.interval.ms", "auto.commit.interval.ms", "enable.auto.offset.store",
 }
+
+
+def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
+    """Views the counts script parked in the quarantine: one ERROR line per key."""
+    for p in parked:
+        metrics.views_quarantined.labels(p.lang).inc()
+        log.error("views parked in the quarantine: their key refuses increments; fix or "
+                  "delete it, then run `recs repair`", extra={"fields": {
+                      "lang": p.lang, "user": p.user or None, "reason": p.reason}})
 
 
 def _on_commit(err, partitions) -> None:

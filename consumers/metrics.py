@@ -47,6 +47,10 @@ class ConsumerMetrics:
             "recs_consumer_offset_replays",
             "partitions sought to the offset Redis holds because it differed from ours",
             registry=r)
+        self.views_quarantined = Counter(
+            "recs_consumer_views_quarantined",
+            "users' views (or item totals: user '') parked because their key refused an "
+            "increment (recs repair re-applies them)", ["lang"], registry=r)
         self.rebalances = Counter(
             "recs_consumer_rebalances", "partition assignment changes", ["kind"], registry=r)
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from recs.errors import RecsError
+from recs.options import lang
 from trainer.config import SCALINGS, FilterConfig, TrainConfig
 
 ENV_PREFIX = "RECS_"
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", required=True)
     p.add_argument("--force", action="store_true", help="load even if this file was loaded before")
     _extract(p)
+
+    p = command("repair", "consumers.repair:cmd_repair",
+                "count the views parked in the quarantine once their keys are fixed")
+    p.add_argument("--lang", type=lang,
+                   help="one language (default: every language in Redis)")
 
     # -- training ----------------------------------------------------------------------
     p = command("train", "trainer.commands:cmd_train",

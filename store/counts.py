@@ -17,6 +17,16 @@ apply exactly once however often it is sent. The CSV backfill guards with its pr
 record in ``Keys.backfills``. A guard whose expected value is ``None`` requires the field
 to be absent; a guard whose new value is ``None`` only checks.
 
+Poisoned keys (a views hash someone made a STRING, a field holding ``abc``, a count near
+2^63): Redis does not roll back a script that errors, so the script never lets one error
+out. Each user's increments run under ``redis.pcall``; on the first refusal that user's
+increments are undone and its views go to ``quarantine(lang)`` with the reason, and the
+other users are counted as usual (an item total that refuses is parked the same way). The
+guards are written last, so the offsets advance exactly once with whatever was counted or
+parked. ``store/quarantine.py`` re-applies parked views once the key is repaired
+(``recs repair``). An internal key of the wrong type is found before the first write: the
+script then refuses with an error and writes nothing.
+
 Why a guard list rather than "skip if already applied": a writer that sees its guard
 refused learns what Redis holds and can resume from there, which also covers Redis losing
 its latest writes (failover to a lagging replica, restore from a snapshot).
@@ -24,7 +34,9 @@ its latest writes (failover to a lagging replica, restore from a snapshot).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import redis
 
@@ -38,15 +50,21 @@ Guard = tuple[str | int, str | int | None, str | int | None]
 APPLY_LUA = """
 -- Apply one batch of view counts, guarded by compare-and-set fields of one hash.
 -- KEYS[1]  langs SET
--- KEYS[2]  guard HASH (partition offsets, or backfill progress)
+-- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
 -- ARGV     flat, in this order:
 --   n_guards, then n_guards x (field, expected, new); '' = absent / check only
 --   n_langs, then per language:
 --     lang, views key prefix (views key = prefix .. user_id), item_views, users, seq,
---     dirty, touched, n_users,
+--     dirty, touched, quarantine, n_users,
 --     then n_users x (user_id, n_pairs, n_pairs x (resource_id, views))
--- Returns {} when applied; else {field, held value or '', ...} for every guard that
--- failed, and nothing was written.
+-- Returns {} when applied; {n, lang, user, reason, ...} when applied but n users (or
+-- item totals, user '') were quarantined; else {field, held value or '', ...} for every
+-- guard that failed, and nothing was written.
+-- Never half-written: a user whose views key refuses an increment (wrong type, a field
+-- that is not an integer, overflow) has the increments already made undone and the
+-- user's views parked in the language's quarantine hash with the reason; an item total
+-- that refuses is parked there too. Internal keys of the wrong type are found before any
+-- write (error reply, nothing written). The guards are set last.
 local guard = KEYS[2]
 local n = tonumber(ARGV[1])
 local bad = {}
@@ -62,12 +80,115 @@ end
 if #bad > 0 then
   return bad
 end
+local first_lang = i
+
+-- Pre-pass: every internal key must have its type (or not exist) before anything is written.
+local function check(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE internal key ' .. key .. ' holds a ' .. t ..
+                             ', expected a ' .. want .. '; nothing was written')
+  end
+end
+local e = check(KEYS[1], 'set')
+if e then return e end
+local n_langs = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n_langs do
+  for _, kw in ipairs({{3, 'set'}, {4, 'string'}, {5, 'zset'}, {6, 'zset'}, {7, 'hash'}}) do
+    e = check(ARGV[i + kw[1]], kw[2])
+    if e then return e end
+  end
+  local n_users = tonumber(ARGV[i + 8])
+  i = i + 9
+  for _ = 1, n_users do
+    i = i + 2 + 2 * tonumber(ARGV[i + 1])
+  end
+end
 
 -- Variadic commands take at most this many arguments per call (Lua's C stack is 8000).
 local CHUNK = 4000
 local function variadic(cmd, key, args)
   for s = 1, #args, CHUNK do
     redis.call(cmd, key, unpack(args, s, math.min(s + CHUNK - 1, #args)))
+  end
+end
+
+local parked = {0}
+local function park(lang, q_key, field, user, reason, views)
+  redis.call('HSET', q_key, field, cjson.encode({user = user, reason = reason, views = views}))
+  parked[1] = parked[1] + 1
+  parked[#parked + 1] = lang
+  parked[#parked + 1] = user
+  parked[#parked + 1] = reason
+end
+
+i = first_lang + 1
+for _ = 1, n_langs do
+  local lang, prefix, item_key, users_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local seq_key, dirty_key, touched_key = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local q_key = ARGV[i + 7]
+  local n_users = tonumber(ARGV[i + 8])
+  i = i + 9
+  local seq = redis.call('INCR', seq_key)
+  local users, scored, items = {}, {}, {}
+  for _ = 1, n_users do
+    local user = ARGV[i]
+    local n_pairs = tonumber(ARGV[i + 1])
+    local views_key = prefix .. user
+    local first = i + 2
+    i = first
+    local err
+    for _ = 1, n_pairs do
+      local r = redis.pcall('HINCRBY', views_key, ARGV[i], ARGV[i + 1])
+      if type(r) == 'table' then
+        err = 'resource ' .. ARGV[i] .. ': ' .. r['err']
+        break
+      end
+      i = i + 2
+    end
+    if err then
+      -- Undo this user's increments (each can only return a field to its old value).
+      local views = {}
+      for j = first, i - 2, 2 do
+        if redis.call('HINCRBY', views_key, ARGV[j], '-' .. ARGV[j + 1]) == 0 then
+          redis.call('HDEL', views_key, ARGV[j])  -- it did not exist: counts are >= 1
+        end
+      end
+      i = first + 2 * n_pairs
+      for j = first, i - 2, 2 do
+        views[ARGV[j]] = ARGV[j + 1]
+      end
+      park(lang, q_key, seq .. ':' .. user, user, err, views)
+    else
+      for j = first, i - 2, 2 do
+        local rid = ARGV[j]
+        items[rid] = (items[rid] or 0) + tonumber(ARGV[j + 1])
+      end
+      users[#users + 1] = user
+      scored[#scored + 1] = seq
+      scored[#scored + 1] = user
+    end
+  end
+  -- Totals are sums of integers far below 2^53 (CONTRACT: counts per event and per CSV
+  -- row are bounded), so they are exact; %d writes them without an exponent.
+  local lost, lost_err = {}, nil
+  for rid, c in pairs(items) do
+    local total = string.format('%d', c)
+    local r = redis.pcall('HINCRBY', item_key, rid, total)
+    if type(r) == 'table' then
+      lost[rid] = total
+      lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
+    end
+  end
+  if lost_err then
+    park(lang, q_key, 'items:' .. seq, '', lost_err, lost)
+  end
+  redis.call('SADD', KEYS[1], lang)
+  if #users > 0 then
+    variadic('SADD', users_key, users)
+    variadic('ZADD', dirty_key, scored)
+    variadic('ZADD', touched_key, scored)
   end
 end
 
@@ -81,40 +202,8 @@ end
 if #sets > 0 then
   variadic('HSET', guard, sets)
 end
-
-local n_langs = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, n_langs do
-  local lang, prefix, item_key, users_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local seq_key, dirty_key, touched_key = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local n_users = tonumber(ARGV[i + 7])
-  i = i + 8
-  local seq = redis.call('INCR', seq_key)
-  local users, scored, items = {}, {}, {}
-  for u = 1, n_users do
-    local user = ARGV[i]
-    local n_pairs = tonumber(ARGV[i + 1])
-    local views_key = prefix .. user
-    i = i + 2
-    for _ = 1, n_pairs do
-      local rid, c = ARGV[i], ARGV[i + 1]
-      redis.call('HINCRBY', views_key, rid, c)
-      items[rid] = (items[rid] or 0) + tonumber(c)
-      i = i + 2
-    end
-    users[u] = user
-    scored[2 * u - 1] = seq
-    scored[2 * u] = user
-  end
-  for rid, c in pairs(items) do
-    redis.call('HINCRBY', item_key, rid, c)
-  end
-  redis.call('SADD', KEYS[1], lang)
-  if n_users > 0 then
-    variadic('SADD', users_key, users)
-    variadic('ZADD', dirty_key, scored)
-    variadic('ZADD', touched_key, scored)
-  end
+if parked[1] > 0 then
+  return parked
 end
 return {}
 """
@@ -133,13 +222,33 @@ def apply_args(keys: Keys, guards: Sequence[Guard], views: Views) -> list:
     args.append(len(langs))
     for lang, users in langs:
         args += (lang, keys.views(lang, ""), keys.item_views(lang), keys.users(lang),
-                 keys.seq(lang), keys.dirty(lang), keys.touched(lang), len(users))
+                 keys.seq(lang), keys.dirty(lang), keys.touched(lang), keys.quarantine(lang),
+                 len(users))
         extend = args.extend
         for user, pairs in users.items():
             extend((user, len(pairs)))
             for item in pairs.items():
                 extend(item)
     return args
+
+
+@dataclass(frozen=True)
+class Parked:
+    """Views the script could not add and kept in ``Keys.quarantine(lang)`` instead."""
+
+    lang: str
+    user: str
+    """The user whose views key refused; "" for item totals that refused."""
+    reason: str
+
+
+@dataclass
+class Applied:
+    """What one script call did: ``refused`` guards (nothing written) or, when applied,
+    the users whose views went to the quarantine instead of the counts."""
+
+    refused: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    parked: list[Parked] = dataclasses.field(default_factory=list)
 
 
 class Counts:
@@ -155,7 +264,8 @@ class Counts:
         """Apply ``views`` if every guard holds; return ``{}`` then, else ``{field: held value
         or None}`` of the guards that failed (nothing written). With ``pipeline`` the call
         is queued there and None is returned (the pipeline's result is the raw reply; see
-        :func:`mismatches`)."""
+        :func:`mismatches`). Views parked in the quarantine count as applied here; use
+        :meth:`write` to learn about them."""
         args = apply_args(self.keys, guards, views)
         keys = [self.keys.langs, guard_key]
         if pipeline is not None:
@@ -163,10 +273,26 @@ class Counts:
             return None
         return mismatches(self._apply(keys=keys, args=args))
 
+    def write(self, guard_key: str, guards: Sequence[Guard], views: Views) -> Applied:
+        """:meth:`apply`, also reporting the users whose views were quarantined."""
+        reply = self._apply(keys=[self.keys.langs, guard_key],
+                            args=apply_args(self.keys, guards, views))
+        return parse_reply(reply)
+
+
+def parse_reply(reply: list) -> Applied:
+    """The script's raw reply as :class:`Applied`."""
+    if reply and isinstance(reply[0], int):
+        text = [v.decode() if isinstance(v, bytes) else v for v in reply[1:]]
+        return Applied(parked=[Parked(*text[j:j + 3]) for j in range(0, len(text), 3)])
+    return Applied(refused=mismatches(reply))
+
 
 def mismatches(reply: list) -> dict[str, str | None]:
     """The script's reply as ``{field: held value or None}``; empty when it applied."""
     out: dict[str, str | None] = {}
+    if reply and isinstance(reply[0], int):  # applied, some views quarantined
+        return out
     for j in range(0, len(reply), 2):
         field, held = reply[j], reply[j + 1]
         field = field.decode() if isinstance(field, bytes) else field

@@ -75,6 +75,12 @@ class Keys:
         after it read the counts and trims the rest."""
         return f"{self.prefix}:{lang}:_touched"
 
+    def quarantine(self, lang: str) -> str:
+        """HASH entry id -> JSON ``{"user", "reason", "views": {resource_id: count}}``:
+        valid views the counts script could not add (a poisoned views key or item total),
+        kept until ``recs repair`` re-applies them; ``user`` is "" for item totals."""
+        return f"{self.prefix}:{lang}:_quarantine"
+
     @property
     def backfills(self) -> str:
         """HASH content digest -> JSON description of a CSV extract already loaded."""

@@ -1,0 +1,120 @@
+"""Views parked by the counts script (store/counts.py) and putting them back.
+
+The script parks a user's views in ``Keys.quarantine(lang)`` (field ``{seq}:{user}``,
+value JSON ``{"user", "reason", "views": {resource_id: count}}``) when that user's views
+hash refuses an increment, and an item total as field ``items:{seq}`` (``user`` "") when
+``item_views`` refuses one. Nothing parked is counted anywhere, so re-applying it once the
+key is repaired counts each view exactly once:
+
+- a user's entry goes through the same counts script, guarded by the entry itself (its
+  field must still hold the JSON read; the script then replaces it with ``REPAIRED`` in the
+  same atomic step, and the marker is deleted afterwards). A key still poisoned parks the
+  views again under a new field: nothing is lost or doubled;
+- an item entry is added by :data:`REPAIR_ITEMS_LUA`, all or nothing.
+
+Two repairs at once cannot both apply an entry: the second one's guard fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from store.counts import Counts
+from store.keys import Keys
+
+REPAIRED = "repaired"
+"""What a re-applied entry's field holds until it is deleted."""
+
+REPAIR_ITEMS_LUA = """
+-- Re-apply one parked item-totals entry, all or nothing.
+-- KEYS[1] quarantine HASH, KEYS[2] item_views HASH
+-- ARGV[1] field, ARGV[2] the value read (the entry must be unchanged), then (rid, total)...
+-- Returns 1 applied (entry deleted), 0 entry changed or gone, or the refusal as a string
+-- (entry kept, nothing written).
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+for j = 3, #ARGV, 2 do
+  local r = redis.pcall('HINCRBY', KEYS[2], ARGV[j], ARGV[j + 1])
+  if type(r) == 'table' then
+    for k = 3, j - 2, 2 do
+      redis.call('HINCRBY', KEYS[2], ARGV[k], '-' .. ARGV[k + 1])
+    end
+    return 'resource ' .. ARGV[j] .. ': ' .. r['err']
+  end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One parked entry."""
+
+    field: str
+    raw: str
+    user: str
+    """"" for item totals."""
+    reason: str
+    views: dict[int, int]
+
+
+@dataclass
+class RepairResult:
+    applied: int = 0
+    """Entries whose views are now counted."""
+    still_parked: int = 0
+    """Entries whose key still refuses (parked again, with the new reason)."""
+    reasons: list[str] | None = None
+
+
+def read_entries(client: redis.Redis, keys: Keys, lang: str) -> list[Entry]:
+    """Every parked entry of ``lang`` (left-over REPAIRED markers are deleted)."""
+    out = []
+    for field, raw in client.hscan_iter(keys.quarantine(lang), count=500):
+        field = field.decode() if isinstance(field, bytes) else field
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        if raw == REPAIRED:
+            client.hdel(keys.quarantine(lang), field)
+            continue
+        doc = orjson.loads(raw)
+        views = doc.get("views") or {}
+        out.append(Entry(field, raw, doc.get("user", ""), doc.get("reason", ""),
+                         {int(k): int(v) for k, v in views.items()}))
+    return out
+
+
+def repair(client: redis.Redis, keys: Keys, lang: str) -> RepairResult:
+    """Re-apply every parked entry of ``lang``; see the module docstring."""
+    counts = Counts(client, keys)
+    items_script = client.register_script(REPAIR_ITEMS_LUA)
+    q_key = keys.quarantine(lang)
+    result = RepairResult(reasons=[])
+    for entry in read_entries(client, keys, lang):
+        if entry.user:
+            applied = counts.write(q_key, [(entry.field, entry.raw, REPAIRED)],
+                                   {lang: {entry.user: entry.views}})
+            if applied.refused:
+                continue  # another repair took it
+            client.hdel(q_key, entry.field)
+            if applied.parked:
+                result.still_parked += 1
+                result.reasons.append(f"{entry.user!r}: {applied.parked[0].reason}")
+            else:
+                result.applied += 1
+            continue
+        args = [entry.field, entry.raw]
+        for rid, total in entry.views.items():
+            args += (rid, total)
+        reply = items_script(keys=[q_key, keys.item_views(lang)], args=args)
+        if reply == 1:
+            result.applied += 1
+        elif reply != 0:
+            result.still_parked += 1
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            result.reasons.append(f"item totals: {text}")
+    return result
