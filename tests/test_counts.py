@@ -107,6 +107,6 @@ def test_flat_args_follow_the_script_header():
     args = apply_args(KEYS, [(1, None, 8)], {"en": {"u": {3: 2}}, "es": {}})
     assert args == [1, 1, "", 8, 1, "en", "recs:en:views:", KEYS.item_views("en"),
                     KEYS.users("en"), KEYS.seq("en"), KEYS.dirty("en"), KEYS.touched("en"),
-                    1, "u", 1, 3, 2]
+                    KEYS.quarantine("en"), 1, "u", 1, 3, 2]
     # The script builds views keys as prefix .. user_id: that must be Keys.views.
     assert KEYS.views("en", "") + "x:y" == KEYS.views("en", "x:y")
