@@ -20,3 +20,11 @@ def valid_lang(lang: object) -> bool:
     ``_`` where ``{lang}`` stands, so they can never collide with a language's keys."""
     return (type(lang) is str and 1 < len(lang) < 4 and lang.isascii() and lang.isalpha()
             and lang.islower())
+
+
+MAX_CSV_COUNT = 10**9
+"""Largest view_count a CSV row may carry. Every total stays an exact integer: the counts
+script sums a chunk's item totals as Lua numbers (doubles, exact below 2**53 ~ 9.0e15) and
+a backfill chunk holds at most 20,000 rows (2e13 at most); a Redis count (int64, 2**63 ~
+9.2e18) needs 9.2e9 rows at this maximum to overflow, and one that would is parked, never
+half-written (store/counts.py)."""

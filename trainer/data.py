@@ -3,15 +3,18 @@
 - ``load_views(path, skip_bad_rows=False) -> (DataFrame, LoadReport)``: a views extract
   ``user_id,resource_id,view_count`` (header row). The DataFrame has columns ``user_id`` (str),
   ``resource_id`` (int64) and ``views`` (int64), one row per (user, resource): a repeated pair
-  keeps its first row, as the platform does. A bad row (a field missing, a non-integer id or
-  count, a count below 1, a resource id outside 1..4294967295, an empty or over-long user id)
+  keeps its first row, as the platform does. A bad row (a field missing, an id or count that
+  is not written as a plain integer (``5.0`` and ``1e3`` are refused), a count outside
+  1..MAX_CSV_COUNT, a resource id outside 1..4294967295, an empty or over-long user id)
   raises ``InputError`` naming the file, the line and the problem; with ``skip_bad_rows`` it is
-  skipped and listed in the report instead. Counts are int64 (not limited to 255).
+  skipped and listed in the report instead. Counts are int64 (not limited to 255). A header
+  may pad its names with spaces; a column named twice is refused.
 - ``load_resources(path) -> DataFrame``: a resources file ``id,title,folder,subject,tags``,
   indexed by ``id`` (int64), the other columns str ("" when absent). Only id and title are
   required columns.
 
-Line numbers are the file's (the header is line 1). Blank lines are ignored.
+Line numbers are the file's (the header is line 1), invalid UTF-8 included: lines are
+decoded one by one. Blank lines are ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recs.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
+from recs.contract import MAX_CSV_COUNT, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
 from recs.errors import InputError
 
 VIEW_COLUMNS = ("user_id", "resource_id", "view_count")
@@ -73,6 +76,8 @@ def _open_text(path: Path):
 
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a CSV file")
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     return p
@@ -87,6 +92,10 @@ def _read_header(p: Path, required: tuple[str, ...]) -> list[str]:
     if not header:
         raise InputError(f"{p}: line 1: empty file, expected a header {','.join(required)}")
     names = [h.strip() for h in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{p}: line 1: header {','.join(names)} names column(s) "
+                         f"{', '.join(twice)} more than once")
     missing = [c for c in required if c not in names]
     if missing:
         raise InputError(f"{p}: line 1: header {','.join(names)} lacks column(s) "
@@ -100,31 +109,40 @@ def _data_rows(p: Path) -> Iterator[tuple[int, list[str]]]:
     to the end raises ``InputError`` naming the last line read."""
     reader = None
     try:
-        with _open_text(p) as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            for raw in reader:
-                if raw:
-                    yield reader.line_num, raw
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        reader = csv.reader(_decoded_lines(p))
+        next(reader, None)
+        for raw in reader:
+            if raw:
+                yield reader.line_num, raw
+    except (OSError, EOFError, csv.Error) as exc:
         line = reader.line_num if reader is not None else 0
         raise InputError(f"{p}: unreadable after line {line}: {exc}") from None
 
 
+def _decoded_lines(p: Path) -> Iterator[str]:
+    """The file's lines, each decoded on its own, so that invalid UTF-8 is reported on the
+    line that holds it (a decoding stream fails a whole buffer ahead of the csv reader)."""
+    with open(p, "rb") as fh:
+        magic = fh.read(2)
+    with (gzip.open(p, "rb") if magic == b"\x1f\x8b" else open(p, "rb")) as fh:
+        for number, line in enumerate(fh, start=1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{p}: line {number}: not UTF-8 ({exc.reason} at byte "
+                                 f"{exc.start + 1} of the line)") from None
+
+
 def _to_int(text: str) -> int | None:
-    """The integer a field holds, accepting what pandas' C parser accepts (' 5', '+5',
-    '5.0'); None if it holds none."""
+    """The integer a field holds if it is written as one (' 5', '+5', '-2'); None for
+    anything else ('5.0', '1e3', '5_000', other scripts' digits)."""
     s = text.strip()
-    if not s or "_" in s:
+    digits = s[1:] if s[:1] in "+-" else s
+    if not (digits.isascii() and digits.isdigit()):
         return None
-    try:
-        return int(s)
-    except ValueError:
-        try:
-            f = float(s)
-        except ValueError:
-            return None
-        return int(f) if f.is_integer() else None
+    return int(s)
 
 
 def _view_problem(user: str, resource: int | None, count: int | None, raw: list[str]) -> str | None:
@@ -140,6 +158,8 @@ def _view_problem(user: str, resource: int | None, count: int | None, raw: list[
         return f"view_count {raw[2]!r} is not an integer"
     if count < 1:
         return f"view_count {count} is below 1" + (" (negative)" if count < 0 else "")
+    if count > MAX_CSV_COUNT:
+        return f"view_count {count} is above the maximum {MAX_CSV_COUNT}"
     return None
 
 
@@ -147,7 +167,7 @@ def load_views(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFr
     """A views extract as a DataFrame plus what was dropped; see the module docstring."""
     p = _check_file(path)
     names = _read_header(p, VIEW_COLUMNS)
-    df = _fast_views(p)
+    df = _fast_views(p, names)
     report = LoadReport(path=str(p))
     if df is None:
         df = _careful_views(p, names, skip_bad_rows, report)
@@ -159,29 +179,42 @@ def load_views(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFr
     return df, report
 
 
-def _fast_views(p: Path) -> pd.DataFrame | None:
-    """The vectorised read; None if anything looks off (the careful path then finds what)."""
+def _fast_views(p: Path, names: list[str]) -> pd.DataFrame | None:
+    """The vectorised read; None if anything looks off (the careful path then finds what).
+    The numbers are read as text first: pandas' int64 parser also takes ``5.0`` and ``1e3``,
+    which the contract refuses."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = pd.read_csv(
-                # No usecols: with it the parser ignores rows with extra fields.
-                p, index_col=False, engine="c",
-                dtype={"user_id": str, "resource_id": np.int64, "view_count": np.int64},
+                # No usecols: with it the parser ignores rows with extra fields. names:
+                # the header's own names, stripped of padding.
+                p, index_col=False, engine="c", header=0, names=names,
+                dtype={"user_id": str, "resource_id": object, "view_count": object},
                 keep_default_na=False, na_filter=False, compression="infer",
                 encoding="utf-8-sig",
             )
-    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.ParserWarning,
-            UnicodeDecodeError, OSError, EOFError):
+        rid = _digits_to_int64(df["resource_id"].to_numpy())
+        cnt = _digits_to_int64(df["view_count"].to_numpy())
+    except (ValueError, OverflowError, TypeError, pd.errors.ParserError,
+            pd.errors.ParserWarning, UnicodeDecodeError, OSError, EOFError):
         return None
-    rid = df["resource_id"].to_numpy()
-    cnt = df["view_count"].to_numpy()
+    if rid is None or cnt is None:
+        return None
+    df["resource_id"], df["view_count"] = rid, cnt
     lengths = df["user_id"].str.len().to_numpy()
-    if ((rid < 1) | (rid > MAX_RESOURCE_ID) | (cnt < 1) | (lengths == 0)
+    if ((rid < 1) | (rid > MAX_RESOURCE_ID) | (cnt < 1) | (cnt > MAX_CSV_COUNT) | (lengths == 0)
             | (lengths > MAX_USER_ID_LENGTH)).any():
         return None
     df = df.rename(columns={"view_count": "views"})
     return df[["user_id", "resource_id", "views"]]
+
+
+def _digits_to_int64(values: np.ndarray) -> np.ndarray | None:
+    """int64 of fields that are all plain ASCII digits (at most 18: no overflow); else None."""
+    if not all(v.isascii() and v.isdigit() and len(v) <= 18 for v in values):
+        return None
+    return values.astype(np.int64)
 
 
 def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
