@@ -13,6 +13,13 @@ next one, compare-and-set, in the same atomic step as the chunk's counts. Hence:
   fails and it stops with a message.
 
 Digesting the decompressed bytes makes ``views.csv`` and ``views.csv.gz`` the same file.
+
+A chunk is all or nothing: a refused script call (e.g. an internal key of the wrong type)
+writes nothing and leaves the record at the previous chunk; a user whose views key is
+poisoned has that user's views parked in the quarantine (``recs repair``), the rest of the
+chunk is counted, and the load says so on stderr. Counts are bounded (``MAX_CSV_COUNT``) so
+that a chunk's item totals are exact integers inside the script. A file without data rows
+is refused and not recorded.
 """
 
 from __future__ import annotations
@@ -30,10 +37,10 @@ import orjson
 import pandas as pd
 import redis
 
-from recs.contract import CONTROL_CHARACTERS, valid_lang
+from recs.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
 from recs.errors import InputError, RecsError
 from store.connection import connect
-from store.counts import Counts
+from store.counts import Applied, Counts, Parked
 from store.keys import Keys
 from trainer.data import load_views
 
@@ -77,6 +84,9 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
     total)`` is called after each chunk is written."""
     if not valid_lang(lang):
         raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters (en, es, pt)")
+    # The script sums a chunk's item totals as Lua doubles: exact below 2**53 only.
+    if not 0 < chunk_pairs * MAX_CSV_COUNT < 2**53:
+        raise InputError(f"chunk of {chunk_pairs} rows: item totals could exceed 2**53")
     try:
         digest = file_digest(path)
     except (OSError, EOFError) as exc:
@@ -87,7 +97,10 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
     df = _drop_control_characters(df, path, skip_bad_rows)
     # A stable order makes the chunks the same on every run of the same file (resuming).
     df = df.sort_values(["user_id", "resource_id"], kind="stable").reset_index(drop=True)
-    pairs, views = len(df), int(df["views"].sum())
+    pairs, views = len(df), sum(df["views"].tolist())  # Python ints: exact at any size
+    if pairs == 0:
+        raise InputError(f"{path}: no data rows (a header only, or every row skipped); "
+                         "nothing loaded, nothing recorded")
     chunks = max(1, -(-pairs // chunk_pairs))
 
     field = f"{lang}:{digest}"
@@ -131,7 +144,10 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
         new = dict(record, chunks_done=i + 1, complete=last,
                    **({"loaded_at": _now()} if last else {}))
         new_json = orjson.dumps(new).decode()
-        failed = _apply_with_retry(counts, keys, field, held, new_json, {lang: batch}, i, chunks)
+        applied = _apply_with_retry(counts, keys, field, held, new_json, {lang: batch}, i,
+                                    chunks)
+        failed = applied.refused
+        _report_parked(applied.parked, path)
         if failed and failed.get(field) != new_json:  # (== : our own retried call landed)
             raise InputError(
                 f"{path}: another load of this file into {lang!r} changed its progress while "
@@ -144,13 +160,17 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
 
 
 def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, new_json: str,
-                      views: dict, i: int, chunks: int, attempts: int = 5) -> dict:
+                      views: dict, i: int, chunks: int, attempts: int = 5) -> Applied:
     """One chunk, retried over short Redis outages. Resending is safe: the progress guard
     refuses a chunk that already landed (the caller recognises its own record)."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            return counts.apply(keys.backfills, [(field, held, new_json)], views)
+            return counts.write(keys.backfills, [(field, held, new_json)], views)
+        except redis.ResponseError as exc:
+            raise RecsError(f"Redis refused chunk {i + 1} of {chunks} ({exc}); nothing of it "
+                            "was written and it is not recorded as done: fix that, then run "
+                            "the same command again to resume") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if attempt == attempts:
                 raise RecsError(f"Redis unavailable ({exc}) after {i} of {chunks} chunks; "
@@ -160,6 +180,14 @@ def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, 
             time.sleep(delay)
             delay = min(delay * 2, 3.0)
     raise AssertionError("unreachable")
+
+
+def _report_parked(parked: list[Parked], path) -> None:
+    for p in parked:
+        log.error("views parked in the quarantine: their key refuses increments; fix or "
+                  "delete it, then run `recs repair`", extra={"fields": {
+                      "file": str(path), "lang": p.lang, "user": p.user or None,
+                      "reason": p.reason}})
 
 
 def _drop_control_characters(df: pd.DataFrame, path, skip_bad_rows: bool) -> pd.DataFrame:

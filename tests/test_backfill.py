@@ -104,19 +104,19 @@ def test_a_resend_whose_first_call_landed_counts_once(r, tmp_path, monkeypatch):
     """The reply of a chunk is lost (connection dropped after Redis applied it): the retry
     is refused by the progress guard and recognised as our own write."""
     path = write_csv(tmp_path / "views.csv", ROWS)
-    real_apply = Counts.apply
+    real_write = Counts.write
     calls = []
 
     def apply_then_lose_the_reply(self, *args, **kwargs):
-        result = real_apply(self, *args, **kwargs)
+        result = real_write(self, *args, **kwargs)
         calls.append(result)
         if len(calls) == 2:
             raise redis.ConnectionError("connection lost after the script ran")
         return result
 
-    monkeypatch.setattr(Counts, "apply", apply_then_lose_the_reply)
+    monkeypatch.setattr(Counts, "write", apply_then_lose_the_reply)
     result = backfill(r, KEYS, path, "en", chunk_pairs=3)
-    assert result.chunks_applied == 3 and len(calls) == 4 and calls[2]  # the refused resend
+    assert result.chunks_applied == 3 and len(calls) == 4 and calls[2].refused  # the resend
     assert counts_in(r) == expected(ROWS)
 
 
