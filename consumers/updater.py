@@ -112,7 +112,8 @@ class UpdaterMetrics:
         self.skipped = Counter(
             "recs_update_skipped_users", "Claimed users not written, by reason (stale_model: "
             "a new model was published during the solve; lease_lost: another updater took "
-            "them over)", ["lang", "reason"], registry=self.registry)
+            "them over; bad_views_key: their views key is not a hash)",
+            ["lang", "reason"], registry=self.registry)
         self.batch_seconds = Histogram(
             "recs_update_batch_seconds", "Claim to commit time of one batch", ["lang"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -248,7 +249,8 @@ class Updater:
             return
         m.batch_seconds.labels(lang).observe(elapsed)
         m.users.labels(lang, "no_factors").inc(min(p.no_factors, result.written))
-        m.users.labels(lang, "updated").inc(max(result.written - p.no_factors, 0))
+        skipped = int(p.batch.skip.sum()) if p.batch.skip is not None else 0
+        m.users.labels(lang, "updated").inc(max(result.written - p.no_factors - skipped, 0))
         if result.lost:
             m.skipped.labels(lang, "lease_lost").inc(result.lost)
             log.warning("lease lost for some users (batch slower than --lease-seconds?)",
@@ -267,11 +269,35 @@ class Updater:
 
     def _solve(self, model: FoldIn, claim: Claim) -> tuple[BatchWrite, int]:
         raw = read_views(self.client, self.keys, claim.lang, claim.users)
+        skip = self._unreadable(claim, raw)
         views = _views_matrix(model, raw)
         factors = model.solve(views)
         members, scores = model.recommend(factors, views, self.config.top_n)
         known = np.diff(views.indptr) > 0
-        return BatchWrite(factors, known, members, scores), int((~known).sum())
+        no_factors = int((~known).sum())
+        if skip is not None:
+            known &= ~skip
+            no_factors -= int(skip.sum())
+        return BatchWrite(factors, known, members, scores, skip), no_factors
+
+    def _unreadable(self, claim: Claim, raw: list) -> np.ndarray | None:
+        """Users whose views key is not a hash: reported once each and skipped (their
+        factors and recs stay as they are, they leave the queue); ``raw`` gets ``{}`` for
+        them. None when every key was readable (the usual case)."""
+        bad = [i for i, h in enumerate(raw) if isinstance(h, Exception)]
+        if not bad:
+            return None
+        skip = np.zeros(len(raw), dtype=bool)
+        for i in bad:
+            if not isinstance(raw[i], redis.ResponseError):
+                raise raw[i]
+            log.error("skipping a user whose views key cannot be read; fix or delete the key",
+                      extra={"fields": {"lang": claim.lang, "user": claim.users[i],
+                                        "error": str(raw[i])}})
+            raw[i] = {}
+            skip[i] = True
+        self.metrics.skipped.labels(claim.lang, "bad_views_key").inc(len(bad))
+        return skip
 
     # -- the loop ------------------------------------------------------------------------
 

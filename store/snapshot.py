@@ -14,6 +14,11 @@ read. :func:`read_seq` taken *before* the read bounds what is certainly included
 up to that sequence number); the trainer re-queues users touched after it (see
 ``store.publish.requeue_touched``), so views that may be missing get folded in later.
 
+Garbage is never trained on: a views key that is not a hash, a field that is not a
+resource id, or a count that is not an integer in 1..2**53-1 (negative, ``abc``, ``2.5``, an
+overflowed value) is skipped with one WARNING per key naming it and the problem; the rest
+is read as usual. Only a chunk that holds such a key pays for the careful re-read.
+
 Usage::
 
     seq = read_seq(client, keys, "en")
@@ -36,14 +41,18 @@ log = logging.getLogger(__name__)
 
 READ_VIEWS = """
 -- KEYS: the views hashes of some users, one per user.
--- Returns {pairs: "n1,n2,..." (fields per hash, in KEYS order),
+-- Returns {pairs: "n1,n2,..." (fields per hash, in KEYS order; -1: not a hash),
 --          flat: "resource,count,resource,count,..." (all hashes' fields, in KEYS order)}.
 -- Two strings instead of nested arrays: the client parses each with one numpy call.
 local sizes, parts = {}, {}
 for i, key in ipairs(KEYS) do
-  local h = redis.call('HGETALL', key)
-  sizes[i] = #h / 2
-  if #h > 0 then parts[#parts + 1] = table.concat(h, ',') end
+  local h = redis.pcall('HGETALL', key)
+  if h['err'] then
+    sizes[i] = -1
+  else
+    sizes[i] = #h / 2
+    if #h > 0 then parts[#parts + 1] = table.concat(h, ',') end
+  end
 end
 return {table.concat(sizes, ','), table.concat(parts, ',')}
 """
@@ -104,22 +113,24 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
     flats: list[np.ndarray] = []
 
     pipe = client.pipeline(transaction=False)
-    queued = 0
+    queued: list[list[str]] = []
 
     def flush() -> None:
-        nonlocal queued
-        for size_text, flat_text in pipe.execute():
-            sizes.append(_parse_ints(size_text))
-            flats.append(_parse_ints(flat_text))
-        queued = 0
+        for part, (size_text, flat_text) in zip(queued, pipe.execute(), strict=True):
+            size, flat = _parse_chunk(size_text, flat_text)
+            if size is None:
+                size, flat = _careful_chunk(client, keys, lang, part)
+            sizes.append(size)
+            flats.append(flat)
+        queued.clear()
 
     for batch in iter_user_ids(client, keys, lang, count=min(1000, chunk * chunks_per_round_trip)):
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
             user_ids.extend(part)
             script(keys=[keys.views(lang, u) for u in part], client=pipe)
-            queued += 1
-            if queued >= chunks_per_round_trip:
+            queued.append(part)
+            if len(queued) >= chunks_per_round_trip:
                 flush()
     if queued:
         flush()
@@ -148,6 +159,67 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
         "lang": lang, "users": len(user_ids), "rows": len(df),
         "seconds": round(time.perf_counter() - started, 3)}})
     return df
+
+
+MAX_VIEWS = 2**53 - 1
+"""Largest count read as such; anything above is an overflowed or hand-written value."""
+_MAX_RESOURCE_ID = 4294967295  # recs.contract.MAX_RESOURCE_ID
+
+
+def _parse_chunk(size_text: bytes, flat_text: bytes) -> tuple[np.ndarray | None, np.ndarray]:
+    """One script reply as (sizes, flat) int64 arrays; (None, _) if anything in it is not a
+    valid count (the chunk is then read again carefully)."""
+    try:
+        size, flat = _parse_ints(size_text), _parse_ints(flat_text)
+    except ValueError:  # a field or value that is not an integer
+        return None, np.zeros(0, dtype=np.int64)
+    if (size < 0).any() or flat.size != 2 * int(size.sum()):
+        return None, flat
+    rids, counts = flat[0::2], flat[1::2]
+    if ((rids < 1) | (rids > _MAX_RESOURCE_ID) | (counts < 1) | (counts > MAX_VIEWS)).any():
+        return None, flat
+    return size, flat
+
+
+def _careful_chunk(client: redis.Redis, keys: Keys, lang: str,
+                   users: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk holding garbage, read key by key: bad fields (or whole keys) are skipped and
+    named in one WARNING per key."""
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hgetall(keys.views(lang, user))
+    sizes, flat = [], []
+    for user, h in zip(users, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(h, Exception):
+            if not isinstance(h, redis.ResponseError):
+                raise h
+            log.warning("views key skipped: not a hash", extra={"fields": {
+                "key": keys.views(lang, user), "error": str(h)}})
+            sizes.append(0)
+            continue
+        good, bad = [], []
+        for field, value in h.items():
+            rid, count = _strict_int(field), _strict_int(value)
+            if rid is None or not 1 <= rid <= _MAX_RESOURCE_ID:
+                bad.append(f"field {field[:40]!r} is not a resource id")
+            elif count is None or not 1 <= count <= MAX_VIEWS:
+                bad.append(f"resource {rid}: count {value[:40]!r} is not in 1..2**53-1")
+            else:
+                good += (rid, count)
+        if bad:
+            log.warning("views fields skipped: not counts", extra={"fields": {
+                "key": keys.views(lang, user), "skipped": len(bad), "first": bad[0]}})
+        sizes.append(len(good) // 2)
+        flat += good
+    return np.asarray(sizes, dtype=np.int64), np.asarray(flat, dtype=np.int64)
+
+
+def _strict_int(raw: bytes) -> int | None:
+    """The integer ``raw`` holds written plainly (as HINCRBY writes it), else None."""
+    text = raw[1:] if raw[:1] == b"-" else raw
+    if not (text.isdigit() and len(raw) <= 20):
+        return None
+    return int(raw)
 
 
 def _parse_ints(text: bytes) -> np.ndarray:

@@ -69,7 +69,8 @@ return out
 # ARGV[6] members, n x r little-endian uint32 (0 = empty slot), best first;
 # ARGV[7] scores, n x r little-endian float32; ARGV[8] factors, n x ARGV[5] bytes;
 # ARGV[9..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
-# (views only on resources the model does not know: both keys are removed).
+# (views only on resources the model does not know: both keys are removed), '2' = skip
+# (its views key is unreadable: factors and recs stay as they are, the user leaves dirty).
 # Returns {written, lost, pending}: users written, users skipped because their lease passed
 # to another updater, written users left in dirty because views arrived meanwhile; or {-1}
 # when the model version changed (nothing written, this claim's users released).
@@ -94,8 +95,10 @@ for i = 1, n do
   local fkey, rkey = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local held = redis.call('ZSCORE', KEYS[3], user)
   if held and tonumber(held) == deadline then
-    redis.call('DEL', rkey)
-    if known == '1' then
+    if known ~= '2' then redis.call('DEL', rkey) end
+    if known == '2' then
+      -- skipped: nothing of this user's is written
+    elseif known == '1' then
       redis.call('SET', fkey, string.sub(ARGV[8], (i - 1) * fb + 1, i * fb))
       if r > 0 then
         local offset = (i - 1) * 4 * r + 1
@@ -169,6 +172,9 @@ class BatchWrite:
     """users x n resource ids, best first; 0 marks an empty slot."""
     scores: np.ndarray
     """users x n scores (float32 on the wire)."""
+    skip: np.ndarray | None = None
+    """bool per user: True for a user whose views key could not be read (wrong type):
+    nothing of theirs is written, and they leave ``dirty``."""
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,10 @@ class UpdateQueue:
             np.where(members > 0, members, 0).astype("<u4").tobytes(),
             np.asarray(batch.scores, dtype="<f4").tobytes(), factors.tobytes(),
         ]
-        for user, score, known in zip(users, claim.scores, batch.known, strict=True):
-            args += [user, score, "1" if known else "0"]
+        skip = batch.skip if batch.skip is not None else np.zeros(len(users), dtype=bool)
+        for user, score, known, skipped in zip(users, claim.scores, batch.known, skip,
+                                               strict=True):
+            args += [user, score, "2" if skipped else "1" if known else "0"]
         out = self._commit(keys=keys, args=args)
         if int(out[0]) < 0:
             return CommitResult(stale=True)
@@ -297,11 +305,12 @@ def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> Publishe
 
 def read_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
                ) -> list[dict[bytes, bytes]]:
-    """Each user's views hash (resource_id -> count, raw bytes), one pipelined round trip."""
+    """Each user's views hash (resource_id -> count, raw bytes), one pipelined round trip.
+    A key that cannot be read (not a hash) comes back as its ``redis.ResponseError``."""
     pipe = client.pipeline(transaction=False)
     for user in users:
         pipe.hgetall(keys.views(lang, user))
-    return pipe.execute()
+    return pipe.execute(raise_on_error=False)
 
 
 def _text(value) -> str:
