@@ -16,7 +16,16 @@ How exactly-once works here (the offsets live in Redis, not in Kafka):
 - A crash at any point leaves Redis at a batch boundary; the restart resumes from there.
 
 Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
-them are written (at-least-once: a crash between the two re-sends them on replay).
+them are written (at-least-once: a crash between the two re-sends them on replay). A copy
+too large for the producer or the dead-letter topic (the broker accepted the original, with
+headers it may not fit) is sent truncated instead: the value cut to 64 KiB, then emptied,
+with headers ``truncated: true`` and ``original-size``. A dead letter the broker refuses
+for good (topic invalid or missing, not authorized, still too large) is tried
+``DLQ_ATTEMPTS`` times, then the consumer stops with one ERROR line, metric
+``recs_consumer_dlq_failures_total{error}`` and a non-zero exit, before the batch's offsets
+are written: nothing past it is counted or committed, and the restart replays it (invalid
+events are never dropped, valid views never lost). A broker that is merely unreachable is
+retried for as long as it lasts (WARNING, ``recs_consumer_dlq_retries_total``).
 
 A Redis outage: the write is retried with capped exponential backoff and logged; nothing
 is committed meanwhile. While it lasts the consumer pauses its partitions and keeps calling
@@ -44,9 +53,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.events import InvalidEvent, parse_event
+from consumers.events import MAX_VALUE_BYTES, InvalidEvent, parse_event
 from consumers.metrics import ConsumerMetrics
-from recs.errors import InputError
+from recs.errors import InputError, RecsError
 from recs.signals import on_stop_signals
 from store.connection import connect, transient
 from store.counts import Counts, Parked, read_offsets
@@ -127,15 +136,43 @@ class _StopNow(Exception):
     """Asked to stop while waiting for Redis to learn where to start: leave without reading."""
 
 
+DLQ_ATTEMPTS = 3
+"""Sends of one dead letter the broker refuses for good before the consumer stops."""
+
+
+class DeadLetterError(RecsError):
+    """A dead letter cannot be delivered: the consumer stops before writing its batch."""
+
+
 class _DeadLetter:
     """One invalid message on its way to the dead-letter topic."""
 
-    __slots__ = ("value", "key", "headers", "delivered", "failed")
+    __slots__ = ("value", "key", "original", "own", "headers", "delivered", "failed",
+                 "refusals", "cuts")
 
-    def __init__(self, value, key, headers) -> None:
-        self.value, self.key, self.headers = value, key, headers
+    def __init__(self, value, key, original: list, own: list) -> None:
+        self.value, self.key = value, key
+        self.original, self.own = original, own  # the message's headers; ours
+        self.headers = original + own
         self.delivered = False
         self.failed: KafkaError | None = None
+        self.refusals = 0  # sends refused for good
+        self.cuts = 0  # 1: value cut to MAX_VALUE_BYTES; 2: no value, only our headers
+
+    def shrink(self) -> bool:
+        """Cut the copy to fit a size limit (see the module docstring); False when nothing
+        is left to cut."""
+        if self.cuts >= 2:
+            return False
+        size = len(self.value or b"")
+        if self.cuts == 0:
+            self.own = self.own + [("truncated", b"true"), ("original-size", str(size).encode())]
+        if self.cuts == 0 and size > MAX_VALUE_BYTES:
+            self.value, self.headers, self.cuts = (self.value[:MAX_VALUE_BYTES],
+                                                   self.original + self.own, 1)
+        else:
+            self.value, self.headers, self.cuts = b"", list(self.own), 2
+        return True
 
     def on_delivery(self, err, _msg) -> None:
         if err is None:
@@ -334,11 +371,10 @@ class StreamConsumer:
         log.warning("kafka message error", extra={"fields": {"error": str(err)}})
 
     def _dead_letter(self, m, reason: str) -> None:
-        headers = list(m.headers() or ())
-        headers += [("error", reason.encode()), ("source.topic", m.topic().encode()),
-                    ("source.partition", str(m.partition()).encode()),
-                    ("source.offset", str(m.offset()).encode())]
-        dead = _DeadLetter(m.value(), m.key(), headers)
+        own = [("error", reason.encode()), ("source.topic", m.topic().encode()),
+               ("source.partition", str(m.partition()).encode()),
+               ("source.offset", str(m.offset()).encode())]
+        dead = _DeadLetter(m.value(), m.key(), list(m.headers() or ()), own)
         self._dead.append(dead)
         self._invalid[reason] = self._invalid.get(reason, 0) + 1
         self._produce_dead(dead)
@@ -354,6 +390,33 @@ class StreamConsumer:
                 return
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending: too large, bad topic...
+                cuts = dead.cuts
+                self._refused(dead, exc.args[0])
+                if dead.cuts == cuts:
+                    self.producer.poll(0.5)
+
+    def _refused(self, dead: _DeadLetter, err: KafkaError) -> None:
+        """A send the producer or the broker refused: shrink a copy that is too large, retry
+        a transient error, stop the consumer after DLQ_ATTEMPTS permanent refusals."""
+        if err.code() in _TOO_LARGE and dead.shrink():
+            self.metrics.dlq_truncated.inc()
+            log.warning("dead letter too large for the dead-letter topic: sending it truncated",
+                        extra={"fields": {"error": str(err), "cut": dead.cuts,
+                                          "headers": _header_text(dead.own)}})
+            return
+        if (err.retriable() or err.code() in _TRANSIENT) and not err.fatal():
+            return
+        dead.refusals += 1
+        if dead.refusals < DLQ_ATTEMPTS:
+            return
+        self.metrics.dlq_failures.labels(err.name()).inc()
+        fields = {**_header_text(dead.own), "kafka_error": str(err), "dlq": self.cfg.dlq_topic}
+        log.error("dead-letter topic refuses a dead letter for good: stopping before its batch "
+                  "is written (a restart replays it)", extra={"fields": fields})
+        raise DeadLetterError(f"dead-letter topic {self.cfg.dlq_topic!r} refused a dead letter "
+                              f"{DLQ_ATTEMPTS} times ({err.str()}); nothing past it was "
+                              "written or committed")
 
     # -- writing a batch --------------------------------------------------------------------
     def _guards(self) -> list[tuple[int, int | None, int | None]]:
@@ -420,6 +483,7 @@ class StreamConsumer:
                 if dead.failed is not None:
                     log.warning("dead-letter delivery failed, resending",
                                 extra={"fields": {"error": str(dead.failed)}})
+                    self._refused(dead, dead.failed)
                     self._produce_dead(dead)
             if all(d.delivered for d in self._dead):
                 self._dead.clear()
@@ -679,6 +743,22 @@ def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
         log.error("views parked in the quarantine: their key refuses increments; fix or "
                   "delete it, then run `recs repair`", extra={"fields": {
                       "lang": p.lang, "user": p.user or None, "reason": p.reason}})
+
+
+_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+# Delivery errors that pass once the broker is back: retried for as long as they last.
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.BROKER_NOT_AVAILABLE,
+}
+
+
+def _header_text(headers: list) -> dict[str, str]:
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+            for k, v in headers}
 
 
 def _on_commit(err, partitions) -> None:

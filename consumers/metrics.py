@@ -43,6 +43,14 @@ class ConsumerMetrics:
             "recs_consumer_redis_retries", "Redis calls retried after an error", registry=r)
         self.dlq_retries = Counter(
             "recs_consumer_dlq_retries", "dead-letter flushes retried", registry=r)
+        self.dlq_truncated = Counter(
+            "recs_consumer_dlq_truncated",
+            "dead letters sent truncated (headers truncated, original-size): the whole copy "
+            "did not fit the producer's or the topic's size limit", registry=r)
+        self.dlq_failures = Counter(
+            "recs_consumer_dlq_failures",
+            "dead letters the dead-letter topic refused for good; the consumer stopped",
+            ["error"], registry=r)
         self.replays = Counter(
             "recs_consumer_offset_replays",
             "partitions sought to the offset Redis holds because it differed from ours",

@@ -42,7 +42,7 @@ def test_the_issue_reproduction_a_wrong_typed_key_is_skipped_and_reported(redis_
     assert stored_recs(client, "a") and stored_recs(client, "b")
     assert stored_recs(client, "x") == [7]  # left as it was
     assert client.zcard(KEYS.dirty("en")) == 0 and client.zcard(KEYS.claims("en")) == 0
-    assert any(r.levelno == logging.ERROR and "x" == r.fields["user"]
+    assert any(r.levelno == logging.ERROR and r.fields["user"] == "x"
                for r in caplog.records if getattr(r, "fields", None))
     skipped = up.metrics.registry.get_sample_value(
         "recs_update_skipped_users_total", {"lang": "en", "reason": "bad_views_key"})

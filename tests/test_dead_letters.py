@@ -1,0 +1,101 @@
+"""Dead letters that cannot be copied whole, and a dead-letter topic that refuses for good:
+``recs consume`` as a real subprocess against the Tansu broker and a real redis-server."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumers.events import MAX_VALUE_BYTES
+from recs.localstack import free_port, wait_until
+from store.keys import Keys
+from tests.conftest import KAFKA_TEST_CONFIG
+from tests.test_consume import Stream, consume_env_with, make_events, metric, stop_cleanly
+
+pytestmark = pytest.mark.integration
+
+KEYS = Keys("recs")
+
+
+@pytest.fixture
+def stream(consume_env, redis_server) -> Stream:
+    return Stream(consume_env, redis_server)
+
+
+def read_dlq(bootstrap: str, dlq: str, until: bytes) -> list:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader",
+                       **KAFKA_TEST_CONFIG})
+    reader.assign([TopicPartition(dlq, 0, 0)])
+    got: list = []
+
+    def read_to_marker():
+        got.extend(m for m in reader.consume(100, 0.2) if m.error() is None)
+        return got and got[-1].value() == until
+    wait_until(read_to_marker, 30, "the dead-letter topic read up to the marker")
+    reader.close()
+    return got[:-1]
+
+
+def test_a_one_megabyte_event_leaves_a_truncated_dead_letter_and_ingest_goes_on(
+        stream, consume_env, start_recs, broker, topics):
+    topic, dlq = topics
+    # What a default producer may send: the broker accepts it, but its copy with the
+    # dead-letter headers is over the producer's message.max.bytes.
+    huge = b'{"user_id": "u", "pad": "' + b"x" * 999_920 + b'"}'
+    assert 999_900 < len(huge) < 1_000_000
+    stream.send(make_events(300, seed=21))
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    at: list[int] = []
+    producer.produce(topic, key=b"big", value=huge, partition=0, headers=[("trace", b"abc")],
+                     on_delivery=lambda err, msg: at.append(msg.offset()))
+    assert producer.flush(30) == 0
+    stream.send(make_events(300, seed=22))
+    stream.ends[0] = max(stream.ends.get(0, 0), at[0] + 1)  # it counts on partition 0
+
+    port = free_port()
+    proc = start_recs(["consume"], consume_env_with(consume_env, metrics_port=port))
+    # Partition 0's offsets count the huge message; the others converge as usual.
+    stream.wait_converged()
+    producer.produce(dlq, key=b"end", value=b"end-marker")
+    assert producer.flush(30) == 0
+    [dead] = read_dlq(broker.bootstrap, dlq, b"end-marker")
+    headers = dict(dead.headers())
+    assert dead.key() == b"big" and dead.value() == huge[:MAX_VALUE_BYTES]
+    assert headers["error"] == b"too_large" and headers["truncated"] == b"true"
+    assert headers["original-size"] == str(len(huge)).encode()
+    assert headers["trace"] == b"abc"
+    assert metric(port, "recs_consumer_dlq_truncated_total") == 1
+    assert proc.running
+    stop_cleanly(proc)
+
+
+def test_a_dead_letter_topic_that_refuses_for_good_stops_before_the_batch(
+        consume_env, start_recs, redis_server, broker, topics):
+    topic, _ = topics
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    valid = [orjson.dumps(e) for e in make_events(40, seed=23)]
+    for value in valid[:20]:
+        producer.produce(topic, value=value, partition=1)
+    producer.produce(topic, value=b"not json", partition=1)  # offset 20
+    for value in valid[20:]:
+        producer.produce(topic, value=value, partition=1)
+    assert producer.flush(30) == 0
+
+    env = {**consume_env, "RECS_DLQ_TOPIC": "bad topic!"}  # a name the broker refuses
+    proc = start_recs(["consume"], env)
+    assert proc.wait(60) != 0
+    errors = [r for r in proc.records() if r.get("level") == "error"]
+    assert [r["msg"][:46] for r in errors] == ["dead-letter topic refuses a dead letter for go"]
+    assert errors[0]["source.offset"] == "20" and "kafka_error" in errors[0]
+    client = redis_server.client(decode_responses=True)
+    held = client.hgetall(KEYS.offsets(env["RECS_GROUP"], topic))
+    assert int(held.get("1", 0)) <= 20  # nothing past the undelivered dead letter
+
+    # Once the topic is fixed the restart replays from there: every valid view counted.
+    proc = start_recs(["consume"], {**consume_env, "RECS_UNTIL_DRAINED": "true"})
+    assert proc.wait(60) == 0
+    assert client.hgetall(KEYS.offsets(env["RECS_GROUP"], topic)).get("1") == "41"
+    total = sum(int(v) for lang in client.smembers(KEYS.langs)
+                for v in client.hvals(KEYS.item_views(lang)))
+    assert total == sum(orjson.loads(v).get("count", 1) for v in valid)
