@@ -94,13 +94,19 @@ def _read_header(p: Path, required: tuple[str, ...]) -> list[str]:
     names = [h.strip() for h in header]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise InputError(f"{p}: line 1: header {','.join(names)} names column(s) "
-                         f"{', '.join(twice)} more than once")
+        raise InputError(f"{p}: line 1: header {_shown(names)} names column(s) "
+                         f"{_shown(twice, ', ')} more than once")
     missing = [c for c in required if c not in names]
     if missing:
-        raise InputError(f"{p}: line 1: header {','.join(names)} lacks column(s) "
+        raise InputError(f"{p}: line 1: header {_shown(names)} lacks column(s) "
                          f"{', '.join(missing)} (expected {','.join(required)})")
     return names
+
+
+def _shown(names: list[str], sep: str = ",") -> str:
+    """Header names for a one-line message: control characters and the like escaped."""
+    text = sep.join(names)
+    return text if text.isprintable() else repr(text)
 
 
 def _data_rows(p: Path) -> Iterator[tuple[int, list[str]]]:
@@ -227,7 +233,7 @@ def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
     counts: list[int] = []
     for line, raw in _data_rows(p):
         if len(raw) != width:
-            problem = f"{len(raw)} fields, expected {width} ({','.join(names)})"
+            problem = f"{len(raw)} fields, expected {width} ({_shown(names)})"
         else:
             fields_ = [raw[i] for i in cols]
             user = fields_[0]
@@ -261,7 +267,7 @@ def load_resources(path: str | Path) -> pd.DataFrame:
     for line, raw in _data_rows(p):
         if len(raw) != len(names):
             raise InputError(f"{p}: line {line}: {len(raw)} fields, expected "
-                             f"{len(names)} ({','.join(names)})")
+                             f"{len(names)} ({_shown(names)})")
         rid = _to_int(raw[idx["id"]])
         if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
             raise InputError(f"{p}: line {line}: id {raw[idx['id']]!r} is not "
