@@ -402,10 +402,13 @@ def _views_matrix(model: FoldIn, raw: list[dict[bytes, bytes]]) -> sp.csr_matrix
     lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
     try:
         ids = np.array(list(chain.from_iterable(raw)), dtype=np.bytes_).astype(np.int64)
-        counts = np.array(list(chain.from_iterable(h.values() for h in raw)),
-                          dtype=np.bytes_).astype(np.float32)
+        with np.errstate(over="ignore"):  # a huge hand-written value: inf, caught below
+            counts = np.array(list(chain.from_iterable(h.values() for h in raw)),
+                              dtype=np.bytes_).astype(np.float32)
     except ValueError:
-        # Only a hand-edited hash gets here: drop the fields that are not numbers.
+        ids = None
+    if ids is None or not ((counts >= 1) & (counts < 2.0**53)).all():
+        # Only a hand-edited hash gets here: drop the fields that are not counts.
         return model.views_matrix([_parse_slowly(h) for h in raw])
     return model.views_from_arrays(lengths, ids, counts)
 
@@ -414,9 +417,12 @@ def _parse_slowly(h: dict[bytes, bytes]) -> dict[int, float]:
     out = {}
     for k, v in h.items():
         try:
-            out[int(k)] = float(v)
+            count = float(v)
+            if not 1 <= count < 2.0**53:
+                raise ValueError(count)
+            out[int(k)] = count
         except ValueError:
-            log.warning("ignoring a views field that is not a number",
+            log.warning("ignoring a views field that is not a count",
                         extra={"fields": {"field": k[:40], "value": v[:40]}})
     return out
 

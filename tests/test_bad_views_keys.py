@@ -91,3 +91,14 @@ def test_recs_train_goes_on_past_a_poisoned_key(redis_server, redis_client, tmp_
     assert code == 0, err
     assert KEYS.views("en", "u3") in err and KEYS.views("en", "u4") in err
     assert redis_client.hget(KEYS.model("en"), "version")
+
+
+def test_the_updater_ignores_fields_that_are_not_counts(redis_client, caplog):
+    client = redis_client
+    rng = np.random.default_rng(4)
+    publish(client, np.arange(1, 41), rng.normal(size=(40, 8)).astype(np.float32))
+    add_views(client, {"clean": {2: 3}, "dirty": {2: 3}})
+    client.hset(KEYS.views("en", "dirty"), mapping={"1": "-4", "5": "nan", "6": "1e300"})
+    assert updater(client).drain(timeout=20) == 2
+    assert client.get(KEYS.factors("en", "dirty")) == client.get(KEYS.factors("en", "clean"))
+    assert sum("not a count" in m for m in caplog.messages) == 3
