@@ -99,3 +99,18 @@ def test_a_dead_letter_topic_that_refuses_for_good_stops_before_the_batch(
     total = sum(int(v) for lang in client.smembers(KEYS.langs)
                 for v in client.hvals(KEYS.item_views(lang)))
     assert total == sum(orjson.loads(v).get("count", 1) for v in valid)
+
+
+def test_shrinking_a_dead_letter_cuts_the_value_then_everything_but_our_headers():
+    from consumers.consume import _DeadLetter
+
+    own = [("error", b"too_large"), ("source.offset", b"7")]
+    dead = _DeadLetter(b"v" * 100_000, b"k", [("trace", b"t")], own)
+    assert dead.shrink() and dead.value == b"v" * MAX_VALUE_BYTES
+    marks = [("truncated", b"true"), ("original-size", b"100000")]
+    assert dead.headers == [("trace", b"t"), *own, *marks]
+    assert dead.shrink() and dead.value == b"" and dead.headers == [*own, *marks]
+    assert not dead.shrink()
+    small = _DeadLetter(b"abc", None, [("h", b"x" * 2_000_000)], own)
+    assert small.shrink() and small.value == b"" and small.headers == [
+        *own, ("truncated", b"true"), ("original-size", b"3")]
