@@ -140,20 +140,24 @@ for _ = 1, n_langs do
     i = first
     local err
     for _ = 1, n_pairs do
-      local r = redis.pcall('HINCRBY', views_key, ARGV[i], ARGV[i + 1])
+      local rid, c = ARGV[i], ARGV[i + 1]
+      local r = redis.pcall('HINCRBY', views_key, rid, c)
       if type(r) == 'table' then
-        err = 'resource ' .. ARGV[i] .. ': ' .. r['err']
+        err = 'resource ' .. rid .. ': ' .. r['err']
         break
       end
+      items[rid] = (items[rid] or 0) + tonumber(c)
       i = i + 2
     end
     if err then
       -- Undo this user's increments (each can only return a field to its old value).
       local views = {}
       for j = first, i - 2, 2 do
-        if redis.call('HINCRBY', views_key, ARGV[j], '-' .. ARGV[j + 1]) == 0 then
-          redis.call('HDEL', views_key, ARGV[j])  -- it did not exist: counts are >= 1
+        local rid, c = ARGV[j], ARGV[j + 1]
+        if redis.call('HINCRBY', views_key, rid, '-' .. c) == 0 then
+          redis.call('HDEL', views_key, rid)  -- it did not exist: counts are >= 1
         end
+        items[rid] = items[rid] - tonumber(c)
       end
       i = first + 2 * n_pairs
       for j = first, i - 2, 2 do
@@ -161,10 +165,6 @@ for _ = 1, n_langs do
       end
       park(lang, q_key, seq .. ':' .. user, user, err, views)
     else
-      for j = first, i - 2, 2 do
-        local rid = ARGV[j]
-        items[rid] = (items[rid] or 0) + tonumber(ARGV[j + 1])
-      end
       users[#users + 1] = user
       scored[#scored + 1] = seq
       scored[#scored + 1] = user
@@ -174,11 +174,13 @@ for _ = 1, n_langs do
   -- row are bounded), so they are exact; %d writes them without an exponent.
   local lost, lost_err = {}, nil
   for rid, c in pairs(items) do
-    local total = string.format('%d', c)
-    local r = redis.pcall('HINCRBY', item_key, rid, total)
-    if type(r) == 'table' then
-      lost[rid] = total
-      lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
+    if c ~= 0 then  -- 0: only a parked user's views
+      local total = string.format('%d', c)
+      local r = redis.pcall('HINCRBY', item_key, rid, total)
+      if type(r) == 'table' then
+        lost[rid] = total
+        lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
+      end
     end
   end
   if lost_err then
