@@ -53,10 +53,11 @@ APPLY_LUA = """
 -- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
 -- ARGV     flat, in this order:
 --   n_guards, then n_guards x (field, expected, new); '' = absent / check only
---   n_langs, then per language:
+--   n_langs, then per language a header of 9:
 --     lang, views key prefix (views key = prefix .. user_id), item_views, users, seq,
 --     dirty, touched, quarantine, n_users,
---     then n_users x (user_id, n_pairs, n_pairs x (resource_id, views))
+--   then per language, in the same order, n_users x (user_id, n_pairs,
+--     n_pairs x (resource_id, views))
 -- Returns {} when applied; {n, lang, user, reason, ...} when applied but n users (or
 -- item totals, user '') were quarantined; else {field, held value or '', ...} for every
 -- guard that failed, and nothing was written.
@@ -65,6 +66,7 @@ APPLY_LUA = """
 -- user's views parked in the language's quarantine hash with the reason; an item total
 -- that refuses is parked there too. Internal keys of the wrong type are found before any
 -- write (error reply, nothing written). The guards are set last.
+local tonumber, type, pcall_ = tonumber, type, redis.pcall  -- locals: hot loop
 local guard = KEYS[2]
 local n = tonumber(ARGV[1])
 local bad = {}
@@ -93,16 +95,10 @@ end
 local e = check(KEYS[1], 'set')
 if e then return e end
 local n_langs = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, n_langs do
+for h = i + 1, i + 9 * n_langs, 9 do
   for _, kw in ipairs({{3, 'set'}, {4, 'string'}, {5, 'zset'}, {6, 'zset'}, {7, 'hash'}}) do
-    e = check(ARGV[i + kw[1]], kw[2])
+    e = check(ARGV[h + kw[1]], kw[2])
     if e then return e end
-  end
-  local n_users = tonumber(ARGV[i + 8])
-  i = i + 9
-  for _ = 1, n_users do
-    i = i + 2 + 2 * tonumber(ARGV[i + 1])
   end
 end
 
@@ -123,13 +119,12 @@ local function park(lang, q_key, field, user, reason, views)
   parked[#parked + 1] = reason
 end
 
-i = first_lang + 1
-for _ = 1, n_langs do
-  local lang, prefix, item_key, users_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local seq_key, dirty_key, touched_key = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local q_key = ARGV[i + 7]
-  local n_users = tonumber(ARGV[i + 8])
-  i = i + 9
+i = first_lang + 1 + 9 * n_langs
+for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
+  local lang, prefix, item_key, users_key = ARGV[h], ARGV[h + 1], ARGV[h + 2], ARGV[h + 3]
+  local seq_key, dirty_key, touched_key = ARGV[h + 4], ARGV[h + 5], ARGV[h + 6]
+  local q_key = ARGV[h + 7]
+  local n_users = tonumber(ARGV[h + 8])
   local seq = redis.call('INCR', seq_key)
   local users, scored, items = {}, {}, {}
   for _ = 1, n_users do
@@ -141,7 +136,7 @@ for _ = 1, n_langs do
     local err
     for _ = 1, n_pairs do
       local rid, c = ARGV[i], ARGV[i + 1]
-      local r = redis.pcall('HINCRBY', views_key, rid, c)
+      local r = pcall_('HINCRBY', views_key, rid, c)
       if type(r) == 'table' then
         err = 'resource ' .. rid .. ': ' .. r['err']
         break
@@ -176,7 +171,7 @@ for _ = 1, n_langs do
   for rid, c in pairs(items) do
     if c ~= 0 then  -- 0: only a parked user's views
       local total = string.format('%d', c)
-      local r = redis.pcall('HINCRBY', item_key, rid, total)
+      local r = pcall_('HINCRBY', item_key, rid, total)
       if type(r) == 'table' then
         lost[rid] = total
         lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
@@ -226,7 +221,8 @@ def apply_args(keys: Keys, guards: Sequence[Guard], views: Views) -> list:
         args += (lang, keys.views(lang, ""), keys.item_views(lang), keys.users(lang),
                  keys.seq(lang), keys.dirty(lang), keys.touched(lang), keys.quarantine(lang),
                  len(users))
-        extend = args.extend
+    extend = args.extend
+    for _lang, users in langs:
         for user, pairs in users.items():
             extend((user, len(pairs)))
             for item in pairs.items():
