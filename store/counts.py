@@ -126,7 +126,7 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
   local q_key = ARGV[h + 7]
   local n_users = tonumber(ARGV[h + 8])
   local seq = redis.call('INCR', seq_key)
-  local users, scored, items = {}, {}, {}
+  local users, scored, items, nu = {}, {}, {}, 0
   for _ = 1, n_users do
     local user = ARGV[i]
     local n_pairs = tonumber(ARGV[i + 1])
@@ -160,9 +160,10 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
       end
       park(lang, q_key, seq .. ':' .. user, user, err, views)
     else
-      users[#users + 1] = user
-      scored[#scored + 1] = seq
-      scored[#scored + 1] = user
+      nu = nu + 1
+      users[nu] = user
+      scored[2 * nu - 1] = seq
+      scored[2 * nu] = user
     end
   end
   -- Totals are sums of integers far below 2^53 (CONTRACT: counts per event and per CSV
@@ -182,7 +183,7 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
     park(lang, q_key, 'items:' .. seq, '', lost_err, lost)
   end
   redis.call('SADD', KEYS[1], lang)
-  if #users > 0 then
+  if nu > 0 then
     variadic('SADD', users_key, users)
     variadic('ZADD', dirty_key, scored)
     variadic('ZADD', touched_key, scored)
