@@ -34,6 +34,6 @@ RUN groupadd --gid 10001 recs \
 USER 10001:10001
 WORKDIR /home/recs
 
-# Prometheus metrics: recs consume (9100) and recs update (9101).
-EXPOSE 9100 9101
+# Prometheus metrics: recs consume (9100) and recs update (9101); recs serve's HTTP API (8000).
+EXPOSE 9100 9101 8000
 CMD ["recs", "--help"]

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from recs import options
 from recs.errors import RecsError
 from trainer.config import SCALINGS, FilterConfig, TrainConfig
 
@@ -176,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean-items", type=float, default=14.0,
                    help="mean distinct resources per user (heavy-tailed)")
     p.add_argument("--gzip", action="store_true", help="write views_{lang}.csv.gz")
+
+    # -- serving ---------------------------------------------------------------------------
+    p = command("serve", "recs.serve:cmd_serve",
+                "HTTP API and operator page over the published lists")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [RECS_HOST]")
+    p.add_argument("--port", type=options.port, default=8000, help="[RECS_PORT]")
+    p.add_argument("--token", default="",
+                   help="bearer token for every route but /healthz; prefer RECS_TOKEN (a flag "
+                        "shows in ps); also turns on user look-ups on the page")
+
+    p = command("resources", "recs.catalogue:cmd_resources",
+                "load resource details (title, folder, subject, tags) into Redis")
+    p.add_argument("action", choices=("load",), help="load: replace the language's details")
+    p.add_argument("file", help="resources CSV: id,title,folder,subject,tags (.gz ok)")
+    p.add_argument("--lang", required=True, type=options.lang)
 
     _apply_env(parser)
     return parser

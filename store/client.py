@@ -23,27 +23,13 @@ reader never sees a half-written one.
 
 from __future__ import annotations
 
-import json
-from typing import NamedTuple
-
 import redis
 
 from store.connection import connect
 from store.keys import Keys
+from store.read import Scored, decode_details, decode_model, decode_scored, top_range
 
-# Model hash fields with a known type; anything else comes back as a string.
-_INT_FIELDS = {"factors", "iterations", "users", "items", "nnz", "seq", "top_n", "seed",
-               "min_item_views", "max_item_views", "min_user_views"}
-_FLOAT_FIELDS = {"regularization", "alpha", "train_seconds", "publish_seconds",
-                 "test_fraction"}
-_JSON_FIELDS = {"metrics", "filters"}
-
-
-class Scored(NamedTuple):
-    """One list entry: a resource id and its score (higher is better)."""
-
-    resource_id: int
-    score: float
+__all__ = ["RecsClient", "Scored"]
 
 
 class RecsClient:
@@ -64,30 +50,21 @@ class RecsClient:
     def model_info(self, lang: str) -> dict | None:
         """The published model's description (version, trained_at, hyperparameters, sizes,
         ``metrics`` when evaluated) with numbers as numbers; None if nothing is published."""
-        raw = self.redis.hgetall(self.keys.model(lang))
-        if not raw:
-            return None
-        return {_text(k): _typed(_text(k), _text(v)) for k, v in raw.items()}
+        return decode_model(self.redis.hgetall(self.keys.model(lang)))
+
+    def details(self, lang: str, resource_ids) -> dict[int, dict]:
+        """Title, folder, subject and tags of each resource loaded with ``recs resources
+        load`` (one HMGET); resources without details are left out."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        values = self.redis.hmget(self.keys.resources(lang), ids)
+        found = {rid: decode_details(v) for rid, v in zip(ids, values, strict=True)}
+        return {rid: d for rid, d in found.items() if d is not None}
 
     def _top(self, key: str, n: int) -> list[Scored]:
-        if n <= 0:
+        span = top_range(n)
+        if span is None:
             return []
-        rows = self.redis.zrevrange(key, 0, n - 1, withscores=True)
-        return [Scored(int(member), float(score)) for member, score in rows]
+        return decode_scored(self.redis.zrevrange(key, *span, withscores=True))
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _typed(name: str, value: str):
-    try:
-        if name in _INT_FIELDS:
-            return int(value)
-        if name in _FLOAT_FIELDS:
-            return float(value)
-        if name in _JSON_FIELDS:
-            return json.loads(value)
-    except ValueError:
-        pass
-    return value

@@ -53,6 +53,12 @@ class Keys:
         """STRING raw little-endian float32 user factors (4 x factors bytes)."""
         return f"{self.prefix}:{lang}:factors:{user_id}"
 
+    # -- contract: written by `recs resources load` ---------------------------------------
+    def resources(self, lang: str) -> str:
+        """HASH resource_id -> JSON {"title", "folder", "subject", "tags"} (the platform's
+        resources extract), replaced whole by each load."""
+        return f"{self.prefix}:{lang}:resources"
+
     # -- internal: consumer bookkeeping ---------------------------------------------------
     def users(self, lang: str) -> str:
         """SET of every user with a views hash in ``lang`` (so readers need no SCAN)."""
@@ -110,3 +116,9 @@ class Keys:
         """STRING raw little-endian float32 total training views per row of ``item_ids``
         (what ``bm25`` confidence needs to fold users in); replaced in the same MULTI."""
         return f"{self.prefix}:{lang}:_item_totals"
+
+    def resources_loading(self, lang: str, token: str) -> str:
+        """HASH being filled by one ``recs resources load`` (``token`` is unique per load)
+        before it is RENAMEd over ``resources``, so readers see the old catalogue or the
+        new one, never half of one."""
+        return f"{self.prefix}:{lang}:_resources_loading:{token}"

@@ -274,7 +274,13 @@ def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> Publishe
     pipe.get(keys.item_factors(lang))
     pipe.get(keys.item_ids(lang))
     pipe.get(keys.item_totals(lang))
-    meta_raw, factors_raw, ids_raw, totals_raw = pipe.execute()
+    return decode_published_items(lang, *pipe.execute())
+
+
+def decode_published_items(lang: str, meta_raw, factors_raw, ids_raw, totals_raw
+                           ) -> PublishedItems | None:
+    """The replies of HGETALL model, GET item_factors, GET item_ids, GET item_totals as
+    :class:`PublishedItems` (shared with the asyncio reader of ``recs serve``)."""
     if not meta_raw or b"version" not in meta_raw or factors_raw is None or ids_raw is None:
         return None
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}

@@ -394,7 +394,7 @@ def _published(reader: RecsClient, lang: str) -> dict:
     return info
 
 
-def _show(args, lookup, heading) -> int:
+def _show(args, lookup, heading, also: tuple[int, ...] = ()) -> int:
     """Run ``lookup(reader, info, n)`` against the published model and print its rows,
     with titles when ``--resources`` is given. ``heading(resources)`` titles the list."""
     from trainer.data import load_resources
@@ -404,11 +404,24 @@ def _show(args, lookup, heading) -> int:
     reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
     try:
         rows = lookup(reader, _published(reader, args.lang), n)
+        # Without --resources, the details `recs resources load` put in Redis (if any).
+        resources = (load_resources(args.resources) if args.resources
+                     else _details_table(reader, args.lang, [*also, *(r[0] for r in rows)]))
     finally:
         reader.redis.close()
-    resources = load_resources(args.resources) if args.resources else None
     print(render(rows, resources, as_json=args.json, heading=heading(resources)))
     return 0
+
+
+def _details_table(reader: RecsClient, lang: str, ids: list[int]):
+    """The loaded details of ``ids`` as ``load_resources`` would give them; None when none
+    are loaded, so the list shows ids as it does without a resources file."""
+    import pandas as pd
+
+    details = reader.details(lang, ids)
+    if not details:
+        return None
+    return pd.DataFrame.from_dict(details, orient="index").rename_axis("id")
 
 
 def similar_online(args) -> int:
@@ -429,7 +442,7 @@ def similar_online(args) -> int:
         return rows
 
     return _show(args, lookup,
-                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):")
+                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):", (rid,))
 
 
 def recommend_online(args) -> int:

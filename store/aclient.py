@@ -1,0 +1,203 @@
+"""The asyncio read client behind ``recs serve``: the same commands and decoding as
+``store.client.RecsClient`` (both use ``store.read``), one round trip per look-up.
+
+Invariants:
+- every look-up of a list also asks whether the language has a published model, in the same
+  pipeline, so "nothing published" and "not covered by the model" are told apart without a
+  second round trip;
+- optional keys other parts of the system may add (``Keys.trending`` for a fallback list,
+  ``Keys.history`` for quality over retrains) are used when ``Keys`` defines them and ignored
+  otherwise;
+- Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from store.keys import Keys
+from store.read import (
+    Scored,
+    decode_details,
+    decode_model,
+    decode_scored,
+    decode_views,
+    text,
+    top_range,
+)
+from store.updates import PublishedItems, decode_published_items
+
+
+@dataclass(frozen=True)
+class UserList:
+    """A user's list and where it came from: ``personal`` (the model's list for them),
+    ``trending`` (the language's fallback list) or ``none``."""
+
+    published: bool
+    source: str
+    items: list[Scored]
+
+
+@dataclass(frozen=True)
+class LangStatus:
+    """What the operator page shows for one language (see ``AsyncRecsClient.status``)."""
+
+    lang: str
+    model: dict | None
+    backlog: int
+    idle_seconds: int | None
+    """Seconds since the language's ``item_views`` was last written (each applied batch of
+    views writes it); None when there are no counts."""
+    resources: int
+    """Resources with details loaded."""
+    history: list[dict]
+    """Quality over retrains, oldest first (from ``Keys.history`` when it exists)."""
+
+
+def connect_async(url: str, timeout: float = 2.0) -> aioredis.Redis:
+    """An asyncio client for ``url``; bytes replies (factors are raw float32), and short
+    timeouts so that a Redis that is away turns into a quick 503, not a hung request."""
+    return aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, health_check_interval=30)
+
+
+class AsyncRecsClient:
+    """Reads what ``recs train``, ``recs update`` and ``recs resources load`` publish."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "recs") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def langs(self) -> list[str]:
+        """Every language seen by the consumer, sorted."""
+        return sorted(text(v) for v in await self.redis.smembers(self.keys.langs))
+
+    async def similar(self, lang: str, resource_id: int, n: int) -> tuple[bool, list[Scored]]:
+        """(model published?, the ``n`` most similar resources, best first)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.model(lang))
+        _queue_top(pipe, self.keys.similar(lang, resource_id), n)
+        published, *rows = await pipe.execute()
+        return bool(published), decode_scored(rows[0]) if rows else []
+
+    async def recommend(self, lang: str, user_id: str, n: int) -> UserList:
+        """The user's own list, else the language's trending list (when the key layout has
+        one), else nothing; one round trip either way."""
+        trending = getattr(self.keys, "trending", None)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.model(lang))
+        _queue_top(pipe, self.keys.recs(lang, user_id), n)
+        if trending is not None:
+            _queue_top(pipe, trending(lang), n)
+        published, *lists = await pipe.execute()
+        for source, rows in zip(("personal", "trending"), lists, strict=False):
+            if rows:
+                return UserList(bool(published), source, decode_scored(rows))
+        return UserList(bool(published), "none", [])
+
+    async def model_info(self, lang: str) -> dict | None:
+        return decode_model(await self.redis.hgetall(self.keys.model(lang)))
+
+    async def details(self, lang: str, resource_ids) -> dict[int, dict]:
+        """Details of each resource that has them (one HMGET), as ``RecsClient.details``."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        values = await self.redis.hmget(self.keys.resources(lang), ids)
+        found = {rid: decode_details(v) for rid, v in zip(ids, values, strict=True)}
+        return {rid: d for rid, d in found.items() if d is not None}
+
+    async def catalogue(self, lang: str) -> dict[int, dict]:
+        """Every resource's details (for title search); {} when none are loaded."""
+        raw = await self.redis.hgetall(self.keys.resources(lang))
+        out = {}
+        for k, v in raw.items():
+            d = decode_details(v)
+            if d is not None and text(k).isdigit():
+                out[int(k)] = d
+        return out
+
+    async def views(self, lang: str, user_id: str) -> dict[int, int]:
+        """The user's view counts (personal data: callers gate this)."""
+        return decode_views(await self.redis.hgetall(self.keys.views(lang, user_id)))
+
+    async def published_items(self, lang: str) -> PublishedItems | None:
+        """The model's item side, read in one MULTI as the updater reads it."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(k.model(lang))
+        pipe.get(k.item_factors(lang))
+        pipe.get(k.item_ids(lang))
+        pipe.get(k.item_totals(lang))
+        return decode_published_items(lang, *await pipe.execute())
+
+    async def status(self, lang: str) -> LangStatus:
+        """Model, updater backlog, time since the last batch of views, loaded details."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(k.model(lang))
+        pipe.zcard(k.dirty(lang))
+        pipe.exists(k.item_views(lang))
+        pipe.hlen(k.resources(lang))
+        model_raw, backlog, has_counts, resources = await pipe.execute()
+        idle = None
+        if has_counts:
+            # OBJECT IDLETIME does not touch the key; only the consumer's batches write it.
+            idle = await self.redis.object("idletime", k.item_views(lang))
+        model = decode_model(model_raw)
+        return LangStatus(lang, model, int(backlog), None if idle is None else int(idle),
+                          int(resources), await self.history(lang, model))
+
+    async def history(self, lang: str, model: dict | None) -> list[dict]:
+        """Quality of past retrains, oldest first: ``{"trained_at", "version", "metrics"}``
+        entries from ``Keys.history`` when the layout has it, else the live model's own."""
+        key_of = getattr(self.keys, "history", None)
+        entries = await self._history_entries(key_of(lang)) if key_of is not None else []
+        if not entries and model and isinstance(model.get("metrics"), dict):
+            entries = [{"trained_at": model.get("trained_at"), "version": model.get("version"),
+                        "metrics": model["metrics"]}]
+        return entries
+
+    async def _history_entries(self, key: str) -> list[dict]:
+        kind = text(await self.redis.type(key))
+        if kind == "list":
+            raw = await self.redis.lrange(key, 0, -1)
+        elif kind == "zset":
+            raw = await self.redis.zrange(key, 0, -1)
+        elif kind == "stream":
+            raw = [json.dumps({text(f): text(v) for f, v in fields.items()})
+                   for _, fields in await self.redis.xrange(key)]
+        else:
+            return []
+        return [e for e in (_history_entry(r) for r in raw) if e is not None]
+
+
+def _queue_top(pipe, key: str, n: int) -> None:
+    span = top_range(n)
+    if span is not None:
+        pipe.zrevrange(key, *span, withscores=True)
+
+
+def _history_entry(raw) -> dict | None:
+    """One history record as ``{"trained_at", "version", "metrics"}``; records that are not
+    JSON objects are skipped. ``metrics`` may be nested JSON text (as in the model hash)."""
+    try:
+        obj = json.loads(text(raw))
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    metrics = obj.get("metrics", obj)
+    if isinstance(metrics, str):
+        try:
+            metrics = json.loads(metrics)
+        except ValueError:
+            return None
+    return {"trained_at": obj.get("trained_at"), "version": obj.get("version"),
+            "metrics": metrics if isinstance(metrics, dict) else {}}
