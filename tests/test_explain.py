@@ -1,0 +1,40 @@
+"""The split of an ALS score over the user's views (trainer.explain): exact, by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.explain import explain
+from trainer.foldin import FoldIn
+
+
+@pytest.mark.parametrize("scaling", ["linear", "logshare", "bm25"])
+def test_contributions_sum_to_the_fold_in_score(scaling):
+    rng = np.random.default_rng(3)
+    ids = rng.choice(np.arange(1, 10**6), size=60, replace=False)
+    model = FoldIn(item_ids=ids, item_factors=rng.normal(size=(60, 6)).astype(np.float32),
+                   regularization=0.1, alpha=20.0, scaling=scaling,
+                   item_totals=rng.integers(1, 500, size=60).astype(np.float32))
+    views = {int(ids[i]): int(c) for i, c in zip([1, 4, 9, 20], [1, 7, 2, 30], strict=True)}
+    factors = model.solve(model.views_matrix([views]))[0].astype(np.float64)
+    targets = [int(ids[30]), int(ids[41]), int(ids[4])]
+    reasons = explain(model, views, targets, top=len(views))
+    for rid in targets:
+        row = int(model.rows_of(np.array([rid]))[0])
+        score = float(model.item_factors[row].astype(np.float64) @ factors)
+        parts = reasons[rid]
+        assert {r.resource_id for r in parts} == set(views)
+        assert sum(r.contribution for r in parts) == pytest.approx(score, rel=1e-4, abs=1e-6)
+        assert sum(r.share for r in parts) == pytest.approx(1.0, rel=1e-4)
+        assert [r.contribution for r in parts] == sorted((r.contribution for r in parts),
+                                                         reverse=True)
+
+
+def test_top_cuts_and_unknown_resources_get_no_reasons():
+    rng = np.random.default_rng(4)
+    model = FoldIn(item_ids=np.arange(1, 21), item_factors=rng.normal(size=(20, 4)),
+                   regularization=0.05, alpha=10.0, scaling="log")
+    got = explain(model, {1: 3, 2: 1, 3: 5, 4: 2}, [7, 999], top=2)
+    assert len(got[7]) == 2 and got[999] == []
+    assert explain(model, {555: 4}, [7]) == {7: []}  # no view the model knows
