@@ -317,7 +317,8 @@ async def page(request: Request, recs: AsyncRecsClient) -> Response:
 
     config = request.app.state.config
     if not authorized(request, config.token):
-        return HTMLResponse(login_form(), status_code=401, headers=PAGE_HEADERS)
+        # A sign-in form, no data; 200 so a browser does not log a failed load.
+        return HTMLResponse(login_form(), headers=PAGE_HEADERS)
     return HTMLResponse(await render_page(config, recs), headers=PAGE_HEADERS)
 
 

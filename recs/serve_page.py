@@ -22,8 +22,10 @@ from store.aclient import AsyncRecsClient, LangStatus
 
 CATALOGUE_SECONDS = 30.0
 """How long a language's resource details are kept for title search."""
-SHOWN_FIRST = ("version", "trained_at", "engine", "model", "users", "items", "nnz",
-               "factors", "regularization", "iterations", "alpha", "scaling")
+SHOWN_FIRST = ("version", "trained_at", "engine", "model", "users", "items", "nnz")
+GROUPED = {"settings": ("factors", "regularization", "iterations", "alpha", "scaling", "seed",
+                        "top_n"),
+           "filters": ("min_item_views", "max_item_views", "min_user_views")}
 HIDDEN = {"metrics", "filters"}
 
 
@@ -166,12 +168,7 @@ def _lang_section(status: LangStatus) -> str:
     if model is None:
         rows.append('<tr><th>model</th><td>none published yet</td></tr>')
     else:
-        names = [k for k in SHOWN_FIRST if k in model]
-        names += sorted(k for k in model if k not in SHOWN_FIRST and k not in HIDDEN)
-        rows += [f"<tr><th>{escape(k)}</th><td>{escape(str(model[k]))}</td></tr>"
-                 for k in names]
-        age = _human_age(age_seconds(model.get("trained_at")))
-        rows.insert(2, f'<tr><th>age</th><td class="age">{escape(age)}</td></tr>')
+        rows += _model_rows(model)
     batch = ("no counts yet" if status.idle_seconds is None
              else f"{_human_age(status.idle_seconds)} ago")
     rows += [f'<tr><th>updater backlog</th><td class="backlog">{status.backlog} users</td></tr>',
@@ -181,6 +178,28 @@ def _lang_section(status: LangStatus) -> str:
             f'<div class="cols"><table class="model">{"".join(rows)}</table>'
             f'<figure><figcaption>Quality over retrains</figcaption>{chart(status.history)}'
             '</figure></div></section>')
+
+
+def _model_rows(model: dict) -> list[str]:
+    """The model hash as table rows: the headline fields, the age, the settings and filters
+    on one line each, then whatever else the trainer recorded."""
+    def row(name: str, value: str, cls: str = "") -> str:
+        attr = f' class="{cls}"' if cls else ""
+        return f"<tr><th>{escape(name)}</th><td{attr}>{escape(value)}</td></tr>"
+
+    rows = [row(k, str(model[k])) for k in SHOWN_FIRST if k in model]
+    rows.insert(min(2, len(rows)), row("age", _human_age(age_seconds(model.get("trained_at"))),
+                                       "age"))
+    grouped = {k for names in GROUPED.values() for k in names}
+    for label, names in GROUPED.items():
+        values = [f"{k} {model[k]}" for k in names if k in model]
+        if values:
+            rows.append(row(label, ", ".join(values)))
+    rest = sorted(k for k in model if k not in SHOWN_FIRST and k not in grouped
+                  and k not in HIDDEN)
+    if rest:
+        rows.append(row("other", ", ".join(f"{k} {model[k]}" for k in rest)))
+    return rows
 
 
 def _lookups(options: str, user_lookups: bool) -> str:
@@ -228,9 +247,17 @@ def chart(history: list[dict], width: int = 420, height: int = 160) -> str:
     last = points[-1]
     label = escape(f"NDCG@{k}: model {last[1]:.3f}" + (
         f", popularity {last[2]:.3f}" if last[2] is not None else ""))
+    span = escape(" to ".join(dict.fromkeys(
+        str(p[0].get("trained_at") or "?")[:10] for p in (points[0], last))))
+    legend = (f'<line class="model" x1="{width - 150}" y1="12" x2="{width - 130}" y2="12"/>'
+              f'<text x="{width - 126}" y="15">model</text>'
+              f'<line class="popularity" x1="{width - 85}" y1="12" x2="{width - 65}" y2="12"/>'
+              f'<text x="{width - 61}" y="15">popularity</text>')
     return (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="{label}"><line class="axis" x1="{pad}" y1="{height - pad}" '
             f'x2="{width - pad}" y2="{height - pad}"/><line class="axis" x1="{pad}" y1="{pad}" '
-            f'x2="{pad}" y2="{height - pad}"/><text x="{pad}" y="{pad - 8}">{top:.2f}</text>'
-            f'<text x="{pad}" y="{height - 8}">{len(points)} retrain(s); {label}</text>'
+            f'x2="{pad}" y2="{height - pad}"/><text x="4" y="{pad + 4}">{top:.2f}</text>'
+            f'<text x="18" y="{height - pad + 4}">0</text>{legend}'
+            f'<text x="{pad}" y="{height - 16}">{len(points)} retrain(s), {span}</text>'
+            f'<text x="{pad}" y="{height - 4}">last: {label}</text>'
             + "".join(lines) + "</svg>")

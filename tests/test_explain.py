@@ -19,7 +19,7 @@ def test_contributions_sum_to_the_fold_in_score(scaling):
     views = {int(ids[i]): int(c) for i, c in zip([1, 4, 9, 20], [1, 7, 2, 30], strict=True)}
     factors = model.solve(model.views_matrix([views]))[0].astype(np.float64)
     targets = [int(ids[30]), int(ids[41]), int(ids[4])]
-    reasons = explain(model, views, targets, top=len(views))
+    reasons = explain(model, views, targets, top=len(views), positive_only=False)
     for rid in targets:
         row = int(model.rows_of(np.array([rid]))[0])
         score = float(model.item_factors[row].astype(np.float64) @ factors)
@@ -35,6 +35,9 @@ def test_top_cuts_and_unknown_resources_get_no_reasons():
     rng = np.random.default_rng(4)
     model = FoldIn(item_ids=np.arange(1, 21), item_factors=rng.normal(size=(20, 4)),
                    regularization=0.05, alpha=10.0, scaling="log")
-    got = explain(model, {1: 3, 2: 1, 3: 5, 4: 2}, [7, 999], top=2)
-    assert len(got[7]) == 2 and got[999] == []
+    views = {1: 3, 2: 1, 3: 5, 4: 2}
+    every = explain(model, views, [7], top=4, positive_only=False)[7]
+    got = explain(model, views, [7, 999], top=2)
+    assert got[7] == [r for r in every if r.contribution > 0][:2] and got[999] == []
+    assert all(r.contribution > 0 for r in explain(model, views, [7], top=4)[7])
     assert explain(model, {555: 4}, [7]) == {7: []}  # no view the model knows

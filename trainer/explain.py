@@ -45,10 +45,11 @@ class Reason:
 
 
 def explain(model: FoldIn, views: Mapping[int, int], recommended: Sequence[int],
-            top: int = 3) -> dict[int, list[Reason]]:
+            top: int = 3, positive_only: bool = True) -> dict[int, list[Reason]]:
     """For each recommended resource, the ``top`` viewed resources with the largest
-    contributions to its score, largest first. Resources the model does not know (on either
-    side) get no reasons; a user with no known views gets none at all."""
+    contributions to its score, largest first; ``positive_only`` leaves out views that
+    count against it (they are no reason to recommend it). Resources the model does not
+    know (on either side) get no reasons; a user with no known views gets none at all."""
     matrix = model.views_matrix([views])
     if matrix.nnz == 0:
         return {int(r): [] for r in recommended}
@@ -67,7 +68,8 @@ def explain(model: FoldIn, views: Mapping[int, int], recommended: Sequence[int],
             continue
         parts = y[row] @ weighted  # one contribution per viewed resource
         total = float(parts.sum())
-        order = np.argsort(-parts, kind="stable")[:top]
+        order = [j for j in np.argsort(-parts, kind="stable")[:top]
+                 if parts[j] > 0 or not positive_only]
         out[int(rid)] = [Reason(int(viewed_ids[j]), float(parts[j]),
                                 float(parts[j] / total) if total else 0.0) for j in order]
     return out
