@@ -18,7 +18,7 @@ demo: venv
 	$(BIN)/python -m recs.demo
 
 test: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
