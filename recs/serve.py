@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -383,12 +384,25 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
 
 
 def cmd_serve(args) -> int:
-    """``recs serve``: run the app on ``--host``/``--port`` until SIGTERM or SIGINT."""
+    """``recs serve``: run the app on ``--host``/``--port``. The first SIGTERM/SIGINT lets
+    requests in flight finish and exits 0, like every service; a second stops at once."""
     import uvicorn
+
+    from recs.signals import on_stop_signals
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # ours, not uvicorn's (which re-raises the signal at exit)
+            restore = on_stop_signals(lambda name: setattr(self, "should_exit", True))
+            try:
+                yield
+            finally:
+                restore()
 
     config = ServeConfig(redis_url=args.redis_url, prefix=args.prefix, token=args.token or None)
     log.info("serving", extra={"fields": {"host": args.host, "port": args.port,
                                           "token": "set" if config.token else "none"}})
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_config=None,
-                access_log=False, server_header=False, lifespan="on")
+    Server(uvicorn.Config(create_app(config), host=args.host, port=args.port, log_config=None,
+                          access_log=False, server_header=False, lifespan="on")).run()
+    log.info("stopped")
     return 0

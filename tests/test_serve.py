@@ -374,3 +374,30 @@ def test_resources_load_refuses_bad_input(redis_server, tmp_path, capsys):
     assert exc.value.code == 2
     assert main(["resources", "load", str(tmp_path / "missing.csv"), "--lang", "en",
                  "--redis-url", redis_server.url]) == 2
+
+
+def test_recs_serve_runs_from_the_environment_and_stops_on_sigterm(redis_server, start_recs):
+    import os
+    import time
+
+    from recs.localstack import free_port
+
+    port = free_port()
+    env = {**os.environ, "RECS_REDIS_URL": redis_server.url, "RECS_PORT": str(port),
+           "RECS_TOKEN": TOKEN}
+    proc = start_recs(["serve"], env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        proc.check_alive("starting")
+        try:
+            if call(base, "/healthz").status == 200:
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "recs serve did not answer"
+            time.sleep(0.1)
+    assert call(base, "/v1/en/model").status == 401
+    assert call(base, "/v1/en/model", token=TOKEN).status == 404
+    assert proc.stop() == 0
+    log = proc.log_path.read_text()
+    assert TOKEN not in log and '"token":"set"' in log
