@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default="",
                    help="bearer token for every route but /healthz; prefer RECS_TOKEN (a flag "
                         "shows in ps); also turns on user look-ups on the page")
+    g = p.add_argument_group("consumer lag on the page (optional)")
+    g.add_argument("--kafka-bootstrap-servers", default="",
+                   help="ask Kafka for end offsets to show the consumer's lag; empty = off "
+                        "[RECS_KAFKA_BOOTSTRAP_SERVERS]")
+    g.add_argument("--topic", default="resource-views", help="the views topic [RECS_TOPIC]")
+    g.add_argument("--group", default="recs", help="the consumer group [RECS_GROUP]")
+    g.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka setting, repeatable (as for recs consume)")
 
     p = command("resources", "recs.catalogue:cmd_resources",
                 "load resource details (title, folder, subject, tags) into Redis")

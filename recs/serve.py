@@ -71,6 +71,15 @@ class ServeConfig:
     look-ups on the page, since views are personal data)."""
     redis_timeout: float = 2.0
     """Seconds before a Redis call gives up (and the request gets a 503)."""
+    kafka_bootstrap_servers: str = ""
+    """Kafka to ask for end offsets, so the page shows the consumer's lag; '' = off (the
+    page then shows the time since the last applied batch of views)."""
+    topic: str = "resource-views"
+    """The views topic the consumer reads."""
+    group: str = "recs"
+    """The consumer group whose applied offsets Redis holds."""
+    kafka_config: tuple[tuple[str, str], ...] = ()
+    """Extra librdkafka settings (security), as for ``recs consume``."""
 
 
 class ApiError(Exception):
@@ -320,7 +329,8 @@ async def page(request: Request, recs: AsyncRecsClient) -> Response:
     if not authorized(request, config.token):
         # A sign-in form, no data; 200 so a browser does not log a failed load.
         return HTMLResponse(login_form(), headers=PAGE_HEADERS)
-    return HTMLResponse(await render_page(config, recs), headers=PAGE_HEADERS)
+    return HTMLResponse(await render_page(config, recs, request.app.state.lag),
+                        headers=PAGE_HEADERS)
 
 
 @endpoint("login", public=True)
@@ -361,10 +371,18 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
         app.state.recs = AsyncRecsClient(client, config.prefix)
         if keys is not None:
             app.state.recs.keys = keys
+        app.state.lag = None
+        if config.kafka_bootstrap_servers:
+            from recs.serve_kafka import LagProbe
+
+            app.state.lag = LagProbe(config.kafka_bootstrap_servers, config.topic,
+                                     config.group, dict(config.kafka_config))
         try:
             yield
         finally:
             await client.aclose()
+            if app.state.lag is not None:
+                app.state.lag.close()
 
     routes = [
         Route("/", page), Route("/login", login, methods=["POST"]),
@@ -399,7 +417,12 @@ def cmd_serve(args) -> int:
             finally:
                 restore()
 
-    config = ServeConfig(redis_url=args.redis_url, prefix=args.prefix, token=args.token or None)
+    from consumers.consume import parse_kafka_config
+
+    config = ServeConfig(
+        redis_url=args.redis_url, prefix=args.prefix, token=args.token or None,
+        kafka_bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
+        group=args.group, kafka_config=tuple(parse_kafka_config(args.kafka_config).items()))
     log.info("serving", extra={"fields": {"host": args.host, "port": args.port,
                                           "token": "set" if config.token else "none"}})
     Server(uvicorn.Config(create_app(config), host=args.host, port=args.port, log_config=None,

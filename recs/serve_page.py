@@ -138,11 +138,14 @@ def login_form(wrong: bool = False) -> str:
         '<button type="submit">Sign in</button></form></main>'))
 
 
-async def render_page(config: ServeConfig, recs: AsyncRecsClient) -> str:
+async def render_page(config: ServeConfig, recs: AsyncRecsClient, lag=None) -> str:
+    """The whole page; ``lag``: a ``recs.serve_kafka.LagProbe`` when Kafka is configured."""
     langs = await recs.langs()
     sections = [_lang_section(await recs.status(lang)) for lang in langs]
     if not sections:
         sections = ['<p class="empty">No language has counts yet: nothing consumed.</p>']
+    if lag is not None:
+        sections.insert(0, _lag_section(await lag.lag(recs)))
     options = "".join(f'<option value="{escape(lang)}">{escape(lang)}</option>'
                       for lang in langs)
     body = (
@@ -178,6 +181,17 @@ def _lang_section(status: LangStatus) -> str:
             f'<div class="cols"><table class="model">{"".join(rows)}</table>'
             f'<figure><figcaption>Quality over retrains</figcaption>{chart(status.history)}'
             '</figure></div></section>')
+
+
+def _lag_section(lag) -> str:
+    where = escape(f"topic {lag.topic}, group {lag.group}")
+    if lag.total is None:
+        text = f'<p class="error">Kafka end offsets unavailable: {escape(lag.error or "")}</p>'
+    else:
+        parts = ", ".join(f"{p}: {n}" for p, n in sorted(lag.partitions.items()))
+        text = (f'<p>Consumer lag: <strong class="lag">{lag.total}</strong> events not yet '
+                f'applied to Redis ({where}; per partition {escape(parts)}).</p>')
+    return f'<section id="consumer"><h2>Consumer</h2>{text}</section>'
 
 
 def _model_rows(model: dict) -> list[str]:

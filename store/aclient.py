@@ -127,6 +127,12 @@ class AsyncRecsClient:
         """The user's view counts (personal data: callers gate this)."""
         return decode_views(await self.redis.hgetall(self.keys.views(lang, user_id)))
 
+    async def offsets(self, group: str, topic: str) -> dict[int, int]:
+        """The next offset the consumer group has applied, per partition of ``topic``."""
+        raw = await self.redis.hgetall(self.keys.offsets(group, topic))
+        return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
+                and text(o).lstrip("-").isdigit()}
+
     async def published_items(self, lang: str) -> PublishedItems | None:
         """The model's item side, read in one MULTI as the updater reads it."""
         k = self.keys

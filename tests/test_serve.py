@@ -401,3 +401,30 @@ def test_recs_serve_runs_from_the_environment_and_stops_on_sigterm(redis_server,
     assert proc.stop() == 0
     log = proc.log_path.read_text()
     assert TOKEN not in log and '"token":"set"' in log
+
+
+def test_the_page_shows_the_consumer_lag_from_kafka(redis_server, broker, topics, serve_http):
+    from consumers.produce import produce_events
+
+    topic, _ = topics
+    ends: dict[int, int] = {}
+    events = [{"user_id": f"u{i}", "resource_id": 1 + i % 7, "lang": "en"} for i in range(40)]
+    # One record per batch: Tansu answers ListOffsets after a multi-record batch with the
+    # batch's base offset + 1 (Apache Kafka does not), which would make the lag look smaller.
+    one_by_one = {"linger.ms": "0", "batch.num.messages": "1"}
+    assert produce_events(broker.bootstrap, topic, events, one_by_one, ends=ends) == 40
+    applied = {p: end // 2 for p, end in list(ends.items())[:2]}  # two partitions half done
+    client = redis_server.client()
+    if applied:
+        client.hset(KEYS.offsets("recs", topic), mapping=applied)
+    client.sadd(KEYS.langs, "en")
+    client.close()
+    expected = sum(end - applied.get(p, 0) for p, end in ends.items())
+    base = serve_http(ServeConfig(redis_url=redis_server.url, topic=topic,
+                                  kafka_bootstrap_servers=broker.bootstrap))
+    page = call(base, "/").body.decode()
+    assert f'<strong class="lag">{expected}</strong>' in page, page[:2000]
+    gone = serve_http(ServeConfig(redis_url=redis_server.url, topic="no-such-topic",
+                                  kafka_bootstrap_servers=broker.bootstrap))
+    got = call(gone, "/")
+    assert got.status == 200 and "Kafka end offsets unavailable" in got.body.decode()
