@@ -207,13 +207,12 @@ def endpoint(route: str, *, public: bool = False) -> Callable[[Handler], Callabl
     return wrap
 
 
-async def details_of(recs: AsyncRecsClient, lang: str, rows) -> list[dict]:
-    """List rows as JSON objects, with the resource's details where they are loaded."""
-    details = await recs.details(lang, [r.resource_id for r in rows])
+def rendered(listed) -> list[dict]:
+    """A ``store.aclient.Listed`` as JSON objects, with details where they are loaded."""
     out = []
-    for rid, score in rows:
+    for rid, score in listed.items:
         item = {"resource_id": rid, "score": round(score, 6)}
-        item.update(details.get(rid) or {})
+        item.update(listed.details.get(rid) or {})
         out.append(item)
     return out
 
@@ -236,15 +235,14 @@ async def similar(request: Request, recs: AsyncRecsClient) -> Response:
     lang = lang_of(request.path_params["lang"])
     rid = resource_id_of(request.path_params["resource_id"])
     n = n_of(request)
-    published, rows = await recs.similar(lang, rid, n)
-    if not published:
+    listed = await recs.similar(lang, rid, n)
+    if not listed.published:
         raise ApiError(404, "no_model", f"no model is published for {lang!r}")
-    if not rows:
+    if not listed.items:
         raise ApiError(404, "unknown_resource",
                        f"resource {rid} is not covered by the published {lang!r} model")
-    resource = (await recs.details(lang, [rid])).get(rid)
-    return JSON({"lang": lang, "resource_id": rid, "resource": resource,
-                 "items": await details_of(recs, lang, rows)})
+    return JSON({"lang": lang, "resource_id": rid, "resource": listed.details.get(rid),
+                 "items": rendered(listed)})
 
 
 @endpoint("users")
@@ -266,7 +264,7 @@ async def users(request: Request, recs: AsyncRecsClient) -> Response:
     if not found.published:
         raise ApiError(404, "no_model", f"no model is published for {lang!r}")
     return JSON({"lang": lang, "user_id": user, "source": found.source,
-                 "items": await details_of(recs, lang, found.items)})
+                 "items": rendered(found)})
 
 
 @endpoint("model")

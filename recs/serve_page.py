@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from html import escape
 
-from recs.serve import ApiError, ServeConfig, age_seconds, details_of
+from recs.serve import ApiError, ServeConfig, age_seconds, rendered
 from store.aclient import AsyncRecsClient, LangStatus
 
 CATALOGUE_SECONDS = 30.0
@@ -94,7 +94,7 @@ async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsCli
         raise ApiError(404, "no_model", f"no model is published for {lang!r}")
     found = await recs.recommend(lang, user, n)
     views = await recs.views(lang, user)
-    items = await details_of(recs, lang, found.items)
+    items = rendered(found)
     model = await _explainer(cache, recs, lang, str(info.get("version")))
     reasons = {}
     if model is not None and found.source == "personal":

@@ -2,9 +2,11 @@
 ``store.client.RecsClient`` (both use ``store.read``), one round trip per look-up.
 
 Invariants:
-- every look-up of a list also asks whether the language has a published model, in the same
-  pipeline, so "nothing published" and "not covered by the model" are told apart without a
-  second round trip;
+- a list look-up is ONE round trip (the Lua script ``LIST_WITH_DETAILS_LUA``): whether the
+  language has a published model (so "nothing published" and "not covered" are told apart),
+  the first non-empty candidate list (the user's own, then fallbacks), and the details of
+  its entries; the sync client sends the same ZREVRANGE and HMGET as two commands, and both
+  decode with ``store.read``;
 - optional keys other parts of the system may add (``Keys.trending`` for a fallback list,
   ``Keys.history`` for quality over retrains) are used when ``Keys`` defines them and ignored
   otherwise;
@@ -30,15 +32,46 @@ from store.read import (
 )
 from store.updates import PublishedItems, decode_published_items
 
+LIST_WITH_DETAILS_LUA = """
+-- The n best entries of the first non-empty list, each with its resource's details, and
+-- whether a model is published: a decorated list in one round trip.
+-- KEYS[1]   model HASH (a model is published when it exists)
+-- KEYS[2]   resources HASH (resource_id -> details JSON)
+-- KEYS[3..] candidate ZSETs in order of preference (the own list, then fallbacks)
+-- ARGV[1]   n (>= 1)
+-- ARGV[2..] resource ids whose details are wanted too (the resource a similar list is for)
+-- Returns {published 0|1, position of the list used (0: all empty),
+--          {member, score, ...}, {details or false, ...} (one per member, then one per
+--          ARGV[2..]; empty when every list is)}
+local published = redis.call('EXISTS', KEYS[1])
+local n = tonumber(ARGV[1])
+for i = 3, #KEYS do
+  local rows = redis.call('ZREVRANGE', KEYS[i], 0, n - 1, 'WITHSCORES')
+  if #rows > 0 then
+    local members = {}
+    for j = 1, #rows, 2 do
+      members[#members + 1] = rows[j]
+    end
+    for j = 2, #ARGV do
+      members[#members + 1] = ARGV[j]
+    end
+    return {published, i - 2, rows, redis.call('HMGET', KEYS[2], unpack(members))}
+  end
+end
+return {published, 0, {}, {}}
+"""
+
 
 @dataclass(frozen=True)
-class UserList:
-    """A user's list and where it came from: ``personal`` (the model's list for them),
-    ``trending`` (the language's fallback list) or ``none``."""
+class Listed:
+    """A list as the API serves it: whether the language has a published model, where the
+    list came from (for users: ``personal``, ``trending`` or ``none``), the entries best
+    first, and the details of those entries that have them."""
 
     published: bool
     source: str
     items: list[Scored]
+    details: dict[int, dict]
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,7 @@ class AsyncRecsClient:
     def __init__(self, client: aioredis.Redis, prefix: str = "recs") -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        self._list_script = client.register_script(LIST_WITH_DETAILS_LUA)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -78,28 +112,33 @@ class AsyncRecsClient:
         """Every language seen by the consumer, sorted."""
         return sorted(text(v) for v in await self.redis.smembers(self.keys.langs))
 
-    async def similar(self, lang: str, resource_id: int, n: int) -> tuple[bool, list[Scored]]:
-        """(model published?, the ``n`` most similar resources, best first)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(self.keys.model(lang))
-        _queue_top(pipe, self.keys.similar(lang, resource_id), n)
-        published, *rows = await pipe.execute()
-        return bool(published), decode_scored(rows[0]) if rows else []
+    async def similar(self, lang: str, resource_id: int, n: int) -> Listed:
+        """The ``n`` resources most similar to ``resource_id``, best first (source
+        ``similar``, or ``none`` when the model does not cover it); ``details`` include the
+        resource's own."""
+        return await self._listed(lang, [("similar", self.keys.similar(lang, resource_id))],
+                                  n, also=[resource_id])
 
-    async def recommend(self, lang: str, user_id: str, n: int) -> UserList:
+    async def recommend(self, lang: str, user_id: str, n: int) -> Listed:
         """The user's own list, else the language's trending list (when the key layout has
         one), else nothing; one round trip either way."""
+        lists = [("personal", self.keys.recs(lang, user_id))]
         trending = getattr(self.keys, "trending", None)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(self.keys.model(lang))
-        _queue_top(pipe, self.keys.recs(lang, user_id), n)
         if trending is not None:
-            _queue_top(pipe, trending(lang), n)
-        published, *lists = await pipe.execute()
-        for source, rows in zip(("personal", "trending"), lists, strict=False):
-            if rows:
-                return UserList(bool(published), source, decode_scored(rows))
-        return UserList(bool(published), "none", [])
+            lists.append(("trending", trending(lang)))
+        return await self._listed(lang, lists, n)
+
+    async def _listed(self, lang: str, lists: list[tuple[str, str]], n: int,
+                      also: list[int] = ()) -> Listed:
+        if top_range(n) is None:
+            return Listed(bool(await self.redis.exists(self.keys.model(lang))), "none", [], {})
+        keys = [self.keys.model(lang), self.keys.resources(lang), *(key for _, key in lists)]
+        published, used, rows, details = await self._list_script(keys=keys, args=[n, *also])
+        items = decode_scored(zip(rows[::2], rows[1::2], strict=True))
+        ids = [s.resource_id for s in items] + [int(r) for r in also] if items else []
+        found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
+        return Listed(bool(published), lists[used - 1][0] if used else "none", items,
+                      {rid: d for rid, d in found.items() if d is not None})
 
     async def model_info(self, lang: str) -> dict | None:
         return decode_model(await self.redis.hgetall(self.keys.model(lang)))
@@ -182,12 +221,6 @@ class AsyncRecsClient:
         else:
             return []
         return [e for e in (_history_entry(r) for r in raw) if e is not None]
-
-
-def _queue_top(pipe, key: str, n: int) -> None:
-    span = top_range(n)
-    if span is not None:
-        pipe.zrevrange(key, *span, withscores=True)
 
 
 def _history_entry(raw) -> dict | None:
