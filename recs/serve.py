@@ -2,6 +2,12 @@
 for operators. Starlette on uvicorn; Redis through redis-py's asyncio client
 (``store.aclient``, which shares its key rules and decoding with the synchronous client).
 
+Starlette rather than FastAPI: FastAPI is Starlette plus pydantic validation and an OpenAPI
+generator. Here a handful of read-only routes check their few inputs by hand (to give the
+contract's own 4xx reasons, and to decode user ids from the raw path), so pydantic would be
+a dependency and per-request work for nothing; the OpenAPI document is written out in
+``recs.serve_openapi`` and a test holds it to the routes.
+
 Endpoints (``/openapi.json`` describes them; ``recs.serve_openapi``):
 
 - ``GET /v1/{lang}/resources/{id}/similar?n=10`` and
@@ -115,13 +121,13 @@ def n_of(request: Request, default: int = 10) -> int:
     raw = request.query_params.get("n")
     if raw is None:
         return default
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_N:
+    if not (raw.isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= MAX_N:
         raise ApiError(400, "bad_n", f"n={raw!r}: expected an integer in 1..{MAX_N}")
     return int(raw)
 
 
 def resource_id_of(segment: str) -> int:
-    if not segment.isdigit() or not 1 <= int(segment) <= MAX_RESOURCE_ID:
+    if not (segment.isascii() and segment.isdigit()) or not 1 <= int(segment) <= MAX_RESOURCE_ID:
         raise ApiError(400, "bad_resource_id",
                        f"{segment!r} is not a resource id (an integer in 1..{MAX_RESOURCE_ID})")
     return int(segment)

@@ -180,6 +180,8 @@ def _details(published, rid):
     ("/v1/en/resources/0/similar", 400, "bad_resource_id"),
     ("/v1/en/resources/4294967296/similar", 400, "bad_resource_id"),
     ("/v1/en/resources/-3/similar", 400, "bad_resource_id"),
+    ("/v1/en/resources/%D9%A1%D9%A2/similar", 400, "bad_resource_id"),
+    ("/v1/en/users/u/recommendations?n=%EF%BC%95", 400, "bad_n"),
     ("/v1/en/resources/7/similar", 404, "unknown_resource"),
     ("/v1/en/resources/7/similar?n=0", 400, "bad_n"),
     ("/v1/en/users/u/recommendations?n=101", 400, "bad_n"),

@@ -92,16 +92,18 @@ def test_the_page_draws_and_looks_up(published, serve_http, browser):  # noqa: F
     assert len(line.get_attribute("points").split()) == 4
     assert line.size["width"] > 100
 
-    # A resource by id: its similar list, with the titles Redis holds.
+    # A resource by its title: its similar list, with the titles Redis holds.
     reader = RecsClient(published.url)
     expected = [published.titles[r] for r, _ in reader.similar("en", published.rid, 10)]
     form = browser.find_element(By.ID, "resource-form")
-    form.find_element(By.NAME, "q").send_keys(str(published.rid))
+    form.find_element(By.NAME, "q").send_keys(published.titles[published.rid])
     form.find_element(By.TAG_NAME, "button").click()
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#resource-result td.title")))
     titles = [e.text.split(" — ")[0] for e in
               browser.find_elements(By.CSS_SELECTOR, "#resource-result td.title")]
     assert titles == expected
+    heading = browser.find_element(By.CSS_SELECTOR, "#resource-result h3").text
+    assert heading == f"Similar to {published.titles[published.rid]} [{published.rid}]"
 
     # A user: their list, each item with the views behind it.
     expected_user = [published.titles[r] for r, _ in reader.recommend("en", published.user, 10)]

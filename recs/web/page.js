@@ -57,7 +57,10 @@ async function lookUpResource(form, target) {
   const found = await getJSON(`/v1/${encodeURIComponent(lang)}/resources?q=` +
                               `${encodeURIComponent(q)}&n=10`);
   if (!found.items.length) throw new Error(`no title contains "${q}"`);
-  if (found.items.length === 1) return similarTo(lang, found.items[0].resource_id, target);
+  const exact = found.items.find(item => item.title.toLowerCase() === q.toLowerCase());
+  if (exact || found.items.length === 1) {
+    return similarTo(lang, (exact || found.items[0]).resource_id, target);
+  }
   const choices = el("ul", { class: "matches" });
   for (const item of found.items) {
     const link = el("a", { href: "#" }, `${item.title} [${item.resource_id}]`);
