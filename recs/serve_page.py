@@ -13,12 +13,17 @@ has a token, so an open server never serves personal data.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from html import escape
 
+import numpy as np
+
 from recs.serve import ApiError, ServeConfig, age_seconds, rendered
 from store.aclient import AsyncRecsClient, LangStatus
+
+log = logging.getLogger("recs.serve")
 
 CATALOGUE_SECONDS = 30.0
 """How long a language's resource details are kept for title search."""
@@ -95,13 +100,15 @@ async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsCli
     found = await recs.recommend(lang, user, n)
     views = await recs.views(lang, user)
     items = rendered(found)
-    model = await _explainer(cache, recs, lang, str(info.get("version")))
     reasons = {}
-    if model is not None and found.source == "personal":
+    if found.source == "personal":
         try:
-            reasons = explain(model, views, [i["resource_id"] for i in items])
-        except (ValueError, KeyError):  # a damaged publish: the list still shows
-            reasons = {}
+            model = await _explainer(cache, recs, lang, str(info.get("version")))
+            if model is not None:
+                reasons = explain(model, views, [i["resource_id"] for i in items])
+        except (ValueError, KeyError, np.linalg.LinAlgError):
+            # A damaged or foreign publish: the list still shows, without reasons.
+            log.warning("cannot explain with the published %s model", lang, exc_info=True)
     named = await recs.details(lang, {r.resource_id for rs in reasons.values() for r in rs}
                                | set(views))
     for item in items:

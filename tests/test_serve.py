@@ -430,3 +430,18 @@ def test_the_page_shows_the_consumer_lag_from_kafka(redis_server, broker, topics
                                   kafka_bootstrap_servers=broker.bootstrap))
     got = call(gone, "/")
     assert got.status == 200 and "Kafka end offsets unavailable" in got.body.decode()
+
+
+def test_a_damaged_item_side_still_lists_without_reasons(redis_server, serve_http):
+    client = redis_server.client()
+    client.hset(KEYS.model("en"), mapping={"version": "v1", "factors": "4", "alpha": "1",
+                                           "regularization": "0.1", "scaling": "log"})
+    client.set(KEYS.item_factors("en"), b"\x00" * 12)  # not 4 x 4 bytes per item id
+    client.set(KEYS.item_ids("en"), b"\x01\x00\x00\x00")
+    client.zadd(KEYS.recs("en", "u"), {"1": 1.0})
+    client.hset(KEYS.views("en", "u"), mapping={"2": "3"})
+    client.close()
+    base = serve_http(ServeConfig(redis_url=redis_server.url, token=TOKEN))
+    got = call(base, "/v1/en/users/u/explain", token=TOKEN)
+    assert got.status == 200, got.body
+    assert got.json["items"][0]["because"] == [] and got.json["views"][0]["count"] == 3
