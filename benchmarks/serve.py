@@ -10,7 +10,7 @@ uvicorn worker, no token). The load comes from a SEPARATE process (so its CPU is
 server's), with ``--threads`` keep-alive connections; each request asks for 10 items of a
 random published list, half similar lists, half users' lists, with titles.
 
-Two modes, each for ``--seconds``:
+After one second of warm-up per path (not counted), two modes, each for ``--seconds``:
 - fixed rate: ``--rate`` requests/s in total, open loop (each thread has its own schedule
   and a late request's latency counts from when it was due, so a stall is not hidden);
 - saturation: every thread sends its next request as soon as the last one answers.
@@ -181,6 +181,8 @@ def _wait_http(port: int, server) -> None:
 def _measure(args, http_target: str, redis_url: str, ids, users) -> dict:
     rows = {}
     with mp.get_context("spawn").Pool(1) as pool:  # the separate load process
+        for kind, target in (("http", http_target), ("direct", redis_url)):  # warm up
+            pool.apply(load, (kind, target, ids, users, None, 1.0, args.threads))
         for mode, rate in (("fixed", args.rate), ("saturation", None)):
             for kind, target in (("http", http_target), ("direct", redis_url)):
                 rows[(mode, kind)] = pool.apply(load, (kind, target, ids, users, rate,

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", "recs.serve:cmd_serve",
                 "HTTP API and operator page over the published lists")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [RECS_HOST]")
-    p.add_argument("--port", type=options.port, default=8000, help="[RECS_PORT]")
+    p.add_argument("--port", type=options.int_range(1, 65535), default=8000, help="[RECS_PORT]")
     p.add_argument("--token", default="",
                    help="bearer token for every route but /healthz; prefer RECS_TOKEN (a flag "
                         "shows in ps); also turns on user look-ups on the page")
