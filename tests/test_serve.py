@@ -445,3 +445,30 @@ def test_a_damaged_item_side_still_lists_without_reasons(redis_server, serve_htt
     got = call(base, "/v1/en/users/u/explain", token=TOKEN)
     assert got.status == 200, got.body
     assert got.json["items"][0]["because"] == [] and got.json["views"][0]["count"] == 3
+
+
+def test_any_contract_user_id_round_trips(published, open_server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from recs.contract import CONTROL_CHARACTERS
+
+    client = published.redis.client()
+    written: list[str] = []
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(st.characters(exclude_categories=("Cs",)), min_size=1,
+                   max_size=128).filter(lambda u: not CONTROL_CHARACTERS.search(u)))
+    def round_trip(user: str) -> None:
+        client.zadd(KEYS.recs("en", user), {str(published.rid): 1.5})
+        written.append(user)
+        got = call(open_server, f"/v1/en/users/{quote(user, safe='')}/recommendations?n=1")
+        assert got.status == 200, (user, got.body)
+        assert got.json["user_id"] == user and got.json["source"] == "personal"
+
+    try:
+        round_trip()
+    finally:
+        client.delete(*[KEYS.recs("en", u) for u in written] or ["-"])
+        client.close()
