@@ -32,6 +32,7 @@ GROUPED = {"settings": ("factors", "regularization", "iterations", "alpha", "sca
                         "top_n"),
            "filters": ("min_item_views", "max_item_views", "min_user_views")}
 HIDDEN = {"metrics", "filters"}
+LABELS = {"items": "resources", "nnz": "user-resource pairs", "trained_at": "trained at"}
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _model_rows(model: dict) -> list[str]:
         attr = f' class="{cls}"' if cls else ""
         return f"<tr><th>{escape(name)}</th><td{attr}>{escape(value)}</td></tr>"
 
-    rows = [row(k, str(model[k])) for k in SHOWN_FIRST if k in model]
+    rows = [row(LABELS.get(k, k), str(model[k])) for k in SHOWN_FIRST if k in model]
     rows.insert(min(2, len(rows)), row("age", _human_age(age_seconds(model.get("trained_at"))),
                                        "age"))
     grouped = {k for names in GROUPED.values() for k in names}
