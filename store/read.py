@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+import orjson
+
 # Model hash fields with a known type; anything else comes back as a string.
 INT_FIELDS = {"factors", "iterations", "users", "items", "nnz", "seq", "top_n", "seed",
               "min_item_views", "max_item_views", "min_user_views"}
@@ -73,8 +75,7 @@ def decode_model(raw: Mapping) -> dict | None:
 
 def encode_details(details: Mapping[str, object]) -> str:
     """One resource's stored value: a JSON object of the detail fields (strings)."""
-    return json.dumps({f: str(details.get(f, "") or "") for f in DETAIL_FIELDS},
-                      ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps({f: str(details.get(f, "") or "") for f in DETAIL_FIELDS}).decode()
 
 
 def decode_details(value) -> dict | None:
@@ -83,8 +84,8 @@ def decode_details(value) -> dict | None:
     if value is None:
         return None
     try:
-        obj = json.loads(text(value))
-    except ValueError:
+        obj = orjson.loads(value)  # a list's details are decoded per request: orjson is fast
+    except (ValueError, TypeError):
         return None
     if not isinstance(obj, dict):
         return None
