@@ -263,8 +263,11 @@ def chart(history: list[dict], width: int = 420, height: int = 160) -> str:
     for cls, col in (("model", 1), ("popularity", 2)):
         pts = [xy(i, p[col]) for i, p in enumerate(points) if p[col] is not None]
         if pts:
-            dots = "".join(f'<circle class="{cls}" cx="{pt.split(",")[0]}" '
-                           f'cy="{pt.split(",")[1]}" r="3"/>' for pt in pts)
+            # A retrain the quality gate kept from publishing: a hollow dot.
+            gated = [p[0].get("published") is False for p in points if p[col] is not None]
+            dots = "".join(f'<circle class="{cls}{" gated" if g else ""}" '
+                           f'cx="{pt.split(",")[0]}" cy="{pt.split(",")[1]}" r="3"/>'
+                           for pt, g in zip(pts, gated, strict=True))
             lines.append(f'<polyline class="{cls}" points="{" ".join(pts)}"/>{dots}')
     last = points[-1]
     label = escape(f"NDCG@{k}: model {last[1]:.3f}" + (

@@ -224,19 +224,29 @@ class AsyncRecsClient:
 
 
 def _history_entry(raw) -> dict | None:
-    """One history record as ``{"trained_at", "version", "metrics"}``; records that are not
-    JSON objects are skipped. ``metrics`` may be nested JSON text (as in the model hash)."""
+    """One history record as ``{"trained_at", "version", "published", "metrics"}`` with
+    ``metrics`` shaped like ``recs evaluate --json`` (``{"k", "model": {"ndcg"...},
+    "popularity": {...}}``). Takes the quality history's flat records (``ndcg``,
+    ``popularity_ndcg``, ``k``: docs/CONTRACT.md) and nested ``metrics`` (as in the model
+    hash); records that are not JSON objects are skipped."""
     try:
         obj = json.loads(text(raw))
     except ValueError:
         return None
     if not isinstance(obj, dict):
         return None
-    metrics = obj.get("metrics", obj)
+    metrics = obj.get("metrics")
     if isinstance(metrics, str):
         try:
             metrics = json.loads(metrics)
         except ValueError:
-            return None
+            metrics = None
+    if not isinstance(metrics, dict) and "ndcg" in obj:
+        popularity = obj.get("popularity") if isinstance(obj.get("popularity"), dict) else {}
+        metrics = {"k": obj.get("k", 10),
+                   "model": {m: obj[m] for m in ("ndcg", "map", "precision", "auc") if m in obj},
+                   "popularity": {**popularity, "ndcg": obj.get("popularity_ndcg",
+                                                                popularity.get("ndcg"))}}
     return {"trained_at": obj.get("trained_at"), "version": obj.get("version"),
+            "published": obj.get("published", True),
             "metrics": metrics if isinstance(metrics, dict) else {}}

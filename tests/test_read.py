@@ -34,3 +34,15 @@ def test_details_round_trip_and_damaged_values_read_as_none():
 
 def test_views_skip_fields_that_are_not_integers():
     assert decode_views({b"12": b"3", b"x": b"1", b"13": b"two"}) == {12: 3}
+
+
+def test_history_records_flat_and_nested():
+    from store.aclient import _history_entry
+
+    flat = _history_entry(b'{"version": "v1", "trained_at": "t", "k": 10, "ndcg": 0.4, '
+                          b'"popularity_ndcg": 0.1, "published": false}')
+    assert flat == {"trained_at": "t", "version": "v1", "published": False,
+                    "metrics": {"k": 10, "model": {"ndcg": 0.4}, "popularity": {"ndcg": 0.1}}}
+    nested = _history_entry('{"version": "v2", "metrics": "{\\"k\\": 5, \\"model\\": {}}"}')
+    assert nested["metrics"] == {"k": 5, "model": {}} and nested["published"] is True
+    assert _history_entry(b"[1]") is None and _history_entry(b"nope") is None

@@ -29,8 +29,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 
 
 class WithHistory(Keys):
-    """A key layout with a quality history (the quality engineer's key may differ in name;
-    the page reads whatever ``Keys.history`` names)."""
+    """A key layout with a quality history (``Keys.history`` of the quality work: a LIST of
+    flat JSON records, docs/CONTRACT.md); the page reads whatever ``Keys.history`` names."""
 
     def history(self, lang: str) -> str:
         return f"{self.prefix}:{lang}:history-test"
@@ -65,11 +65,13 @@ def _history(published):  # noqa: F811
     client.delete(keys.history("en"))
     for i, (m, p) in enumerate([(0.31, 0.14), (0.38, 0.15), (0.42, 0.15)]):
         client.rpush(keys.history("en"), json.dumps({
-            "version": f"v{i}", "trained_at": f"2026-11-2{i}T10:00:00Z",
-            "metrics": {"k": 10, "model": {"ndcg": m}, "popularity": {"ndcg": p}}}))
-    client.rpush(keys.history("en"), json.dumps({"version": model["version"],
-                                                 "trained_at": model["trained_at"],
-                                                 "metrics": model["metrics"]}))
+            "version": f"v{i}", "trained_at": f"2026-11-2{i}T10:00:00Z", "model": "als",
+            "k": 10, "ndcg": m, "popularity_ndcg": p, "map": 0.2, "published": i != 1}))
+    metrics = model["metrics"]
+    client.rpush(keys.history("en"), json.dumps({
+        "version": model["version"], "trained_at": model["trained_at"], "k": 10,
+        "ndcg": metrics["model"]["ndcg"], "popularity_ndcg": metrics["popularity"]["ndcg"],
+        "popularity": metrics["popularity"], "published": True}))
     client.close()
     return keys
 
@@ -91,6 +93,7 @@ def test_the_page_draws_and_looks_up(published, serve_http, browser):  # noqa: F
     line = browser.find_element(By.CSS_SELECTOR, "#lang-en svg.chart polyline.model")
     assert len(line.get_attribute("points").split()) == 4
     assert line.size["width"] > 100
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#lang-en circle.model.gated")) == 1
 
     # A resource by its title: its similar list, with the titles Redis holds.
     reader = RecsClient(published.url)
