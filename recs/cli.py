@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "train from the Redis counts and publish, or offline from --views")
     p.add_argument("--lang", type=o.lang, help="one language (default: every language in Redis)")
     p.add_argument("--views", help="train offline from this views CSV instead of Redis")
-    p.add_argument("--model-dir", type=o.writable_dir, default=_From(_ONLINE, "model_dir"),
+    p.add_argument("--model-dir", default=_From(_ONLINE, "model_dir"),
                    help="where model files are written; checked before training" + D)
     p.add_argument("--every", type=o.non_negative_float, default=0,
                    help="repeat every SECONDS (with jitter); 0 = once" + D)

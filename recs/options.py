@@ -104,8 +104,9 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Z
 
 def writable_dir(text: str) -> str:
     """A folder that exists and is writable, or that can be created (its nearest existing
-    parent is a writable folder). Checked at start-up, so a long run never fails at the end
-    for want of a place to write; nothing is created here."""
+    parent is a writable folder). ``recs train`` checks it before any work, so a long run
+    never fails at the end for want of a place to write; nothing is created here. (Not an
+    argparse type: parsing stays free of file-system checks.)"""
     path = Path(str(text)).expanduser()
     if not str(text).strip():
         raise argparse.ArgumentTypeError("an empty path is not a folder")
