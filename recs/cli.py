@@ -363,7 +363,10 @@ def parse_args(argv: Sequence[str] | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse's one line (or --help): a code, like any other
+        return exc.code if isinstance(exc.code, int) else 2
     _register_secrets(args)
     sys.excepthook = _redacting_excepthook
     from recs.logs import setup_logging

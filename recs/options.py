@@ -29,7 +29,7 @@ def _number(kind: type, lo: float | None, hi: float | None, what: str) -> Callab
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{text!r} is out of range {_range(lo, hi)}")
+            raise argparse.ArgumentTypeError(f"{text!r}: {_range(lo, hi)}")
         return value
 
     parse.__name__ = what  # argparse names the type in its messages
@@ -37,7 +37,11 @@ def _number(kind: type, lo: float | None, hi: float | None, what: str) -> Callab
 
 
 def _range(lo: float | None, hi: float | None) -> str:
-    return f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+    if hi is None:
+        return f"must be at least {lo}"
+    if lo is None:
+        return f"must be at most {hi}"
+    return f"must be between {lo} and {hi}"
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
