@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ _SYNTH = "trainer.synth:generate"
 _SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
 _THREADS = o.int_range(0, 1024)
 D = " (default %(default)s)"
+_QUOTED_VALUE = re.compile(r'value \\?"[^"\\]*\\?"')
 
 
 class _From:
@@ -335,7 +337,8 @@ def _service_error(exc: Exception, args: argparse.Namespace) -> str | None:
         return f"Redis at {where} answered with an error: {exc}"
     kafka = sys.modules.get("confluent_kafka")
     if kafka is not None and isinstance(exc, kafka.KafkaException):
-        return f"Kafka: {exc}"
+        # librdkafka quotes a rejected setting's value: it may be (part of) a password.
+        return "Kafka: " + _QUOTED_VALUE.sub("value (not shown)", str(exc))
     return None
 
 

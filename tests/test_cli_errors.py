@@ -281,3 +281,13 @@ def test_bad_model_dir_is_refused_before_any_work(tmp_path, capsys):
     code, err = _main(["train", "--views", "missing.csv", "--lang", "en", "--model-dir",
                        str(blocker)], capsys)
     assert "is not a folder" in _one_line_error(code, err, "train")
+
+
+def test_a_rejected_kafka_value_is_not_quoted():
+    from confluent_kafka import KafkaError, KafkaException
+
+    exc = KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                    f'Invalid value "{PASSWORD}" for configuration property "x"'))
+    line = cli._service_error(exc, argparse.Namespace())
+    assert PASSWORD not in line
+    assert "(not shown) for configuration property" in line
