@@ -291,3 +291,12 @@ def test_a_rejected_kafka_value_is_not_quoted():
     line = cli._service_error(exc, argparse.Namespace())
     assert PASSWORD not in line
     assert "(not shown) for configuration property" in line
+
+
+def test_an_unexpected_traceback_is_masked_too():
+    code = ("import sys; from recs import cli; sys.excepthook = cli._redacting_excepthook; "
+            f"raise RuntimeError('lost redis://:{PASSWORD}@h:1/0')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "redis://:***@h:1/0" in proc.stderr and PASSWORD not in proc.stderr
