@@ -304,8 +304,8 @@ def _env_items(action: argparse.Action) -> list:
 
 def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fill in the chosen command's ``_From`` defaults and repeatable ``RECS_*`` variables,
-    each checked by its option's type like a flag (the default --model-dir must be
-    writable too). A bad one is argparse's one-line error, exit 2."""
+    each checked by its option's type like a flag. A bad one is argparse's one-line
+    error, exit 2."""
     command = next(a.choices[args.command] for a in parser._actions
                    if isinstance(a, argparse._SubParsersAction))
     for action in command._actions:
