@@ -201,10 +201,20 @@ def lang_list(text: str) -> str:
 
 def redis_url(text: str) -> str:
     """A Redis URL (``redis://``, ``rediss://`` or ``unix://``); errors show it masked."""
+    from redis.connection import parse_url
+
     from recs.redact import mask_url
 
     value = str(text).strip()
     if not value.lower().startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError(f"{mask_url(value)!r} is not a Redis URL "
                                          "(redis://, rediss:// or unix://)")
+    try:  # redis-py's own parser: what it refuses later would be a traceback
+        settings = parse_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{mask_url(value)!r} is not a valid Redis URL "
+                                         f"({mask_url(str(exc))})") from None
+    if not value.lower().startswith("rediss://") and any(k.startswith("ssl") for k in settings):
+        raise argparse.ArgumentTypeError(f"{mask_url(value)!r}: ssl_* settings need a "
+                                         "rediss:// URL")
     return value

@@ -70,6 +70,11 @@ BAD_OPTIONS = [
     (["train", "--factors", "0"], "--factors"),
     (["train", "--alpha", "inf"], "--alpha"),
     (["recommend", "u", "-n", "0", "--lang", "en"], "-n"),
+    (["similar", "5", "--lang", "en", "--redis-url", f"redis://:{PASSWORD}@h:abc/0"],
+     "--redis-url"),
+    (["similar", "5", "--lang", "en", "--redis-url",
+      f"redis://:{PASSWORD}@h:1/0?ssl_cert_reqs=required"], "--redis-url"),
+    (["train", "--redis-url", f"http://:{PASSWORD}@h:1/0"], "--redis-url"),
 ]
 
 
@@ -78,6 +83,7 @@ BAD_OPTIONS = [
 def test_bad_option_is_one_line(argv, option, capsys):
     line = _one_line_error(*_main(argv, capsys), argv[0])
     assert option in line
+    assert PASSWORD not in line
 
 
 BAD_VARIABLES = [
