@@ -155,7 +155,8 @@ def key_value_items(text: str) -> list[str]:
 
     - a JSON object, ``{"sasl.password": "a,b", "security.protocol": "SASL_SSL"}``: carries
       any value (commas, newlines, quotes); values may be strings, numbers or booleans;
-    - one ``KEY=VALUE`` per line (when the text holds a newline): any value without a newline;
+    - one ``KEY=VALUE`` per line (when the text holds a newline): any value without a newline
+      (surrounding spaces are stripped, as in the comma form);
     - the old comma-separated form, ``k1=v1,k2=v2``; a piece without ``=`` continues the value
       before it, so ``sasl.password=a,b`` still reads as one setting.
 
@@ -164,7 +165,8 @@ def key_value_items(text: str) -> list[str]:
     if text.startswith("{"):
         return _json_items(text)
     if "\n" in text:
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        # split("\n"), not splitlines(): that also splits on \x1c-\x1e, \x85, \u2028 ...
+        return [line.strip() for line in text.split("\n") if line.strip()]
     items: list[str] = []
     for piece in text.split(","):
         if "=" not in piece and items:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recs import cli
 from recs import options as o
@@ -306,3 +308,22 @@ def test_an_unexpected_traceback_is_masked_too():
                           timeout=60)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
     assert "redis://:***@h:1/0" in proc.stderr and PASSWORD not in proc.stderr
+
+
+_KEYS = st.from_regex(r"[a-z][a-z0-9_.]{0,20}", fullmatch=True)
+
+
+@given(st.dictionaries(_KEYS, st.text(max_size=30), max_size=5))
+def test_any_value_survives_the_json_form(settings):
+    import json
+
+    items = o.key_value_items(json.dumps(settings))
+    assert dict(item.partition("=")[::2] for item in map(o.key_value, items)) == settings
+
+
+@given(st.dictionaries(_KEYS, st.text(max_size=30).filter(
+    lambda v: v == v.strip() and "\n" not in v and "\r" not in v), min_size=2, max_size=5))
+def test_any_one_line_value_survives_the_lines_form(settings):
+    text = "\n".join(f"{k}={v}" for k, v in settings.items())
+    items = o.key_value_items(text)
+    assert dict(item.partition("=")[::2] for item in items) == settings
