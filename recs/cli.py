@@ -49,10 +49,13 @@ class _From:
         obj = getattr(importlib.import_module(module), attr)
         fields = getattr(obj, "__dataclass_fields__", None)
         if fields is not None:
-            return fields[self.name].default
-        import inspect
+            value = fields[self.name].default
+        else:
+            import inspect
 
-        return inspect.signature(obj).parameters[self.name].default
+            value = inspect.signature(obj).parameters[self.name].default
+        # A sequence default is what its option takes as comma-separated text.
+        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
 
     def __str__(self) -> str:
         return str(self.value())
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users per language" + D)
     p.add_argument("--resources", type=o.int_range(2), default=_From(_SYNTH, "n_resources"),
                    help="resources per language, at least 2" + D)
-    p.add_argument("--langs", type=o.lang_list, default="en,es",
+    p.add_argument("--langs", type=o.lang_list, default=_From(_SYNTH, "langs"),
                    help="comma-separated languages" + D)
     p.add_argument("--seed", type=_SEED, default=_From(_SYNTH, "seed"), help="random seed" + D)
     p.add_argument("--subjects", type=o.positive_int, default=_From(_SYNTH, "n_subjects"),
