@@ -32,7 +32,7 @@ _ONLINE = "trainer.online:OnlineSettings"
 _SYNTH = "trainer.synth:generate"
 _SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
 _THREADS = o.int_range(0, 1024)
-D = " (default %(default)s)"
+_D = " (default %(default)s)"
 _QUOTED_VALUE = re.compile(r'value \\?"[^"\\]*\\?"')
 
 
@@ -87,17 +87,17 @@ def _hyper(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("model")
     g.add_argument("--factors", type=o.positive_int, default=d.factors,
-                   help="latent dimensions" + D)
+                   help="latent dimensions" + _D)
     g.add_argument("--regularization", type=o.non_negative_float, default=d.regularization,
-                   help="L2 penalty" + D)
+                   help="L2 penalty" + _D)
     g.add_argument("--iterations", type=o.positive_int, default=d.iterations,
-                   help="ALS sweeps" + D)
+                   help="ALS sweeps" + _D)
     g.add_argument("--alpha", type=o.positive_float, default=d.alpha,
-                   help="confidence weight of a view" + D)
+                   help="confidence weight of a view" + _D)
     g.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
-                   help="confidence c = 1 + alpha * f(views); linear is the seed's setting" + D)
+                   help="confidence c = 1 + alpha * f(views); linear is the seed's setting" + _D)
     g.add_argument("--seed", type=_SEED, default=d.seed,
-                   help="random seed (factors and splits), 0 .. 2^32-1" + D)
+                   help="random seed (factors and splits), 0 .. 2^32-1" + _D)
 
 
 def _extract(p: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ def _extract(p: argparse.ArgumentParser) -> None:
 
 
 def _lookup(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("-n", type=o.positive_int, default=10, help="list length" + D)
+    p.add_argument("-n", type=o.positive_int, default=10, help="list length" + _D)
     p.add_argument("--lang", type=o.lang,
                    help=f"read the published {what} from Redis for this language")
     p.add_argument("--model", help="read from a model file instead of Redis")
@@ -117,7 +117,7 @@ def _lookup(p: argparse.ArgumentParser, what: str) -> None:
 def _kafka(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kafka")
     g.add_argument("--kafka-bootstrap-servers", default=_From(_CONSUMER, "bootstrap_servers"),
-                   help="[RECS_KAFKA_BOOTSTRAP_SERVERS]" + D)
+                   help="[RECS_KAFKA_BOOTSTRAP_SERVERS]" + _D)
     g.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
                    type=o.key_value,
                    help="any librdkafka setting (repeatable), e.g. security.protocol=SASL_SSL; "
@@ -125,22 +125,22 @@ def _kafka(p: argparse.ArgumentParser) -> None:
                         "any value), one KEY=VALUE per line, or KEY=VALUE,KEY=VALUE")
     g.add_argument("--broker-warn-after", type=o.positive_float,
                    default=_From(_CONSUMER, "broker_warn_after"),
-                   help="warn when no broker has been reachable for this many seconds" + D)
+                   help="warn when no broker has been reachable for this many seconds" + _D)
 
 
 def _metrics(p: argparse.ArgumentParser, config: str) -> None:
     p.add_argument("--metrics-port", type=o.port, default=_From(config, "metrics_port"),
-                   help="Prometheus port; 0 = off" + D)
+                   help="Prometheus port; 0 = off" + _D)
     p.add_argument("--metrics-address", type=o.host, default=_From(config, "metrics_address"),
-                   help="address the metrics server listens on (README: why this default)" + D)
+                   help="address the metrics server listens on (README: why this default)" + _D)
 
 
 def _split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=o.float_range(0.0, 1.0),
                    default=_From(_ONLINE, "test_fraction"),
-                   help="share of (user, resource) pairs held out, between 0 and 1" + D)
+                   help="share of (user, resource) pairs held out, between 0 and 1" + _D)
     p.add_argument("--threads", type=_THREADS, default=_From(_ONLINE, "threads"),
-                   help="implicit's training threads (0 = all cores)" + D)
+                   help="implicit's training threads (0 = all cores)" + _D)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,23 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     # -- streaming ---------------------------------------------------------------------
     p = command("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis")
     _kafka(p)
-    p.add_argument("--topic", default=_From(_CONSUMER, "topic"), help="[RECS_TOPIC]" + D)
+    p.add_argument("--topic", default=_From(_CONSUMER, "topic"), help="[RECS_TOPIC]" + _D)
     p.add_argument("--dlq-topic", default=_From(_CONSUMER, "dlq_topic"),
-                   help="[RECS_DLQ_TOPIC]" + D)
+                   help="[RECS_DLQ_TOPIC]" + _D)
     p.add_argument("--group", default=_From(_CONSUMER, "group"),
-                   help="consumer group id [RECS_GROUP]" + D)
+                   help="consumer group id [RECS_GROUP]" + _D)
     p.add_argument("--batch-size", type=o.positive_int, default=_From(_CONSUMER, "batch_size"),
-                   help="events per batch at most" + D)
+                   help="events per batch at most" + _D)
     p.add_argument("--batch-timeout", type=o.positive_float,
                    default=_From(_CONSUMER, "batch_timeout"),
-                   help="seconds a batch may wait to fill before it is written" + D)
+                   help="seconds a batch may wait to fill before it is written" + _D)
     _metrics(p, _CONSUMER)
     p.add_argument("--redis-retry-max", type=o.positive_float,
                    default=_From(_CONSUMER, "retry_max"),
-                   help="cap in seconds of the doubling wait between Redis retries" + D)
+                   help="cap in seconds of the doubling wait between Redis retries" + _D)
     p.add_argument("--offset-check-interval", type=o.positive_float,
                    default=_From(_CONSUMER, "offset_check_interval"),
-                   help="while idle, check this often (s) that Redis still holds our offsets" + D)
+                   help="while idle, check this often (s) that Redis still holds our offsets" + _D)
     p.add_argument("--until-drained", action="store_true",
                    help="exit once every assigned partition is written up to its end")
 
@@ -182,16 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", action="append", type=o.lang,
                    help="only these languages, repeatable (default: all); RECS_LANG: en,es")
     p.add_argument("--batch-size", type=o.positive_int, default=_From(_UPDATER, "batch_size"),
-                   help="users per batch at most" + D)
+                   help="users per batch at most" + _D)
     p.add_argument("--poll-interval", type=o.non_negative_float,
                    default=_From(_UPDATER, "poll_interval"),
-                   help="seconds to sleep when nothing is pending" + D)
+                   help="seconds to sleep when nothing is pending" + _D)
     p.add_argument("--top-n", type=o.positive_int, default=_From(_UPDATER, "top_n"),
-                   help="recommendations kept per user" + D)
+                   help="recommendations kept per user" + _D)
     p.add_argument("--lease-seconds", type=o.positive_float,
                    default=_From(_UPDATER, "lease_seconds"),
                    help="how long a claimed user is held before another updater may take it "
-                        "(covers an updater that died mid-batch)" + D)
+                        "(covers an updater that died mid-batch)" + _D)
     _metrics(p, _UPDATER)
 
     p = command("backfill", "consumers.backfill:cmd_backfill",
@@ -207,19 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", type=o.lang, help="one language (default: every language in Redis)")
     p.add_argument("--views", help="train offline from this views CSV instead of Redis")
     p.add_argument("--model-dir", default=_From(_ONLINE, "model_dir"),
-                   help="where model files are written; checked before training" + D)
+                   help="where model files are written; checked before training" + _D)
     p.add_argument("--every", type=o.non_negative_float, default=0,
-                   help="repeat every SECONDS (with jitter); 0 = once" + D)
+                   help="repeat every SECONDS (with jitter); 0 = once" + _D)
     p.add_argument("--top-n", type=o.positive_int, default=_From(_ONLINE, "top_n"),
-                   help="list length published to Redis" + D)
+                   help="list length published to Redis" + _D)
     p.add_argument("--evaluate", action="store_true",
                    help="hold out --test-fraction first and store metrics in the model hash")
     _split(p)
     p.add_argument("--lock-wait", type=o.non_negative_float, default=_From(_ONLINE, "lock_wait"),
                    help="seconds to wait while another trainer publishes the language, "
-                        "then skip it (exit code 0)" + D)
+                        "then skip it (exit code 0)" + _D)
     p.add_argument("--lock-ttl", type=o.float_range(1.0), default=_From(_ONLINE, "lock_ttl"),
-                   help="trainer lock expiry in seconds (>= 1), renewed while training" + D)
+                   help="trainer lock expiry in seconds (>= 1), renewed while training" + _D)
     _filters(p)
     _hyper(p)
     _extract(p)
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", required=True, help="views CSV")
     p.add_argument("--test", help="held-out views CSV (default: a seeded random split)")
     p.add_argument("--k", type=o.positive_int, default=10,
-                   help="cut-off for the ranking metrics" + D)
+                   help="cut-off for the ranking metrics" + _D)
     p.add_argument("--json", action="store_true")
     _split(p)
     _filters(p)
@@ -248,16 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "write a synthetic GoConqr-like extract (views and resources CSVs)")
     p.add_argument("--out", default="data/synthetic", help="output folder")
     p.add_argument("--users", type=o.positive_int, default=_From(_SYNTH, "n_users"),
-                   help="users per language" + D)
+                   help="users per language" + _D)
     p.add_argument("--resources", type=o.int_range(2), default=_From(_SYNTH, "n_resources"),
-                   help="resources per language, at least 2" + D)
+                   help="resources per language, at least 2" + _D)
     p.add_argument("--langs", type=o.lang_list, default=_From(_SYNTH, "langs"),
-                   help="comma-separated languages" + D)
-    p.add_argument("--seed", type=_SEED, default=_From(_SYNTH, "seed"), help="random seed" + D)
+                   help="comma-separated languages" + _D)
+    p.add_argument("--seed", type=_SEED, default=_From(_SYNTH, "seed"), help="random seed" + _D)
     p.add_argument("--subjects", type=o.positive_int, default=_From(_SYNTH, "n_subjects"),
-                   help="subjects per language" + D)
+                   help="subjects per language" + _D)
     p.add_argument("--mean-items", type=o.positive_float, default=_From(_SYNTH, "mean_items"),
-                   help="mean distinct resources per user (heavy-tailed)" + D)
+                   help="mean distinct resources per user (heavy-tailed)" + _D)
     p.add_argument("--gzip", action="store_true", help="write views_{lang}.csv.gz")
 
     _apply_env(parser)
