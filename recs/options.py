@@ -89,6 +89,9 @@ def log_level(text: str) -> str:
     return level
 
 
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
+
+
 def host(text: str) -> str:
     """An address to listen on: an IPv4/IPv6 literal or a host name (``0.0.0.0``, ``::``,
     ``127.0.0.1``, ``localhost``)."""
@@ -101,9 +104,6 @@ def host(text: str) -> str:
     if not _HOSTNAME.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or host name")
     return value
-
-
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
 
 
 def writable_dir(text: str) -> str:
