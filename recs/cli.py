@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from recs.errors import RecsError
-from trainer.config import SCALINGS, FilterConfig, TrainConfig
+from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -51,6 +51,30 @@ def _hyper(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
                    help="confidence c = 1 + alpha * f(views); linear is the seed's setting")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (factors and splits)")
+
+
+def _models(p: argparse.ArgumentParser) -> None:
+    d = EaseConfig()
+    g = p.add_argument_group("model choice (--settings FILE: tuned settings from `recs tune`; "
+                             "a flag or RECS_* variable given wins over them)")
+    g.add_argument("--model", dest="model_kind", choices=MODELS, default="als",
+                   help="als, ease, their blend, or auto (the best of the three on a "
+                        "validation split of the training data) [RECS_MODEL_KIND]")
+    g.add_argument("--ease-l2", type=float, default=d.l2, help="EASE's lambda")
+    g.add_argument("--ease-scaling", choices=EASE_SCALINGS, default=d.scaling,
+                   help="what EASE's input holds per viewed resource")
+    g.add_argument("--blend-weight", type=float, default=None,
+                   help="ALS's weight in the blend (default: chosen on validation)")
+    g.add_argument("--settings", help="tuned settings JSON written by `recs tune --out`")
+
+
+def _search(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search (Optuna TPE, seeded by --seed)")
+    g.add_argument("--trials", type=int, default=30, help="trials at most (default 30)")
+    g.add_argument("--timeout", type=float, default=None, help="stop starting trials after "
+                   "this many seconds")
+    g.add_argument("--search", default="als,ease,blend",
+                   help="comma-separated models to search (default als,ease,blend)")
 
 
 def _extract(p: argparse.ArgumentParser) -> None:
@@ -140,9 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "then skip it (exit code 0)")
     p.add_argument("--lock-ttl", type=float, default=60,
                    help="trainer lock expiry in seconds, renewed while training")
+    p.add_argument("--gate-margin", type=float, default=0.05,
+                   help="with --evaluate: keep the live model if the new one's held-out "
+                        "NDCG@10 is more than this fraction below its last figure, or below "
+                        "popularity's (default 0.05)")
+    p.add_argument("--force", action="store_true", help="publish even if the gate says no")
     _filters(p)
     _hyper(p)
+    _models(p)
     _extract(p)
+
+    p = command("tune", "trainer.commands:cmd_tune",
+                "search the model settings on a validation split; store the best")
+    p.add_argument("--lang", help="tune from the Redis counts and store the settings in Redis")
+    p.add_argument("--views", help="tune offline on this views CSV instead")
+    p.add_argument("--out", help="with --views: write the settings JSON here")
+    p.add_argument("--threads", type=int, default=0,
+                   help="implicit's training threads (0 = all cores)")
+    _search(p)
+    _filters(p)
+    _hyper(p)
+    _models(p)
+    _extract(p)
+
+    p = command("history", "trainer.commands:cmd_history",
+                "quality of the models trained with --evaluate, oldest first")
+    p.add_argument("--lang", required=True)
+    p.add_argument("--plot", help="also draw NDCG@10 over time to this PNG file")
+    p.add_argument("--json", action="store_true")
 
     p = command("similar", "trainer.commands:cmd_similar", "top-N resources similar to one")
     p.add_argument("resource_id")
@@ -161,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=0,
                    help="implicit's training threads (0 = all cores)")
+    p.add_argument("--tune", action="store_true",
+                   help="also tune on the training part and report the tuned model")
+    _search(p)
     _filters(p)
     _hyper(p)
+    _models(p)
     _extract(p)
 
     p = command("generate", "trainer.synth:cmd_generate",
@@ -207,9 +260,25 @@ def _apply_env(parser: argparse.ArgumentParser, environ=os.environ) -> None:
                 action.default = value
 
 
+def _explicit(argv: Sequence[str] | None, environ=os.environ) -> frozenset[str]:
+    """Dests the user gave, by flag or by ``RECS_*`` variable: these win over tuned settings.
+
+    Parses ``argv`` again with every default suppressed, so only given options appear."""
+    parser = build_parser()
+    for p in [parser, *_subparsers(parser)]:
+        for action in p._actions:
+            if action.option_strings:
+                action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(argv)))
+    given |= {a.dest for p in _subparsers(parser) for a in p._actions
+              if a.option_strings and ENV_PREFIX + a.dest.upper() in environ}
+    return frozenset(given)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.explicit = _explicit(argv)
     from recs.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)

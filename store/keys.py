@@ -53,6 +53,14 @@ class Keys:
         """STRING raw little-endian float32 user factors (4 x factors bytes)."""
         return f"{self.prefix}:{lang}:factors:{user_id}"
 
+    def settings(self, lang: str) -> str:
+        """HASH of tuned settings written by ``recs tune --lang`` (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:settings"
+
+    def history(self, lang: str) -> str:
+        """LIST of JSON quality records, oldest first, capped (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:history"
+
     # -- internal: consumer bookkeeping ---------------------------------------------------
     def users(self, lang: str) -> str:
         """SET of every user with a views hash in ``lang`` (so readers need no SCAN)."""

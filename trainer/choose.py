@@ -22,14 +22,14 @@ import scipy.sparse as sp
 
 from recs.errors import InputError
 from trainer.blend import BlendModel, als_scores, mix
-from trainer.config import TrainConfig
-from trainer.ease import EASE_MAX_RESOURCES, EaseConfig, fit_ease
+from trainer.config import MODELS, EaseConfig, TrainConfig
+from trainer.ease import EASE_MAX_RESOURCES, fit_ease
 from trainer.matrix import Split, UtilityMatrix, holdout_split
 from trainer.model import fit, top_n
 
 log = logging.getLogger(__name__)
 
-MODELS: tuple[str, ...] = ("als", "ease", "blend", "auto")
+
 VALIDATION_FRACTION = 0.2
 WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
 """ALS weights tried by ``blend``/``auto`` on the validation split."""

@@ -50,3 +50,15 @@ def cmd_recommend(args) -> int:
     from trainer.online import recommend_online
 
     return recommend_online(args)
+
+
+def cmd_tune(args) -> int:
+    from trainer.quality import tune_command
+
+    return tune_command(args)
+
+
+def cmd_history(args) -> int:
+    from trainer.history import history_command
+
+    return history_command(args)

@@ -27,12 +27,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from recs.errors import InputError
+from trainer.config import EaseConfig
 from trainer.matrix import UtilityMatrix, Vocabulary
 from trainer.model import top_n
 
@@ -40,27 +40,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "recs.ease-model"
 FORMAT_VERSION = 1
-EASE_SCALINGS: tuple[str, ...] = ("binary", "log")
 EASE_MAX_RESOURCES = 10_000
 """Largest catalogue EASE fits: ~1.2 GB at the peak of the fit, B itself 400 MB in float32."""
-
-
-@dataclass(frozen=True)
-class EaseConfig:
-    """EASE's two settings."""
-
-    l2: float = 200.0
-    """lambda in P = (X^T X + lambda I)^-1; larger shrinks B toward 0 (measured: 200 is the
-    best of 50/200/500/1000 on MovieLens-small, binary)."""
-    scaling: Literal["binary", "log"] = "binary"
-    """What X holds per viewed resource: ``binary`` 1, ``log`` log(1 + views)."""
-
-    def __post_init__(self) -> None:
-        if not self.l2 > 0:  # also rejects NaN
-            raise InputError("--ease-l2 must be above 0")
-        if self.scaling not in EASE_SCALINGS:
-            raise InputError(f"unknown EASE scaling {self.scaling!r}; choose one of "
-                             f"{', '.join(EASE_SCALINGS)}")
 
 
 def ease_fit_bytes(resources: int) -> int:

@@ -1,0 +1,182 @@
+"""Quality around training: ``recs tune``, ``evaluate --tune``, the history, the gate.
+
+- ``recs tune --views FILE [--out FILE]``: a search (``trainer.tune``) on the extract, which
+  is all training data (the search carves its validation split out of it); the best settings
+  go to a JSON file that ``recs train|evaluate --settings FILE`` read.
+- ``recs tune --lang L``: the same on the Redis counts; the settings go to the language's
+  settings hash, which ``recs train`` applies from then on (``tuned_for``).
+- ``history_entry``/``gate``: what ``recs train --evaluate`` records and checks. The gate
+  refuses a model whose held-out NDCG@10 is below popularity's, or more than ``margin`` (a
+  fraction) below the NDCG@10 of the last model that was published.
+- ``recs history --lang L [--plot FILE]``: the recorded entries as a table, or a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import replace
+
+from recs.errors import InputError
+from trainer.choose import ModelSpec, evaluate_spec
+from trainer.config import check_lang
+from trainer.settings import apply_settings, checked, read_settings_file, spec_from_args
+from trainer.tune import SEARCHABLE, spec_of, tune
+
+log = logging.getLogger(__name__)
+
+
+def with_settings_file(args):
+    """``args`` with ``--settings FILE`` applied under the flags and variables given."""
+    if not getattr(args, "settings", None):
+        return args
+    return apply_settings(args, read_settings_file(args.settings))
+
+
+def describe_spec(spec: ModelSpec, kind: str, model=None) -> str:
+    """One line naming what was (or will be) fitted."""
+    ease = f"EASE(l2={spec.ease.l2:g}, scaling={spec.ease.scaling})"
+    if kind == "als":
+        return str(spec.als)
+    if kind == "ease":
+        return ease
+    weight = getattr(model, "weight", spec.blend_weight)
+    chosen = "chosen on validation" if weight is None else f"{weight:g}"
+    return f"blend (ALS weight {chosen}) of {spec.als} and {ease}"
+
+
+def score_meaning(model) -> str:
+    """What a similar list's score is for this kind of model (as in docs/CONTRACT.md)."""
+    from trainer.blend import BlendModel
+    from trainer.ease import EASEModel
+
+    if isinstance(model, EASEModel):
+        return "EASE weight"
+    if isinstance(model, BlendModel):
+        return "cosine, ALS part"
+    return "cosine"
+
+
+def search_models(args) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in str(args.search).split(",") if m.strip())
+    bad = [m for m in models if m not in SEARCHABLE]
+    if bad or not models:
+        raise InputError(f"--search {args.search!r}: give some of {', '.join(SEARCHABLE)}")
+    if args.trials < 1 or (args.timeout is not None and args.timeout <= 0):
+        raise InputError("--trials must be at least 1 and --timeout above 0")
+    return models
+
+
+def run_search(args, matrix, spec: ModelSpec, lang: str, out):
+    return tune(matrix, spec, search_models(args), trials=args.trials, timeout=args.timeout,
+                lang=lang, threads=args.threads, say=lambda line: print(line, file=out,
+                                                                          flush=True))
+
+
+def tuned_evaluation(args, train, test, spec: ModelSpec, out) -> dict:
+    """``recs evaluate --tune``: search on ``train`` only, then score the best on ``test``."""
+    result = run_search(args, train, spec, "xx", out)
+    tuned = spec_of(result.settings, spec)
+    metrics = evaluate_spec(train, test, tuned, k=args.k, threads=args.threads)
+    print(f"tuned in {result.seconds:.1f} s ({result.trials} trials): {result.settings}",
+          file=out)
+    return {"settings": result.settings, "validation_ndcg": round(result.ndcg, 5),
+            "trials": result.trials, "seconds": round(result.seconds, 1),
+            "model": metrics["model"], "model_kind": metrics["model_kind"]}
+
+
+def tune_command(args) -> int:
+    """``recs tune --views FILE [--out FILE]`` or ``recs tune --lang L``."""
+    if not args.views and not args.lang:
+        raise InputError("say what to tune on: --views FILE (offline) or --lang L (Redis)")
+    args = with_settings_file(args)
+    spec = spec_from_args(args)
+    if args.views:
+        from trainer.offline import _prepared
+
+        matrix, _ = _prepared(args, sys.stderr)
+        result = run_search(args, matrix, spec, args.lang or "xx", sys.stderr)
+        doc = result.document(spec.als.seed)
+        text = json.dumps(doc, indent=2, sort_keys=True)
+        if args.out:
+            from pathlib import Path
+
+            Path(args.out).write_text(text + "\n")
+            print(f"best validation NDCG@10 {result.ndcg:.4f} after {result.trials} trials "
+                  f"({result.seconds:.1f} s): settings written to {args.out}")
+        else:
+            print(text)
+        return 0
+    return _tune_online(args, spec)
+
+
+def _tune_online(args, spec: ModelSpec) -> int:
+    from store.connection import connect
+    from store.keys import Keys
+    from store.quality import write_settings
+    from store.snapshot import read_views
+    from trainer.config import FilterConfig
+    from trainer.matrix import apply_filters, build_matrix
+
+    lang = check_lang(args.lang)
+    keys = Keys(args.prefix)
+    client = connect(args.redis_url)
+    try:
+        df, _ = apply_filters(read_views(client, keys, lang), FilterConfig.from_args(args))
+        if df.empty:
+            raise InputError(f"{lang}: nothing to tune on after the filters")
+        result = run_search(args, build_matrix(df), spec, lang, sys.stdout)
+        write_settings(client, keys, lang, result.document(spec.als.seed))
+    finally:
+        client.close()
+    print(f"{lang}: best validation NDCG@10 {result.ndcg:.4f} after {result.trials} trials "
+          f"({result.seconds:.1f} s); settings stored in {keys.settings(lang)}")
+    return 0
+
+
+def tuned_for(settings, stored: dict, source: str):
+    """Online settings with a language's stored tuned settings applied under the options the
+    user gave (``settings.explicit``)."""
+    tuned = {k: v for k, v in checked(stored, source).items()
+             if ("model_kind" if k == "model" else k) not in settings.explicit}
+    if not tuned:
+        return settings
+    spec = spec_of(tuned, settings.spec)
+    return replace(settings, spec=spec, train=spec.als)
+
+
+# -- history and the gate -----------------------------------------------------------------
+
+
+def history_entry(metrics: dict, info: dict, published: bool) -> dict:
+    """One history record: the run's identity, settings and held-out metrics."""
+    model, pop = metrics["model"], metrics["popularity"]
+    settings = {k: info[k] for k in ("factors", "regularization", "iterations", "alpha",
+                                     "scaling", "ease_l2", "ease_scaling", "blend_weight")
+                if k in info}
+    return {"version": info.get("version", ""), "trained_at": info.get("trained_at", ""),
+            "model": metrics.get("model_kind", "als"), "settings": settings,
+            "ndcg": model["ndcg"], "map": model["map"], "precision": model["precision"],
+            "auc": model["auc"], "popularity_ndcg": pop["ndcg"], "popularity": pop,
+            "k": metrics.get("k", 10), "published": published}
+
+
+def last_published(history: list[dict]) -> dict | None:
+    """The newest entry whose model went live."""
+    for entry in reversed(history):
+        if entry.get("published"):
+            return entry
+    return None
+
+
+def gate(metrics: dict, history: list[dict], margin: float) -> str | None:
+    """Why the new model must not be published, or None when it may be."""
+    ndcg, pop = metrics["model"]["ndcg"], metrics["popularity"]["ndcg"]
+    if ndcg < pop:
+        return f"held-out NDCG@10 {ndcg:.4f} is below popularity's {pop:.4f}"
+    live = last_published(history)
+    if live is not None and ndcg < live["ndcg"] * (1.0 - margin):
+        return (f"held-out NDCG@10 {ndcg:.4f} is more than {margin:.0%} below the live "
+                f"model's {live['ndcg']:.4f} ({live.get('version')})")
+    return None
