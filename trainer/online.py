@@ -48,9 +48,11 @@ from store.connection import connect
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
+from trainer.choose import ModelSpec, fit_model
 from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
-from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
+from trainer.model import ALSModel, recommend_by_factors, similar_by_index
+from trainer.quality import gate_refuses, online_spec, record_history, require_als, with_tuned
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,14 @@ class OnlineSettings:
     """Seconds to wait for another trainer's lock before skipping the language."""
     lock_ttl: float = 60.0
     """Lock expiry; renewed every third of it while this trainer works."""
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    """Which model (``--model``) and each model's settings; ``spec.als`` is ``train``."""
+    explicit: frozenset = frozenset()
+    """Options the user gave (flag or RECS_* variable): tuned settings never override them."""
+    gate_margin: float = 0.05
+    """With ``evaluate``: refuse a model more than this fraction below the live one."""
+    force: bool = False
+    """Publish even when the quality gate refuses."""
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -95,11 +105,14 @@ class OnlineSettings:
         lock_ttl = float(getattr(args, "lock_ttl", 60.0))
         if lock_wait < 0 or lock_ttl < 1:
             raise InputError("--lock-wait must be >= 0 and --lock-ttl >= 1 second")
-        return cls(filters=FilterConfig.from_args(args), train=TrainConfig.from_args(args),
+        spec = online_spec(args)
+        return cls(filters=FilterConfig.from_args(args), train=spec.als,
                    top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
                    test_fraction=float(args.test_fraction),
                    threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
-                   lock_ttl=lock_ttl)
+                   lock_ttl=lock_ttl, spec=spec, explicit=getattr(args, "explicit", frozenset()),
+                   gate_margin=float(getattr(args, "gate_margin", 0.05)),
+                   force=bool(getattr(args, "force", False)))
 
 
 @dataclass
@@ -164,9 +177,13 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             if settings.evaluate:
                 metrics = _evaluate(matrix, settings, lang)
                 stats["metrics"] = metrics
+                refused = gate_refuses(client, keys, lang, settings, metrics)
+                if refused is not None:
+                    return refused
             t = time.perf_counter()
-            model = fit(matrix, settings.train, lang, num_threads=settings.threads,
-                        stats=stats)
+            model, kind = fit_model(matrix, settings.spec, lang, threads=settings.threads,
+                                    stats=stats)
+            require_als(kind)
             times["fit"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -182,6 +199,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             version = publisher.switch(info, model.items.ids, model.item_factors,
                                        matrix.item_totals())
             removed_items, removed_users = publisher.remove_uncovered(seq)
+            if metrics is not None:
+                record_history(client, keys, lang, metrics, {**info, "version": version},
+                               settings.spec)
             t_requeue = time.perf_counter()
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
@@ -216,12 +236,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
 
 def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
-    from trainer.evaluate import evaluate
+    from trainer.choose import evaluate_spec
     from trainer.matrix import holdout_split
 
     split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
-    result = evaluate(split.train, split.test, settings.train, k=10, lang=lang,
-                      num_threads=settings.threads)
+    result = evaluate_spec(split.train, split.test, settings.spec, k=10, lang=lang,
+                           threads=settings.threads)
     result["test_fraction"] = settings.test_fraction
     result["fitted_on"] = "holdout split"
     log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
@@ -233,7 +253,7 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
     """The model hash fields (CONTRACT.md section 2), ``version`` added by the publisher."""
     c, f = model.config, settings.filters
     info = {
-        "trained_at": model.trained_at, "factors": c.factors,
+        "model": "als", "trained_at": model.trained_at, "factors": c.factors,
         "regularization": c.regularization, "iterations": c.iterations, "alpha": c.alpha,
         "scaling": c.scaling, "seed": c.seed, "users": model.user_factors.shape[0],
         "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
@@ -306,7 +326,7 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
             log.info("stopping before %s", one)
             break
         try:
-            result = train_language(client, keys, one, settings)
+            result = train_language(client, keys, one, with_tuned(client, keys, one, settings))
         except InputError as exc:  # e.g. nothing left to train on
             if strict and lang:
                 raise

@@ -149,12 +149,9 @@ def tuned_for(settings, stored: dict, source: str):
 # -- history and the gate -----------------------------------------------------------------
 
 
-def history_entry(metrics: dict, info: dict, published: bool) -> dict:
+def history_entry(metrics: dict, info: dict, settings: dict, published: bool) -> dict:
     """One history record: the run's identity, settings and held-out metrics."""
     model, pop = metrics["model"], metrics["popularity"]
-    settings = {k: info[k] for k in ("factors", "regularization", "iterations", "alpha",
-                                     "scaling", "ease_l2", "ease_scaling", "blend_weight")
-                if k in info}
     return {"version": info.get("version", ""), "trained_at": info.get("trained_at", ""),
             "model": metrics.get("model_kind", "als"), "settings": settings,
             "ndcg": model["ndcg"], "map": model["map"], "precision": model["precision"],
@@ -180,3 +177,90 @@ def gate(metrics: dict, history: list[dict], margin: float) -> str | None:
         return (f"held-out NDCG@10 {ndcg:.4f} is more than {margin:.0%} below the live "
                 f"model's {live['ndcg']:.4f} ({live.get('version')})")
     return None
+
+
+# -- the online trainer's hooks (trainer/online.py) ----------------------------------------
+
+GATE_REGISTRY = None
+_gated = None
+
+
+def gated_counter():
+    """``recs_train_gated_total{lang}``: models the gate kept from going live (a registry
+    of its own; the trainer's metrics endpoint, where one runs, can expose it)."""
+    global GATE_REGISTRY, _gated
+    if _gated is None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        GATE_REGISTRY = CollectorRegistry()
+        _gated = Counter("recs_train_gated", "trained models the quality gate did not publish",
+                         ["lang"], registry=GATE_REGISTRY)
+    return _gated
+
+
+def online_spec(args) -> ModelSpec:
+    """The ModelSpec of ``recs train`` (online); ``--settings FILE`` is for ``--views``."""
+    if getattr(args, "settings", None):
+        raise InputError("--settings FILE is for offline runs (--views); online, `recs tune "
+                         "--lang L` stores the settings that `recs train` applies")
+    return spec_from_args(args)
+
+
+def with_tuned(client, keys, lang: str, settings):
+    """``settings`` with the language's tuned settings hash applied (see ``tuned_for``)."""
+    from store.quality import read_settings
+
+    stored = read_settings(client, keys, lang)
+    if not stored:
+        return settings
+    tuned = tuned_for(settings, stored, keys.settings(lang))
+    if tuned is not settings:
+        log.info("%s: tuned settings from %s: %s", lang, keys.settings(lang),
+                 describe_spec(tuned.spec, tuned.spec.model))
+    return tuned
+
+
+def require_als(kind: str) -> None:
+    if kind != "als":
+        raise InputError(f"publishing a {kind} model to Redis is not supported yet: use "
+                         "--model als online (offline --views supports every model)")
+
+
+def gate_refuses(client, keys, lang: str, settings, metrics: dict):
+    """A ``RunResult`` ("gated") when the gate keeps the live model, else None. A refusal is
+    logged at WARNING, counted, and recorded in the history as not published."""
+    from store.quality import read_history
+    from trainer.online import RunResult
+
+    reason = gate(metrics, read_history(client, keys, lang), settings.gate_margin)
+    if reason is None:
+        return None
+    if settings.force:
+        log.warning("%s: %s; publishing anyway (--force)", lang, reason)
+        return None
+    gated_counter().labels(lang=lang).inc()
+    log.warning("%s: not published, the live model stays: %s (--force publishes anyway)",
+                lang, reason)
+    record_history(client, keys, lang, metrics, {"trained_at": _now()}, settings.spec,
+                   published=False)
+    return RunResult(lang, "gated", {"reason": reason, "metrics": metrics},
+                     f"{lang}: not published: {reason}")
+
+
+def record_history(client, keys, lang: str, metrics: dict, info: dict, spec: ModelSpec,
+                   published: bool = True) -> None:
+    """Append the run to the language's capped history (``store.quality``)."""
+    from store.quality import append_history
+    from trainer.tune import spec_settings
+
+    kind = metrics.get("model_kind", "als")
+    settings = spec_settings(spec, kind)
+    if "blend_weight" in metrics:
+        settings["blend_weight"] = metrics["blend_weight"]
+    append_history(client, keys, lang, history_entry(metrics, info, settings, published))
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
