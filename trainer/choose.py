@@ -21,9 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recs.errors import InputError
+from trainer import ease as ease_module
 from trainer.blend import BlendModel, als_scores, mix
 from trainer.config import MODELS, EaseConfig, TrainConfig
-from trainer.ease import EASE_MAX_RESOURCES, fit_ease
+from trainer.ease import fit_ease
 from trainer.matrix import Split, UtilityMatrix, holdout_split
 from trainer.model import fit, top_n
 
@@ -109,9 +110,9 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     Returns (model, kind) where kind is what was fitted: als, ease or blend."""
     stats = dict(stats or {})
     kind = spec.model
-    if kind == "auto" and matrix.shape[1] > EASE_MAX_RESOURCES:
+    if kind == "auto" and not ease_module.fits(matrix.shape[1]):
         log.warning("auto: %d resources is above EASE's limit of %d; using ALS",
-                    matrix.shape[1], EASE_MAX_RESOURCES)
+                    matrix.shape[1], ease_module.EASE_MAX_RESOURCES)
         kind = "als"
     weight = spec.blend_weight
     if kind == "auto" or (kind == "blend" and weight is None):

@@ -44,13 +44,19 @@ EASE_MAX_RESOURCES = 10_000
 """Largest catalogue EASE fits: ~1.2 GB at the peak of the fit, B itself 400 MB in float32."""
 
 
+def fits(resources: int) -> bool:
+    """Whether EASE takes a catalogue of this size (``auto`` falls back to ALS otherwise)."""
+    return resources <= EASE_MAX_RESOURCES
+
+
 def ease_fit_bytes(resources: int) -> int:
     """Peak bytes of a fit: float64 Gram/inverse (8 n^2) plus float32 B (4 n^2)."""
     return 12 * resources * resources
 
 
-def check_size(resources: int, limit: int = EASE_MAX_RESOURCES) -> None:
+def check_size(resources: int, limit: int | None = None) -> None:
     """One clear line (InputError) when a catalogue is too big for EASE."""
+    limit = EASE_MAX_RESOURCES if limit is None else limit
     if resources > limit:
         raise InputError(
             f"EASE needs O(resources^2) memory: {resources} resources would take "

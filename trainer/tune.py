@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from recs.errors import InputError
+from trainer import ease as ease_module
 from trainer.blend import als_scores, mix
 from trainer.choose import ModelSpec, _ndcg, validation_split
 from trainer.config import EASE_SCALINGS, SCALINGS, EaseConfig, TrainConfig
-from trainer.ease import EASE_MAX_RESOURCES, fit_ease
+from trainer.ease import fit_ease
 from trainer.matrix import UtilityMatrix
 from trainer.model import fit
 
@@ -111,9 +112,9 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = SEARC
     per trial."""
     import optuna
 
-    if matrix.shape[1] > EASE_MAX_RESOURCES and set(models) - {"als"}:
-        say(f"{matrix.shape[1]} resources is above EASE's limit of {EASE_MAX_RESOURCES}: "
-            "searching ALS only")
+    if not ease_module.fits(matrix.shape[1]) and set(models) - {"als"}:
+        say(f"{matrix.shape[1]} resources is above EASE's limit of "
+            f"{ease_module.EASE_MAX_RESOURCES}: searching ALS only")
         models = ("als",)
     if not models:
         raise InputError("nothing to tune: no model to search")
