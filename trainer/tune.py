@@ -76,9 +76,9 @@ def _suggest(trial, models: tuple[str, ...]) -> dict:
     model = trial.suggest_categorical("model", list(models))
     out: dict = {"model": model}
     if model in ("als", "blend"):
-        out.update(factors=trial.suggest_int("factors", 16, 200, log=True),
+        out.update(factors=trial.suggest_int("factors", 4, 200, log=True),
                    regularization=trial.suggest_float("regularization", 1e-3, 10.0, log=True),
-                   iterations=trial.suggest_int("iterations", 5, 50, step=5),
+                   iterations=trial.suggest_int("iterations", 3, 60, log=True),
                    alpha=trial.suggest_float("alpha", 1.0, 200.0, log=True),
                    scaling=trial.suggest_categorical("scaling", list(SCALINGS)))
     if model in ("ease", "blend"):
