@@ -114,6 +114,15 @@ class Keys:
         """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
         return f"{self.prefix}:{lang}:_claims"
 
+    def ease_rows(self, lang: str, version: str) -> str:
+        """HASH resource_id -> that resource's row of EASE's B (raw little-endian float32,
+        4 x items bytes) for one published model version; written before the switch."""
+        return f"{self.prefix}:{lang}:_ease_rows:{version}"
+
+    def ease_versions(self, lang: str) -> str:
+        """SET of versions with an ``ease_rows`` hash (so stale ones can be found and freed)."""
+        return f"{self.prefix}:{lang}:_ease_versions"
+
     def item_totals(self, lang: str) -> str:
         """STRING raw little-endian float32 total training views per row of ``item_ids``
         (what ``bm25`` confidence needs to fold users in); replaced in the same MULTI."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recs.errors import InputError
-from trainer.config import EaseConfig
+from trainer.config import EASE_SCALINGS, EaseConfig
 from trainer.matrix import UtilityMatrix, Vocabulary
 from trainer.model import top_n
 
@@ -153,13 +154,7 @@ def recommend_rows(x: sp.csr_matrix, weights: np.ndarray, n: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Top-n column numbers and scores of each scaled row times B, the row's own resources
     excluded (-1 / -inf where nothing is left)."""
-    dense = np.asarray(x @ weights, dtype=np.float32)
-    block = x.tocsr()
-    hit = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-    dense[hit, block.indices] = -np.inf
-    idx, val = top_n(dense, min(n, weights.shape[0]))
-    idx[~np.isfinite(val)] = -1
-    return idx, val
+    return recommend_rows_with(x.tocsr(), weights, x.tocsr(), n)
 
 
 def similar_rows(weights: np.ndarray, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,3 +200,95 @@ def from_dict(doc: dict) -> EASEModel:
                      config=EaseConfig(**dict(doc["config"])), lang=str(doc["lang"]),
                      trained_at=str(doc["trained_at"]), stats=dict(doc.get("stats") or {}))
 
+
+
+@dataclass
+class EaseRows:
+    """The updater's side of a published EASE model: a user's list is their scaled view row
+    times B, exact, and needs only the rows of B of the resources the user viewed.
+
+    ``fetch(resource_ids)`` returns those rows as raw little-endian float32 bytes (None for
+    a row it cannot find: the model was replaced meanwhile, and the version-checked write
+    refuses the batch anyway). Rows are cached for the life of this object (one model
+    version): at most B itself, 4 x resources^2 bytes. The same duck type as
+    ``trainer.foldin.FoldIn`` for ``recs update``: no user factors (``factors`` is 0)."""
+
+    item_ids: np.ndarray
+    scaling: str
+    fetch: Callable[[np.ndarray], list]
+    version: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        if self.scaling not in EASE_SCALINGS:
+            raise ValueError(f"unknown EASE scaling {self.scaling!r}")
+        self._index = Vocabulary(self.item_ids, name="resource")
+
+    factors = 0
+
+    @property
+    def items(self) -> int:
+        return self.item_ids.size
+
+    def views_from_arrays(self, lengths, resource_ids, values) -> sp.csr_matrix:
+        """users x items counts; resources the model does not know are dropped."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        rows = np.repeat(np.arange(lengths.size), lengths)
+        cols = self._index.numbers(np.asarray(resource_ids, dtype=np.int64), missing="negative")
+        known = cols >= 0
+        out = sp.csr_matrix((np.asarray(values, dtype=np.float32)[known],
+                             (rows[known], cols[known])), shape=(lengths.size, self.items))
+        out.sum_duplicates()
+        return out
+
+    def views_matrix(self, counts) -> sp.csr_matrix:
+        counts = list(counts)
+        lengths = [len(c) for c in counts]
+        ids = [k for c in counts for k in c]
+        values = [v for c in counts for v in c.values()]
+        return self.views_from_arrays(lengths, np.asarray(ids, dtype=np.int64), values)
+
+    def solve(self, views: sp.csr_matrix) -> np.ndarray:
+        return np.zeros((views.shape[0], 0), dtype=np.float32)
+
+    def weights_of(self, columns: np.ndarray) -> np.ndarray:
+        """Rows of B for these column numbers (len(columns) x items, float32)."""
+        missing = [c for c in columns.tolist() if c not in self._cache]
+        if missing:
+            raw = self.fetch(self.item_ids[missing])
+            for c, blob in zip(missing, raw, strict=True):
+                row = (np.frombuffer(blob, dtype="<f4") if blob is not None
+                       else np.zeros(self.items, dtype=np.float32))
+                if row.size != self.items:
+                    raise ValueError(f"a row of B has {row.size} weights, expected {self.items}")
+                self._cache[c] = row
+        out = np.empty((len(columns), self.items), dtype=np.float32)
+        for i, c in enumerate(columns.tolist()):
+            out[i] = self._cache[c]
+        return out
+
+    def recommend(self, user_factors, views: sp.csr_matrix, n: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(resource ids, scores) users x min(n, items), best first; empty slots 0 / 0.0, and
+        a user with no known views gets only empty slots (as FoldIn.recommend)."""
+        x = ease_input(views, self.scaling)
+        columns = np.unique(x.indices)
+        local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
+                              shape=(x.shape[0], len(columns)))
+        idx, scores = recommend_rows_with(local, self.weights_of(columns), x, n)
+        empty = (idx < 0) | (np.diff(x.indptr) == 0)[:, None]
+        ids = np.where(empty, 0, self.item_ids[np.maximum(idx, 0)])
+        return ids, np.where(empty, 0.0, scores).astype(np.float32)
+
+
+def recommend_rows_with(local: sp.csr_matrix, rows_of_b: np.ndarray, x: sp.csr_matrix, n: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``recommend_rows`` when only the needed rows of B are at hand: ``local`` is x on
+    those rows' columns, ``x`` the full rows (for excluding viewed resources)."""
+    dense = np.asarray(local @ rows_of_b, dtype=np.float32).reshape(x.shape[0], -1)
+    hit = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    dense[hit, x.indices] = -np.inf
+    idx, val = top_n(dense, min(n, rows_of_b.shape[1]))
+    idx[~np.isfinite(val)] = -1
+    return idx, val

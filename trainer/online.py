@@ -48,11 +48,12 @@ from store.connection import connect
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
+from trainer import online_models
 from trainer.choose import ModelSpec, fit_model
 from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
 from trainer.model import ALSModel, recommend_by_factors, similar_by_index
-from trainer.quality import gate_refuses, online_spec, record_history, require_als, with_tuned
+from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,6 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             t = time.perf_counter()
             model, kind = fit_model(matrix, settings.spec, lang, threads=settings.threads,
                                     stats=stats)
-            require_als(kind)
             times["fit"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -193,11 +193,17 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             lock.check()
             t = time.perf_counter()
             publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n))
-            publisher.write_users(user_batches(model, settings.top_n))
-            info = model_info(model, settings, seq, metrics)
-            version = publisher.switch(info, model.items.ids, model.item_factors,
-                                       matrix.item_totals())
+            if kind == "als":
+                publisher.write_similar(similar_batches(model, settings.top_n))
+                publisher.write_users(user_batches(model, settings.top_n))
+                info = model_info(model, settings, seq, metrics)
+                version = publisher.switch(info, model.items.ids, model.item_factors,
+                                           matrix.item_totals())
+            else:  # EASE or the blend: trainer/online_models.py
+                info, version = online_models.publish(client, keys, lang, publisher, model,
+                                                      kind, settings, seq, metrics,
+                                                      matrix.item_totals())
+            online_models.after_switch(client, keys, lang, version)
             removed_items, removed_users = publisher.remove_uncovered(seq)
             if metrics is not None:
                 record_history(client, keys, lang, metrics, {**info, "version": version},
@@ -215,7 +221,8 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
     fields = {
         "lang": lang, "version": version, "seq": seq,
-        "users": matrix.shape[0], "resources": matrix.shape[1], "nnz": matrix.nnz,
+        "model": kind, "users": matrix.shape[0], "resources": matrix.shape[1],
+        "nnz": matrix.nnz,
         "views_kept": report.after["views"],
         "views_dropped": {s.name: s.views for s in report.steps},
         "removed_resources": removed_items, "removed_users": removed_users,

@@ -220,12 +220,6 @@ def with_tuned(client, keys, lang: str, settings):
     return tuned
 
 
-def require_als(kind: str) -> None:
-    if kind != "als":
-        raise InputError(f"publishing a {kind} model to Redis is not supported yet: use "
-                         "--model als online (offline --views supports every model)")
-
-
 def gate_refuses(client, keys, lang: str, settings, metrics: dict):
     """A ``RunResult`` ("gated") when the gate keeps the live model, else None. A refusal is
     logged at WARNING, counted, and recorded in the history as not published."""
