@@ -136,11 +136,12 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
 
 def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k: int = 10,
                   lang: str = "xx", threads: int = 0) -> dict:
-    """Like ``trainer.evaluate.evaluate`` for any model kind; adds ``"model_kind"``."""
+    """Like ``trainer.evaluate.evaluate`` for any model kind; adds ``"model_kind"`` (and
+    ``"blend_weight"``) for kinds other than ``als``."""
     from trainer.evaluate import evaluate, evaluate_popularity, ranking_metrics
 
-    if spec.model == "als":  # the historical path, number for number
-        return {**evaluate(train, test, spec.als, k, lang, threads), "model_kind": "als"}
+    if spec.model == "als":  # the historical path and JSON shape, number for number
+        return evaluate(train, test, spec.als, k, lang, threads)
     if test.shape != train.shape:
         raise ValueError(f"test shape {test.shape} differs from train {train.shape}")
     model, kind = fit_model(train, spec, lang, threads)

@@ -147,7 +147,8 @@ def evaluate_offline(args) -> int:
         return 0
     k = result["k"]
     print(f"\n{result['users']} users with held-out views, {result['items']} resources, "
-          f"{result['model_kind']}: {describe_spec(spec, result['model_kind'])}")
+          f"{result.get('model_kind', 'als')}: "
+          f"{describe_spec(spec, result.get('model_kind', 'als'))}")
     tuned = result.get("tuned", {}).get("model")
     print(f"{'metric':<14}{'model':>10}" + (f"{'tuned':>10}" if tuned else "")
           + f"{'popularity':>12}")

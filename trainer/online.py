@@ -36,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
@@ -94,6 +94,11 @@ class OnlineSettings:
     """With ``evaluate``: refuse a model more than this fraction below the live one."""
     force: bool = False
     """Publish even when the quality gate refuses."""
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """``spec`` with ``train`` as its ALS settings (``train`` is the one home of those)."""
+        return replace(self.spec, als=self.train)
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -182,7 +187,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                 if refused is not None:
                     return refused
             t = time.perf_counter()
-            model, kind = fit_model(matrix, settings.spec, lang, threads=settings.threads,
+            model, kind = fit_model(matrix, settings.model_spec, lang, threads=settings.threads,
                                     stats=stats)
             times["fit"] = time.perf_counter() - t
 
@@ -207,7 +212,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             removed_items, removed_users = publisher.remove_uncovered(seq)
             if metrics is not None:
                 record_history(client, keys, lang, metrics, {**info, "version": version},
-                               settings.spec)
+                               settings.model_spec)
             t_requeue = time.perf_counter()
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
@@ -247,7 +252,7 @@ def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
     from trainer.matrix import holdout_split
 
     split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
-    result = evaluate_spec(split.train, split.test, settings.spec, k=10, lang=lang,
+    result = evaluate_spec(split.train, split.test, settings.model_spec, k=10, lang=lang,
                            threads=settings.threads)
     result["test_fraction"] = settings.test_fraction
     result["fitted_on"] = "holdout split"

@@ -83,7 +83,7 @@ def tuned_evaluation(args, train, test, spec: ModelSpec, out) -> dict:
           file=out)
     return {"settings": result.settings, "validation_ndcg": round(result.ndcg, 5),
             "trials": result.trials, "seconds": round(result.seconds, 1),
-            "model": metrics["model"], "model_kind": metrics["model_kind"]}
+            "model": metrics["model"], "model_kind": metrics.get("model_kind", "als")}
 
 
 def tune_command(args) -> int:
@@ -142,7 +142,7 @@ def tuned_for(settings, stored: dict, source: str):
              if ("model_kind" if k == "model" else k) not in settings.explicit}
     if not tuned:
         return settings
-    spec = spec_of(tuned, settings.spec)
+    spec = spec_of(tuned, settings.model_spec)
     return replace(settings, spec=spec, train=spec.als)
 
 
@@ -235,7 +235,7 @@ def gate_refuses(client, keys, lang: str, settings, metrics: dict):
     gated_counter().labels(lang=lang).inc()
     log.warning("%s: not published, the live model stays: %s (--force publishes anyway)",
                 lang, reason)
-    record_history(client, keys, lang, metrics, {"trained_at": _now()}, settings.spec,
+    record_history(client, keys, lang, metrics, {"trained_at": _now()}, settings.model_spec,
                    published=False)
     return RunResult(lang, "gated", {"reason": reason, "metrics": metrics},
                      f"{lang}: not published: {reason}")
