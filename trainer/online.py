@@ -452,7 +452,11 @@ def similar_online(args) -> int:
     except ValueError:
         raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
 
+    meaning = {"ease": "EASE weight", "blend": "cosine, ALS part"}
+    kind = ["cosine"]
+
     def lookup(reader: RecsClient, info: dict, n: int) -> list:
+        kind[0] = meaning.get(info.get("model", "als"), "cosine")
         rows = reader.similar(args.lang, rid, n)
         if not rows:
             raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
@@ -461,7 +465,7 @@ def similar_online(args) -> int:
         return rows
 
     return _show(args, lookup,
-                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):")
+                 lambda resources: f"Similar to {describe(rid, resources)} ({kind[0]}):")
 
 
 def recommend_online(args) -> int:
