@@ -157,3 +157,14 @@ def test_a_bad_settings_file_is_one_line(tmp_path, capsys):
     assert main(["evaluate", "--views", "x.csv", "--settings", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "model='svd'" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune"], "say what to tune on"),
+    (["tune", "--views", "v.csv", "--search", "svd"], "--search 'svd'"),
+    (["train", "--lang", "en", "--settings", "t.json"], "--settings FILE is for offline runs"),
+])
+def test_tune_mistakes_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

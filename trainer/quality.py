@@ -90,6 +90,7 @@ def tune_command(args) -> int:
     """``recs tune --views FILE [--out FILE]`` or ``recs tune --lang L``."""
     if not args.views and not args.lang:
         raise InputError("say what to tune on: --views FILE (offline) or --lang L (Redis)")
+    search_models(args)  # a bad --search/--trials is reported before any data is read
     args = with_settings_file(args)
     spec = spec_from_args(args)
     if args.views:
