@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -155,7 +155,3 @@ def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k:
         "model_kind": kind,
         **({"blend_weight": model.weight} if kind == "blend" else {}),
     }
-
-
-def with_model(spec: ModelSpec, model: str) -> ModelSpec:
-    return replace(spec, model=model)

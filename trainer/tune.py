@@ -22,7 +22,7 @@ from recs.errors import InputError
 from trainer import ease as ease_module
 from trainer.blend import als_scores, mix
 from trainer.choose import ModelSpec, _ndcg, validation_split
-from trainer.config import EASE_SCALINGS, SCALINGS, EaseConfig, TrainConfig
+from trainer.config import EASE_SCALINGS, SCALINGS, EaseConfig
 from trainer.ease import fit_ease
 from trainer.matrix import UtilityMatrix
 from trainer.model import fit
@@ -156,7 +156,3 @@ def _best(study) -> float:
 def _describe(settings: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in settings.items())
-
-
-def base_spec(als: TrainConfig | None = None) -> ModelSpec:
-    return ModelSpec(als=als or TrainConfig())
