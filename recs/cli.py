@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from recs.errors import RecsError
+from recs.options import float_range, non_negative_int, positive_float, positive_int
+from recs.options import lang as lang_code
 from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
 
 ENV_PREFIX = "RECS_"
@@ -60,18 +62,20 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", dest="model_kind", choices=MODELS, default="als",
                    help="als, ease, their blend, or auto (the best of the three on a "
                         "validation split of the training data) [RECS_MODEL_KIND]")
-    g.add_argument("--ease-l2", type=float, default=d.l2, help="EASE's lambda")
+    g.add_argument("--ease-l2", type=positive_float, default=d.l2, help="EASE's lambda")
     g.add_argument("--ease-scaling", choices=EASE_SCALINGS, default=d.scaling,
                    help="what EASE's input holds per viewed resource")
-    g.add_argument("--blend-weight", type=float, default=None,
+    g.add_argument("--blend-weight", type=float_range(0.0, 1.0), default=None,
                    help="ALS's weight in the blend (default: chosen on validation)")
     g.add_argument("--settings", help="tuned settings JSON written by `recs tune --out`")
 
 
 def _search(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search (Optuna TPE, seeded by --seed)")
-    g.add_argument("--trials", type=int, default=30, help="trials at most (default 30)")
-    g.add_argument("--timeout", type=float, default=None, help="stop starting trials after "
+    g.add_argument("--trials", type=positive_int, default=30,
+                   help="trials at most (default 30)")
+    g.add_argument("--timeout", type=positive_float, default=None,
+                   help="stop starting trials after "
                    "this many seconds")
     g.add_argument("--search", default="als,ease,blend",
                    help="comma-separated models to search (default als,ease,blend)")
@@ -164,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "then skip it (exit code 0)")
     p.add_argument("--lock-ttl", type=float, default=60,
                    help="trainer lock expiry in seconds, renewed while training")
-    p.add_argument("--gate-margin", type=float, default=0.05,
+    p.add_argument("--gate-margin", type=float_range(0.0, 1.0), default=0.05,
                    help="with --evaluate: keep the live model if the new one's held-out "
                         "NDCG@10 is more than this fraction below its last figure, or below "
                         "popularity's (default 0.05)")
@@ -179,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", help="tune from the Redis counts and store the settings in Redis")
     p.add_argument("--views", help="tune offline on this views CSV instead")
     p.add_argument("--out", help="with --views: write the settings JSON here")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="implicit's training threads (0 = all cores)")
     _search(p)
     _filters(p)
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("history", "trainer.commands:cmd_history",
                 "quality of the models trained with --evaluate, oldest first")
-    p.add_argument("--lang", required=True)
+    p.add_argument("--lang", required=True, type=lang_code)
     p.add_argument("--plot", help="also draw NDCG@10 over time to this PNG file")
     p.add_argument("--json", action="store_true")
 

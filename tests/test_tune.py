@@ -163,8 +163,10 @@ def test_a_bad_settings_file_is_one_line(tmp_path, capsys):
     (["tune"], "say what to tune on"),
     (["tune", "--views", "v.csv", "--search", "svd"], "--search 'svd'"),
     (["train", "--lang", "en", "--settings", "t.json"], "--settings FILE is for offline runs"),
+    (["history", "--lang", "en", "--redis-url", "redis://:s3cret@127.0.0.1:1/0"],
+     "cannot reach Redis"),
 ])
 def test_tune_mistakes_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert message in err and len(err.splitlines()) == 1 and "s3cret" not in err
