@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 
 import numpy as np
@@ -35,6 +36,7 @@ import scipy.sparse as sp
 from recs.errors import InputError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.connection import connect, transient
+from store.ease_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.updates import (
@@ -46,6 +48,7 @@ from store.updates import (
     read_views,
 )
 from trainer.foldin import FoldIn
+from trainer.online_models import updater_model
 
 log = logging.getLogger("recs.updater")
 
@@ -72,6 +75,8 @@ class UpdaterConfig:
     users of an updater that died mid-batch wait before another updater takes them."""
     metrics_port: int = 9101
     """Prometheus endpoint port; 0 turns it off."""
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on (README "Metrics" says why every interface)."""
     langs_refresh_seconds: float = 5.0
     """How often ``recs:langs`` is re-read to find languages that appeared."""
     progress_log_seconds: float = 30.0
@@ -95,6 +100,7 @@ class UpdaterConfig:
             redis_url=args.redis_url, prefix=args.prefix, langs=tuple(args.lang or ()),
             batch_size=args.batch_size, poll_interval=args.poll_interval, top_n=args.top_n,
             lease_seconds=args.lease_seconds, metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address,
         )
 
 
@@ -127,10 +133,10 @@ class UpdaterMetrics:
             "recs_update_model_items", "Resources in the model version in use", ["lang"],
             registry=self.registry)
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=self.registry)
+        start_http_server(port, addr=addr, registry=self.registry)
 
 
 @dataclass(frozen=True)
@@ -182,13 +188,8 @@ class Updater:
             published = read_published_items(self.client, self.keys, lang)
             if published is None:
                 return None
-            meta = published.meta
-            model = FoldIn(
-                item_ids=published.item_ids, item_factors=published.item_factors,
-                regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
-                scaling=meta["scaling"], version=published.version,
-                item_totals=published.item_totals,
-            )
+            model = updater_model(published.meta, published, partial(
+                read_rows, self.client, self.keys, lang, published.version))
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))
             log.error("unusable published model; users stay pending until the next publish",
@@ -405,9 +406,11 @@ def cmd_update(args) -> int:
     metrics = UpdaterMetrics()
     if config.metrics_port:
         try:
-            metrics.serve(config.metrics_port)
+            metrics.serve(config.metrics_port, config.metrics_address)
         except OSError as exc:
-            raise InputError(f"--metrics-port {config.metrics_port}: {exc}") from None
+            raise InputError(f"metrics on {config.metrics_address}:{config.metrics_port}: "
+                             f"{exc.strerror or exc} (choose another --metrics-port, 0 = off, "
+                             "or --metrics-address)") from None
     stop = StopFlag()
 
     def first(name: str) -> None:

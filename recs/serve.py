@@ -422,7 +422,9 @@ def cmd_serve(args) -> int:
                 restore()
 
     from consumers.consume import parse_kafka_config
+    from recs.redact import register_secret
 
+    register_secret(args.token)  # never in a log line, whatever quotes it
     config = ServeConfig(
         redis_url=args.redis_url, prefix=args.prefix, token=args.token or None,
         kafka_bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,

@@ -53,6 +53,14 @@ class Keys:
         """STRING raw little-endian float32 user factors (4 x factors bytes)."""
         return f"{self.prefix}:{lang}:factors:{user_id}"
 
+    def settings(self, lang: str) -> str:
+        """HASH of tuned settings written by ``recs tune --lang`` (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:settings"
+
+    def history(self, lang: str) -> str:
+        """LIST of JSON quality records, oldest first, capped (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:history"
+
     # -- contract: written by `recs resources load` ---------------------------------------
     def resources(self, lang: str) -> str:
         """HASH resource_id -> JSON {"title", "folder", "subject", "tags"} (the platform's
@@ -111,6 +119,15 @@ class Keys:
     def claims(self, lang: str) -> str:
         """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
         return f"{self.prefix}:{lang}:_claims"
+
+    def ease_rows(self, lang: str, version: str) -> str:
+        """HASH resource_id -> that resource's row of EASE's B (raw little-endian float32,
+        4 x items bytes) for one published model version; written before the switch."""
+        return f"{self.prefix}:{lang}:_ease_rows:{version}"
+
+    def ease_versions(self, lang: str) -> str:
+        """SET of versions with an ``ease_rows`` hash (so stale ones can be found and freed)."""
+        return f"{self.prefix}:{lang}:_ease_versions"
 
     def item_totals(self, lang: str) -> str:
         """STRING raw little-endian float32 total training views per row of ``item_ids``
