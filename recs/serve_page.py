@@ -37,7 +37,8 @@ LABELS = {"items": "resources", "nnz": "user-resource pairs", "trained_at": "tra
 
 @dataclass
 class PageCache:
-    """Per-app memo: resource catalogues (title search) and explainers per model version."""
+    """Per-app memo: resource catalogues (title search) and each language's published item
+    side (for explanations), kept while its model version is live."""
 
     catalogues: dict[str, tuple[float, dict[int, dict]]] = field(default_factory=dict)
     explainers: dict[str, object] = field(default_factory=dict)
@@ -68,30 +69,46 @@ async def search_titles(cache: PageCache, recs: AsyncRecsClient, lang: str, quer
     return out
 
 
-async def _explainer(cache: PageCache, recs: AsyncRecsClient, lang: str, version: str):
-    from trainer.foldin import FoldIn
-
+async def _published(cache: PageCache, recs: AsyncRecsClient, lang: str, version: str):
+    """The model's item side (``store.updates.PublishedItems``), kept per version."""
     held = cache.explainers.get(lang)
     if held is not None and held.version == version:
         return held
     published = await recs.published_items(lang)
-    if published is None:
-        return None
+    if published is not None:
+        cache.explainers[lang] = published
+    return published
+
+
+async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dict,
+                   views: dict[int, int], ids: list[int]) -> dict:
+    """Per recommended id, the views behind it (``trainer.explain``): ALS and EASE split
+    their scores exactly; a blend, or a damaged publish, gets no reasons."""
+    from trainer.explain import explain, explain_ease
+    from trainer.foldin import FoldIn
+
+    kind = info.get("model", "als")
+    published = await _published(cache, recs, lang, str(info.get("version")))
+    if published is None or kind not in ("als", "ease"):
+        return {}
     meta = published.meta
+    if kind == "ease":
+        raw = await recs.ease_rows(lang, published.version, views)
+        rows = {j: np.frombuffer(r, dtype="<f4") for j, r in raw.items()
+                if len(r) == 4 * published.item_ids.size}
+        return explain_ease(published.item_ids, rows, views, meta.get("ease_scaling", "binary"),
+                            ids)
     model = FoldIn(item_ids=published.item_ids, item_factors=published.item_factors,
                    regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
                    scaling=meta.get("scaling", "linear"), version=published.version,
                    item_totals=published.item_totals)
-    cache.explainers[lang] = model
-    return model
+    return explain(model, views, ids)
 
 
 async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsClient,
                        lang: str, user: str, n: int) -> dict:
     """The user's list with, per item, the viewed resources that earned it its place
     (``trainer.explain``), and the user's views. Needs a configured token (personal data)."""
-    from trainer.explain import explain
-
     if not config.token:
         raise ApiError(403, "user_lookups_off", "a user's views are personal data: start "
                        "recs serve with --token (or RECS_TOKEN) to look users up")
@@ -104,9 +121,8 @@ async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsCli
     reasons = {}
     if found.source == "personal":
         try:
-            model = await _explainer(cache, recs, lang, str(info.get("version")))
-            if model is not None:
-                reasons = explain(model, views, [i["resource_id"] for i in items])
+            reasons = await _reasons(cache, recs, lang, info, views,
+                                     [i["resource_id"] for i in items])
         except (ValueError, KeyError, np.linalg.LinAlgError):
             # A damaged or foreign publish: the list still shows, without reasons.
             log.warning("cannot explain with the published %s model", lang, exc_info=True)

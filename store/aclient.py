@@ -172,6 +172,15 @@ class AsyncRecsClient:
         return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
                 and text(o).lstrip("-").isdigit()}
 
+    async def ease_rows(self, lang: str, version: str, resource_ids) -> dict[int, bytes]:
+        """EASE's rows of B (raw little-endian float32) for these resources, where the
+        model ``version`` has them (one HMGET, as the updater reads them)."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        raw = await self.redis.hmget(self.keys.ease_rows(lang, version), ids)
+        return {rid: row for rid, row in zip(ids, raw, strict=True) if row is not None}
+
     async def published_items(self, lang: str) -> PublishedItems | None:
         """The model's item side, read in one MULTI as the updater reads it."""
         k = self.keys

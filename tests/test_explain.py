@@ -1,9 +1,10 @@
-"""The split of an ALS score over the user's views (trainer.explain): exact, by construction."""
+"""The split of an ALS or EASE score over the user's views (trainer.explain): exact."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from trainer.explain import explain
 from trainer.foldin import FoldIn
@@ -41,3 +42,26 @@ def test_top_cuts_and_unknown_resources_get_no_reasons():
     assert got[7] == [r for r in every if r.contribution > 0][:2] and got[999] == []
     assert all(r.contribution > 0 for r in explain(model, views, [7], top=4)[7])
     assert explain(model, {555: 4}, [7]) == {7: []}  # no view the model knows
+
+
+@pytest.mark.parametrize("scaling", ["binary", "log"])
+def test_ease_contributions_sum_to_the_ease_score(scaling):
+    from trainer.ease import ease_input
+    from trainer.explain import explain_ease
+
+    rng = np.random.default_rng(5)
+    ids = np.arange(100, 130)
+    b = rng.normal(size=(30, 30)).astype(np.float32)
+    np.fill_diagonal(b, 0)
+    views = {101: 3, 105: 1, 117: 40, 999: 2}  # 999: not in the model
+    rows = {j: b[j - 100] for j in views if j in set(ids.tolist())}
+    got = explain_ease(ids, rows, views, scaling, [110, 120, 5], top=5, positive_only=False)
+    x = np.zeros(30)
+    known = [j for j in views if j in rows]
+    counts = sp.csr_matrix(np.array([[views[j] for j in known]], dtype=np.float32))
+    x[[j - 100 for j in known]] = ease_input(counts, scaling).toarray().ravel()
+    for rid in (110, 120):
+        score = float(x @ b[:, rid - 100].astype(np.float64))
+        assert sum(r.contribution for r in got[rid]) == pytest.approx(score, rel=1e-5)
+        assert {r.resource_id for r in got[rid]} == set(known)
+    assert got[5] == []

@@ -471,3 +471,29 @@ def test_any_contract_user_id_round_trips(published, open_server):
     finally:
         client.delete(*[KEYS.recs("en", u) for u in written] or ["-"])
         client.close()
+
+
+def test_ease_models_explain_their_lists_too(redis_server, serve_http, tmp_path):
+    from trainer.choose import ModelSpec
+    from trainer.config import EaseConfig
+
+    client = redis_server.client()
+    data = generate(n_users=300, n_resources=60, langs=("en",), seed=9)
+    views = data.views_for("en")
+    by_user: dict[str, dict[int, int]] = {}
+    for user, rid, n in zip(views.user_id, views.resource_id, views.views, strict=True):
+        by_user.setdefault(str(user), {})[int(rid)] = int(n)
+    assert Counts(client, KEYS).apply(KEYS.offsets("t", "v"), [], {"en": by_user}) == {}
+    settings = OnlineSettings(
+        filters=FilterConfig(min_item_views=3, max_item_views=0, min_user_views=3),
+        spec=ModelSpec(model="ease", ease=EaseConfig()), top_n=5, model_dir=str(tmp_path))
+    assert train_language(client, KEYS, "en", settings).outcome == "published"
+    user = sorted(client.smembers(KEYS.published_users("en")))[0].decode()
+    client.close()
+    base = serve_http(ServeConfig(redis_url=redis_server.url, token=TOKEN))
+    body = call(base, f"/v1/en/users/{quote(user)}/explain?n=5", token=TOKEN).json
+    assert body["source"] == "personal" and len(body["items"]) == 5
+    for item in body["items"]:
+        assert item["because"], item
+        assert all(r["resource_id"] in by_user[user] and r["contribution"] > 0
+                   for r in item["because"])
