@@ -32,7 +32,8 @@ RESOURCE = {"name": "resource_id", "in": "path", "required": True,
 # path -> (summary, parameters, 200 schema, error statuses, needs the token)
 ROUTES = {
     "/v1/{lang}/resources/{resource_id}/similar": (
-        "The resources most similar to one, best first (score: cosine similarity).",
+        "The resources most similar to one, best first (score: cosine similarity for ALS and "
+        "blend models, the EASE weight under --model ease; see GET /v1/{lang}/model).",
         [LANG, RESOURCE, N], {"type": "object", "properties": {
             "lang": {"type": "string"}, "resource_id": {"type": "integer"},
             "resource": {"type": ["object", "null"]}, "items": _LIST}},
