@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from recs.cli_takedown import add_takedown_commands, add_trending_options
 from recs.errors import RecsError
 from trainer.config import SCALINGS, FilterConfig, TrainConfig
 
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a claimed user is held before another updater may take it "
                         "(covers an updater that died mid-batch)")
     p.add_argument("--metrics-port", type=int, default=9101, help="Prometheus port; 0 = off")
+    add_trending_options(p)
 
     p = command("backfill", "consumers.backfill:cmd_backfill",
                 "load a views CSV extract into the Redis counts")
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean distinct resources per user (heavy-tailed)")
     p.add_argument("--gzip", action="store_true", help="write views_{lang}.csv.gz")
 
+    add_takedown_commands(command, _kafka)
     _apply_env(parser)
     return parser
 

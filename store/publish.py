@@ -57,22 +57,45 @@ REPLACE_LISTS = """
 -- KEYS[1]: the SET of published ids (published_items or published_users).
 -- KEYS[2 .. k+1]: the ZSETs to replace (similar or recs lists), one per id.
 -- KEYS[k+2 .. 2k+1]: only when ARGV[3] > 0: the STRING factor keys, same order.
+-- KEYS[#KEYS - 1]: hidden(lang), KEYS[#KEYS]: forgotten(lang) (take-downs, see below).
 -- ARGV[1]: list lengths, k little-endian uint16 (0: the list is removed).
 -- ARGV[2]: the lists' entries back to back, best first, each a little-endian float32 score
 -- then a uint32 resource id: exactly ZADD's (score, member) order, so one struct.unpack
 -- yields a list's ZADD arguments.
 -- ARGV[3]: factor bytes per id, 0 for none. ARGV[4]: factors, k x ARGV[3] bytes.
--- ARGV[5 .. k+4]: the ids, added to KEYS[1].
+-- ARGV[5]: list length kept after filtering (0: all). ARGV[6]: 's' similar lists, 'u' users.
+-- ARGV[7]: the seq the lists were computed from ('': unknown). ARGV[8 .. k+7]: the ids,
+-- added to KEYS[1].
 -- Each list is deleted and rewritten here, and a script runs alone: readers see the old
 -- list or the new one, never a gap. Entries come best first, so every ZADD insert lands at
 -- the head of the small sorted listpack (measured 40% cheaper than random order).
-local k = #ARGV - 4
+-- Take-downs are enforced HERE, atomically with the write, so a writer that scored before
+-- a hide can never bring the resource back: hidden members are dropped (the writer sends
+-- a few spare candidates, the list is cut to ARGV[5] after filtering), a hidden resource
+-- gets no similar list, and a user forgotten after ARGV[7] gets nothing written.
+local k = #ARGV - 7
 local fbytes = tonumber(ARGV[3])
+local cap = tonumber(ARGV[5])
+local hidden, forgotten = KEYS[#KEYS - 1], KEYS[#KEYS]
+local any_hidden = redis.call('HLEN', hidden) > 0
+local users = ARGV[6] == 'u'
+local seq = tonumber(ARGV[7]) or -1
+local any_forgotten = users and redis.call('ZCARD', forgotten) > 0
 local formats = {}
 local pos = 1
+local written = {}
 for i = 1, k do
-  local key = KEYS[i + 1]
+  local key, id = KEYS[i + 1], ARGV[7 + i]
   local n = struct.unpack('<H', ARGV[1], 2 * i - 1)
+  local skip = false
+  if users then
+    if any_forgotten then
+      local f = redis.call('ZSCORE', forgotten, redis.sha1hex(id))
+      skip = f and tonumber(f) > seq
+    end
+  elseif any_hidden then
+    skip = redis.call('HEXISTS', hidden, id) == 1
+  end
   redis.call('DEL', key)
   if n > 0 then
     local fmt = formats[n]
@@ -82,13 +105,29 @@ for i = 1, k do
     end
     local args = {struct.unpack(fmt, ARGV[2], pos)}
     pos = table.remove(args)
-    redis.call('ZADD', key, unpack(args))
+    if (any_hidden or (cap > 0 and n > cap)) and not skip then
+      local kept = {}
+      for j = 1, #args, 2 do
+        if cap > 0 and #kept >= 2 * cap then break end
+        if not (any_hidden and redis.call('HEXISTS', hidden, args[j + 1]) == 1) then
+          kept[#kept + 1] = args[j]
+          kept[#kept + 1] = args[j + 1]
+        end
+      end
+      args = kept
+    end
+    if not skip and #args > 0 then redis.call('ZADD', key, unpack(args)) end
   end
   if fbytes > 0 then
-    redis.call('SET', KEYS[k + 1 + i], string.sub(ARGV[4], (i - 1) * fbytes + 1, i * fbytes))
+    if skip then
+      redis.call('DEL', KEYS[k + 1 + i])
+    else
+      redis.call('SET', KEYS[k + 1 + i], string.sub(ARGV[4], (i - 1) * fbytes + 1, i * fbytes))
+    end
   end
+  if not skip then written[#written + 1] = id end
 end
-redis.call('SADD', KEYS[1], unpack(ARGV, 5))
+if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
 return k
 """
 
@@ -277,13 +316,19 @@ class Publisher:
     ``entries_per_call``: list entries per script call (bounds a reader's wait);
     ``calls_per_round_trip``: script calls pipelined per round trip.
     ``after_chunk`` (tests): called after each round trip with (kind, ids written so far).
+    ``top_n``: lists are cut to this length after hidden resources are dropped (0: as sent);
+    send a few more candidates than that so a list stays ``top_n`` long after a take-down.
+    ``seq``: the consumer seq read before the counts these lists come from; users forgotten
+    after it get nothing written (None: any forgotten user is skipped).
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, lang: str, *,
                  lock: TrainLock | None = None, entries_per_call: int = 500,
                  calls_per_round_trip: int = 40,
-                 after_chunk: Callable[[str, int], None] | None = None) -> None:
+                 after_chunk: Callable[[str, int], None] | None = None,
+                 top_n: int = 0, seq: int | None = None) -> None:
         self.client, self.keys, self.lang, self.lock = client, keys, lang, lock
+        self.top_n, self.seq = top_n, seq
         self.entries_per_call = entries_per_call
         self.calls_per_round_trip = calls_per_round_trip
         self.after_chunk = after_chunk
@@ -331,6 +376,10 @@ class Publisher:
             id_set, list_key, factor_key = keys.published_users(lang), keys.recs, keys.factors
         calls: list[tuple[list, list]] = []
         done = 0
+        # Take-down filtering happens inside REPLACE_LISTS (see its header).
+        guard_keys = [keys.hidden(lang), keys.forgotten(lang)]
+        filters = [int(self.top_n), "s" if kind == "similar" else "u",
+                   "" if self.seq is None else int(self.seq)]
         for batch in batches:
             members = np.asarray(batch.members)
             if members.ndim != 2:
@@ -355,9 +404,9 @@ class Publisher:
                 if factor_key is not None:
                     call_keys += [factor_key(lang, i) for i in part]
                 blob = b"" if factors is None else factors[s:e].tobytes()
-                calls.append((call_keys, [lengths[s:e].tobytes(),
-                                          entries[starts[s]:starts[e]].tobytes(), fbytes,
-                                          blob, *part]))
+                calls.append((call_keys + guard_keys,
+                              [lengths[s:e].tobytes(), entries[starts[s]:starts[e]].tobytes(),
+                               fbytes, blob, *filters, *part]))
                 if len(calls) >= self.calls_per_round_trip:
                     yield calls, done + e
                     calls = []
@@ -463,6 +512,9 @@ class Publisher:
         alive = [u for u, e in zip(stale_users, has_views, strict=True) if e]
         for s in range(0, len(alive), chunk):
             pipe.zadd(keys.dirty(lang), dict.fromkeys(alive[s:s + chunk], seq), gt=True)
+        # Forgets recorded up to seq are in these counts: no older publish is in flight
+        # (one trainer per language), so their tombstones have done their job.
+        pipe.zremrangebyscore(keys.forgotten(lang), "-inf", seq)
         pipe.execute()
         self.report.refolded_users += len(alive)
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)

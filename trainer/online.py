@@ -45,6 +45,7 @@ from recs.errors import InputError, NotPublishedError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.client import RecsClient
 from store.connection import connect
+from store.control import drop_hidden, read_hidden
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
@@ -59,6 +60,9 @@ USER_BATCH = 4096
 ITEM_BATCH = 1024
 MAX_TOP_N = 1000
 """Longest published list: these are short lists for apps, not whole rankings."""
+SPARE_CANDIDATES = 5
+"""Candidates scored beyond --top-n: the publish drops resources hidden during the run and
+cuts lists to --top-n, so they stay whole (resources hidden before it are not in the model)."""
 NOTHING_YET_RETRY = 60.0
 """Seconds ``--every`` waits after a round that trained nothing, if shorter than --every."""
 
@@ -141,6 +145,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             seq = read_seq(client, keys, lang)
             pending = read_pending(client, keys, lang)
             df = read_views(client, keys, lang)
+            # Hidden resources stay out of the model (their views stay counted for a
+            # restore); one hidden later is dropped by the publish scripts themselves.
+            df = drop_hidden(df, read_hidden(client, keys, lang))
             times["read"] = time.perf_counter() - t
 
             if df.empty:
@@ -175,9 +182,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
             lock.check()
             t = time.perf_counter()
-            publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n))
-            publisher.write_users(user_batches(model, settings.top_n))
+            publisher = Publisher(client, keys, lang, lock=lock, top_n=settings.top_n, seq=seq,
+                                  **(publish_options or {}))
+            publisher.write_similar(similar_batches(model, settings.top_n + SPARE_CANDIDATES))
+            publisher.write_users(user_batches(model, settings.top_n + SPARE_CANDIDATES))
             info = model_info(model, settings, seq, metrics)
             version = publisher.switch(info, model.items.ids, model.item_factors,
                                        matrix.item_totals())
