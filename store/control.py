@@ -39,13 +39,13 @@ from store.keys import Keys
 _L, _I = "\1", "\2"
 TEMPLATES = ("hidden", "similar", "published_items", "trending", "takedown_work", "views",
              "item_views", "factors", "recs", "dirty", "touched", "claims", "users",
-             "published_users", "forgotten", "seq")
+             "published_users", "forgotten", "seq", "trending_seen")
 
 CONTROL_LUA = """
 -- KEYS[1]: guard HASH (the control topic's partition offsets; any key when there are no
 -- guards). KEYS[2]: langs SET.
 -- ARGV, flat: n_guards, then n_guards x (field, expected, new) ('' = absent / check only);
---   then the 16 key templates of TEMPLATES ('\\1' = language, '\\2' = id);
+--   then the 17 key templates of TEMPLATES ('\\1' = language, '\\2' = id);
 --   then n_ops, then per op: action ('hide' | 'unhide' | 'forget'), lang ('' = every
 --   language in KEYS[2]), target (resource id, or user id for forget), value (hide: JSON
 --   {reason, ts}).
@@ -70,7 +70,7 @@ end
 
 local names = {'hidden', 'similar', 'published_items', 'trending', 'work', 'views',
   'item_views', 'factors', 'recs', 'dirty', 'touched', 'claims', 'users', 'published_users',
-  'forgotten', 'seq'}
+  'forgotten', 'seq', 'trending_seen'}
 local T = {}
 for j, name in ipairs(names) do T[name] = ARGV[i + j - 1] end
 i = i + #names
@@ -102,10 +102,15 @@ end
 local function forget(lang, user)
   local vkey = fill(T.views, lang, user)
   local h = redis.call('HGETALL', vkey)
-  local items = fill(T.item_views, lang)
+  local items, seen = fill(T.item_views, lang), fill(T.trending_seen, lang)
   for j = 1, #h, 2 do
     if redis.call('HINCRBY', items, h[j], -tonumber(h[j + 1])) <= 0 then
       redis.call('HDEL', items, h[j])
+    end
+    -- The trending reference drops too: no negative difference, no views lost after it.
+    if redis.call('HEXISTS', seen, h[j]) == 1 and
+        redis.call('HINCRBY', seen, h[j], -tonumber(h[j + 1])) <= 0 then
+      redis.call('HDEL', seen, h[j])
     end
   end
   local gone = redis.call('DEL', vkey, fill(T.factors, lang, user), fill(T.recs, lang, user))

@@ -6,21 +6,32 @@ it saw last time (``trending_seen``) and adds the positive difference to an expo
 decayed score per resource (``trending_scores``): a view applied ``a`` seconds ago weighs
 ``0.5 ** (a / half_life)``. ``trending(lang)`` is the top ``size`` of those scores without
 hidden resources and without resources whose all-time total reached ``max_item_views`` (the
-platform's too-popular cap: serendipity, not the front page). Everything happens in ONE
-script (:data:`REFRESH_LUA`), so readers see the old list or the new one.
+platform's too-popular cap: serendipity, not the front page).
+
+How, without ever stalling Redis for long:
+
+- Scores are kept in "forward decay" form: a difference ``d`` found at time ``t`` adds
+  ``d * 2 ** ((t - t0) / half_life)`` for a landmark ``t0``, so nothing has to be decayed
+  between refreshes; the list's scores are those values times ``2 ** (-(now - t0) /
+  half_life)``. The landmark moves forward (every score rescaled once) after 40 half-lives.
+- A refresh walks ``item_views`` with HSCAN, a chunk of fields per script
+  (:data:`STEP_LUA`): each field's difference and its new reference are written together,
+  so a refresh cut short (a crash, two refreshes at once) never counts a view twice or
+  loses one; the next one carries on. Then :data:`FINISH_LUA` rewrites the list in one
+  step, so readers see the old list or the new one.
 
 Invariants and edge cases:
 
-- Time is Redis server time, and the decay uses the real time since the last refresh, so
-  refreshing more often (several updaters) or late changes nothing but freshness: decays
-  compose. A refresh within ``min_interval`` of the previous one does nothing.
+- Time is Redis server time. Refreshing more often (several updaters) changes nothing but
+  freshness; a refresh within ``min_interval`` of the previous one does nothing.
 - The first refresh of a language only records the totals: views counted before the
   trending list existed are not "now".
 - A view counts in the window when the consumer APPLIES it (by the time it reaches the
   counts), not by the event's ``ts``.
-- A negative difference (a ``recs forget`` took a user's views back) is clamped to 0 and the
-  new, lower total becomes the reference: the forgotten views keep their already-decayed
-  share, and nothing is counted twice.
+- A ``recs forget`` takes the user's views back from the totals AND from the reference in
+  the same step (store/control.py), so the forgotten views keep only their already-decayed
+  share in the scores and later views count normally. Any other fall of a total is a
+  negative difference: clamped to 0, the lower total becomes the reference.
 - After a Redis rollback (restore, failover to a lagging replica) the totals, the reference
   and the scores all roll back together (same Redis); the consumer then replays the lost
   events, and the next refresh counts them once, as views applied at that moment (a burst
@@ -36,62 +47,72 @@ import redis
 
 from store.keys import Keys
 
-REFRESH_LUA = """
+STEP_LUA = """
 -- KEYS[1] item_views HASH, KEYS[2] trending_seen HASH, KEYS[3] trending_scores ZSET,
--- KEYS[4] trending ZSET (contract), KEYS[5] hidden HASH, KEYS[6] trending_state HASH.
--- ARGV[1] half-life (ms); ARGV[2] max item views (0: no cap); ARGV[3] list length;
--- ARGV[4] least ms since the previous refresh (else nothing is done).
--- Returns {refreshed 0/1, resources scored, list length}.
+-- KEYS[4] trending_state HASH (t0: landmark ms, ready: '1' once a first pass is done).
+-- ARGV[1] HSCAN cursor, ARGV[2] HSCAN count, ARGV[3] half-life (ms).
+-- Adds each scanned resource's positive difference to the last seen total, weighted for
+-- the landmark, and records the new total; before the first pass completed, only records.
+-- Returns the next cursor ('0': done).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local last = tonumber(redis.call('HGET', KEYS[6], 'at') or '')
-if last and now - last < tonumber(ARGV[4]) then return {0, 0, 0} end
-local CHUNK = 4000
-local function variadic(cmd, key, args)
-  for s = 1, #args, CHUNK do
-    redis.call(cmd, key, unpack(args, s, math.min(s + CHUNK - 1, #args)))
+local t0 = tonumber(redis.call('HGET', KEYS[4], 't0') or '')
+if not t0 then
+  t0 = now
+  redis.call('HSET', KEYS[4], 't0', t0)
+end
+local ready = redis.call('HGET', KEYS[4], 'ready') == '1'
+local weight = 2 ^ ((now - t0) / tonumber(ARGV[3]))
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields = page[2]
+for i = 1, #fields, 2 do
+  local rid, v = fields[i], tonumber(fields[i + 1])
+  local seen = tonumber(redis.call('HGET', KEYS[2], rid) or '0')
+  if v ~= seen then
+    if ready and v > seen then redis.call('ZINCRBY', KEYS[3], (v - seen) * weight, rid) end
+    redis.call('HSET', KEYS[2], rid, v)
   end
 end
-if last and now > last then
-  local f = 0.5 ^ ((now - last) / tonumber(ARGV[1]))
-  local all = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local keep, drop = {}, {}
-  for i = 1, #all, 2 do
-    local s = tonumber(all[i + 1]) * f
-    if s < 0.001 then drop[#drop + 1] = all[i]
-    else keep[#keep + 1] = s; keep[#keep + 1] = all[i] end
-  end
-  variadic('ZADD', KEYS[3], keep)
-  variadic('ZREM', KEYS[3], drop)
+return page[1]
+"""
+
+FINISH_LUA = """
+-- KEYS[1] trending_scores ZSET, KEYS[2] trending ZSET (contract), KEYS[3] hidden HASH,
+-- KEYS[4] item_views HASH, KEYS[5] trending_state HASH.
+-- ARGV[1] half-life (ms), ARGV[2] max item views (0: no cap), ARGV[3] list length.
+-- Rewrites the list: the best scores decayed to now, hidden and too-popular left out;
+-- drops negligible scores; moves the landmark after 40 half-lives. Returns {scored, length}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hl = tonumber(ARGV[1])
+local t0 = tonumber(redis.call('HGET', KEYS[5], 't0') or now)
+local f = 2 ^ (-(now - t0) / hl)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (0.001 / f))
+if (now - t0) / hl > 40 then
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do redis.call('ZADD', KEYS[1], tonumber(all[i + 1]) * f, all[i]) end
+  redis.call('HSET', KEYS[5], 't0', now)
+  f = 1
 end
-local seen = {}
-local prev = redis.call('HGETALL', KEYS[2])
-for i = 1, #prev, 2 do seen[prev[i]] = tonumber(prev[i + 1]) end
-local totals = redis.call('HGETALL', KEYS[1])
-local total_of = {}
-for i = 1, #totals, 2 do
-  local rid, v = totals[i], tonumber(totals[i + 1])
-  total_of[rid] = v
-  local d = v - (seen[rid] or 0)
-  if last and d > 0 then redis.call('ZINCRBY', KEYS[3], d, rid) end
+local cap, size = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, start = {}, 0
+while #out < 2 * size do
+  local rows = redis.call('ZREVRANGE', KEYS[1], start, start + 2 * size - 1, 'WITHSCORES')
+  if #rows == 0 then break end
+  for i = 1, #rows, 2 do
+    local rid = rows[i]
+    if #out < 2 * size and redis.call('HEXISTS', KEYS[3], rid) == 0 and (cap == 0
+        or tonumber(redis.call('HGET', KEYS[4], rid) or '0') < cap) then
+      out[#out + 1] = tonumber(rows[i + 1]) * f
+      out[#out + 1] = rid
+    end
+  end
+  start = start + 2 * size
 end
 redis.call('DEL', KEYS[2])
-variadic('HSET', KEYS[2], totals)
-local cap, size = tonumber(ARGV[2]), tonumber(ARGV[3])
-local ranked = redis.call('ZREVRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-local out = {}
-for i = 1, #ranked, 2 do
-  if #out >= 2 * size then break end
-  local rid = ranked[i]
-  if (cap == 0 or (total_of[rid] or 0) < cap) and redis.call('HEXISTS', KEYS[5], rid) == 0 then
-    out[#out + 1] = ranked[i + 1]
-    out[#out + 1] = rid
-  end
-end
-redis.call('DEL', KEYS[4])
-variadic('ZADD', KEYS[4], out)
-redis.call('HSET', KEYS[6], 'at', now)
-return {1, #ranked / 2, #out / 2}
+if #out > 0 then redis.call('ZADD', KEYS[2], unpack(out)) end
+redis.call('HSET', KEYS[5], 'ready', '1', 'at', now)
+return {redis.call('ZCARD', KEYS[1]), #out / 2}
 """
 
 
@@ -123,9 +144,13 @@ class TrendingConfig:
 class Trending:
     """:data:`REFRESH_LUA` bound to one client, with a clock for periodic refreshes."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, config: TrendingConfig) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, config: TrendingConfig,
+                 chunk: int = 500) -> None:
         self.client, self.keys, self.config = client, keys, config
-        self._script = client.register_script(REFRESH_LUA)
+        self.chunk = chunk
+        """Fields of ``item_views`` per step script (bounds how long a reader waits)."""
+        self._step = client.register_script(STEP_LUA)
+        self._finish = client.register_script(FINISH_LUA)
         self._next = 0.0
 
     def refresh(self, lang: str, min_interval: float | None = None) -> tuple[bool, int, int]:
@@ -134,12 +159,25 @@ class Trending:
         k, c = self.keys, self.config
         if min_interval is None:
             min_interval = c.every / 2
-        out = self._script(keys=[k.item_views(lang), k.trending_seen(lang),
-                                 k.trending_scores(lang), k.trending(lang), k.hidden(lang),
-                                 k.trending_state(lang)],
-                           args=[int(c.half_life * 1000), int(c.max_item_views), int(c.size),
-                                 int(min_interval * 1000)])
-        return bool(int(out[0])), int(out[1]), int(out[2])
+        if min_interval > 0:
+            at = self.client.hget(k.trending_state(lang), "at")
+            now_s, now_us = self.client.time()
+            if at is not None and now_s * 1000 + now_us // 1000 - int(at) < min_interval * 1000:
+                return False, 0, 0
+        half_life = int(c.half_life * 1000)
+        step_keys = [k.item_views(lang), k.trending_seen(lang), k.trending_scores(lang),
+                     k.trending_state(lang)]
+        cursor = "0"
+        while True:
+            cursor = self._step(keys=step_keys, args=[cursor, self.chunk, half_life])
+            cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+            if cursor == "0":
+                break
+        scored, length = self._finish(
+            keys=[k.trending_scores(lang), k.trending(lang), k.hidden(lang),
+                  k.item_views(lang), k.trending_state(lang)],
+            args=[half_life, int(c.max_item_views), int(c.size)])
+        return True, int(scored), int(length)
 
     def tick(self, langs) -> bool:
         """Refresh every language in ``langs`` if ``every`` seconds have passed since the

@@ -78,7 +78,7 @@ def test_scores_decay_with_the_half_life(r):
     assert 0 < later <= first * 0.26
 
 
-def test_a_forget_is_clamped_and_new_views_after_it_count_once(r):
+def test_a_forget_leaves_the_scores_and_later_views_count_once(r):
     t = trending(r)
     t.refresh("en", min_interval=0)
     views(r, {"a": {1: 10}, "b": {1: 5}})

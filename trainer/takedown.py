@@ -106,13 +106,22 @@ def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
     return report
 
 
-def _columns(ids: np.ndarray, wanted) -> np.ndarray:
-    """Row numbers in ``ids`` of the resource ids ``wanted`` that it has."""
-    wanted = np.asarray(list(wanted), dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    pos = np.minimum(np.searchsorted(ids[order], wanted), max(len(ids) - 1, 0))
-    hit = (ids[order][pos] == wanted) if len(ids) else np.zeros(len(wanted), bool)
-    return order[pos[hit]]
+class _Rows:
+    """Row numbers of resource ids in a model's ``item_ids`` (sorted once)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted = ids[self.order]
+
+    def of(self, wanted) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the ids found, mask of ``wanted`` found)."""
+        wanted = np.asarray(list(wanted) if not isinstance(wanted, np.ndarray) else wanted,
+                            dtype=np.int64)
+        if not len(self.sorted):
+            return np.zeros(0, np.int64), np.zeros(len(wanted), bool)
+        pos = np.minimum(np.searchsorted(self.sorted, wanted), len(self.sorted) - 1)
+        hit = self.sorted[pos] == wanted
+        return self.order[pos[hit]], hit
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +141,8 @@ def _refill_users(client, keys: Keys, lang: str, pub: PublishedItems | None, use
                               top_n=n, factors=[b""] * len(users))
     ids = pub.item_ids.astype(np.int64)
     fb = pub.item_factors.shape[1] * 4
-    hidden_cols = _columns(ids, hidden)
+    index = _Rows(ids)
+    hidden_cols = index.of(hidden)[0]
     done = cleaned = 0
     for s in range(0, len(users), USER_CHUNK):
         part = users[s:s + USER_CHUNK]
@@ -145,8 +155,12 @@ def _refill_users(client, keys: Keys, lang: str, pub: PublishedItems | None, use
         factors = np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(part), -1)
         scores = factors @ pub.item_factors.T
         scores[:, hidden_cols] = -np.inf
-        for row, views in enumerate(replies[1::2]):
-            scores[row, _columns(ids, (int(k) for k in views))] = -np.inf
+        viewed = replies[1::2]
+        owner = np.repeat(np.arange(len(part)), [len(v) for v in viewed])
+        flat = np.fromiter((int(k) for v in viewed for k in v), dtype=np.int64,
+                           count=len(owner))
+        cols, hit = index.of(flat)
+        scores[owner[hit], cols] = -np.inf
         members, vals = _top(scores, ids, n + SPARE)
         # A user whose factors were missing sends zeros: the script's factor check fails
         # and their list is only cleaned.
@@ -163,20 +177,20 @@ def _refill_similar(client, keys: Keys, lang: str, pub: PublishedItems | None, i
     if not items:
         return 0, 0
     ids = pub.item_ids.astype(np.int64) if pub is not None else np.zeros(0, np.int64)
-    known = [i for i in items if len(_columns(ids, [i]))]
-    unknown = [i for i in items if i not in set(known)]
+    index = _Rows(ids)
+    rows, hit = index.of(items)
+    unknown = [i for i, h in zip(items, hit, strict=True) if not h]
     cleaned = 0
     if unknown and not create:
         cleaned = write_refilled(client, keys, lang, version="", users=False, ids=unknown,
                                  members=np.zeros((len(unknown), 0)),
                                  scores=np.zeros((len(unknown), 0)), top_n=n)[1]
-    if not known:
+    if not len(rows):
         return 0, cleaned
     unit = normalise_rows(pub.item_factors)
-    rows = _columns(ids, known)
     scores = unit[rows] @ unit.T
     scores[np.arange(len(rows)), rows] = -np.inf
-    scores[:, _columns(ids, hidden)] = -np.inf
+    scores[:, index.of(hidden)[0]] = -np.inf
     members, vals = _top(scores, ids, n + SPARE)
     done, more = write_refilled(client, keys, lang, version=pub.version, users=False,
                                 ids=[int(i) for i in ids[rows]], members=members, scores=vals,
