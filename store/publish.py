@@ -77,7 +77,19 @@ local k = #ARGV - 7
 local fbytes = tonumber(ARGV[3])
 local cap = tonumber(ARGV[5])
 local hidden, forgotten = KEYS[#KEYS - 1], KEYS[#KEYS]
-local any_hidden = redis.call('HLEN', hidden) > 0
+local n_hidden = redis.call('HLEN', hidden)
+local any_hidden = n_hidden > 0
+-- A short hidden set is read once into a table (the usual case); a long one is asked per id.
+local hidden_set = nil
+if any_hidden and n_hidden <= 512 then
+  hidden_set = {}
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[m] = true end
+end
+local function is_hidden(id)
+  if not any_hidden then return false end
+  if hidden_set then return hidden_set[tostring(id)] == true end
+  return redis.call('HEXISTS', hidden, id) == 1
+end
 local users = ARGV[6] == 'u'
 local seq = tonumber(ARGV[7]) or -1
 local any_forgotten = users and redis.call('ZCARD', forgotten) > 0
@@ -93,8 +105,8 @@ for i = 1, k do
       local f = redis.call('ZSCORE', forgotten, redis.sha1hex(id))
       skip = f and tonumber(f) > seq
     end
-  elseif any_hidden then
-    skip = redis.call('HEXISTS', hidden, id) == 1
+  else
+    skip = is_hidden(id)
   end
   redis.call('DEL', key)
   if n > 0 then
@@ -109,7 +121,7 @@ for i = 1, k do
       local kept = {}
       for j = 1, #args, 2 do
         if cap > 0 and #kept >= 2 * cap then break end
-        if not (any_hidden and redis.call('HEXISTS', hidden, args[j + 1]) == 1) then
+        if not is_hidden(args[j + 1]) then
           kept[#kept + 1] = args[j]
           kept[#kept + 1] = args[j + 1]
         end

@@ -90,7 +90,17 @@ if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
   return {-1}
 end
 local hidden = KEYS[5 + 2 * n]
-local any_hidden = hidden ~= nil and redis.call('HLEN', hidden) > 0
+local n_hidden = hidden and redis.call('HLEN', hidden) or 0
+local hidden_set = nil
+if n_hidden > 0 and n_hidden <= 512 then
+  hidden_set = {}
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[m] = true end
+end
+local function is_hidden(id)
+  if n_hidden == 0 then return false end
+  if hidden_set then return hidden_set[tostring(id)] == true end
+  return redis.call('HEXISTS', hidden, id) == 1
+end
 local cap = tonumber(ARGV[9 + 3 * n] or '0')
 local ids_fmt = '<' .. string.rep('I4', r)
 local score_fmt = '<' .. string.rep('f', r)
@@ -109,8 +119,8 @@ for i = 1, n do
         local scores = {struct.unpack(score_fmt, ARGV[7], offset)}
         local zargs = {}
         for j = 1, r do
-          if members[j] ~= 0 and (cap == 0 or #zargs < 2 * cap) and not (any_hidden
-              and redis.call('HEXISTS', hidden, members[j]) == 1) then
+          if members[j] ~= 0 and (cap == 0 or #zargs < 2 * cap) and not is_hidden(members[j])
+              then
             zargs[#zargs + 1] = scores[j]
             zargs[#zargs + 1] = members[j]
           end
