@@ -170,7 +170,8 @@ return {queued, n}
 """
 
 SETTLE_PENDING = """
--- KEYS[1]: dirty(lang). ARGV[1]: seq S read before the counts. ARGV[2]: c.
+-- KEYS[1]: dirty(lang). KEYS[2] (optional): forgotten(lang); a user forgotten after S is
+-- never queued again. ARGV[1]: seq S read before the counts. ARGV[2]: c.
 -- ARGV[3 .. 2+c]: users that were pending (dirty) when the counts were read and that the
 -- new model covers; ARGV[3+c ..]: pending users it does not cover.
 -- Runs after the new model is live. A pending user no longer in dirty was finished by the
@@ -184,9 +185,12 @@ local covered = tonumber(ARGV[2])
 local again, dropped = 0, 0
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  local gone = KEYS[2] and redis.call('ZSCORE', KEYS[2], redis.sha1hex(ARGV[i]))
   if not score then
-    redis.call('ZADD', KEYS[1], s, ARGV[i])
-    again = again + 1
+    if not (gone and tonumber(gone) > s) then
+      redis.call('ZADD', KEYS[1], s, ARGV[i])
+      again = again + 1
+    end
   elseif i <= 2 + covered and tonumber(score) <= s then
     redis.call('ZREM', KEYS[1], ARGV[i])
     dropped = dropped + 1
@@ -565,8 +569,8 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     for group, is_covered in ((mine, True), (others, False)):
         for s in range(0, len(group), chunk):
             part = group[s:s + chunk]
-            settle(keys=[keys.dirty(lang)], args=[seq, len(part) if is_covered else 0, *part],
-                   client=pipe)
+            settle(keys=[keys.dirty(lang), keys.forgotten(lang)],
+                   args=[seq, len(part) if is_covered else 0, *part], client=pipe)
     requeue(keys=requeue_keys, args=[seq, chunk, 1], client=pipe)
     *settled, (queued, trimmed) = pipe.execute()
     for again, dropped in settled:
