@@ -13,7 +13,7 @@ import pytest
 
 from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
-from store.control import Control, ControlOp
+from store.control import Control, ControlOp, write_refilled
 from store.counts import Counts
 from store.keys import Keys
 from trainer.config import FilterConfig, TrainConfig
@@ -310,3 +310,41 @@ def test_a_forget_racing_a_retrain_is_not_undone_by_it(redis_client, data, tmp_p
         int(r): 1 for r in np.frombuffer(redis_client.get(KEYS.item_ids("en")), "<u4")[:3]}}})
     Updater(redis_client, UpdaterConfig(top_n=N)).drain()
     assert len(members(redis_client, KEYS.recs("en", early))) == N
+
+
+def test_a_list_rewritten_since_its_factors_were_read_is_only_cleaned(redis_client, data,
+                                                                      tmp_path):
+    """The refill writes a list only if the model version and the user's factors are those
+    it was computed from; otherwise (an updater or a retrain rewrote the user meanwhile) it
+    only removes hidden members."""
+    load(redis_client, data, "en")
+    train(redis_client, tmp_path)
+    rid = most_listed(redis_client)
+    user = sorted(u for u, recs in lists(redis_client).items() if rid in recs)[0]
+    before = members(redis_client, KEYS.recs("en", user))
+    factors = redis_client.get(KEYS.factors("en", user))
+    version = redis_client.hget(KEYS.model("en"), "version").decode()
+    Control(redis_client, KEYS).run([ControlOp("hide", str(rid), "en")])
+    computed = np.array([[7, 8]]), np.array([[2.0, 1.0]], dtype=np.float32)
+    for stale_version, stale_factors in ((version, bytes(len(factors))), ("old", factors)):
+        assert write_refilled(redis_client, KEYS, "en", version=stale_version, users=True,
+                              ids=[user], members=computed[0], scores=computed[1], top_n=N,
+                              factors=[stale_factors]) == (0, 1)
+        assert members(redis_client, KEYS.recs("en", user)) == [m for m in before if m != rid]
+    assert write_refilled(redis_client, KEYS, "en", version=version, users=True, ids=[user],
+                          members=computed[0], scores=computed[1], top_n=N,
+                          factors=[factors]) == (1, 0)
+    assert members(redis_client, KEYS.recs("en", user)) == [7, 8]
+
+
+def test_without_a_published_model_lists_are_cleaned(redis_client):
+    redis_client.zadd(KEYS.recs("en", "u1"), {"5": 2.0, "6": 1.0})
+    redis_client.sadd(KEYS.published_users("en"), "u1")
+    redis_client.zadd(KEYS.similar("en", 9), {"5": 0.9, "7": 0.8})
+    redis_client.sadd(KEYS.published_items("en"), "9")
+    redis_client.sadd(KEYS.langs, "en")
+    Control(redis_client, KEYS).run([ControlOp("hide", "5")])
+    report = settle(redis_client, KEYS, "en")
+    assert (report.users_cleaned, report.similar_cleaned) == (1, 1)
+    assert members(redis_client, KEYS.recs("en", "u1")) == [6]
+    assert members(redis_client, KEYS.similar("en", 9)) == [7]
