@@ -117,7 +117,7 @@ for i = 1, k do
     end
     local args = {struct.unpack(fmt, ARGV[2], pos)}
     pos = table.remove(args)
-    if (any_hidden or (cap > 0 and n > cap)) and not skip then
+    if any_hidden and not skip then
       local kept = {}
       for j = 1, #args, 2 do
         if cap > 0 and #kept >= 2 * cap then break end
@@ -128,7 +128,9 @@ for i = 1, k do
       end
       args = kept
     end
-    if not skip and #args > 0 then redis.call('ZADD', key, unpack(args)) end
+    local last = #args
+    if cap > 0 and last > 2 * cap then last = 2 * cap end
+    if not skip and last > 0 then redis.call('ZADD', key, unpack(args, 1, last)) end
   end
   if fbytes > 0 then
     if skip then
