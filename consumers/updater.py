@@ -50,7 +50,7 @@ from trainer.foldin import FoldIn
 
 log = logging.getLogger("recs.updater")
 
-SPARE_CANDIDATES = 10
+SPARE_CANDIDATES = 5
 """Candidates scored beyond --top-n, so a list stays --top-n long when the commit drops
 resources hidden since the model was trained (a retrain leaves hidden resources out)."""
 
