@@ -176,7 +176,7 @@ local r, cap, fb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local current = redis.call('HGET', KEYS[1], 'version') == ARGV[1]
 local fmt = '<' .. string.rep('fI4', r)
 local hidden_set = {}
-for _, m in ipairs(redis.call('HKEYS', KEYS[2])) do hidden_set[m] = true end
+for _, m in ipairs(redis.call('HKEYS', KEYS[2])) do hidden_set[tonumber(m)] = true end
 local refilled, cleaned = 0, 0
 for i = 1, k do
   local key, id = KEYS[3 + i], ARGV[7 + i]
@@ -188,7 +188,7 @@ for i = 1, k do
     local e = {struct.unpack(fmt, ARGV[5], (i - 1) * 8 * r + 1)}
     local z = {}
     for j = 1, 2 * r, 2 do
-      if e[j + 1] ~= 0 and #z < 2 * cap and not hidden_set[tostring(e[j + 1])] then
+      if e[j + 1] ~= 0 and #z < 2 * cap and not hidden_set[e[j + 1]] then
         z[#z + 1] = e[j]
         z[#z + 1] = e[j + 1]
       end
@@ -199,7 +199,7 @@ for i = 1, k do
     refilled = refilled + 1
   else
     for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-      if hidden_set[m] then redis.call('ZREM', key, m) end
+      if hidden_set[tonumber(m)] then redis.call('ZREM', key, m) end
     end
     cleaned = cleaned + 1
   end

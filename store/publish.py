@@ -73,6 +73,7 @@ REPLACE_LISTS = """
 -- a hide can never bring the resource back: hidden members are dropped (the writer sends
 -- a few spare candidates, the list is cut to ARGV[5] after filtering), a hidden resource
 -- gets no similar list, and a user forgotten after ARGV[7] gets nothing written.
+-- Returns the ids whose lists lost hidden members (the caller refills them).
 local k = #ARGV - 7
 local fbytes = tonumber(ARGV[3])
 local cap = tonumber(ARGV[5])
@@ -83,11 +84,11 @@ local any_hidden = n_hidden > 0
 local hidden_set = nil
 if any_hidden and n_hidden <= 512 then
   hidden_set = {}
-  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[m] = true end
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
 end
 local function is_hidden(id)
   if not any_hidden then return false end
-  if hidden_set then return hidden_set[tostring(id)] == true end
+  if hidden_set then return hidden_set[tonumber(id)] == true end
   return redis.call('HEXISTS', hidden, id) == 1
 end
 local users = ARGV[6] == 'u'
@@ -95,7 +96,7 @@ local seq = tonumber(ARGV[7]) or -1
 local any_forgotten = users and redis.call('ZCARD', forgotten) > 0
 local formats = {}
 local pos = 1
-local written = {}
+local written, cut = {}, {}
 for i = 1, k do
   local key, id = KEYS[i + 1], ARGV[7 + i]
   local n = struct.unpack('<H', ARGV[1], 2 * i - 1)
@@ -117,7 +118,18 @@ for i = 1, k do
     end
     local args = {struct.unpack(fmt, ARGV[2], pos)}
     pos = table.remove(args)
+    local found = false
     if any_hidden and not skip then
+      -- Usually none is here (a retrain leaves hidden resources out): look before copying.
+      for j = 2, #args, 2 do
+        if is_hidden(args[j]) then
+          found = true
+          break
+        end
+      end
+    end
+    if found then
+      cut[#cut + 1] = id
       local kept = {}
       for j = 1, #args, 2 do
         if cap > 0 and #kept >= 2 * cap then break end
@@ -142,7 +154,7 @@ for i = 1, k do
   if not skip then written[#written + 1] = id end
 end
 if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
-return k
+return cut
 """
 
 # One list entry on the wire: what REPLACE_LISTS unpacks as ZADD's (score, member).
@@ -354,6 +366,8 @@ class Publisher:
         self.report = PublishReport()
         self._script = client.register_script(REPLACE_LISTS)
         self._items_written: set[int] = set()
+        self.cut: dict[str, set[str]] = {"similar": set(), "recs": set()}
+        """Ids whose lists lost members hidden while this publish ran (to refill)."""
         self._users_written: set[str] = set()
 
     # -- step 1: lists ------------------------------------------------------------------
@@ -377,7 +391,9 @@ class Publisher:
                 self.lock.check()
             for call_keys, args in calls:
                 self._script(keys=call_keys, args=args, client=pipe)
-            pipe.execute()
+            for cut in pipe.execute():
+                self.cut[kind].update(c.decode() if isinstance(c, bytes) else str(c)
+                                      for c in cut)
             written = done
             if self.after_chunk is not None:
                 self.after_chunk(kind, done)

@@ -94,11 +94,11 @@ local n_hidden = hidden and redis.call('HLEN', hidden) or 0
 local hidden_set = nil
 if n_hidden > 0 and n_hidden <= 512 then
   hidden_set = {}
-  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[m] = true end
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
 end
 local function is_hidden(id)
   if n_hidden == 0 then return false end
-  if hidden_set then return hidden_set[tostring(id)] == true end
+  if hidden_set then return hidden_set[tonumber(id)] == true end
   return redis.call('HEXISTS', hidden, id) == 1
 end
 local cap = tonumber(ARGV[9 + 3 * n] or '0')

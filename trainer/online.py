@@ -52,6 +52,7 @@ from store.snapshot import read_languages, read_pending, read_seq, read_views
 from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
 from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
+from trainer.takedown import refill_lists
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,6 @@ USER_BATCH = 4096
 ITEM_BATCH = 1024
 MAX_TOP_N = 1000
 """Longest published list: these are short lists for apps, not whole rankings."""
-SPARE_CANDIDATES = 5
-"""Candidates scored beyond --top-n: the publish drops resources hidden during the run and
-cuts lists to --top-n, so they stay whole (resources hidden before it are not in the model)."""
 NOTHING_YET_RETRY = 60.0
 """Seconds ``--every`` waits after a round that trained nothing, if shorter than --every."""
 
@@ -182,10 +180,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
             lock.check()
             t = time.perf_counter()
-            publisher = Publisher(client, keys, lang, lock=lock, top_n=settings.top_n, seq=seq,
+            publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
                                   **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n + SPARE_CANDIDATES))
-            publisher.write_users(user_batches(model, settings.top_n + SPARE_CANDIDATES))
+            publisher.write_similar(similar_batches(model, settings.top_n))
+            publisher.write_users(user_batches(model, settings.top_n))
             info = model_info(model, settings, seq, metrics)
             version = publisher.switch(info, model.items.ids, model.item_factors,
                                        matrix.item_totals())
@@ -194,6 +192,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
             publisher.report.seconds["requeue"] = round(time.perf_counter() - t_requeue, 3)
+            # Resources hidden during this run were dropped from the lists by the publish
+            # scripts: refill those lists to --top-n from what was just published.
+            refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
             times["publish"] = time.perf_counter() - t
     except LockLost as exc:
         log.error("%s: %s", lang, exc)

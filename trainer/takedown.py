@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,6 +123,24 @@ class _Rows:
         pos = np.minimum(np.searchsorted(self.sorted, wanted), len(self.sorted) - 1)
         hit = self.sorted[pos] == wanted
         return self.order[pos[hit]], hit
+
+
+def refill_lists(client: redis.Redis, keys: Keys, lang: str, users: Collection[str] = (),
+                 items: Collection[str] = ()) -> tuple[int, int]:
+    """Recompute these users' and resources' lists from what is published now (after a
+    publish whose scripts dropped resources hidden while it ran); returns (users, similar
+    lists) refilled."""
+    if not users and not items:
+        return 0, 0
+    published = read_published_items(client, keys, lang)
+    hidden = set(read_hidden(client, keys, lang))
+    n = int(published.meta.get("top_n", 20)) if published else 20
+    u = _refill_users(client, keys, lang, published, sorted(users), hidden, n)[0]
+    i = _refill_similar(client, keys, lang, published, sorted(int(x) for x in items), hidden,
+                        n)[0]
+    log.info("lists cut by take-downs during the publish refilled",
+             extra={"fields": {"lang": lang, "users": u, "similar": i}})
+    return u, i
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
