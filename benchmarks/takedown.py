@@ -123,6 +123,16 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
     return out
 
 
+def longest(client) -> str:
+    """The slowest commands since the last SLOWLOG RESET (what readers may wait behind)."""
+    entries = client.slowlog_get(10000)
+    if not entries:
+        return "none over 0.5 ms"
+    top = max(entries, key=lambda e: e["duration"])
+    name = top["command"].split(b" ")[0].decode()
+    return f"{top['duration'] / 1000:.1f} ms ({name}; {len(entries)} commands over 0.5 ms)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=78000)
@@ -166,6 +176,9 @@ def main() -> None:
         print(f"\nbaseline: read every published user list once {baseline:.3f} s; "
               f"the retrain's publish {publish:.2f} s")
         print("hide -> last list cleaned and refilled (target < 5 s):")
+        client.config_set("slowlog-log-slower-than", 500)
+        client.config_set("slowlog-max-len", 10000)
+        client.slowlog_reset()
         for name, rid in picks.items():
             h = time_hide(client, keys, lang, rid)
             per_list = 1e6 * h["refill"] / max(h["lists"], 1)
@@ -175,12 +188,15 @@ def main() -> None:
                   f"for {h['users']} user + {h['similar']} similar lists, {per_list:.0f} us "
                   f"per list); {h['total'] / publish:.3f}x the retrain's publish")
 
+        print(f"  longest Redis command during the hides: {longest(client)}")
         print(f"\ntrending at {args.rate} events/s, one refresh per simulated minute:")
+        client.slowlog_reset()
         minutes = trending_minutes(client, keys, lang, views, args.minutes, args.rate)
         for m in minutes:
             print(f"  consumer writes {m['consumer']:.2f} s, refresh {1000 * m['refresh']:.1f} ms "
                   f"({m['scored']} resources scored, list {m['length']}): "
                   f"{m['refresh'] / m['consumer']:.4f}x the consumer's write time")
+        print(f"  longest Redis command (consumer writes included): {longest(client)}")
         med = statistics.median(m["refresh"] for m in minutes)
         print(f"  median refresh {1000 * med:.1f} ms per minute = {100 * med / 60:.3f} % of a "
               f"minute of one Redis core")
