@@ -116,20 +116,37 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
                 items[int(rid)] = items.get(int(rid), 0) + 1
             counts.apply(keys.offsets("bench", "views"), [], {lang: batch})
         consumer = time.perf_counter() - t
+        client.slowlog_reset()
         t = time.perf_counter()
         _, scored, length = trending.refresh(lang, min_interval=0)
         out.append({"consumer": consumer, "refresh": time.perf_counter() - t, "scored": scored,
-                    "length": length})
+                    "length": length, "longest": longest(client)})
     return out
 
 
+def script_names() -> dict[str, str]:
+    """SHA1 -> name of every script a hide, a refill or a refresh runs."""
+    import hashlib
+
+    from store import control, counts, trending
+
+    scripts = {"CONTROL": control.CONTROL_LUA, "HOLDERS": control.HOLDERS_LUA,
+               "REFILL": control.REFILL_LUA, "DONE": control.DONE_LUA,
+               "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
+               "TRENDING FINISH": trending.FINISH_LUA}
+    return {hashlib.sha1(v.encode()).hexdigest(): k for k, v in scripts.items()}
+
+
 def longest(client) -> str:
-    """The slowest commands since the last SLOWLOG RESET (what readers may wait behind)."""
+    """The slowest command since the last SLOWLOG RESET (what readers may wait behind)."""
     entries = client.slowlog_get(10000)
     if not entries:
         return "none over 0.5 ms"
     top = max(entries, key=lambda e: e["duration"])
-    name = top["command"].split(b" ")[0].decode()
+    words = top["command"].split(b" ")
+    name = words[0].decode()
+    if name.upper() == "EVALSHA" and len(words) > 1:
+        name = script_names().get(words[1].decode(), name)
     return f"{top['duration'] / 1000:.1f} ms ({name}; {len(entries)} commands over 0.5 ms)"
 
 
@@ -190,13 +207,12 @@ def main() -> None:
 
         print(f"  longest Redis command during the hides: {longest(client)}")
         print(f"\ntrending at {args.rate} events/s, one refresh per simulated minute:")
-        client.slowlog_reset()
         minutes = trending_minutes(client, keys, lang, views, args.minutes, args.rate)
         for m in minutes:
             print(f"  consumer writes {m['consumer']:.2f} s, refresh {1000 * m['refresh']:.1f} ms "
                   f"({m['scored']} resources scored, list {m['length']}): "
-                  f"{m['refresh'] / m['consumer']:.4f}x the consumer's write time")
-        print(f"  longest Redis command (consumer writes included): {longest(client)}")
+                  f"{m['refresh'] / m['consumer']:.4f}x the consumer's write time; longest "
+                  f"command {m['longest']}")
         med = statistics.median(m["refresh"] for m in minutes)
         print(f"  median refresh {1000 * med:.1f} ms per minute = {100 * med / 60:.3f} % of a "
               f"minute of one Redis core")

@@ -358,8 +358,10 @@ def find_holders(client: redis.Redis, id_set: str, list_key, rids: Sequence[int]
 def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, users: bool,
                    ids: Sequence[str], members: np.ndarray, scores: np.ndarray, top_n: int,
                    factors: Sequence[bytes] | None = None, create: bool = False,
-                   chunk: int = 200) -> tuple[int, int]:
-    """Write refilled lists with :data:`REFILL_LUA`; returns (refilled, only cleaned)."""
+                   chunk: int = 25) -> tuple[int, int]:
+    """Write refilled lists with :data:`REFILL_LUA`, ``chunk`` lists per script call (about
+    a millisecond of server time: readers wait at most that), every call of ``ids`` in one
+    pipelined round trip; returns (refilled, only cleaned)."""
     script = client.register_script(REFILL_LUA)
     id_set = keys.published_users(lang) if users else keys.published_items(lang)
     list_key = keys.recs if users else keys.similar
