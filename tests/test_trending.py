@@ -154,3 +154,12 @@ def test_recs_trending_refreshes_once(module_redis, r, capsys):
     assert main(["trending", "--redis-url", module_redis.url, "--max-item-views", "0"]) == 0
     assert "en: 1 resources trending" in capsys.readouterr().out
     assert [m for m, _ in listed(r)] == [3]
+
+
+@pytest.mark.parametrize("args", [["--trending-half-life", "0"], ["--trending-size", "0"],
+                                  ["--max-item-views", "-1"], ["--lang", "EN"]])
+def test_bad_trending_options_are_refused(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["trending", *args])
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
