@@ -18,6 +18,7 @@ finished by the restart.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import orjson
 import redis
@@ -31,6 +32,24 @@ from store.snapshot import read_languages
 from trainer.takedown import settle
 
 log = logging.getLogger("recs.control")
+
+
+@dataclass(frozen=True)
+class ControlDefaults:
+    """Where ``recs control`` differs from ``recs consume`` (every other setting, and what
+    each means, is :class:`consumers.consume.ConsumerConfig`'s)."""
+
+    topic: str = "resource-changes"
+    """Topic of control events (docs/CONTRACT.md)."""
+    dlq_topic: str = "resource-changes.dlq"
+    """Dead-letter topic for invalid control events."""
+    group: str = "recs-control"
+    """Consumer group id (not the views consumers' group: one rebalance never stalls both)."""
+    batch_size: int = 500
+    """Events per batch at most (control events are rare; a batch's hides are settled
+    right after it)."""
+    metrics_port: int = 9102
+    """Prometheus port; 0 = no HTTP server."""
 
 # Every reason code parse_control can give (the dead-letter ``error`` header).
 REASONS = ("no_value", "too_large", "not_json", "not_object", "invalid_action",

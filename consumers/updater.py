@@ -77,6 +77,8 @@ class UpdaterConfig:
     users of an updater that died mid-batch wait before another updater takes them."""
     metrics_port: int = 9101
     """Prometheus endpoint port; 0 turns it off."""
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on (README "Metrics" says why every interface)."""
     langs_refresh_seconds: float = 5.0
     """How often ``recs:langs`` is re-read to find languages that appeared."""
     progress_log_seconds: float = 30.0
@@ -102,7 +104,7 @@ class UpdaterConfig:
             redis_url=args.redis_url, prefix=args.prefix, langs=tuple(args.lang or ()),
             batch_size=args.batch_size, poll_interval=args.poll_interval, top_n=args.top_n,
             lease_seconds=args.lease_seconds, metrics_port=args.metrics_port,
-            trending=TrendingConfig.from_args(args),
+            metrics_address=args.metrics_address, trending=TrendingConfig.from_args(args),
         )
 
 
@@ -135,10 +137,10 @@ class UpdaterMetrics:
             "recs_update_model_items", "Resources in the model version in use", ["lang"],
             registry=self.registry)
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=self.registry)
+        start_http_server(port, addr=addr, registry=self.registry)
 
 
 @dataclass(frozen=True)
@@ -416,9 +418,11 @@ def cmd_update(args) -> int:
     metrics = UpdaterMetrics()
     if config.metrics_port:
         try:
-            metrics.serve(config.metrics_port)
+            metrics.serve(config.metrics_port, config.metrics_address)
         except OSError as exc:
-            raise InputError(f"--metrics-port {config.metrics_port}: {exc}") from None
+            raise InputError(f"metrics on {config.metrics_address}:{config.metrics_port}: "
+                             f"{exc.strerror or exc} (choose another --metrics-port, 0 = off, "
+                             "or --metrics-address)") from None
     stop = StopFlag()
 
     def first(name: str) -> None:

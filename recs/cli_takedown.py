@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 
 from recs.options import (
+    host,
     lang,
     non_negative_float,
     non_negative_int,
@@ -16,6 +17,8 @@ from recs.options import (
 )
 from store.trending import TrendingConfig
 from trainer.config import FilterConfig
+
+_D = " (default %(default)s)"
 
 
 def add_trending_options(p: argparse.ArgumentParser) -> None:
@@ -36,8 +39,10 @@ def add_trending_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_takedown_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
-                          kafka: Callable[[argparse.ArgumentParser], None]) -> None:
-    """``recs hide``, ``unhide``, ``hidden``, ``forget``, ``control``, ``trending``."""
+                          kafka: Callable[[argparse.ArgumentParser], None],
+                          from_: Callable[[str, str], object]) -> None:
+    """``recs hide``, ``unhide``, ``hidden``, ``forget``, ``control``, ``trending``;
+    ``from_(target, field)`` is recs/cli.py's lazy default (one home per default)."""
     p = command("hide", "trainer.takedown:cmd_hide",
                 "take resources out of every list now, until unhidden")
     p.add_argument("resource_ids", nargs="+", metavar="RESOURCE_ID")
@@ -59,20 +64,9 @@ def add_takedown_commands(command: Callable[[str, str, str], argparse.ArgumentPa
     p.add_argument("user_ids", nargs="+", metavar="USER_ID")
     p.add_argument("--lang", type=lang, help="one language (default: every language)")
 
-    p = command("control", "consumers.control:cmd_control",
-                "control events (hide, unhide, forget) from Kafka, each applied once")
-    kafka(p)
-    p.add_argument("--control-topic", default="resource-changes", help="[RECS_CONTROL_TOPIC]")
-    p.add_argument("--control-dlq-topic", default="resource-changes.dlq",
-                   help="[RECS_CONTROL_DLQ_TOPIC]")
-    p.add_argument("--control-group", default="recs-control", help="[RECS_CONTROL_GROUP]")
-    p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--batch-timeout", type=positive_float, default=0.05)
-    p.add_argument("--metrics-port", type=port, default=9102, help="Prometheus port; 0 = off")
-    p.add_argument("--redis-retry-max", type=positive_float, default=5.0)
-    p.add_argument("--offset-check-interval", type=positive_float, default=5.0,
-                   help="while idle: check the offsets in Redis and settle queued hides")
-    p.add_argument("--until-drained", action="store_true")
+    _control(command("control", "consumers.control:cmd_control",
+                     "control events (hide, unhide, forget) from Kafka, each applied once"),
+             kafka, from_)
 
     p = command("trending", "consumers.trending:cmd_trending",
                 "refresh the trending list (also done by recs update every minute)")
@@ -80,3 +74,27 @@ def add_takedown_commands(command: Callable[[str, str, str], argparse.ArgumentPa
     p.add_argument("--every", type=non_negative_float, default=0,
                    help="repeat every SECONDS (default: once)")
     add_trending_options(p)
+
+
+def _control(p: argparse.ArgumentParser, kafka, from_) -> None:
+    ctl, consumer = "consumers.control:ControlDefaults", "consumers.consume:ConsumerConfig"
+    kafka(p)
+    p.add_argument("--control-topic", default=from_(ctl, "topic"), help="[RECS_CONTROL_TOPIC]" + _D)
+    p.add_argument("--control-dlq-topic", default=from_(ctl, "dlq_topic"),
+                   help="[RECS_CONTROL_DLQ_TOPIC]" + _D)
+    p.add_argument("--control-group", default=from_(ctl, "group"), help="[RECS_CONTROL_GROUP]" + _D)
+    p.add_argument("--batch-size", type=positive_int, default=from_(ctl, "batch_size"),
+                   help="events per batch at most" + _D)
+    p.add_argument("--batch-timeout", type=positive_float,
+                   default=from_(consumer, "batch_timeout"),
+                   help="seconds a batch may wait to fill" + _D)
+    p.add_argument("--metrics-port", type=port, default=from_(ctl, "metrics_port"),
+                   help="Prometheus port; 0 = off" + _D)
+    p.add_argument("--metrics-address", type=host, default=from_(consumer, "metrics_address"),
+                   help="address the metrics server listens on" + _D)
+    p.add_argument("--redis-retry-max", type=positive_float, default=from_(consumer, "retry_max"),
+                   help="cap in seconds of the doubling wait between Redis retries" + _D)
+    p.add_argument("--offset-check-interval", type=positive_float,
+                   default=from_(consumer, "offset_check_interval"),
+                   help="while idle: check the offsets in Redis and settle queued hides" + _D)
+    p.add_argument("--until-drained", action="store_true")

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from recs.cli import ENV_PREFIX, build_parser
+from recs.cli import ENV_PREFIX, build_parser, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -91,7 +91,7 @@ def parse_recs_command(argv: list[str], env: dict[str, str]) -> argparse.Namespa
     with _recs_environment(env):
         parser = build_parser()
     try:
-        return parser.parse_args(argv)
+        return parse_args(argv, parser)
     except SystemExit:
         # argparse prints its message to stderr; say which command failed instead.
         return f"`recs {shlex.join(argv)}` does not parse"

@@ -220,9 +220,7 @@ def test_bad_input_is_one_line_and_exit_2(redis_server, capsys):
     assert hide(redis_server, "abc") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resource id 'abc'" in err[0]
-    with pytest.raises(SystemExit) as exc:
-        main(["hide", "1", "--lang", "English", "--redis-url", redis_server.url])
-    assert exc.value.code == 2
+    assert main(["hide", "1", "--lang", "English", "--redis-url", redis_server.url]) == 2
 
 
 # -- forgetting -----------------------------------------------------------------------------

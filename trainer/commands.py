@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import argparse
+
 from recs.errors import InputError
+from recs.options import writable_dir
 
 
 def cmd_train(args) -> int:
+    try:  # before any work: a fit must never end with nowhere to write its model
+        writable_dir(args.model_dir)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--model-dir: {exc}") from None
     if args.views:
         from trainer.offline import train_offline
 

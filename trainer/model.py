@@ -307,6 +307,19 @@ def _array(doc: dict, key: str, kinds: str, ndim: int) -> np.ndarray:
     return arr
 
 
+def _check_loaded(uf: np.ndarray, itf: np.ndarray, indptr: np.ndarray,
+                  indices: np.ndarray) -> None:
+    """What shapes cannot show: numpy would index from the end with a negative resource
+    number and score NaN without a word."""
+    if len(indices) and indices.min() < 0:
+        raise ValueError("seen_indices holds negative resource numbers")
+    if indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        raise ValueError("seen_indptr is not a non-decreasing row index starting at 0")
+    for name, factors in (("user_factors", uf), ("item_factors", itf)):
+        if not np.isfinite(factors).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+
+
 def _from_dict(doc: dict) -> ALSModel:
     uf = _array(doc, "user_factors", "f", 2).astype(np.float32, copy=False)
     itf = _array(doc, "item_factors", "f", 2).astype(np.float32, copy=False)
@@ -323,6 +336,7 @@ def _from_dict(doc: dict) -> ALSModel:
     if len(indptr) != len(user_ids) + 1 or indptr[-1] != len(indices) or (
             len(indices) and indices.max() >= len(item_ids)):
         raise ValueError("seen-resources matrix does not match the ids")
+    _check_loaded(uf, itf, indptr, indices)
     seen = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                          shape=(len(user_ids), len(item_ids)))
     return ALSModel(

@@ -93,14 +93,13 @@ class OnlineSettings:
             raise InputError(f"--top-n must be between 1 and {MAX_TOP_N}")
         if args.evaluate and not 0.0 < args.test_fraction < 1.0:
             raise InputError("--test-fraction must be between 0 and 1")
-        lock_wait = float(getattr(args, "lock_wait", 0.0))
-        lock_ttl = float(getattr(args, "lock_ttl", 60.0))
+        lock_wait, lock_ttl = float(args.lock_wait), float(args.lock_ttl)
         if lock_wait < 0 or lock_ttl < 1:
             raise InputError("--lock-wait must be >= 0 and --lock-ttl >= 1 second")
         return cls(filters=FilterConfig.from_args(args), train=TrainConfig.from_args(args),
                    top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
                    test_fraction=float(args.test_fraction),
-                   threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
+                   threads=int(args.threads), lock_wait=lock_wait,
                    lock_ttl=lock_ttl)
 
 
