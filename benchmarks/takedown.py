@@ -147,7 +147,9 @@ def longest(client) -> str:
     name = words[0].decode()
     if name.upper() == "EVALSHA" and len(words) > 1:
         name = script_names().get(words[1].decode(), name)
-    return f"{top['duration'] / 1000:.1f} ms ({name}; {len(entries)} commands over 0.5 ms)"
+    median = statistics.median(e["duration"] for e in entries) / 1000
+    return (f"{top['duration'] / 1000:.1f} ms ({name}; {len(entries)} commands over 0.5 ms, "
+            f"their median {median:.1f} ms)")
 
 
 def main() -> None:

@@ -343,7 +343,7 @@ def find_holders(client: redis.Redis, id_set: str, list_key, rids: Sequence[int]
             out.extend(part[int(h) - 1] for h in hits)
         queued.clear()
 
-    for batch in iter_members(client, id_set, count=chunk * calls_per_round_trip):
+    for batch in iter_members(client, id_set, count=1000):
         for s in range(0, len(batch), chunk):
             part = batch[s:s + chunk]
             script(keys=[list_key(i) for i in part], args=args, client=pipe)

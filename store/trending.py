@@ -14,7 +14,7 @@ How, without ever stalling Redis for long:
   ``d * 2 ** ((t - t0) / half_life)`` for a landmark ``t0``, so nothing has to be decayed
   between refreshes; the list's scores are those values times ``2 ** (-(now - t0) /
   half_life)``. The landmark moves forward (every score rescaled once) after 40 half-lives.
-- A refresh walks ``item_views`` with HSCAN, a chunk of fields per script
+- A refresh walks ``item_views`` with HSCAN, a chunk of 200 fields per script
   (:data:`STEP_LUA`): each field's difference and its new reference are written together,
   so a refresh cut short (a crash, two refreshes at once) never counts a view twice or
   loses one; the next one carries on. Then :data:`FINISH_LUA` rewrites the list in one
@@ -145,7 +145,7 @@ class Trending:
     """:data:`REFRESH_LUA` bound to one client, with a clock for periodic refreshes."""
 
     def __init__(self, client: redis.Redis, keys: Keys, config: TrendingConfig,
-                 chunk: int = 500) -> None:
+                 chunk: int = 200) -> None:
         self.client, self.keys, self.config = client, keys, config
         self.chunk = chunk
         """Fields of ``item_views`` per step script (bounds how long a reader waits)."""
