@@ -16,7 +16,9 @@ any point leaves a readable model. How:
    per entry: building millions of ZADD arguments in Python cost more than the whole
    server-side write. A background thread draws the caller's batches (its scoring) and
    builds the calls while the sending thread waits on Redis, so Redis, the bottleneck
-   (about 35 us per user list of 20), is never idle waiting for the client.
+   (about 35 us per user list of 20), is never idle waiting for the client. The script also
+   enforces take-downs (``hidden(lang)``) and forgets (``forgotten(lang)``) atomically with
+   each write, and reports the lists it cut (:attr:`Publisher.cut`).
 2. :meth:`Publisher.switch` then replaces ``model``, ``item_factors``, ``item_ids`` and
    ``item_totals`` in ONE MULTI/EXEC, under WATCH of the trainer's lock, so a trainer that
    lost its lock cannot switch. Until then the old model hash and item factors stay live

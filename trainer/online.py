@@ -16,6 +16,10 @@ the language's trainer lock (:class:`store.publish.TrainLock`):
 5. hand users with views newer than S to the updater, and settle the users it had pending
    (``requeue_touched``).
 
+Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
+one hidden during the run is dropped by the publish scripts themselves, and the lists they
+cut are recomputed after the switch, so they stay --top-n long.
+
 A second trainer for the same language waits ``--lock-wait`` seconds (default 0) for the
 lock, then skips the language with a log line; a skip is not an error (exit code 0), since
 the other trainer is publishing the same counts. ``--every`` repeats with +-10% jitter (so
