@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 
 import numpy as np
@@ -35,6 +36,7 @@ import scipy.sparse as sp
 from recs.errors import InputError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.connection import connect, transient
+from store.ease_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.trending import Trending, TrendingConfig
@@ -47,6 +49,7 @@ from store.updates import (
     read_views,
 )
 from trainer.foldin import FoldIn
+from trainer.online_models import updater_model
 
 log = logging.getLogger("recs.updater")
 
@@ -193,13 +196,8 @@ class Updater:
             published = read_published_items(self.client, self.keys, lang)
             if published is None:
                 return None
-            meta = published.meta
-            model = FoldIn(
-                item_ids=published.item_ids, item_factors=published.item_factors,
-                regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
-                scaling=meta["scaling"], version=published.version,
-                item_totals=published.item_totals,
-            )
+            model = updater_model(published.meta, published, partial(
+                read_rows, self.client, self.keys, lang, published.version))
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))
             log.error("unusable published model; users stay pending until the next publish",

@@ -23,7 +23,7 @@ from recs import options as o
 from recs.cli_takedown import add_takedown_commands, add_trending_options
 from recs.errors import RecsError
 from recs.redact import mask_url, redact, register_settings, register_url
-from trainer.config import SCALINGS, FilterConfig, TrainConfig
+from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -99,6 +99,32 @@ def _hyper(p: argparse.ArgumentParser) -> None:
                    help="confidence c = 1 + alpha * f(views); linear is the seed's setting" + _D)
     g.add_argument("--seed", type=_SEED, default=d.seed,
                    help="random seed (factors and splits), 0 .. 2^32-1" + _D)
+
+
+def _models(p: argparse.ArgumentParser) -> None:
+    d = EaseConfig()
+    g = p.add_argument_group("model choice (--settings FILE: tuned settings from `recs tune`; "
+                             "a flag or RECS_* variable given wins over them)")
+    g.add_argument("--model", dest="model_kind", choices=MODELS, default="als",
+                   help="als, ease, their blend, or auto (the best of the three on a "
+                        "validation split of the training data) [RECS_MODEL_KIND]")
+    g.add_argument("--ease-l2", type=o.positive_float, default=d.l2, help="EASE's lambda")
+    g.add_argument("--ease-scaling", choices=EASE_SCALINGS, default=d.scaling,
+                   help="what EASE's input holds per viewed resource")
+    g.add_argument("--blend-weight", type=o.float_range(0.0, 1.0), default=None,
+                   help="ALS's weight in the blend (default: chosen on validation)")
+    g.add_argument("--settings", help="tuned settings JSON written by `recs tune --out`")
+
+
+def _search(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search (Optuna TPE, seeded by --seed)")
+    g.add_argument("--trials", type=o.positive_int, default=30,
+                   help="trials at most (default 30)")
+    g.add_argument("--timeout", type=o.positive_float, default=None,
+                   help="stop starting trials after "
+                   "this many seconds")
+    g.add_argument("--search", default="als,ease,blend",
+                   help="comma-separated models to search (default als,ease,blend)")
 
 
 def _extract(p: argparse.ArgumentParser) -> None:
@@ -222,9 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "then skip it (exit code 0)" + _D)
     p.add_argument("--lock-ttl", type=o.float_range(1.0), default=_From(_ONLINE, "lock_ttl"),
                    help="trainer lock expiry in seconds (>= 1), renewed while training" + _D)
+    p.add_argument("--gate-margin", type=o.float_range(0.0, 1.0),
+                   default=_From(_ONLINE, "gate_margin"),
+                   help="with --evaluate: keep the live model if the new one's held-out "
+                        "NDCG@10 is more than this fraction below its last figure, or below "
+                        "popularity's (default 0.05)")
+    p.add_argument("--force", action="store_true", help="publish even if the gate says no")
     _filters(p)
     _hyper(p)
+    _models(p)
     _extract(p)
+
+    p = command("tune", "trainer.commands:cmd_tune",
+                "search the model settings on a validation split; store the best")
+    p.add_argument("--lang", type=o.lang,
+                   help="tune from the Redis counts and store the settings in Redis")
+    p.add_argument("--views", help="tune offline on this views CSV instead")
+    p.add_argument("--out", help="with --views: write the settings JSON here")
+    p.add_argument("--threads", type=_THREADS, default=_From(_ONLINE, "threads"),
+                   help="implicit's training threads (0 = all cores)")
+    _search(p)
+    _filters(p)
+    _hyper(p)
+    _models(p)
+    _extract(p)
+
+    p = command("history", "trainer.commands:cmd_history",
+                "quality of the models trained with --evaluate, oldest first")
+    p.add_argument("--lang", required=True, type=o.lang)
+    p.add_argument("--plot", help="also draw NDCG@10 over time to this PNG file")
+    p.add_argument("--json", action="store_true")
 
     p = command("similar", "trainer.commands:cmd_similar", "top-N resources similar to one")
     p.add_argument("resource_id")
@@ -242,8 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut-off for the ranking metrics" + _D)
     p.add_argument("--json", action="store_true")
     _split(p)
+    p.add_argument("--tune", action="store_true",
+                   help="also tune on the training part and report the tuned model")
+    _search(p)
     _filters(p)
     _hyper(p)
+    _models(p)
     _extract(p)
 
     p = command("generate", "trainer.synth:cmd_generate",
@@ -371,11 +428,27 @@ def parse_args(argv: Sequence[str] | None = None,
     return args
 
 
+def _explicit(argv: Sequence[str] | None, environ=os.environ) -> frozenset[str]:
+    """Dests the user gave, by flag or by ``RECS_*`` variable: these win over tuned settings.
+
+    Parses ``argv`` again with every default suppressed, so only given options appear."""
+    parser = build_parser()
+    for p in [parser, *_subparsers(parser)]:
+        for action in p._actions:
+            if action.option_strings:
+                action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(argv)))
+    given |= {a.dest for p in _subparsers(parser) for a in p._actions
+              if a.option_strings and ENV_PREFIX + a.dest.upper() in environ}
+    return frozenset(given)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse's one line (or --help): a code, like any other
         return exc.code if isinstance(exc.code, int) else 2
+    args.explicit = _explicit(argv)
     _register_secrets(args)
     sys.excepthook = _redacting_excepthook
     from recs.logs import setup_logging

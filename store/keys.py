@@ -64,6 +64,14 @@ class Keys:
         too-popular resources excluded), for users without a list of their own."""
         return f"{self.prefix}:{lang}:trending"
 
+    def settings(self, lang: str) -> str:
+        """HASH of tuned settings written by ``recs tune --lang`` (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:settings"
+
+    def history(self, lang: str) -> str:
+        """LIST of JSON quality records, oldest first, capped (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:history"
+
     # -- internal: consumer bookkeeping ---------------------------------------------------
     def users(self, lang: str) -> str:
         """SET of every user with a views hash in ``lang`` (so readers need no SCAN)."""
@@ -116,6 +124,15 @@ class Keys:
     def claims(self, lang: str) -> str:
         """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
         return f"{self.prefix}:{lang}:_claims"
+
+    def ease_rows(self, lang: str, version: str) -> str:
+        """HASH resource_id -> that resource's row of EASE's B (raw little-endian float32,
+        4 x items bytes) for one published model version; written before the switch."""
+        return f"{self.prefix}:{lang}:_ease_rows:{version}"
+
+    def ease_versions(self, lang: str) -> str:
+        """SET of versions with an ``ease_rows`` hash (so stale ones can be found and freed)."""
+        return f"{self.prefix}:{lang}:_ease_versions"
 
     def item_totals(self, lang: str) -> str:
         """STRING raw little-endian float32 total training views per row of ``item_ids``

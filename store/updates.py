@@ -302,7 +302,8 @@ def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> Publishe
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}
     factors = int(meta.get("factors", 0))
     ids = np.frombuffer(ids_raw, dtype="<u4")
-    if factors <= 0 or len(factors_raw) != 4 * factors * ids.size:
+    no_factors = meta.get("model") == "ease"  # EASE has none: 0 factors, 0 bytes
+    if (factors <= 0 and not no_factors) or len(factors_raw) != 4 * factors * ids.size:
         raise ValueError(
             f"published model {meta.get('version')!r} of {lang!r}: {len(factors_raw)} bytes of "
             f"item factors for {ids.size} items x {factors} factors"

@@ -346,3 +346,35 @@ def test_without_a_published_model_lists_are_cleaned(redis_client):
     assert (report.users_cleaned, report.similar_cleaned) == (1, 1)
     assert members(redis_client, KEYS.recs("en", "u1")) == [6]
     assert members(redis_client, KEYS.similar("en", 9)) == [7]
+
+
+def test_with_an_ease_model_hidden_resources_leave_every_list_too(redis_client, data,
+                                                                   tmp_path):
+    """EASE lists cannot be recomputed from factors: they are cleaned (never refilled with
+    ALS scores), and a hide during an EASE publish is dropped by the same scripts."""
+    from dataclasses import replace
+
+    from trainer.choose import ModelSpec
+
+    load(redis_client, data, "en")
+    ease = replace(settings(tmp_path), spec=ModelSpec(model="ease"))
+    train_language(redis_client, KEYS, "en", ease)
+    rid = most_listed(redis_client)
+    before = lists(redis_client)
+    Control(redis_client, KEYS).run([ControlOp("hide", str(rid), "en")])
+    report = settle(redis_client, KEYS, "en")
+    assert report.users_refilled == 0 and report.users_cleaned == sum(
+        rid in recs for recs in before.values())
+    for user, recs in lists(redis_client).items():
+        assert recs == [m for m in before[user] if m != rid]
+    other = [m for m in before[next(iter(before))] if m != rid][0]
+
+    def after_chunk(kind: str, done: int) -> None:
+        if kind == "recs" and not redis_client.hexists(KEYS.hidden("en"), other):
+            Control(redis_client, KEYS).run([ControlOp("hide", str(other), "en")])
+            settle(redis_client, KEYS, "en")
+
+    train_language(redis_client, KEYS, "en", ease, publish_options={
+        "entries_per_call": 50, "calls_per_round_trip": 1, "after_chunk": after_chunk})
+    for recs in lists(redis_client).values():
+        assert rid not in recs and other not in recs

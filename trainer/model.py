@@ -127,18 +127,21 @@ class ALSModel:
 
     def save(self, model_dir: str | os.PathLike) -> Path:
         """Write ``model_dir/filename`` atomically (temp file + rename); returns the path."""
-        import joblib
+        return save_doc(self.to_dict(), Path(model_dir) / self.filename)
 
-        folder = Path(model_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / self.filename
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            joblib.dump(self.to_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+
+def save_doc(doc: dict, path: Path) -> Path:
+    """Write a model file's document atomically (temp file + rename); returns the path."""
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        joblib.dump(doc, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def as_rows(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
@@ -288,16 +291,26 @@ def load_model(path: str | os.PathLike) -> ALSModel:
     except Exception as exc:  # any unreadable file is the same mistake for the user
         raise ModelFileError(
             f"{p}: not a model file of ours (unreadable: {type(exc).__name__})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    readers = _readers()
+    kind = doc.get("format") if isinstance(doc, dict) else None
+    if kind not in readers:
         raise ModelFileError(f"{p}: not a model file of ours (no {FORMAT!r} format marker)")
     if doc.get("version") != FORMAT_VERSION:
         raise ModelFileError(
             f"{p}: model file version {doc.get('version')!r}, this program reads version "
             f"{FORMAT_VERSION}; retrain with this version")
     try:
-        return _from_dict(doc)
+        return readers[kind](doc)
     except (KeyError, TypeError, ValueError, InputError) as exc:  # InputError: a bad config
         raise ModelFileError(f"{p}: damaged model file: {exc}") from None
+
+
+def _readers() -> dict:
+    """Format marker -> document reader: ALS here, EASE and blend in their modules (all at
+    version 1)."""
+    from trainer import blend, ease
+
+    return {FORMAT: _from_dict, ease.FORMAT: ease.from_dict, blend.FORMAT: blend.from_dict}
 
 
 def _array(doc: dict, key: str, kinds: str, ndim: int) -> np.ndarray:

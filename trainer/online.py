@@ -40,7 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
@@ -53,9 +53,12 @@ from store.control import drop_hidden, read_hidden
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
+from trainer import online_models
+from trainer.choose import ModelSpec, fit_model
 from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
-from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
+from trainer.model import ALSModel, recommend_by_factors, similar_by_index
+from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
 from trainer.takedown import refill_lists
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,19 @@ class OnlineSettings:
     """Seconds to wait for another trainer's lock before skipping the language."""
     lock_ttl: float = 60.0
     """Lock expiry; renewed every third of it while this trainer works."""
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    """Which model (``--model``) and each model's settings; ``spec.als`` is ``train``."""
+    explicit: frozenset = frozenset()
+    """Options the user gave (flag or RECS_* variable): tuned settings never override them."""
+    gate_margin: float = 0.05
+    """With ``evaluate``: refuse a model more than this fraction below the live one."""
+    force: bool = False
+    """Publish even when the quality gate refuses."""
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """``spec`` with ``train`` as its ALS settings (``train`` is the one home of those)."""
+        return replace(self.spec, als=self.train)
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -100,11 +116,13 @@ class OnlineSettings:
         lock_wait, lock_ttl = float(args.lock_wait), float(args.lock_ttl)
         if lock_wait < 0 or lock_ttl < 1:
             raise InputError("--lock-wait must be >= 0 and --lock-ttl >= 1 second")
-        return cls(filters=FilterConfig.from_args(args), train=TrainConfig.from_args(args),
+        spec = online_spec(args)
+        return cls(filters=FilterConfig.from_args(args), train=spec.als,
                    top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
                    test_fraction=float(args.test_fraction),
                    threads=int(args.threads), lock_wait=lock_wait,
-                   lock_ttl=lock_ttl)
+                   lock_ttl=lock_ttl, spec=spec, explicit=getattr(args, "explicit", frozenset()),
+                   gate_margin=float(args.gate_margin), force=bool(args.force))
 
 
 @dataclass
@@ -172,9 +190,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             if settings.evaluate:
                 metrics = _evaluate(matrix, settings, lang)
                 stats["metrics"] = metrics
+                refused = gate_refuses(client, keys, lang, settings, metrics)
+                if refused is not None:
+                    return refused
             t = time.perf_counter()
-            model = fit(matrix, settings.train, lang, num_threads=settings.threads,
-                        stats=stats)
+            model, kind = fit_model(matrix, settings.model_spec, lang, threads=settings.threads,
+                                    stats=stats)
             times["fit"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -185,12 +206,21 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             t = time.perf_counter()
             publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
                                   **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n))
-            publisher.write_users(user_batches(model, settings.top_n))
-            info = model_info(model, settings, seq, metrics)
-            version = publisher.switch(info, model.items.ids, model.item_factors,
-                                       matrix.item_totals())
+            if kind == "als":
+                publisher.write_similar(similar_batches(model, settings.top_n))
+                publisher.write_users(user_batches(model, settings.top_n))
+                info = model_info(model, settings, seq, metrics)
+                version = publisher.switch(info, model.items.ids, model.item_factors,
+                                           matrix.item_totals())
+            else:  # EASE or the blend: trainer/online_models.py
+                info, version = online_models.publish(client, keys, lang, publisher, model,
+                                                      kind, settings, seq, metrics,
+                                                      matrix.item_totals())
+            online_models.after_switch(client, keys, lang, version)
             removed_items, removed_users = publisher.remove_uncovered(seq)
+            if metrics is not None:
+                record_history(client, keys, lang, metrics, {**info, "version": version},
+                               settings.model_spec)
             t_requeue = time.perf_counter()
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
@@ -207,7 +237,8 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
     fields = {
         "lang": lang, "version": version, "seq": seq,
-        "users": matrix.shape[0], "resources": matrix.shape[1], "nnz": matrix.nnz,
+        "model": kind, "users": matrix.shape[0], "resources": matrix.shape[1],
+        "nnz": matrix.nnz,
         "views_kept": report.after["views"],
         "views_dropped": {s.name: s.views for s in report.steps},
         "removed_resources": removed_items, "removed_users": removed_users,
@@ -228,12 +259,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
 
 def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
-    from trainer.evaluate import evaluate
+    from trainer.choose import evaluate_spec
     from trainer.matrix import holdout_split
 
     split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
-    result = evaluate(split.train, split.test, settings.train, k=10, lang=lang,
-                      num_threads=settings.threads)
+    result = evaluate_spec(split.train, split.test, settings.model_spec, k=10, lang=lang,
+                           threads=settings.threads)
     result["test_fraction"] = settings.test_fraction
     result["fitted_on"] = "holdout split"
     log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
@@ -245,7 +276,7 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
     """The model hash fields (CONTRACT.md section 2), ``version`` added by the publisher."""
     c, f = model.config, settings.filters
     info = {
-        "trained_at": model.trained_at, "factors": c.factors,
+        "model": "als", "trained_at": model.trained_at, "factors": c.factors,
         "regularization": c.regularization, "iterations": c.iterations, "alpha": c.alpha,
         "scaling": c.scaling, "seed": c.seed, "users": model.user_factors.shape[0],
         "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
@@ -318,7 +349,7 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
             log.info("stopping before %s", one)
             break
         try:
-            result = train_language(client, keys, one, settings)
+            result = train_language(client, keys, one, with_tuned(client, keys, one, settings))
         except InputError as exc:  # e.g. nothing left to train on
             if strict and lang:
                 raise
@@ -432,7 +463,11 @@ def similar_online(args) -> int:
     except ValueError:
         raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
 
+    meaning = {"ease": "EASE weight", "blend": "cosine, ALS part"}
+    kind = ["cosine"]
+
     def lookup(reader: RecsClient, info: dict, n: int) -> list:
+        kind[0] = meaning.get(info.get("model", "als"), "cosine")
         rows = reader.similar(args.lang, rid, n)
         if not rows:
             raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
@@ -441,7 +476,7 @@ def similar_online(args) -> int:
         return rows
 
     return _show(args, lookup,
-                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):")
+                 lambda resources: f"Similar to {describe(rid, resources)} ({kind[0]}):")
 
 
 def recommend_online(args) -> int:

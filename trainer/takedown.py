@@ -76,6 +76,20 @@ class SettleReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def als_published(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems | None:
+    """The published item side when it is an ALS model (the only kind whose lists can be
+    recomputed from factors alone); None for EASE and blend models or nothing usable, whose
+    lists are then only cleaned (they fill up again at the user's next update or the next
+    retrain)."""
+    kind = client.hget(keys.model(lang), "model")
+    if kind is not None and kind.decode() != "als":
+        return None
+    try:
+        return read_published_items(client, keys, lang)
+    except ValueError:
+        return None
+
+
 def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
     """Clean and refill the lists of every hide queued for ``lang``, restore what unhides
     can restore now, and take the settled entries off the queue."""
@@ -86,7 +100,7 @@ def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
     t0 = time.perf_counter()
     hides = sorted(r for r, a in work.items() if a == "hide")
     report.hides, report.unhides = len(hides), len(work) - len(hides)
-    published = read_published_items(client, keys, lang)
+    published = als_published(client, keys, lang)
     hidden = set(read_hidden(client, keys, lang))
     users = find_holders(client, keys.published_users(lang), lambda u: keys.recs(lang, u), hides)
     items = find_holders(client, keys.published_items(lang), lambda i: keys.similar(lang, i),
@@ -132,7 +146,7 @@ def refill_lists(client: redis.Redis, keys: Keys, lang: str, users: Collection[s
     lists) refilled."""
     if not users and not items:
         return 0, 0
-    published = read_published_items(client, keys, lang)
+    published = als_published(client, keys, lang)
     hidden = set(read_hidden(client, keys, lang))
     n = int(published.meta.get("top_n", 20)) if published else 20
     u = _refill_users(client, keys, lang, published, sorted(users), hidden, n)[0]
