@@ -39,6 +39,7 @@ from store.connection import connect, transient
 from store.ease_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
+from store.trending import Trending, TrendingConfig
 from store.updates import (
     BatchWrite,
     Claim,
@@ -51,6 +52,10 @@ from trainer.foldin import FoldIn
 from trainer.online_models import updater_model
 
 log = logging.getLogger("recs.updater")
+
+SPARE_CANDIDATES = 5
+"""Candidates scored beyond --top-n, so a list stays --top-n long when the commit drops
+resources hidden since the model was trained (a retrain leaves hidden resources out)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class UpdaterConfig:
     """How often ``recs:langs`` is re-read to find languages that appeared."""
     progress_log_seconds: float = 30.0
     """How often a progress line (users updated, pending backlog) is logged at INFO."""
+    trending: TrendingConfig = TrendingConfig()
+    """The trending list this loop refreshes every ``trending.every`` seconds (0: never)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -100,7 +107,7 @@ class UpdaterConfig:
             redis_url=args.redis_url, prefix=args.prefix, langs=tuple(args.lang or ()),
             batch_size=args.batch_size, poll_interval=args.poll_interval, top_n=args.top_n,
             lease_seconds=args.lease_seconds, metrics_port=args.metrics_port,
-            metrics_address=args.metrics_address,
+            metrics_address=args.metrics_address, trending=TrendingConfig.from_args(args),
         )
 
 
@@ -162,6 +169,7 @@ class Updater:
         self.config = config
         self.keys = Keys(config.prefix)
         self.queue = UpdateQueue(client, self.keys)
+        self.trending = Trending(client, self.keys, config.trending)
         self.metrics = metrics or UpdaterMetrics()
         self._models: dict[str, FoldIn] = {}
         self._bad_versions: set[tuple[str, str]] = set()
@@ -235,7 +243,7 @@ class Updater:
         """Write a prepared batch (refused whole if the model changed since), account for it."""
         lang, users = p.claim.lang, len(p.claim.users)
         try:
-            result = self.queue.commit(p.claim, p.version, p.batch)
+            result = self.queue.commit(p.claim, p.version, p.batch, top_n=self.config.top_n)
         except BaseException:
             self._release(p.claim)
             raise
@@ -270,7 +278,8 @@ class Updater:
         raw = read_views(self.client, self.keys, claim.lang, claim.users)
         views = _views_matrix(model, raw)
         factors = model.solve(views)
-        members, scores = model.recommend(factors, views, self.config.top_n)
+        # Spare candidates: the commit drops resources hidden since the model was trained.
+        members, scores = model.recommend(factors, views, self.config.top_n + SPARE_CANDIDATES)
         known = np.diff(views.indptr) > 0
         return BatchWrite(factors, known, members, scores), int((~known).sum())
 
@@ -334,6 +343,7 @@ class Updater:
                             claimed += len(prepared.claim.users)
                             in_flight = pool.submit(self.commit, prepared)
                     self.refresh_pending()
+                    self.trending.tick(self.languages())
                     backoff = 0.0
                 except redis.RedisError as exc:
                     if not transient(exc):

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from recs import options as o
+from recs.cli_takedown import add_takedown_commands, add_trending_options
 from recs.errors import RecsError
 from recs.redact import mask_url, redact, register_settings, register_url
 from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a claimed user is held before another updater may take it "
                         "(covers an updater that died mid-batch)" + _D)
     _metrics(p, _UPDATER)
+    add_trending_options(p)
 
     p = command("backfill", "consumers.backfill:cmd_backfill",
                 "load a views CSV extract into the Redis counts")
@@ -340,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="resources CSV: id,title,folder,subject,tags (.gz ok)")
     p.add_argument("--lang", required=True, type=o.lang)
 
+    add_takedown_commands(command, _kafka, _From)
     _apply_env(parser)
     return parser
 

@@ -27,9 +27,38 @@ import redis
 
 from store.connection import connect
 from store.keys import Keys
-from store.read import Scored, decode_details, decode_model, decode_scored, top_range
+from store.read import Scored, decode_details, decode_model, decode_scored, text, top_range
 
 __all__ = ["RecsClient", "Scored"]
+
+
+FOR_USER_LUA = """
+-- KEYS[1] recs(lang, user), KEYS[2] trending(lang), KEYS[3] views(lang, user),
+-- KEYS[4] hidden(lang). ARGV[1] n.
+-- The user's own list if they have one, else the trending list without what they viewed;
+-- hidden resources skipped in both (a hide is enforced here even in the seconds before its
+-- lists are refilled). Returns {source, {member, score, ...}}.
+local n = tonumber(ARGV[1])
+local function pick(key, skip_viewed)
+  local out = {}
+  local stop = skip_viewed and -1 or (n + 9)
+  local rows = redis.call('ZREVRANGE', key, 0, stop, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    if #out >= 2 * n then break end
+    if redis.call('HEXISTS', KEYS[4], rows[i]) == 0 and not (skip_viewed
+        and redis.call('HEXISTS', KEYS[3], rows[i]) == 1) then
+      out[#out + 1] = rows[i]
+      out[#out + 1] = rows[i + 1]
+    end
+  end
+  return out
+end
+local own = pick(KEYS[1], false)
+if #own > 0 then return {'personal', own} end
+local hot = pick(KEYS[2], true)
+if #hot > 0 then return {'trending', hot} end
+return {'none', {}}
+"""
 
 
 class RecsClient:
@@ -38,6 +67,7 @@ class RecsClient:
     def __init__(self, url_or_redis: str | redis.Redis, prefix: str = "recs") -> None:
         self.redis = connect(url_or_redis) if isinstance(url_or_redis, str) else url_or_redis
         self.keys = Keys(prefix)
+        self._for_user = None
 
     def similar(self, lang: str, resource_id: int | str, n: int = 10) -> list[Scored]:
         """The ``n`` resources most similar to ``resource_id``, best first (score = cosine)."""
@@ -46,6 +76,30 @@ class RecsClient:
     def recommend(self, lang: str, user_id: str, n: int = 10) -> list[Scored]:
         """The ``n`` best resources for ``user_id`` that they have not viewed, best first."""
         return self._top(self.keys.recs(lang, user_id), n)
+
+    def for_user(self, lang: str, user_id: str, n: int = 10) -> tuple[list[Scored], str]:
+        """The user's own list, or for a user the model cannot place the trending list
+        (without what they viewed), in one round trip: ``(rows, source)`` with source
+        ``"personal"``, ``"trending"`` or ``"none"`` (both empty)."""
+        if n <= 0:
+            return [], "none"
+        k = self.keys
+        if self._for_user is None:
+            self._for_user = self.redis.register_script(FOR_USER_LUA)
+        source, rows = self._for_user(
+            keys=[k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id),
+                  k.hidden(lang)], args=[int(n)])
+        pairs = [Scored(int(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
+        return pairs, text(source)
+
+    def recommend_or_trending(self, lang: str, user_id: str, n: int = 10
+                              ) -> tuple[list[Scored], str]:
+        """Same as :meth:`for_user`."""
+        return self.for_user(lang, user_id, n)
+
+    def trending(self, lang: str, n: int = 10) -> list[Scored]:
+        """What is being viewed now in ``lang`` (see store/trending.py), best first."""
+        return self._top(self.keys.trending(lang), n)
 
     def model_info(self, lang: str) -> dict | None:
         """The published model's description (version, trained_at, hyperparameters, sizes,

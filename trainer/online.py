@@ -16,6 +16,10 @@ the language's trainer lock (:class:`store.publish.TrainLock`):
 5. hand users with views newer than S to the updater, and settle the users it had pending
    (``requeue_touched``).
 
+Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
+one hidden during the run is dropped by the publish scripts themselves, and the lists they
+cut are recomputed after the switch, so they stay --top-n long.
+
 A second trainer for the same language waits ``--lock-wait`` seconds (default 0) for the
 lock, then skips the language with a log line; a skip is not an error (exit code 0), since
 the other trainer is publishing the same counts. ``--every`` repeats with +-10% jitter (so
@@ -45,6 +49,7 @@ from recs.errors import InputError, NotPublishedError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.client import RecsClient
 from store.connection import connect
+from store.control import drop_hidden, read_hidden
 from store.keys import Keys
 from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
 from store.snapshot import read_languages, read_pending, read_seq, read_views
@@ -54,6 +59,7 @@ from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
 from trainer.model import ALSModel, recommend_by_factors, similar_by_index
 from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
+from trainer.takedown import refill_lists
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +164,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             seq = read_seq(client, keys, lang)
             pending = read_pending(client, keys, lang)
             df = read_views(client, keys, lang)
+            # Hidden resources stay out of the model (their views stay counted for a
+            # restore); one hidden later is dropped by the publish scripts themselves.
+            df = drop_hidden(df, read_hidden(client, keys, lang))
             times["read"] = time.perf_counter() - t
 
             if df.empty:
@@ -195,7 +204,8 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
             lock.check()
             t = time.perf_counter()
-            publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
+            publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
+                                  **(publish_options or {}))
             if kind == "als":
                 publisher.write_similar(similar_batches(model, settings.top_n))
                 publisher.write_users(user_batches(model, settings.top_n))
@@ -215,6 +225,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
             publisher.report.seconds["requeue"] = round(time.perf_counter() - t_requeue, 3)
+            # Resources hidden during this run were dropped from the lists by the publish
+            # scripts: refill those lists to --top-n from what was just published.
+            refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
             times["publish"] = time.perf_counter() - t
     except LockLost as exc:
         log.error("%s: %s", lang, exc)
