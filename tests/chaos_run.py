@@ -46,7 +46,8 @@ from tests.chaos_checks import Check, Expected, Settings, check_all
 KEYS = Keys()
 LANGS = {"en": 0.6, "es": 0.3, "pt": 0.1}
 """Languages and their share of the traffic."""
-FAULTS = ("kill_service", "kill_redis", "restore_redis", "freeze_broker")
+FAULTS = {"kill_service": 2, "kill_redis": 1, "restore_redis": 1, "freeze_broker": 1}
+"""The kinds of fault and their weights (five services share the first)."""
 KAFKA_CONFIG = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 """librdkafka's default 45 s session timeout makes every group join slow on Tansu."""
 
@@ -58,11 +59,11 @@ class ChaosConfig:
     seed: int = 1
     rate: float = 200.0
     """Events per second sent by the producer (valid and invalid)."""
-    fault_seconds: float = 24.0
+    fault_seconds: float = 28.0
     """Length of the phase with faults."""
-    fault_every: tuple[float, float] = (2.0, 4.0)
+    fault_every: tuple[float, float] = (1.5, 3.0)
     """Seconds between two faults, drawn uniformly."""
-    freeze_seconds: tuple[float, float] = (1.0, 4.0)
+    freeze_seconds: tuple[float, float] = (1.0, 3.0)
     """How long the broker stays frozen."""
     quiet_seconds: float = 3.0
     """Events keep coming this long after the last fault, before the producer stops."""
@@ -137,6 +138,8 @@ class Feed(threading.Thread):
         self.expected = Expected()
         self.ends: dict[int, int] = {}
         self.sent = 0
+        self.seconds = 0.0
+        """How long it produced."""
         self.failures: list[str] = []
         self._stop_event = threading.Event()
 
@@ -159,6 +162,7 @@ class Feed(threading.Thread):
                 self._produce(producer, key, value, valid)
                 self.sent += 1
             producer.poll(0.01)
+        self.seconds = time.monotonic() - started
         left = producer.flush(180)
         if left:
             self.failures.append(f"{left} events undelivered after 180 s")
@@ -245,10 +249,15 @@ class Faults:
         self.services, self.redis, self.broker = services, redis_server, broker
         self.snapshots: list[Path] = []
         self.done: Counter = Counter()
-        # Every kind once (in a seeded order), then seeded random picks.
-        first = list(FAULTS)
+        # First a round of every kind, with every service killed once, in a seeded order;
+        # then seeded weighted picks. Services are killed in seeded rounds too.
+        names = sorted(services.args)
+        first = [k for k in FAULTS if k != "kill_service"] + ["kill_service"] * len(names)
         rng.shuffle(first)
-        self._schedule = itertools.chain(first, iter(lambda: rng.choice(FAULTS), None))
+        pick = lambda: rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]  # noqa: E731
+        self._schedule = itertools.chain(first, iter(pick, None))
+        self._victims = itertools.chain.from_iterable(
+            iter(lambda: rng.sample(names, len(names)), None))
 
     def snapshot(self) -> None:
         """Keep an RDB of now, so a later fault can roll Redis back to it."""
@@ -262,7 +271,7 @@ class Faults:
         return getattr(self, kind)()
 
     def kill_service(self) -> str:
-        name = self.rng.choice(sorted(self.services.args))
+        name = next(self._victims)
         self.services.kill(name)
         pause = self.rng.uniform(0.1, 1.5)
         time.sleep(pause)
@@ -301,6 +310,7 @@ class Outcome:
 
     checks: list[Check]
     sent: int
+    produce_seconds: float
     expected: Expected
     faults: Counter
     restarts: Counter
@@ -347,7 +357,8 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
         broker.resume()
         feed._stop_event.set()
         services.kill_all()
-    return Outcome(checks, feed.sent, feed.expected, faults.done, services.restarts, phases)
+    return Outcome(checks, feed.sent, feed.seconds, feed.expected, faults.done,
+                   services.restarts, phases)
 
 
 def _timed(phases: dict[str, float], name: str, started: float) -> None:

@@ -23,6 +23,7 @@ def test_the_whole_system_survives_seeded_faults(redis_server, broker, tmp_path)
     outcome = run_chaos(ChaosConfig(seed=1), redis_server, broker, tmp_path, say=print)
     report = "\n".join(summary(outcome))
     print(report)
-    assert set(outcome.faults) == set(FAULTS), report  # every kind of fault happened
+    # Every kind of fault happened, and every service was killed at least once.
+    assert set(outcome.faults) == set(FAULTS) and len(outcome.restarts) == 5, report
     assert outcome.expected.invalid and len(outcome.expected.langs()) == 3, report
     assert outcome.ok, report
