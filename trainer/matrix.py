@@ -320,5 +320,5 @@ def uncovered_users(df: pd.DataFrame, matrix: UtilityMatrix) -> list[str]:
     ``matrix`` but are not among its users (the filters dropped them). A model trained on
     ``matrix`` can fold them in, and nothing else would: the trainer hands them to the updater."""
     known = df["resource_id"].isin(matrix.items.ids).to_numpy()
-    users = np.asarray(pd.unique(df["user_id"].to_numpy()[known]), dtype=str)
+    users = np.asarray(df["user_id"][known].unique(), dtype=str)  # a Categorical: by codes
     return users[matrix.users.numbers(users, missing="negative") < 0].tolist()
