@@ -248,6 +248,7 @@ class Faults:
         self.rng, self.config = rng, config
         self.services, self.redis, self.broker = services, redis_server, broker
         self.snapshots: list[Path] = []
+        self._numbers = itertools.count()
         self.done: Counter = Counter()
         # First a round of every kind, with every service killed once, in a seeded order;
         # then seeded weighted picks. Services are killed in seeded rounds too.
@@ -261,7 +262,7 @@ class Faults:
 
     def snapshot(self) -> None:
         """Keep an RDB of now, so a later fault can roll Redis back to it."""
-        self.snapshots.append(self.redis.snapshot(f"chaos-{len(self.snapshots)}.rdb"))
+        self.snapshots.append(self.redis.snapshot(f"chaos-{next(self._numbers)}.rdb"))
         if len(self.snapshots) > 4:
             self.snapshots.pop(0).unlink()
 
