@@ -42,14 +42,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from recs.localstack import Broker, RecsProcess, RedisServer, wait_until
 from store.keys import Keys
 from tests.chaos_checks import Check, Expected, Settings, check_all
+from tests.conftest import KAFKA_TEST_CONFIG as KAFKA_CONFIG
 
 KEYS = Keys()
 LANGS = {"en": 0.6, "es": 0.3, "pt": 0.1}
 """Languages and their share of the traffic."""
 FAULTS = {"kill_service": 2, "kill_redis": 1, "restore_redis": 1, "freeze_broker": 1}
 """The kinds of fault and their weights (five services share the first)."""
-KAFKA_CONFIG = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
-"""librdkafka's default 45 s session timeout makes every group join slow on Tansu."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class ChaosConfig:
     """One chaos run. The defaults are the test's (about a minute); the soak scales them."""
 
     seed: int = 1
+    """Seeds the events and the faults (their timing still depends on the machine)."""
     rate: float = 200.0
     """Events per second sent by the producer (valid and invalid)."""
     fault_seconds: float = 28.0
@@ -68,11 +68,15 @@ class ChaosConfig:
     quiet_seconds: float = 3.0
     """Events keep coming this long after the last fault, before the producer stops."""
     train_every: float = 10.0
+    """``recs train --every``: also bounds the wait for the final retrain."""
     invalid_share: float = 0.03
+    """Share of the events that are invalid (five kinds)."""
     new_user_share: float = 0.15
+    """Share of the valid events from a user never seen before."""
     resources: int = 150
     """Resources per language (Zipf popularity: the tail falls under min_item_views)."""
     partitions: int = 4
+    """Partitions of the views topic (two consumers share them)."""
     settings: Settings = field(default_factory=Settings)
     """Trainer and updater settings the checks need too (top-n, filters)."""
 
@@ -152,6 +156,12 @@ class Feed(threading.Thread):
         self.expected.add(valid, msg.value())
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # surfaces in finish(), not as a silent short count
+            self.failures.append(f"the producer crashed: {exc!r}")
+
+    def _run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
                              "acks": "all"})
         started = time.monotonic()
@@ -177,8 +187,11 @@ class Feed(threading.Thread):
             except BufferError:  # local queue full (a long freeze): wait for deliveries
                 producer.poll(0.05)
 
-    def finish(self, timeout: float = 200) -> None:
+    def stop(self) -> None:
         self._stop_event.set()
+
+    def finish(self, timeout: float = 200) -> None:
+        self.stop()
         self.join(timeout)
         if self.is_alive():
             raise RuntimeError("the producer did not finish flushing")
@@ -215,6 +228,7 @@ class Services:
         self.procs[name] = proc.start()
 
     def kill(self, name: str) -> None:
+        self.procs[name].check_alive(f"running as {name} until this fault")
         self.procs[name].kill()
         self.restarts[name] += 1
 
@@ -356,7 +370,7 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
             client.close()
     finally:
         broker.resume()
-        feed._stop_event.set()
+        feed.stop()
         services.kill_all()
     return Outcome(checks, feed.sent, feed.seconds, feed.expected, faults.done,
                    services.restarts, phases)
