@@ -602,6 +602,17 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     return out
 
 
+def queue_for_updater(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str],
+                      seq: int, chunk: int = 1000) -> int:
+    """Queue ``users`` in ``dirty(lang)`` at score ``seq`` (never lowering a higher score), so
+    the updater folds them into the model now live; returns how many."""
+    pipe = client.pipeline(transaction=False)
+    for s in range(0, len(users), chunk):
+        pipe.zadd(keys.dirty(lang), dict.fromkeys(users[s:s + chunk], seq), gt=True)
+    pipe.execute()
+    return len(users)
+
+
 def prefetched(items: Iterable, depth: int = 2) -> Iterator:
     """Iterate ``items`` in a background thread, up to ``depth`` items ahead.
 

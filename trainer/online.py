@@ -51,12 +51,19 @@ from store.client import RecsClient
 from store.connection import connect
 from store.control import drop_hidden, read_hidden
 from store.keys import Keys
-from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
+from store.publish import (
+    Lists,
+    LockLost,
+    Publisher,
+    TrainLock,
+    queue_for_updater,
+    requeue_touched,
+)
 from store.snapshot import read_languages, read_pending, read_seq, read_views
 from trainer import online_models
 from trainer.choose import ModelSpec, fit_model
 from trainer.config import FilterConfig, TrainConfig, check_lang
-from trainer.matrix import apply_filters, build_matrix
+from trainer.matrix import apply_filters, build_matrix, uncovered_users
 from trainer.model import ALSModel, recommend_by_factors, similar_by_index
 from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
 from trainer.takedown import refill_lists
@@ -173,7 +180,8 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                 return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this "
                                  "language (run `recs consume` or `recs backfill` first)")
             t = time.perf_counter()
-            df, report = apply_filters(df, settings.filters)
+            read = df
+            df, report = apply_filters(read, settings.filters)
             for line in report.lines():
                 log.info("%s: %s", lang, line)
             if df.empty:
@@ -182,7 +190,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                                  f"({report.before['interactions']} user-resource pairs read); "
                                  "the published model, if any, stays")
             matrix = build_matrix(df)
-            del df
+            # Filtered-out users who viewed a resource this model knows: the updater folds
+            # them in once it is live (else they get no list until their next view).
+            outside = uncovered_users(read, matrix)
+            del df, read
             times["matrix"] = time.perf_counter() - t
 
             stats: dict = {"source": "redis", "seq": seq, "filters": report.as_dict()}
@@ -221,6 +232,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             if metrics is not None:
                 record_history(client, keys, lang, metrics, {**info, "version": version},
                                settings.model_spec)
+            queue_for_updater(client, keys, lang, outside, seq)
             t_requeue = time.perf_counter()
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
@@ -244,6 +256,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
         "removed_resources": removed_items, "removed_users": removed_users,
         "spared_users": publisher.report.spared_users,
         "refolded_users": publisher.report.refolded_users, "requeued": handover.newer,
+        "uncovered_queued": len(outside),
         "pending": len(pending), "pending_requeued": handover.again,
         "pending_dropped": handover.dropped, "model_file": str(path),
         "publish_steps": publisher.report.seconds,
