@@ -15,9 +15,10 @@ WORKDIR /src
 
 # The dependencies first, in a layer of their own, so editing the code does not reinstall
 # numpy, scipy and friends. All of them ship binary wheels (x86_64 and arm64): no compiler.
-COPY pyproject.toml ./
+# constraints.txt pins their exact versions (the same pins make and CI install).
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && pip install -r requirements.txt
+ && pip install -c constraints.txt -r requirements.txt
 
 COPY README.md ./
 COPY recs ./recs
@@ -34,6 +35,6 @@ RUN groupadd --gid 10001 recs \
 USER 10001:10001
 WORKDIR /home/recs
 
-# Prometheus metrics: recs consume (9100) and recs update (9101).
-EXPOSE 9100 9101
+# Prometheus metrics: recs consume (9100) and recs update (9101); recs serve's HTTP API (8000).
+EXPOSE 9100 9101 8000
 CMD ["recs", "--help"]

@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean constraints
 
-$(BIN)/recs: pyproject.toml
+# constraints.txt pins every version (reproducible installs); pyproject.toml keeps the ranges.
+$(BIN)/recs: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 venv: $(BIN)/recs
@@ -18,10 +19,14 @@ demo: venv
 	$(BIN)/python -m recs.demo
 
 test: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
+
+# Re-pin constraints.txt after changing a dependency in pyproject.toml (see .ci/pin).
+constraints:
+	PYTHON=$(PYTHON) .ci/pin
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

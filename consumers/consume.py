@@ -54,6 +54,7 @@ from confluent_kafka import (
 )
 
 from consumers.events import MAX_VALUE_BYTES, InvalidEvent, parse_event
+from consumers.kafkalog import KafkaLog
 from consumers.metrics import ConsumerMetrics
 from recs.errors import InputError, RecsError
 from recs.signals import on_stop_signals
@@ -86,6 +87,12 @@ class ConsumerConfig:
     batches fill by size long before; on a quiet topic this bounds how stale counts are."""
     metrics_port: int = 9100
     """Prometheus port; 0 = no HTTP server."""
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on: every interface by default, so a Prometheus in
+    another container can scrape it (the metrics carry counts, no secrets); 127.0.0.1 keeps
+    it on this host."""
+    broker_warn_after: float = 30.0
+    """Seconds without any reachable Kafka broker before a WARNING (consumers/kafkalog.py)."""
     kafka_config: dict[str, str] = field(default_factory=dict)
     """Extra librdkafka settings for the consumer and the dead-letter producer (SASL, SSL,
     timeouts...). ``enable.auto.commit`` is always false."""
@@ -111,7 +118,9 @@ class ConsumerConfig:
             bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
             dlq_topic=args.dlq_topic, group=args.group, redis_url=args.redis_url,
             prefix=args.prefix, batch_size=args.batch_size, batch_timeout=args.batch_timeout,
-            metrics_port=args.metrics_port, kafka_config=parse_kafka_config(args.kafka_config),
+            metrics_port=args.metrics_port, metrics_address=args.metrics_address,
+            broker_warn_after=args.broker_warn_after,
+            kafka_config=parse_kafka_config(args.kafka_config),
             retry_max=args.redis_retry_max, offset_check_interval=args.offset_check_interval,
             until_drained=args.until_drained,
         )
@@ -123,7 +132,7 @@ def parse_kafka_config(items: list[str]) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--kafka-config {item!r}: expected KEY=VALUE")
+            raise InputError("--kafka-config: expected KEY=VALUE (the value is not shown)")
         out[key.strip()] = value.strip()
     return out
 
@@ -222,7 +231,7 @@ class StreamConsumer:
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,  # how --until-drained knows a partition's end
             "on_commit": _on_commit,
-            "error_cb": _on_kafka_error,
+            **KafkaLog("consumer", config.broker_warn_after).settings(extra),
         })
         producer_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
         self.producer = Producer({
@@ -230,7 +239,7 @@ class StreamConsumer:
             "acks": "all",
             "linger.ms": 20,
             **producer_extra,
-            "error_cb": _on_kafka_error,
+            **KafkaLog("dlq-producer", None).settings(producer_extra),
         })
 
         # The partitions this member owns; the rebalance callbacks add and remove them.
@@ -264,7 +273,7 @@ class StreamConsumer:
 
     def run(self) -> int:
         cfg = self.cfg
-        self.metrics.serve(cfg.metrics_port)
+        self.metrics.serve(cfg.metrics_port, cfg.metrics_address)
         self.consumer.subscribe([cfg.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("consuming", extra={"fields": {
@@ -764,13 +773,6 @@ def _header_text(headers: list) -> dict[str, str]:
 def _on_commit(err, partitions) -> None:
     if err is not None:
         log.debug("kafka commit failed", extra={"fields": {"error": str(err)}})
-
-
-def _on_kafka_error(err: KafkaError) -> None:
-    if err.fatal():
-        log.error("fatal kafka error", extra={"fields": {"error": str(err)}})
-    else:
-        log.info("kafka", extra={"fields": {"error": str(err)}})
 
 
 def cmd_consume(args) -> int:

@@ -69,5 +69,5 @@ class ConsumerMetrics:
         try:
             start_http_server(port, addr=addr, registry=self.registry)
         except OSError as exc:
-            raise InputError(f"metrics port {port}: {exc.strerror or exc} "
-                             "(choose another with --metrics-port, 0 = off)") from None
+            raise InputError(f"metrics on {addr}:{port}: {exc.strerror or exc} (choose another "
+                             "--metrics-port, 0 = off, or --metrics-address)") from None

@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 
 import numpy as np
@@ -35,8 +36,10 @@ import scipy.sparse as sp
 from recs.errors import InputError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.connection import connect, transient
+from store.ease_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
+from store.trending import Trending, TrendingConfig
 from store.updates import (
     BatchWrite,
     Claim,
@@ -46,8 +49,13 @@ from store.updates import (
     read_views,
 )
 from trainer.foldin import FoldIn
+from trainer.online_models import updater_model
 
 log = logging.getLogger("recs.updater")
+
+SPARE_CANDIDATES = 5
+"""Candidates scored beyond --top-n, so a list stays --top-n long when the commit drops
+resources hidden since the model was trained (a retrain leaves hidden resources out)."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,14 @@ class UpdaterConfig:
     users of an updater that died mid-batch wait before another updater takes them."""
     metrics_port: int = 9101
     """Prometheus endpoint port; 0 turns it off."""
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on (README "Metrics" says why every interface)."""
     langs_refresh_seconds: float = 5.0
     """How often ``recs:langs`` is re-read to find languages that appeared."""
     progress_log_seconds: float = 30.0
     """How often a progress line (users updated, pending backlog) is logged at INFO."""
+    trending: TrendingConfig = TrendingConfig()
+    """The trending list this loop refreshes every ``trending.every`` seconds (0: never)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -95,6 +107,7 @@ class UpdaterConfig:
             redis_url=args.redis_url, prefix=args.prefix, langs=tuple(args.lang or ()),
             batch_size=args.batch_size, poll_interval=args.poll_interval, top_n=args.top_n,
             lease_seconds=args.lease_seconds, metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address, trending=TrendingConfig.from_args(args),
         )
 
 
@@ -128,10 +141,10 @@ class UpdaterMetrics:
             "recs_update_model_items", "Resources in the model version in use", ["lang"],
             registry=self.registry)
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=self.registry)
+        start_http_server(port, addr=addr, registry=self.registry)
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,7 @@ class Updater:
         self.config = config
         self.keys = Keys(config.prefix)
         self.queue = UpdateQueue(client, self.keys)
+        self.trending = Trending(client, self.keys, config.trending)
         self.metrics = metrics or UpdaterMetrics()
         self._models: dict[str, FoldIn] = {}
         self._bad_versions: set[tuple[str, str]] = set()
@@ -183,13 +197,8 @@ class Updater:
             published = read_published_items(self.client, self.keys, lang)
             if published is None:
                 return None
-            meta = published.meta
-            model = FoldIn(
-                item_ids=published.item_ids, item_factors=published.item_factors,
-                regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
-                scaling=meta["scaling"], version=published.version,
-                item_totals=published.item_totals,
-            )
+            model = updater_model(published.meta, published, partial(
+                read_rows, self.client, self.keys, lang, published.version))
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))
             log.error("unusable published model; users stay pending until the next publish",
@@ -235,7 +244,7 @@ class Updater:
         """Write a prepared batch (refused whole if the model changed since), account for it."""
         lang, users = p.claim.lang, len(p.claim.users)
         try:
-            result = self.queue.commit(p.claim, p.version, p.batch)
+            result = self.queue.commit(p.claim, p.version, p.batch, top_n=self.config.top_n)
         except BaseException:
             self._release(p.claim)
             raise
@@ -272,7 +281,8 @@ class Updater:
         skip = self._unreadable(claim, raw)
         views = _views_matrix(model, raw)
         factors = model.solve(views)
-        members, scores = model.recommend(factors, views, self.config.top_n)
+        # Spare candidates: the commit drops resources hidden since the model was trained.
+        members, scores = model.recommend(factors, views, self.config.top_n + SPARE_CANDIDATES)
         known = np.diff(views.indptr) > 0
         no_factors = int((~known).sum())
         if skip is not None:
@@ -359,6 +369,7 @@ class Updater:
                             claimed += len(prepared.claim.users)
                             in_flight = pool.submit(self.commit, prepared)
                     self.refresh_pending()
+                    self.trending.tick(self.languages())
                     backoff = 0.0
                 except redis.RedisError as exc:
                     if not transient(exc):
@@ -437,9 +448,11 @@ def cmd_update(args) -> int:
     metrics = UpdaterMetrics()
     if config.metrics_port:
         try:
-            metrics.serve(config.metrics_port)
+            metrics.serve(config.metrics_port, config.metrics_address)
         except OSError as exc:
-            raise InputError(f"--metrics-port {config.metrics_port}: {exc}") from None
+            raise InputError(f"metrics on {config.metrics_address}:{config.metrics_port}: "
+                             f"{exc.strerror or exc} (choose another --metrics-port, 0 = off, "
+                             "or --metrics-address)") from None
     stop = StopFlag()
 
     def first(name: str) -> None:

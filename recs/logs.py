@@ -1,6 +1,8 @@
 """Logging setup: readable lines for people, one JSON object per line for collectors.
 
-Structured fields go in ``extra={"fields": {...}}``; both formats print them.
+Structured fields go in ``extra={"fields": {...}}``; both formats print them. Every line
+passes through ``recs.redact`` last, so no password reaches the log (a URL in a message, a
+redis-py or librdkafka error quoting a setting, a traceback).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import sys
 import time
 
 import orjson
+
+from recs.redact import redact
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +28,9 @@ class JsonFormatter(logging.Formatter):
         doc.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        # Before encoding too: JSON escapes would hide a secret holding a quote or backslash.
+        doc = {k: redact(v) if isinstance(v, str) else v for k, v in doc.items()}
+        return redact(orjson.dumps(doc, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -36,7 +42,7 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return line
+        return redact(line)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -23,27 +23,42 @@ reader never sees a half-written one.
 
 from __future__ import annotations
 
-import json
-from typing import NamedTuple
-
 import redis
 
 from store.connection import connect
 from store.keys import Keys
+from store.read import Scored, decode_details, decode_model, decode_scored, text, top_range
 
-# Model hash fields with a known type; anything else comes back as a string.
-_INT_FIELDS = {"factors", "iterations", "users", "items", "nnz", "seq", "top_n", "seed",
-               "min_item_views", "max_item_views", "min_user_views"}
-_FLOAT_FIELDS = {"regularization", "alpha", "train_seconds", "publish_seconds",
-                 "test_fraction"}
-_JSON_FIELDS = {"metrics", "filters"}
+__all__ = ["RecsClient", "Scored"]
 
 
-class Scored(NamedTuple):
-    """One list entry: a resource id and its score (higher is better)."""
-
-    resource_id: int
-    score: float
+FOR_USER_LUA = """
+-- KEYS[1] recs(lang, user), KEYS[2] trending(lang), KEYS[3] views(lang, user),
+-- KEYS[4] hidden(lang). ARGV[1] n.
+-- The user's own list if they have one, else the trending list without what they viewed;
+-- hidden resources skipped in both (a hide is enforced here even in the seconds before its
+-- lists are refilled). Returns {source, {member, score, ...}}.
+local n = tonumber(ARGV[1])
+local function pick(key, skip_viewed)
+  local out = {}
+  local stop = skip_viewed and -1 or (n + 9)
+  local rows = redis.call('ZREVRANGE', key, 0, stop, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    if #out >= 2 * n then break end
+    if redis.call('HEXISTS', KEYS[4], rows[i]) == 0 and not (skip_viewed
+        and redis.call('HEXISTS', KEYS[3], rows[i]) == 1) then
+      out[#out + 1] = rows[i]
+      out[#out + 1] = rows[i + 1]
+    end
+  end
+  return out
+end
+local own = pick(KEYS[1], false)
+if #own > 0 then return {'personal', own} end
+local hot = pick(KEYS[2], true)
+if #hot > 0 then return {'trending', hot} end
+return {'none', {}}
+"""
 
 
 class RecsClient:
@@ -52,6 +67,7 @@ class RecsClient:
     def __init__(self, url_or_redis: str | redis.Redis, prefix: str = "recs") -> None:
         self.redis = connect(url_or_redis) if isinstance(url_or_redis, str) else url_or_redis
         self.keys = Keys(prefix)
+        self._for_user = None
 
     def similar(self, lang: str, resource_id: int | str, n: int = 10) -> list[Scored]:
         """The ``n`` resources most similar to ``resource_id``, best first (score = cosine)."""
@@ -61,33 +77,48 @@ class RecsClient:
         """The ``n`` best resources for ``user_id`` that they have not viewed, best first."""
         return self._top(self.keys.recs(lang, user_id), n)
 
+    def for_user(self, lang: str, user_id: str, n: int = 10) -> tuple[list[Scored], str]:
+        """The user's own list, or for a user the model cannot place the trending list
+        (without what they viewed), in one round trip: ``(rows, source)`` with source
+        ``"personal"``, ``"trending"`` or ``"none"`` (both empty)."""
+        if n <= 0:
+            return [], "none"
+        k = self.keys
+        if self._for_user is None:
+            self._for_user = self.redis.register_script(FOR_USER_LUA)
+        source, rows = self._for_user(
+            keys=[k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id),
+                  k.hidden(lang)], args=[int(n)])
+        pairs = [Scored(int(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
+        return pairs, text(source)
+
+    def recommend_or_trending(self, lang: str, user_id: str, n: int = 10
+                              ) -> tuple[list[Scored], str]:
+        """Same as :meth:`for_user`."""
+        return self.for_user(lang, user_id, n)
+
+    def trending(self, lang: str, n: int = 10) -> list[Scored]:
+        """What is being viewed now in ``lang`` (see store/trending.py), best first."""
+        return self._top(self.keys.trending(lang), n)
+
     def model_info(self, lang: str) -> dict | None:
         """The published model's description (version, trained_at, hyperparameters, sizes,
         ``metrics`` when evaluated) with numbers as numbers; None if nothing is published."""
-        raw = self.redis.hgetall(self.keys.model(lang))
-        if not raw:
-            return None
-        return {_text(k): _typed(_text(k), _text(v)) for k, v in raw.items()}
+        return decode_model(self.redis.hgetall(self.keys.model(lang)))
+
+    def details(self, lang: str, resource_ids) -> dict[int, dict]:
+        """Title, folder, subject and tags of each resource loaded with ``recs resources
+        load`` (one HMGET); resources without details are left out."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        values = self.redis.hmget(self.keys.resources(lang), ids)
+        found = {rid: decode_details(v) for rid, v in zip(ids, values, strict=True)}
+        return {rid: d for rid, d in found.items() if d is not None}
 
     def _top(self, key: str, n: int) -> list[Scored]:
-        if n <= 0:
+        span = top_range(n)
+        if span is None:
             return []
-        rows = self.redis.zrevrange(key, 0, n - 1, withscores=True)
-        return [Scored(int(member), float(score)) for member, score in rows]
+        return decode_scored(self.redis.zrevrange(key, *span, withscores=True))
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _typed(name: str, value: str):
-    try:
-        if name in _INT_FIELDS:
-            return int(value)
-        if name in _FLOAT_FIELDS:
-            return float(value)
-        if name in _JSON_FIELDS:
-            return json.loads(value)
-    except ValueError:
-        pass
-    return value

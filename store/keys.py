@@ -53,6 +53,31 @@ class Keys:
         """STRING raw little-endian float32 user factors (4 x factors bytes)."""
         return f"{self.prefix}:{lang}:factors:{user_id}"
 
+    # -- contract: take-downs and the fallback list (docs/CONTRACT.md) --------------------
+    def hidden(self, lang: str) -> str:
+        """HASH resource_id -> JSON {"reason", "ts"} of resources taken down in ``lang``: in no
+        list while they are here (written by ``recs hide``/``unhide`` and control events)."""
+        return f"{self.prefix}:{lang}:hidden"
+
+    def trending(self, lang: str) -> str:
+        """ZSET resource_id -> decayed recent views: what is being viewed now (hidden and
+        too-popular resources excluded), for users without a list of their own."""
+        return f"{self.prefix}:{lang}:trending"
+
+    def settings(self, lang: str) -> str:
+        """HASH of tuned settings written by ``recs tune --lang`` (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:settings"
+
+    def history(self, lang: str) -> str:
+        """LIST of JSON quality records, oldest first, capped (docs/CONTRACT.md)."""
+        return f"{self.prefix}:{lang}:history"
+
+    # -- contract: written by `recs resources load` ---------------------------------------
+    def resources(self, lang: str) -> str:
+        """HASH resource_id -> JSON {"title", "folder", "subject", "tags"} (the platform's
+        resources extract), replaced whole by each load."""
+        return f"{self.prefix}:{lang}:resources"
+
     # -- internal: consumer bookkeeping ---------------------------------------------------
     def users(self, lang: str) -> str:
         """SET of every user with a views hash in ``lang`` (so readers need no SCAN)."""
@@ -112,7 +137,45 @@ class Keys:
         """ZSET user_id -> lease deadline (ms) of users an updater is working on."""
         return f"{self.prefix}:{lang}:_claims"
 
+    def ease_rows(self, lang: str, version: str) -> str:
+        """HASH resource_id -> that resource's row of EASE's B (raw little-endian float32,
+        4 x items bytes) for one published model version; written before the switch."""
+        return f"{self.prefix}:{lang}:_ease_rows:{version}"
+
+    def ease_versions(self, lang: str) -> str:
+        """SET of versions with an ``ease_rows`` hash (so stale ones can be found and freed)."""
+        return f"{self.prefix}:{lang}:_ease_versions"
+
     def item_totals(self, lang: str) -> str:
         """STRING raw little-endian float32 total training views per row of ``item_ids``
         (what ``bm25`` confidence needs to fold users in); replaced in the same MULTI."""
         return f"{self.prefix}:{lang}:_item_totals"
+
+    def resources_loading(self, lang: str, token: str) -> str:
+        """HASH being filled by one ``recs resources load`` (``token`` is unique per load)
+        before it is RENAMEd over ``resources``, so readers see the old catalogue or the
+        new one, never half of one."""
+        return f"{self.prefix}:{lang}:_resources_loading:{token}"
+
+    # -- internal: take-downs, forgetting, trending (store/control.py, store/trending.py) --
+    def takedown_work(self, lang: str) -> str:
+        """HASH resource_id -> 'hide' | 'unhide': lists still to clean and refill (or the
+        resource's own similar list to restore) after a hide/unhide was recorded."""
+        return f"{self.prefix}:{lang}:_takedown_work"
+
+    def forgotten(self, lang: str) -> str:
+        """ZSET sha1(user_id) -> the ``seq`` of its forget: a trainer that read its counts
+        before that seq publishes nothing for the user. Trimmed by the next publish."""
+        return f"{self.prefix}:{lang}:_forgotten"
+
+    def trending_seen(self, lang: str) -> str:
+        """HASH resource_id -> the ``item_views`` total at the last trending refresh."""
+        return f"{self.prefix}:{lang}:_trending_seen"
+
+    def trending_scores(self, lang: str) -> str:
+        """ZSET resource_id -> decayed views of every resource (the list is its filtered top)."""
+        return f"{self.prefix}:{lang}:_trending_scores"
+
+    def trending_state(self, lang: str) -> str:
+        """HASH ``at`` -> Redis time (ms) of the last trending refresh."""
+        return f"{self.prefix}:{lang}:_trending_state"

@@ -16,7 +16,9 @@ any point leaves a readable model. How:
    per entry: building millions of ZADD arguments in Python cost more than the whole
    server-side write. A background thread draws the caller's batches (its scoring) and
    builds the calls while the sending thread waits on Redis, so Redis, the bottleneck
-   (about 35 us per user list of 20), is never idle waiting for the client.
+   (about 35 us per user list of 20), is never idle waiting for the client. The script also
+   enforces take-downs (``hidden(lang)``) and forgets (``forgotten(lang)``) atomically with
+   each write, and reports the lists it cut (:attr:`Publisher.cut`).
 2. :meth:`Publisher.switch` then replaces ``model``, ``item_factors``, ``item_ids`` and
    ``item_totals`` in ONE MULTI/EXEC, under WATCH of the trainer's lock, so a trainer that
    lost its lock cannot switch. Until then the old model hash and item factors stay live
@@ -57,22 +59,58 @@ REPLACE_LISTS = """
 -- KEYS[1]: the SET of published ids (published_items or published_users).
 -- KEYS[2 .. k+1]: the ZSETs to replace (similar or recs lists), one per id.
 -- KEYS[k+2 .. 2k+1]: only when ARGV[3] > 0: the STRING factor keys, same order.
+-- KEYS[#KEYS - 1]: hidden(lang), KEYS[#KEYS]: forgotten(lang) (take-downs, see below).
 -- ARGV[1]: list lengths, k little-endian uint16 (0: the list is removed).
 -- ARGV[2]: the lists' entries back to back, best first, each a little-endian float32 score
 -- then a uint32 resource id: exactly ZADD's (score, member) order, so one struct.unpack
 -- yields a list's ZADD arguments.
 -- ARGV[3]: factor bytes per id, 0 for none. ARGV[4]: factors, k x ARGV[3] bytes.
--- ARGV[5 .. k+4]: the ids, added to KEYS[1].
+-- ARGV[5]: list length kept after filtering (0: all). ARGV[6]: 's' similar lists, 'u' users.
+-- ARGV[7]: the seq the lists were computed from ('': unknown). ARGV[8 .. k+7]: the ids,
+-- added to KEYS[1].
 -- Each list is deleted and rewritten here, and a script runs alone: readers see the old
 -- list or the new one, never a gap. Entries come best first, so every ZADD insert lands at
 -- the head of the small sorted listpack (measured 40% cheaper than random order).
-local k = #ARGV - 4
+-- Take-downs are enforced HERE, atomically with the write, so a writer that scored before
+-- a hide can never bring the resource back: hidden members are dropped (the writer sends
+-- a few spare candidates, the list is cut to ARGV[5] after filtering), a hidden resource
+-- gets no similar list, and a user forgotten after ARGV[7] gets nothing written.
+-- Returns the ids whose lists lost hidden members (the caller refills them).
+local k = #ARGV - 7
 local fbytes = tonumber(ARGV[3])
+local cap = tonumber(ARGV[5])
+local hidden, forgotten = KEYS[#KEYS - 1], KEYS[#KEYS]
+local n_hidden = redis.call('HLEN', hidden)
+local any_hidden = n_hidden > 0
+-- A short hidden set is read once into a table (the usual case); a long one is asked per id.
+local hidden_set = nil
+if any_hidden and n_hidden <= 512 then
+  hidden_set = {}
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
+end
+local function is_hidden(id)
+  if not any_hidden then return false end
+  if hidden_set then return hidden_set[tonumber(id)] == true end
+  return redis.call('HEXISTS', hidden, id) == 1
+end
+local users = ARGV[6] == 'u'
+local seq = tonumber(ARGV[7]) or -1
+local any_forgotten = users and redis.call('ZCARD', forgotten) > 0
 local formats = {}
 local pos = 1
+local written, cut = {}, {}
 for i = 1, k do
-  local key = KEYS[i + 1]
+  local key, id = KEYS[i + 1], ARGV[7 + i]
   local n = struct.unpack('<H', ARGV[1], 2 * i - 1)
+  local skip = false
+  if users then
+    if any_forgotten then
+      local f = redis.call('ZSCORE', forgotten, redis.sha1hex(id))
+      skip = f and tonumber(f) > seq
+    end
+  else
+    skip = is_hidden(id)
+  end
   redis.call('DEL', key)
   if n > 0 then
     local fmt = formats[n]
@@ -82,14 +120,43 @@ for i = 1, k do
     end
     local args = {struct.unpack(fmt, ARGV[2], pos)}
     pos = table.remove(args)
-    redis.call('ZADD', key, unpack(args))
+    local found = false
+    if any_hidden and not skip then
+      -- Usually none is here (a retrain leaves hidden resources out): look before copying.
+      for j = 2, #args, 2 do
+        if is_hidden(args[j]) then
+          found = true
+          break
+        end
+      end
+    end
+    if found then
+      cut[#cut + 1] = id
+      local kept = {}
+      for j = 1, #args, 2 do
+        if cap > 0 and #kept >= 2 * cap then break end
+        if not is_hidden(args[j + 1]) then
+          kept[#kept + 1] = args[j]
+          kept[#kept + 1] = args[j + 1]
+        end
+      end
+      args = kept
+    end
+    local last = #args
+    if cap > 0 and last > 2 * cap then last = 2 * cap end
+    if not skip and last > 0 then redis.call('ZADD', key, unpack(args, 1, last)) end
   end
   if fbytes > 0 then
-    redis.call('SET', KEYS[k + 1 + i], string.sub(ARGV[4], (i - 1) * fbytes + 1, i * fbytes))
+    if skip then
+      redis.call('DEL', KEYS[k + 1 + i])
+    else
+      redis.call('SET', KEYS[k + 1 + i], string.sub(ARGV[4], (i - 1) * fbytes + 1, i * fbytes))
+    end
   end
+  if not skip then written[#written + 1] = id end
 end
-redis.call('SADD', KEYS[1], unpack(ARGV, 5))
-return k
+if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
+return cut
 """
 
 # One list entry on the wire: what REPLACE_LISTS unpacks as ZADD's (score, member).
@@ -119,7 +186,8 @@ return {queued, n}
 """
 
 SETTLE_PENDING = """
--- KEYS[1]: dirty(lang). ARGV[1]: seq S read before the counts. ARGV[2]: c.
+-- KEYS[1]: dirty(lang). KEYS[2] (optional): forgotten(lang); a user forgotten after S is
+-- never queued again. ARGV[1]: seq S read before the counts. ARGV[2]: c.
 -- ARGV[3 .. 2+c]: users that were pending (dirty) when the counts were read and that the
 -- new model covers; ARGV[3+c ..]: pending users it does not cover.
 -- Runs after the new model is live. A pending user no longer in dirty was finished by the
@@ -133,9 +201,12 @@ local covered = tonumber(ARGV[2])
 local again, dropped = 0, 0
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  local gone = KEYS[2] and redis.call('ZSCORE', KEYS[2], redis.sha1hex(ARGV[i]))
   if not score then
-    redis.call('ZADD', KEYS[1], s, ARGV[i])
-    again = again + 1
+    if not (gone and tonumber(gone) > s) then
+      redis.call('ZADD', KEYS[1], s, ARGV[i])
+      again = again + 1
+    end
   elseif i <= 2 + covered and tonumber(score) <= s then
     redis.call('ZREM', KEYS[1], ARGV[i])
     dropped = dropped + 1
@@ -277,13 +348,19 @@ class Publisher:
     ``entries_per_call``: list entries per script call (bounds a reader's wait);
     ``calls_per_round_trip``: script calls pipelined per round trip.
     ``after_chunk`` (tests): called after each round trip with (kind, ids written so far).
+    ``top_n``: lists are cut to this length after hidden resources are dropped (0: as sent);
+    send a few more candidates than that so a list stays ``top_n`` long after a take-down.
+    ``seq``: the consumer seq read before the counts these lists come from; users forgotten
+    after it get nothing written (None: any forgotten user is skipped).
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, lang: str, *,
                  lock: TrainLock | None = None, entries_per_call: int = 500,
                  calls_per_round_trip: int = 40,
-                 after_chunk: Callable[[str, int], None] | None = None) -> None:
+                 after_chunk: Callable[[str, int], None] | None = None,
+                 top_n: int = 0, seq: int | None = None) -> None:
         self.client, self.keys, self.lang, self.lock = client, keys, lang, lock
+        self.top_n, self.seq = top_n, seq
         self.entries_per_call = entries_per_call
         self.calls_per_round_trip = calls_per_round_trip
         self.after_chunk = after_chunk
@@ -291,6 +368,8 @@ class Publisher:
         self.report = PublishReport()
         self._script = client.register_script(REPLACE_LISTS)
         self._items_written: set[int] = set()
+        self.cut: dict[str, set[str]] = {"similar": set(), "recs": set()}
+        """Ids whose lists lost members hidden while this publish ran (to refill)."""
         self._users_written: set[str] = set()
 
     # -- step 1: lists ------------------------------------------------------------------
@@ -314,7 +393,9 @@ class Publisher:
                 self.lock.check()
             for call_keys, args in calls:
                 self._script(keys=call_keys, args=args, client=pipe)
-            pipe.execute()
+            for cut in pipe.execute():
+                self.cut[kind].update(c.decode() if isinstance(c, bytes) else str(c)
+                                      for c in cut)
             written = done
             if self.after_chunk is not None:
                 self.after_chunk(kind, done)
@@ -331,6 +412,10 @@ class Publisher:
             id_set, list_key, factor_key = keys.published_users(lang), keys.recs, keys.factors
         calls: list[tuple[list, list]] = []
         done = 0
+        # Take-down filtering happens inside REPLACE_LISTS (see its header).
+        guard_keys = [keys.hidden(lang), keys.forgotten(lang)]
+        filters = [int(self.top_n), "s" if kind == "similar" else "u",
+                   "" if self.seq is None else int(self.seq)]
         for batch in batches:
             members = np.asarray(batch.members)
             if members.ndim != 2:
@@ -355,9 +440,9 @@ class Publisher:
                 if factor_key is not None:
                     call_keys += [factor_key(lang, i) for i in part]
                 blob = b"" if factors is None else factors[s:e].tobytes()
-                calls.append((call_keys, [lengths[s:e].tobytes(),
-                                          entries[starts[s]:starts[e]].tobytes(), fbytes,
-                                          blob, *part]))
+                calls.append((call_keys + guard_keys,
+                              [lengths[s:e].tobytes(), entries[starts[s]:starts[e]].tobytes(),
+                               fbytes, blob, *filters, *part]))
                 if len(calls) >= self.calls_per_round_trip:
                     yield calls, done + e
                     calls = []
@@ -463,6 +548,9 @@ class Publisher:
         alive = [u for u, e in zip(stale_users, has_views, strict=True) if e]
         for s in range(0, len(alive), chunk):
             pipe.zadd(keys.dirty(lang), dict.fromkeys(alive[s:s + chunk], seq), gt=True)
+        # Forgets recorded up to seq are in these counts: no older publish is in flight
+        # (one trainer per language), so their tombstones have done their job.
+        pipe.zremrangebyscore(keys.forgotten(lang), "-inf", seq)
         pipe.execute()
         self.report.refolded_users += len(alive)
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)
@@ -501,8 +589,8 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     for group, is_covered in ((mine, True), (others, False)):
         for s in range(0, len(group), chunk):
             part = group[s:s + chunk]
-            settle(keys=[keys.dirty(lang)], args=[seq, len(part) if is_covered else 0, *part],
-                   client=pipe)
+            settle(keys=[keys.dirty(lang), keys.forgotten(lang)],
+                   args=[seq, len(part) if is_covered else 0, *part], client=pipe)
     requeue(keys=requeue_keys, args=[seq, chunk, 1], client=pipe)
     *settled, (queued, trimmed) = pipe.execute()
     for again, dropped in settled:
@@ -512,6 +600,17 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
         _, trimmed = requeue(keys=requeue_keys, args=[seq, chunk, 0])
     out.newer = int(queued)
     return out
+
+
+def queue_for_updater(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str],
+                      seq: int, chunk: int = 1000) -> int:
+    """Queue ``users`` in ``dirty(lang)`` at score ``seq`` (never lowering a higher score), so
+    the updater folds them into the model now live; returns how many."""
+    pipe = client.pipeline(transaction=False)
+    for s in range(0, len(users), chunk):
+        pipe.zadd(keys.dirty(lang), dict.fromkeys(users[s:s + chunk], seq), gt=True)
+    pipe.execute()
+    return len(users)
 
 
 def prefetched(items: Iterable, depth: int = 2) -> Iterator:

@@ -71,6 +71,9 @@ return out
 # ARGV[9..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
 # (views only on resources the model does not know: both keys are removed), '2' = skip
 # (its views key is unreadable: factors and recs stay as they are, the user leaves dirty).
+# KEYS[5 + 2n] hidden(lang) (optional); ARGV[9 + 3n] list length kept after dropping hidden
+# resources (optional, 0 = all). Take-downs are enforced here, inside the write: a batch
+# solved before a hide cannot bring the resource back.
 # Returns {written, lost, pending}: users written, users skipped because their lease passed
 # to another updater, written users left in dirty because views arrived meanwhile; or {-1}
 # when the model version changed (nothing written, this claim's users released).
@@ -87,6 +90,19 @@ if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
   end
   return {-1}
 end
+local hidden = KEYS[5 + 2 * n]
+local n_hidden = hidden and redis.call('HLEN', hidden) or 0
+local hidden_set = nil
+if n_hidden > 0 and n_hidden <= 512 then
+  hidden_set = {}
+  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
+end
+local function is_hidden(id)
+  if n_hidden == 0 then return false end
+  if hidden_set then return hidden_set[tonumber(id)] == true end
+  return redis.call('HEXISTS', hidden, id) == 1
+end
+local cap = tonumber(ARGV[9 + 3 * n] or '0')
 local ids_fmt = '<' .. string.rep('I4', r)
 local score_fmt = '<' .. string.rep('f', r)
 local written, lost, pending = 0, 0, 0
@@ -106,7 +122,8 @@ for i = 1, n do
         local scores = {struct.unpack(score_fmt, ARGV[7], offset)}
         local zargs = {}
         for j = 1, r do
-          if members[j] ~= 0 then
+          if members[j] ~= 0 and (cap == 0 or #zargs < 2 * cap) and not is_hidden(members[j])
+              then
             zargs[#zargs + 1] = scores[j]
             zargs[#zargs + 1] = members[j]
           end
@@ -227,8 +244,11 @@ class UpdateQueue:
             scores=[bytes(s) if isinstance(s, bytes) else str(s).encode() for s in out[2::2]],
         )
 
-    def commit(self, claim: Claim, version: str, batch: BatchWrite) -> CommitResult:
-        """Write ``batch`` if ``model(lang).version`` is still ``version`` (see module doc)."""
+    def commit(self, claim: Claim, version: str, batch: BatchWrite,
+               top_n: int = 0) -> CommitResult:
+        """Write ``batch`` if ``model(lang).version`` is still ``version`` (see module doc).
+        Hidden resources are dropped from the lists, which are then cut to ``top_n`` (0: as
+        sent): send a few spare candidates so they stay ``top_n`` long."""
         k, lang, users = self.keys, claim.lang, claim.users
         factors = np.ascontiguousarray(batch.factors, dtype="<f4")
         members = np.asarray(batch.members)
@@ -247,6 +267,8 @@ class UpdateQueue:
         for user, score, known, skipped in zip(users, claim.scores, batch.known, skip,
                                                strict=True):
             args += [user, score, "2" if skipped else "1" if known else "0"]
+        keys.append(k.hidden(lang))
+        args.append(int(top_n))
         out = self._commit(keys=keys, args=args)
         if int(out[0]) < 0:
             return CommitResult(stale=True)
@@ -282,13 +304,20 @@ def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> Publishe
     pipe.get(keys.item_factors(lang))
     pipe.get(keys.item_ids(lang))
     pipe.get(keys.item_totals(lang))
-    meta_raw, factors_raw, ids_raw, totals_raw = pipe.execute()
+    return decode_published_items(lang, *pipe.execute())
+
+
+def decode_published_items(lang: str, meta_raw, factors_raw, ids_raw, totals_raw
+                           ) -> PublishedItems | None:
+    """The replies of HGETALL model, GET item_factors, GET item_ids, GET item_totals as
+    :class:`PublishedItems` (shared with the asyncio reader of ``recs serve``)."""
     if not meta_raw or b"version" not in meta_raw or factors_raw is None or ids_raw is None:
         return None
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}
     factors = int(meta.get("factors", 0))
     ids = np.frombuffer(ids_raw, dtype="<u4")
-    if factors <= 0 or len(factors_raw) != 4 * factors * ids.size:
+    no_factors = meta.get("model") == "ease"  # EASE has none: 0 factors, 0 bytes
+    if (factors <= 0 and not no_factors) or len(factors_raw) != 4 * factors * ids.size:
         raise ValueError(
             f"published model {meta.get('version')!r} of {lang!r}: {len(factors_raw)} bytes of "
             f"item factors for {ids.size} items x {factors} factors"

@@ -103,3 +103,37 @@ def start_recs(tmp_path: Path):
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def serve_http():
+    """``serve_http(ServeConfig(...), keys=None) -> "http://127.0.0.1:PORT"``: the real
+    ``recs serve`` app on uvicorn, on a free loopback port, in a thread; stopped at the end."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from recs.localstack import free_port
+    from recs.serve import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(config, keys=None) -> str:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(config, keys), host="127.0.0.1", port=port, log_config=None,
+            access_log=False, lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)

@@ -30,16 +30,16 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from recs.cli import ENV_PREFIX, build_parser
+from recs.cli import ENV_PREFIX, build_parser, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # Services that must exist, by the recs subcommand they run.
-REQUIRED_COMMANDS = {"consume", "update", "train"}
+REQUIRED_COMMANDS = {"consume", "update", "train", "serve"}
 # Subcommands that run until stopped (the rest are one-shot tools).
-LONG_RUNNING = {"consume", "update", "train"}
+LONG_RUNNING = {"consume", "update", "train", "serve"}
 # Those with a Prometheus port, whose health check reads it.
 WITH_METRICS = {"consume", "update"}
 ALWAYS_RESTART = {"always", "unless-stopped"}
@@ -91,7 +91,7 @@ def parse_recs_command(argv: list[str], env: dict[str, str]) -> argparse.Namespa
     with _recs_environment(env):
         parser = build_parser()
     try:
-        return parser.parse_args(argv)
+        return parse_args(argv, parser)
     except SystemExit:
         # argparse prints its message to stderr; say which command failed instead.
         return f"`recs {shlex.join(argv)}` does not parse"
@@ -301,6 +301,14 @@ def compose_problems(doc: dict, dockerfile: str) -> list[str]:
                 for topic in (args.topic, args.dlq_topic):
                     if not re.search(rf"--topic\s+{re.escape(topic)}(\s|$)", text):
                         problems.append(f"{job}: does not create topic {topic}")
+        if command == "serve":
+            check = " ".join(_argv((service.get("healthcheck") or {}).get("test")))
+            if not _has_healthcheck(service) or "/healthz" not in check:
+                problems.append(f"{name}: needs a health check on /healthz")
+            if str(args.port) not in _container_ports(service):
+                problems.append(f"{name}: port {args.port} is not exposed")
+            if args.host in ("127.0.0.1", "localhost"):
+                problems.append(f"{name}: listens on {args.host}, unreachable from outside")
         if command == "train" and not any(t == args.model_dir for _, t in _mounts(service)):
             problems.append(f"{name}: model dir {args.model_dir} is not on a volume")
     missing = REQUIRED_COMMANDS - set(run_by_recs.values())
@@ -437,6 +445,10 @@ S = "services"
         (_set((S, "kafka", "environment", "CLUSTER_ID"), "my-cluster"), "CLUSTER_ID"),
         (_set((S, "zookeeper"), {"image": "zookeeper:3.9", "restart": "always"}), "ZooKeeper"),
         (_set((S, "update"), _DELETE), "no service runs recs ['update']"),
+        (_set((S, "serve", "healthcheck"), _DELETE), "serve: needs a health check on /healthz"),
+        (_set((S, "serve", "environment", "RECS_PORT"), "8080"), "port 8080 is not exposed"),
+        (_set((S, "serve", "environment", "RECS_HOST"), "127.0.0.1"), "unreachable"),
+        (_set((S, "serve", "environment", "RECS_PORT"), "http"), "does not parse"),
     ],
 )
 def test_the_checker_rejects_broken_copies(change, complaint):

@@ -388,3 +388,32 @@ def test_a_second_signal_stops_at_once():
     finally:
         restore()
 
+
+
+def test_filtered_out_users_who_viewed_known_resources_get_folded_in(redis_server, redis_client,
+                                                                     tmp_path, data):
+    """A user below --min-user-views whose only resource became known with this model: the
+    updater had nothing to fold them into before (no factors), and no view of theirs is new,
+    so only the trainer can hand them over (found by tests/test_chaos.py)."""
+    from consumers.updater import Updater, UpdaterConfig
+
+    views = data.views_for("en")
+    load(redis_client, views, "en")
+    items, covered, _ = coverage(views, LOW)
+    top = int(views.groupby("resource_id")["views"].sum().idxmax())
+    assert Counts(redis_client, KEYS).apply(KEYS.offsets("test", "views"), [], {"en": {
+        "light": {top: 1}, "elsewhere": {4_000_000_000: 1}}}) == {}
+    redis_client.delete(KEYS.dirty("en"))  # as if the updater had seen them all, model-less
+    result = train_language(redis_client, KEYS, "en", settings(tmp_path))
+    seq = result.fields["seq"]
+    dirty = {m.decode(): s for m, s in redis_client.zrange(KEYS.dirty("en"), 0, -1,
+                                                            withscores=True)}
+    outside = {u for u, r in zip(views["user_id"].astype(str), views["resource_id"].astype(str),
+                                 strict=True) if r in items and u not in covered}
+    assert "light" in dirty and "elsewhere" not in dirty
+    assert set(dirty) == outside | {"light"} and set(dirty.values()) == {seq}
+    assert result.fields["uncovered_queued"] == len(outside) + 1
+    Updater(redis_client, UpdaterConfig(metrics_port=0)).drain()
+    assert redis_client.exists(KEYS.factors("en", "light"), KEYS.recs("en", "light")) == 2
+    assert top not in {int(m) for m in redis_client.zrange(KEYS.recs("en", "light"), 0, -1)}
+    assert not redis_client.exists(KEYS.factors("en", "elsewhere"))

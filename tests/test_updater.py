@@ -482,7 +482,8 @@ def test_bad_flags_are_one_line_errors():
     proc = subprocess.run([sys.executable, "-m", "recs.cli", "update", "--batch-size", "0",
                            "--metrics-port", "0"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "--batch-size must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--batch-size: '0': must be at least 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # -- the whole pipeline: recs consume -> recs train -> recs update ------------------------

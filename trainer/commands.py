@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import argparse
+
 from recs.errors import InputError
+from recs.options import writable_dir
 
 
 def cmd_train(args) -> int:
+    try:  # before any work: a fit must never end with nowhere to write its model
+        writable_dir(args.model_dir)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--model-dir: {exc}") from None
     if args.views:
         from trainer.offline import train_offline
 
@@ -50,3 +57,26 @@ def cmd_recommend(args) -> int:
     from trainer.online import recommend_online
 
     return recommend_online(args)
+
+
+def _redis_errors_as_one_line(run, args) -> int:
+    import redis
+
+    from recs.errors import RecsError
+
+    try:
+        return run(args)
+    except redis.ConnectionError as exc:
+        raise RecsError(f"cannot reach Redis: {exc}") from None
+
+
+def cmd_tune(args) -> int:
+    from trainer.quality import tune_command
+
+    return _redis_errors_as_one_line(tune_command, args)
+
+
+def cmd_history(args) -> int:
+    from trainer.history import history_command
+
+    return _redis_errors_as_one_line(history_command, args)

@@ -88,6 +88,30 @@ class TrainConfig:
                    seed=args.seed)
 
 
+EASE_SCALINGS: tuple[str, ...] = ("binary", "log")
+MODELS: tuple[str, ...] = ("als", "ease", "blend", "auto")
+"""``--model``: ALS, EASE (``trainer.ease``), their blend (``trainer.blend``), or ``auto``,
+the best of the three on a validation split (``trainer.choose``)."""
+
+
+@dataclass(frozen=True)
+class EaseConfig:
+    """EASE's two settings."""
+
+    l2: float = 200.0
+    """lambda in P = (X^T X + lambda I)^-1; larger shrinks B toward 0 (measured: 200 is the
+    best of 50/200/500/1000 on MovieLens-small, binary)."""
+    scaling: Literal["binary", "log"] = "binary"
+    """What X holds per viewed resource: ``binary`` 1, ``log`` log(1 + views)."""
+
+    def __post_init__(self) -> None:
+        if not self.l2 > 0:  # also rejects NaN
+            raise InputError("--ease-l2 must be above 0")
+        if self.scaling not in EASE_SCALINGS:
+            raise InputError(f"unknown EASE scaling {self.scaling!r}; choose one of "
+                             f"{', '.join(EASE_SCALINGS)}")
+
+
 # implicit's bm25_weight defaults, the seed's BM25 setting.
 _BM25_K1 = 100.0
 _BM25_B = 0.8

@@ -313,3 +313,12 @@ def holdout_split(matrix: UtilityMatrix, fraction: float = 0.2, seed: int = 42) 
         test=test,
         users=np.unique(row_of[picked]),
     )
+
+
+def uncovered_users(df: pd.DataFrame, matrix: UtilityMatrix) -> list[str]:
+    """Users of ``df`` (the views table before the filters) who viewed a resource of
+    ``matrix`` but are not among its users (the filters dropped them). A model trained on
+    ``matrix`` can fold them in, and nothing else would: the trainer hands them to the updater."""
+    known = df["resource_id"].isin(matrix.items.ids).to_numpy()
+    users = np.asarray(df["user_id"][known].unique(), dtype=str)  # a Categorical: by codes
+    return users[matrix.users.numbers(users, missing="negative") < 0].tolist()

@@ -127,18 +127,21 @@ class ALSModel:
 
     def save(self, model_dir: str | os.PathLike) -> Path:
         """Write ``model_dir/filename`` atomically (temp file + rename); returns the path."""
-        import joblib
+        return save_doc(self.to_dict(), Path(model_dir) / self.filename)
 
-        folder = Path(model_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / self.filename
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            joblib.dump(self.to_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+
+def save_doc(doc: dict, path: Path) -> Path:
+    """Write a model file's document atomically (temp file + rename); returns the path."""
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        joblib.dump(doc, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def as_rows(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
@@ -288,16 +291,26 @@ def load_model(path: str | os.PathLike) -> ALSModel:
     except Exception as exc:  # any unreadable file is the same mistake for the user
         raise ModelFileError(
             f"{p}: not a model file of ours (unreadable: {type(exc).__name__})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    readers = _readers()
+    kind = doc.get("format") if isinstance(doc, dict) else None
+    if kind not in readers:
         raise ModelFileError(f"{p}: not a model file of ours (no {FORMAT!r} format marker)")
     if doc.get("version") != FORMAT_VERSION:
         raise ModelFileError(
             f"{p}: model file version {doc.get('version')!r}, this program reads version "
             f"{FORMAT_VERSION}; retrain with this version")
     try:
-        return _from_dict(doc)
+        return readers[kind](doc)
     except (KeyError, TypeError, ValueError, InputError) as exc:  # InputError: a bad config
         raise ModelFileError(f"{p}: damaged model file: {exc}") from None
+
+
+def _readers() -> dict:
+    """Format marker -> document reader: ALS here, EASE and blend in their modules (all at
+    version 1)."""
+    from trainer import blend, ease
+
+    return {FORMAT: _from_dict, ease.FORMAT: ease.from_dict, blend.FORMAT: blend.from_dict}
 
 
 def _array(doc: dict, key: str, kinds: str, ndim: int) -> np.ndarray:
@@ -305,6 +318,19 @@ def _array(doc: dict, key: str, kinds: str, ndim: int) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds or arr.ndim != ndim:
         raise ValueError(f"{key} is not a {ndim}-d array of kind {kinds!r}")
     return arr
+
+
+def _check_loaded(uf: np.ndarray, itf: np.ndarray, indptr: np.ndarray,
+                  indices: np.ndarray) -> None:
+    """What shapes cannot show: numpy would index from the end with a negative resource
+    number and score NaN without a word."""
+    if len(indices) and indices.min() < 0:
+        raise ValueError("seen_indices holds negative resource numbers")
+    if indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        raise ValueError("seen_indptr is not a non-decreasing row index starting at 0")
+    for name, factors in (("user_factors", uf), ("item_factors", itf)):
+        if not np.isfinite(factors).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
 
 
 def _from_dict(doc: dict) -> ALSModel:
@@ -323,6 +349,7 @@ def _from_dict(doc: dict) -> ALSModel:
     if len(indptr) != len(user_ids) + 1 or indptr[-1] != len(indices) or (
             len(indices) and indices.max() >= len(item_ids)):
         raise ValueError("seen-resources matrix does not match the ids")
+    _check_loaded(uf, itf, indptr, indices)
     seen = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                          shape=(len(user_ids), len(item_ids)))
     return ALSModel(

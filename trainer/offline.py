@@ -17,12 +17,15 @@ import orjson
 import scipy.sparse as sp
 
 from recs.errors import InputError
-from trainer.config import FilterConfig, TrainConfig, check_lang
+from trainer.choose import evaluate_spec, fit_model
+from trainer.config import FilterConfig, check_lang
 from trainer.data import load_resources, load_views
-from trainer.evaluate import METRICS, evaluate
+from trainer.evaluate import METRICS
 from trainer.matrix import UtilityMatrix, apply_filters, build_matrix, holdout_split
-from trainer.model import as_rows, fit, load_model
+from trainer.model import as_rows, load_model
 from trainer.present import describe, render
+from trainer.quality import describe_spec, score_meaning, tuned_evaluation, with_settings_file
+from trainer.settings import spec_from_args
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +52,23 @@ def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
 
 
 def train_offline(args) -> int:
-    """``recs train --views FILE --lang L --model-dir DIR``."""
+    """``recs train --views FILE --lang L --model-dir DIR [--model KIND] [--settings FILE]``."""
     lang = _lang(args.lang)
-    config = TrainConfig.from_args(args)
+    args = with_settings_file(args)
+    spec = spec_from_args(args)
+    config = spec.als
     matrix, stats = _prepared(args, sys.stdout)
     if args.evaluate:
         split = holdout_split(matrix, args.test_fraction, config.seed)
-        metrics = evaluate(split.train, split.test, config, k=10, lang=lang,
-                           num_threads=args.threads)
+        metrics = evaluate_spec(split.train, split.test, spec, k=10, lang=lang,
+                                threads=args.threads)
         stats["metrics"] = metrics
         print("held-out metrics (fit on a split): " + orjson.dumps(metrics).decode())
     started = time.perf_counter()
-    model = fit(matrix, config, lang, num_threads=args.threads, stats=stats)
+    model, kind = fit_model(matrix, spec, lang, threads=args.threads, stats=stats)
     path = model.save(args.model_dir)
-    print(f"trained {config} in {time.perf_counter() - started:.1f} s")
+    print(f"trained {kind}: {describe_spec(spec, kind, model)} in "
+          f"{time.perf_counter() - started:.1f} s")
     print(f"model: {path}")
     log.info("model written", extra={"fields": {"path": str(path), "lang": lang}})
     return 0
@@ -82,7 +88,7 @@ def similar_offline(args) -> int:
     resources = load_resources(args.resources) if args.resources else None
     rid = int(model.items.ids[model.items.number(args.resource_id)])
     print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
-                 heading=f"Similar to {describe(rid, resources)} (cosine):"))
+                 heading=f"Similar to {describe(rid, resources)} ({score_meaning(model)}):"))
     return 0
 
 
@@ -119,7 +125,9 @@ def evaluate_offline(args) -> int:
     """``recs evaluate --views FILE [--test FILE] --k 10 [--json]``."""
     # With --json, stdout carries only the JSON object; the step report goes to stderr.
     out = sys.stderr if args.json else sys.stdout
-    config = TrainConfig.from_args(args)
+    args = with_settings_file(args)
+    spec = spec_from_args(args)
+    config = spec.als
     matrix, _ = _prepared(args, out)
     if args.k < 1 or args.k >= matrix.shape[1]:
         raise InputError(f"--k {args.k}: must be at least 1 and below the number of resources "
@@ -131,16 +139,21 @@ def evaluate_offline(args) -> int:
         train, test = split.train, split.test
         print(f"split: {test.nnz} pairs of {len(split.users)} users held out "
               f"(fraction {args.test_fraction}, seed {config.seed})", file=out)
-    result = evaluate(train, test, config, k=args.k, lang="xx",
-                      num_threads=args.threads)
+    result = evaluate_spec(train, test, spec, k=args.k, threads=args.threads)
+    if args.tune:
+        result["tuned"] = tuned_evaluation(args, train, test, spec, out)
     if args.json:
         print(orjson.dumps(result).decode())
         return 0
     k = result["k"]
     print(f"\n{result['users']} users with held-out views, {result['items']} resources, "
-          f"{config}")
-    print(f"{'metric':<14}{'model':>10}{'popularity':>12}")
+          f"{result.get('model_kind', 'als')}: "
+          f"{describe_spec(spec, result.get('model_kind', 'als'))}")
+    tuned = result.get("tuned", {}).get("model")
+    print(f"{'metric':<14}{'model':>10}" + (f"{'tuned':>10}" if tuned else "")
+          + f"{'popularity':>12}")
     for m in METRICS:
         label = f"{m}@{k}" if m != "auc" else "auc"
-        print(f"{label:<14}{result['model'][m]:>10.4f}{result['popularity'][m]:>12.4f}")
+        print(f"{label:<14}{result['model'][m]:>10.4f}" + (f"{tuned[m]:>10.4f}" if tuned else "")
+              + f"{result['popularity'][m]:>12.4f}")
     return 0

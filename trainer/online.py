@@ -16,6 +16,10 @@ the language's trainer lock (:class:`store.publish.TrainLock`):
 5. hand users with views newer than S to the updater, and settle the users it had pending
    (``requeue_touched``).
 
+Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
+one hidden during the run is dropped by the publish scripts themselves, and the lists they
+cut are recomputed after the switch, so they stay --top-n long.
+
 A second trainer for the same language waits ``--lock-wait`` seconds (default 0) for the
 lock, then skips the language with a log line; a skip is not an error (exit code 0), since
 the other trainer is publishing the same counts. ``--every`` repeats with +-10% jitter (so
@@ -36,7 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
@@ -45,12 +49,24 @@ from recs.errors import InputError, NotPublishedError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.client import RecsClient
 from store.connection import connect
+from store.control import drop_hidden, read_hidden
 from store.keys import Keys
-from store.publish import Lists, LockLost, Publisher, TrainLock, requeue_touched
+from store.publish import (
+    Lists,
+    LockLost,
+    Publisher,
+    TrainLock,
+    queue_for_updater,
+    requeue_touched,
+)
 from store.snapshot import read_languages, read_pending, read_seq, read_views
+from trainer import online_models
+from trainer.choose import ModelSpec, fit_model
 from trainer.config import FilterConfig, TrainConfig, check_lang
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
+from trainer.matrix import apply_filters, build_matrix, uncovered_users
+from trainer.model import ALSModel, recommend_by_factors, similar_by_index
+from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
+from trainer.takedown import refill_lists
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +99,19 @@ class OnlineSettings:
     """Seconds to wait for another trainer's lock before skipping the language."""
     lock_ttl: float = 60.0
     """Lock expiry; renewed every third of it while this trainer works."""
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    """Which model (``--model``) and each model's settings; ``spec.als`` is ``train``."""
+    explicit: frozenset = frozenset()
+    """Options the user gave (flag or RECS_* variable): tuned settings never override them."""
+    gate_margin: float = 0.05
+    """With ``evaluate``: refuse a model more than this fraction below the live one."""
+    force: bool = False
+    """Publish even when the quality gate refuses."""
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """``spec`` with ``train`` as its ALS settings (``train`` is the one home of those)."""
+        return replace(self.spec, als=self.train)
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -91,15 +120,16 @@ class OnlineSettings:
             raise InputError(f"--top-n must be between 1 and {MAX_TOP_N}")
         if args.evaluate and not 0.0 < args.test_fraction < 1.0:
             raise InputError("--test-fraction must be between 0 and 1")
-        lock_wait = float(getattr(args, "lock_wait", 0.0))
-        lock_ttl = float(getattr(args, "lock_ttl", 60.0))
+        lock_wait, lock_ttl = float(args.lock_wait), float(args.lock_ttl)
         if lock_wait < 0 or lock_ttl < 1:
             raise InputError("--lock-wait must be >= 0 and --lock-ttl >= 1 second")
-        return cls(filters=FilterConfig.from_args(args), train=TrainConfig.from_args(args),
+        spec = online_spec(args)
+        return cls(filters=FilterConfig.from_args(args), train=spec.als,
                    top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
                    test_fraction=float(args.test_fraction),
-                   threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
-                   lock_ttl=lock_ttl)
+                   threads=int(args.threads), lock_wait=lock_wait,
+                   lock_ttl=lock_ttl, spec=spec, explicit=getattr(args, "explicit", frozenset()),
+                   gate_margin=float(args.gate_margin), force=bool(args.force))
 
 
 @dataclass
@@ -141,13 +171,17 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             seq = read_seq(client, keys, lang)
             pending = read_pending(client, keys, lang)
             df = read_views(client, keys, lang)
+            # Hidden resources stay out of the model (their views stay counted for a
+            # restore); one hidden later is dropped by the publish scripts themselves.
+            df = drop_hidden(df, read_hidden(client, keys, lang))
             times["read"] = time.perf_counter() - t
 
             if df.empty:
                 return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this "
                                  "language (run `recs consume` or `recs backfill` first)")
             t = time.perf_counter()
-            df, report = apply_filters(df, settings.filters)
+            read = df
+            df, report = apply_filters(read, settings.filters)
             for line in report.lines():
                 log.info("%s: %s", lang, line)
             if df.empty:
@@ -156,7 +190,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                                  f"({report.before['interactions']} user-resource pairs read); "
                                  "the published model, if any, stays")
             matrix = build_matrix(df)
-            del df
+            # Filtered-out users who viewed a resource this model knows: the updater folds
+            # them in once it is live (else they get no list until their next view).
+            outside = uncovered_users(read, matrix)
+            del df, read
             times["matrix"] = time.perf_counter() - t
 
             stats: dict = {"source": "redis", "seq": seq, "filters": report.as_dict()}
@@ -164,9 +201,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             if settings.evaluate:
                 metrics = _evaluate(matrix, settings, lang)
                 stats["metrics"] = metrics
+                refused = gate_refuses(client, keys, lang, settings, metrics)
+                if refused is not None:
+                    return refused
             t = time.perf_counter()
-            model = fit(matrix, settings.train, lang, num_threads=settings.threads,
-                        stats=stats)
+            model, kind = fit_model(matrix, settings.model_spec, lang, threads=settings.threads,
+                                    stats=stats)
             times["fit"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -175,17 +215,31 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
             lock.check()
             t = time.perf_counter()
-            publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n))
-            publisher.write_users(user_batches(model, settings.top_n))
-            info = model_info(model, settings, seq, metrics)
-            version = publisher.switch(info, model.items.ids, model.item_factors,
-                                       matrix.item_totals())
+            publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
+                                  **(publish_options or {}))
+            if kind == "als":
+                publisher.write_similar(similar_batches(model, settings.top_n))
+                publisher.write_users(user_batches(model, settings.top_n))
+                info = model_info(model, settings, seq, metrics)
+                version = publisher.switch(info, model.items.ids, model.item_factors,
+                                           matrix.item_totals())
+            else:  # EASE or the blend: trainer/online_models.py
+                info, version = online_models.publish(client, keys, lang, publisher, model,
+                                                      kind, settings, seq, metrics,
+                                                      matrix.item_totals())
+            online_models.after_switch(client, keys, lang, version)
             removed_items, removed_users = publisher.remove_uncovered(seq)
+            if metrics is not None:
+                record_history(client, keys, lang, metrics, {**info, "version": version},
+                               settings.model_spec)
+            queue_for_updater(client, keys, lang, outside, seq)
             t_requeue = time.perf_counter()
             handover = requeue_touched(client, keys, lang, seq, pending,
                                        publisher.users_written)
             publisher.report.seconds["requeue"] = round(time.perf_counter() - t_requeue, 3)
+            # Resources hidden during this run were dropped from the lists by the publish
+            # scripts: refill those lists to --top-n from what was just published.
+            refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
             times["publish"] = time.perf_counter() - t
     except LockLost as exc:
         log.error("%s: %s", lang, exc)
@@ -195,12 +249,14 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
     fields = {
         "lang": lang, "version": version, "seq": seq,
-        "users": matrix.shape[0], "resources": matrix.shape[1], "nnz": matrix.nnz,
+        "model": kind, "users": matrix.shape[0], "resources": matrix.shape[1],
+        "nnz": matrix.nnz,
         "views_kept": report.after["views"],
         "views_dropped": {s.name: s.views for s in report.steps},
         "removed_resources": removed_items, "removed_users": removed_users,
         "spared_users": publisher.report.spared_users,
         "refolded_users": publisher.report.refolded_users, "requeued": handover.newer,
+        "uncovered_queued": len(outside),
         "pending": len(pending), "pending_requeued": handover.again,
         "pending_dropped": handover.dropped, "model_file": str(path),
         "publish_steps": publisher.report.seconds,
@@ -216,12 +272,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
 
 
 def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
-    from trainer.evaluate import evaluate
+    from trainer.choose import evaluate_spec
     from trainer.matrix import holdout_split
 
     split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
-    result = evaluate(split.train, split.test, settings.train, k=10, lang=lang,
-                      num_threads=settings.threads)
+    result = evaluate_spec(split.train, split.test, settings.model_spec, k=10, lang=lang,
+                           threads=settings.threads)
     result["test_fraction"] = settings.test_fraction
     result["fitted_on"] = "holdout split"
     log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
@@ -233,7 +289,7 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
     """The model hash fields (CONTRACT.md section 2), ``version`` added by the publisher."""
     c, f = model.config, settings.filters
     info = {
-        "trained_at": model.trained_at, "factors": c.factors,
+        "model": "als", "trained_at": model.trained_at, "factors": c.factors,
         "regularization": c.regularization, "iterations": c.iterations, "alpha": c.alpha,
         "scaling": c.scaling, "seed": c.seed, "users": model.user_factors.shape[0],
         "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
@@ -306,7 +362,7 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
             log.info("stopping before %s", one)
             break
         try:
-            result = train_language(client, keys, one, settings)
+            result = train_language(client, keys, one, with_tuned(client, keys, one, settings))
         except InputError as exc:  # e.g. nothing left to train on
             if strict and lang:
                 raise
@@ -394,7 +450,7 @@ def _published(reader: RecsClient, lang: str) -> dict:
     return info
 
 
-def _show(args, lookup, heading) -> int:
+def _show(args, lookup, heading, also: tuple[int, ...] = ()) -> int:
     """Run ``lookup(reader, info, n)`` against the published model and print its rows,
     with titles when ``--resources`` is given. ``heading(resources)`` titles the list."""
     from trainer.data import load_resources
@@ -404,11 +460,24 @@ def _show(args, lookup, heading) -> int:
     reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
     try:
         rows = lookup(reader, _published(reader, args.lang), n)
+        # Without --resources, the details `recs resources load` put in Redis (if any).
+        resources = (load_resources(args.resources) if args.resources
+                     else _details_table(reader, args.lang, [*also, *(r[0] for r in rows)]))
     finally:
         reader.redis.close()
-    resources = load_resources(args.resources) if args.resources else None
     print(render(rows, resources, as_json=args.json, heading=heading(resources)))
     return 0
+
+
+def _details_table(reader: RecsClient, lang: str, ids: list[int]):
+    """The loaded details of ``ids`` as ``load_resources`` would give them; None when none
+    are loaded, so the list shows ids as it does without a resources file."""
+    import pandas as pd
+
+    details = reader.details(lang, ids)
+    if not details:
+        return None
+    return pd.DataFrame.from_dict(details, orient="index").rename_axis("id")
 
 
 def similar_online(args) -> int:
@@ -420,7 +489,11 @@ def similar_online(args) -> int:
     except ValueError:
         raise InputError(f"resource id {args.resource_id!r} is not an integer") from None
 
+    meaning = {"ease": "EASE weight", "blend": "cosine, ALS part"}
+    kind = ["cosine"]
+
     def lookup(reader: RecsClient, info: dict, n: int) -> list:
+        kind[0] = meaning.get(info.get("model", "als"), "cosine")
         rows = reader.similar(args.lang, rid, n)
         if not rows:
             raise InputError(f"unknown resource {rid}: not among the {info.get('items')} "
@@ -429,7 +502,8 @@ def similar_online(args) -> int:
         return rows
 
     return _show(args, lookup,
-                 lambda resources: f"Similar to {describe(rid, resources)} (cosine):")
+                 lambda resources: f"Similar to {describe(rid, resources)} ({kind[0]}):",
+                 (rid,))
 
 
 def recommend_online(args) -> int:

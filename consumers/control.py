@@ -1,0 +1,167 @@
+"""``recs control``: the control topic (default ``resource-changes``) -> hides, unhides and
+forgets, each applied exactly once.
+
+It is the views consumer (consumers/consume.py) with two things swapped, so every rule of
+that loop holds here unchanged: the partition offsets live in Redis and are written by the
+same script as the effect (store/control.py CONTROL_LUA, guarded like the view counts), a
+crash or SIGKILL at any point resumes from what Redis holds, invalid events go to the
+dead-letter topic (default ``resource-changes.dlq``) with an ``error`` header. Events of
+one batch are applied in offset order per partition (a hide then an unhide of the same
+resource ends unhidden); use the resource id (or user id) as the message key so one
+resource's events share a partition.
+
+After each batch, and when idle, the lists of queued hides are cleaned and refilled
+(trainer/takedown.py ``settle``); the queue lives in Redis, so a crash between the two is
+finished by the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from consumers.consume import ConsumerConfig, StreamConsumer
+from consumers.events import MAX_VALUE_BYTES, InvalidEvent
+from recs.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from recs.signals import on_stop_signals
+from store.control import Control, ControlOp, read_work
+from store.snapshot import read_languages
+from trainer.takedown import settle
+
+log = logging.getLogger("recs.control")
+
+
+@dataclass(frozen=True)
+class ControlDefaults:
+    """Where ``recs control`` differs from ``recs consume`` (every other setting, and what
+    each means, is :class:`consumers.consume.ConsumerConfig`'s)."""
+
+    topic: str = "resource-changes"
+    """Topic of control events (docs/CONTRACT.md)."""
+    dlq_topic: str = "resource-changes.dlq"
+    """Dead-letter topic for invalid control events."""
+    group: str = "recs-control"
+    """Consumer group id (not the views consumers' group: one rebalance never stalls both)."""
+    batch_size: int = 500
+    """Events per batch at most (control events are rare; a batch's hides are settled
+    right after it)."""
+    metrics_port: int = 9102
+    """Prometheus port; 0 = no HTTP server."""
+
+# Every reason code parse_control can give (the dead-letter ``error`` header).
+REASONS = ("no_value", "too_large", "not_json", "not_object", "invalid_action",
+           "invalid_resource_id", "invalid_user_id", "invalid_lang", "invalid_reason",
+           "invalid_ts")
+MAX_REASON = 1000
+"""Longest ``reason`` text accepted, in characters."""
+
+
+def parse_control(value: bytes | None) -> ControlOp:
+    """The operation of one control event (docs/CONTRACT.md); raises InvalidEvent."""
+    if not value:
+        raise InvalidEvent("no_value")
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidEvent("too_large")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidEvent("not_json") from None
+    if type(doc) is not dict:
+        raise InvalidEvent("not_object")
+    action = doc.get("action")
+    if action not in ("hide", "unhide", "forget"):
+        raise InvalidEvent("invalid_action")
+    lang = doc.get("lang")
+    if lang is not None and not valid_lang(lang):
+        raise InvalidEvent("invalid_lang")
+    reason = doc.get("reason")
+    if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON):
+        raise InvalidEvent("invalid_reason")
+    ts = doc.get("ts")
+    if ts is not None and (type(ts) is not int or ts < 0):
+        raise InvalidEvent("invalid_ts")
+    if action == "forget":
+        user = doc.get("user_id")
+        if type(user) is not str or not 0 < len(user) <= MAX_USER_ID_LENGTH or \
+                CONTROL_CHARACTERS.search(user):
+            raise InvalidEvent("invalid_user_id")
+        return ControlOp("forget", user, lang)
+    rid = doc.get("resource_id")
+    if type(rid) is str and rid.isascii() and rid.isdigit() and len(rid) <= 20:
+        rid = int(rid)
+    if type(rid) is not int or not 0 < rid <= MAX_RESOURCE_ID:
+        raise InvalidEvent("invalid_resource_id")
+    return ControlOp(action, str(rid), lang, reason, ts)
+
+
+class ControlConsumer(StreamConsumer):
+    """The views consumer's loop with control events in place of views (module docstring)."""
+
+    def __init__(self, config: ConsumerConfig, metrics=None) -> None:
+        super().__init__(config, metrics)
+        # The batch write: the control script has the counts script's apply() signature
+        # and guards, so the loop's exactly-once bookkeeping is reused as it is.
+        self.counts = Control(self.redis, self.keys)
+
+    def _add(self, msgs: list) -> None:
+        """Like the views consumer's, but keeps each operation, in order (no aggregation)."""
+        owned, ops = self._owned, self._views
+        events = skipped = 0
+        for m in msgs:
+            if m.error() is not None:
+                self._message_error(m)
+                continue
+            events += 1
+            part = owned.get(m.partition())
+            if part is None or m.offset() < part.read:
+                skipped += 1
+                continue
+            part.read = m.offset() + 1
+            try:
+                op = parse_control(m.value())
+            except InvalidEvent as exc:
+                self._dead_letter(m, exc.reason)
+                continue
+            ops[len(ops)] = op
+            self._valid += 1
+        self._in_hand += events
+        self._skipped += skipped
+
+    def _flush(self, in_callback: bool = False) -> None:
+        super()._flush(in_callback)
+        if not in_callback and not self._in_hand:
+            self.settle_all()
+
+    def _check_offsets(self) -> None:
+        super()._check_offsets()
+        self.settle_all()
+
+    def settle_all(self) -> None:
+        """Clean and refill the lists of queued hides, every language (errors are logged
+        and retried at the next idle check: the queue stays in Redis)."""
+        try:
+            for lang in read_languages(self.redis, self.keys):
+                if read_work(self.redis, self.keys, lang):
+                    settle(self.redis, self.keys, lang)
+        except (redis.RedisError, ValueError) as exc:
+            log.warning("settling take-downs failed; retrying when idle",
+                        extra={"fields": {"error": str(exc)}})
+
+
+def cmd_control(args) -> int:
+    """``recs control``: run one member of the control group until SIGTERM/SIGINT."""
+    args.topic, args.dlq_topic, args.group = args.control_topic, args.control_dlq_topic, \
+        args.control_group
+    consumer = ControlConsumer(ConsumerConfig.from_args(args))
+    consumer.settle_all()  # what a previous run (or a killed `recs hide`) left queued
+
+    def first(name: str) -> None:
+        log.info("signal received: writing the batch in hand, then leaving the group",
+                 extra={"fields": {"signal": name}})
+        consumer.stop()
+
+    on_stop_signals(first)
+    return consumer.run()

@@ -1,0 +1,54 @@
+"""``recs trending``: refresh the trending list of every language (store/trending.py), once or
+``--every`` SECONDS. ``recs update`` does the same every ``--trending-every`` seconds, so this
+command is only needed where no updater runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from recs.errors import RecsError
+from recs.signals import StopFlag, on_stop_signals
+from store.connection import connect
+from store.keys import Keys
+from store.snapshot import read_languages
+from store.trending import Trending, TrendingConfig
+
+log = logging.getLogger("recs.trending")
+
+
+def refresh_once(trending: Trending, lang: str | None) -> dict[str, int]:
+    """Refresh ``lang`` (or every language); returns list length per language."""
+    langs = [lang] if lang else read_languages(trending.client, trending.keys)
+    out = {}
+    for one in langs:
+        _, scored, length = trending.refresh(one, min_interval=0)
+        out[one] = length
+        log.info("trending refreshed", extra={"fields": {"lang": one, "scored": scored,
+                                                         "length": length}})
+    return out
+
+
+def cmd_trending(args) -> int:
+    client = connect(args.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
+    trending = Trending(client, Keys(args.prefix), TrendingConfig.from_args(args))
+    if not args.every:
+        for lang, length in refresh_once(trending, args.lang).items():
+            print(f"{lang}: {length} resources trending", flush=True)
+        return 0
+    stop = StopFlag()
+    on_stop_signals(lambda name: stop.set())
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            refresh_once(trending, args.lang)
+        except redis.RedisError as exc:
+            log.warning("redis unavailable; retrying", extra={"fields": {"error": str(exc)}})
+        stop.wait(max(0.0, args.every - (time.monotonic() - started)))
+    return 0

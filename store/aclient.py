@@ -1,0 +1,261 @@
+"""The asyncio read client behind ``recs serve``: the same commands and decoding as
+``store.client.RecsClient`` (both use ``store.read``), one round trip per look-up.
+
+Invariants:
+- a list look-up is ONE round trip (the Lua script ``LIST_WITH_DETAILS_LUA``): whether the
+  language has a published model (so "nothing published" and "not covered" are told apart),
+  the first non-empty candidate list (the user's own, then fallbacks), and the details of
+  its entries; the sync client sends the same ZREVRANGE and HMGET as two commands, and both
+  decode with ``store.read``;
+- optional keys other parts of the system may add (``Keys.trending`` for a fallback list,
+  ``Keys.history`` for quality over retrains) are used when ``Keys`` defines them and ignored
+  otherwise;
+- Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from store.keys import Keys
+from store.read import (
+    Scored,
+    decode_details,
+    decode_model,
+    decode_scored,
+    decode_views,
+    text,
+    top_range,
+)
+from store.updates import PublishedItems, decode_published_items
+
+LIST_WITH_DETAILS_LUA = """
+-- The n best entries of the first non-empty list, each with its resource's details, and
+-- whether a model is published: a decorated list in one round trip.
+-- KEYS[1]   model HASH (a model is published when it exists)
+-- KEYS[2]   resources HASH (resource_id -> details JSON)
+-- KEYS[3..] candidate ZSETs in order of preference (the own list, then fallbacks)
+-- ARGV[1]   n (>= 1)
+-- ARGV[2..] resource ids whose details are wanted too (the resource a similar list is for)
+-- Returns {published 0|1, position of the list used (0: all empty),
+--          {member, score, ...}, {details or false, ...} (one per member, then one per
+--          ARGV[2..]; empty when every list is)}
+local published = redis.call('EXISTS', KEYS[1])
+local n = tonumber(ARGV[1])
+for i = 3, #KEYS do
+  local rows = redis.call('ZREVRANGE', KEYS[i], 0, n - 1, 'WITHSCORES')
+  if #rows > 0 then
+    local members = {}
+    for j = 1, #rows, 2 do
+      members[#members + 1] = rows[j]
+    end
+    for j = 2, #ARGV do
+      members[#members + 1] = ARGV[j]
+    end
+    return {published, i - 2, rows, redis.call('HMGET', KEYS[2], unpack(members))}
+  end
+end
+return {published, 0, {}, {}}
+"""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A list as the API serves it: whether the language has a published model, where the
+    list came from (for users: ``personal``, ``trending`` or ``none``), the entries best
+    first, and the details of those entries that have them."""
+
+    published: bool
+    source: str
+    items: list[Scored]
+    details: dict[int, dict]
+
+
+@dataclass(frozen=True)
+class LangStatus:
+    """What the operator page shows for one language (see ``AsyncRecsClient.status``)."""
+
+    lang: str
+    model: dict | None
+    backlog: int
+    idle_seconds: int | None
+    """Seconds since the language's ``item_views`` was last written (each applied batch of
+    views writes it); None when there are no counts."""
+    resources: int
+    """Resources with details loaded."""
+    history: list[dict]
+    """Quality over retrains, oldest first (from ``Keys.history`` when it exists)."""
+
+
+def connect_async(url: str, timeout: float = 2.0) -> aioredis.Redis:
+    """An asyncio client for ``url``; bytes replies (factors are raw float32), and short
+    timeouts so that a Redis that is away turns into a quick 503, not a hung request."""
+    return aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, health_check_interval=30)
+
+
+class AsyncRecsClient:
+    """Reads what ``recs train``, ``recs update`` and ``recs resources load`` publish."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "recs") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self._list_script = client.register_script(LIST_WITH_DETAILS_LUA)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def langs(self) -> list[str]:
+        """Every language seen by the consumer, sorted."""
+        return sorted(text(v) for v in await self.redis.smembers(self.keys.langs))
+
+    async def similar(self, lang: str, resource_id: int, n: int) -> Listed:
+        """The ``n`` resources most similar to ``resource_id``, best first (source
+        ``similar``, or ``none`` when the model does not cover it); ``details`` include the
+        resource's own."""
+        return await self._listed(lang, [("similar", self.keys.similar(lang, resource_id))],
+                                  n, also=[resource_id])
+
+    async def recommend(self, lang: str, user_id: str, n: int) -> Listed:
+        """The user's own list, else the language's trending list (when the key layout has
+        one), else nothing; one round trip either way."""
+        lists = [("personal", self.keys.recs(lang, user_id))]
+        trending = getattr(self.keys, "trending", None)
+        if trending is not None:
+            lists.append(("trending", trending(lang)))
+        return await self._listed(lang, lists, n)
+
+    async def _listed(self, lang: str, lists: list[tuple[str, str]], n: int,
+                      also: list[int] = ()) -> Listed:
+        if top_range(n) is None:
+            return Listed(bool(await self.redis.exists(self.keys.model(lang))), "none", [], {})
+        keys = [self.keys.model(lang), self.keys.resources(lang), *(key for _, key in lists)]
+        published, used, rows, details = await self._list_script(keys=keys, args=[n, *also])
+        items = decode_scored(zip(rows[::2], rows[1::2], strict=True))
+        ids = [s.resource_id for s in items] + [int(r) for r in also] if items else []
+        found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
+        return Listed(bool(published), lists[used - 1][0] if used else "none", items,
+                      {rid: d for rid, d in found.items() if d is not None})
+
+    async def model_info(self, lang: str) -> dict | None:
+        return decode_model(await self.redis.hgetall(self.keys.model(lang)))
+
+    async def details(self, lang: str, resource_ids) -> dict[int, dict]:
+        """Details of each resource that has them (one HMGET), as ``RecsClient.details``."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        values = await self.redis.hmget(self.keys.resources(lang), ids)
+        found = {rid: decode_details(v) for rid, v in zip(ids, values, strict=True)}
+        return {rid: d for rid, d in found.items() if d is not None}
+
+    async def catalogue(self, lang: str) -> dict[int, dict]:
+        """Every resource's details (for title search); {} when none are loaded."""
+        raw = await self.redis.hgetall(self.keys.resources(lang))
+        out = {}
+        for k, v in raw.items():
+            d = decode_details(v)
+            if d is not None and text(k).isdigit():
+                out[int(k)] = d
+        return out
+
+    async def views(self, lang: str, user_id: str) -> dict[int, int]:
+        """The user's view counts (personal data: callers gate this)."""
+        return decode_views(await self.redis.hgetall(self.keys.views(lang, user_id)))
+
+    async def offsets(self, group: str, topic: str) -> dict[int, int]:
+        """The next offset the consumer group has applied, per partition of ``topic``."""
+        raw = await self.redis.hgetall(self.keys.offsets(group, topic))
+        return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
+                and text(o).lstrip("-").isdigit()}
+
+    async def ease_rows(self, lang: str, version: str, resource_ids) -> dict[int, bytes]:
+        """EASE's rows of B (raw little-endian float32) for these resources, where the
+        model ``version`` has them (one HMGET, as the updater reads them)."""
+        ids = [int(r) for r in resource_ids]
+        if not ids:
+            return {}
+        raw = await self.redis.hmget(self.keys.ease_rows(lang, version), ids)
+        return {rid: row for rid, row in zip(ids, raw, strict=True) if row is not None}
+
+    async def published_items(self, lang: str) -> PublishedItems | None:
+        """The model's item side, read in one MULTI as the updater reads it."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(k.model(lang))
+        pipe.get(k.item_factors(lang))
+        pipe.get(k.item_ids(lang))
+        pipe.get(k.item_totals(lang))
+        return decode_published_items(lang, *await pipe.execute())
+
+    async def status(self, lang: str) -> LangStatus:
+        """Model, updater backlog, time since the last batch of views, loaded details."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(k.model(lang))
+        pipe.zcard(k.dirty(lang))
+        pipe.exists(k.item_views(lang))
+        pipe.hlen(k.resources(lang))
+        model_raw, backlog, has_counts, resources = await pipe.execute()
+        idle = None
+        if has_counts:
+            # OBJECT IDLETIME does not touch the key; only the consumer's batches write it.
+            idle = await self.redis.object("idletime", k.item_views(lang))
+        model = decode_model(model_raw)
+        return LangStatus(lang, model, int(backlog), None if idle is None else int(idle),
+                          int(resources), await self.history(lang, model))
+
+    async def history(self, lang: str, model: dict | None) -> list[dict]:
+        """Quality of past retrains, oldest first: ``{"trained_at", "version", "metrics"}``
+        entries from ``Keys.history`` when the layout has it, else the live model's own."""
+        key_of = getattr(self.keys, "history", None)
+        entries = await self._history_entries(key_of(lang)) if key_of is not None else []
+        if not entries and model and isinstance(model.get("metrics"), dict):
+            entries = [{"trained_at": model.get("trained_at"), "version": model.get("version"),
+                        "metrics": model["metrics"]}]
+        return entries
+
+    async def _history_entries(self, key: str) -> list[dict]:
+        kind = text(await self.redis.type(key))
+        if kind == "list":
+            raw = await self.redis.lrange(key, 0, -1)
+        elif kind == "zset":
+            raw = await self.redis.zrange(key, 0, -1)
+        elif kind == "stream":
+            raw = [json.dumps({text(f): text(v) for f, v in fields.items()})
+                   for _, fields in await self.redis.xrange(key)]
+        else:
+            return []
+        return [e for e in (_history_entry(r) for r in raw) if e is not None]
+
+
+def _history_entry(raw) -> dict | None:
+    """One history record as ``{"trained_at", "version", "published", "metrics"}`` with
+    ``metrics`` shaped like ``recs evaluate --json`` (``{"k", "model": {"ndcg"...},
+    "popularity": {...}}``). Takes the quality history's flat records (``ndcg``,
+    ``popularity_ndcg``, ``k``: docs/CONTRACT.md) and nested ``metrics`` (as in the model
+    hash); records that are not JSON objects are skipped."""
+    try:
+        obj = json.loads(text(raw))
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    metrics = obj.get("metrics")
+    if isinstance(metrics, str):
+        try:
+            metrics = json.loads(metrics)
+        except ValueError:
+            metrics = None
+    if not isinstance(metrics, dict) and "ndcg" in obj:
+        popularity = obj.get("popularity") if isinstance(obj.get("popularity"), dict) else {}
+        metrics = {"k": obj.get("k", 10),
+                   "model": {m: obj[m] for m in ("ndcg", "map", "precision", "auc") if m in obj},
+                   "popularity": {**popularity, "ndcg": obj.get("popularity_ndcg",
+                                                                popularity.get("ndcg"))}}
+    return {"trained_at": obj.get("trained_at"), "version": obj.get("version"),
+            "published": obj.get("published", True),
+            "metrics": metrics if isinstance(metrics, dict) else {}}

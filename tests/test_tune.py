@@ -1,0 +1,172 @@
+"""`recs tune` offline: the search never sees the test split, is seeded, and its settings
+reach `recs train|evaluate --settings` under the precedence flag > RECS_* > tuned > default."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import scipy.sparse as sp
+
+from recs.cli import _explicit, build_parser, main
+from trainer import tune as tune_module
+from trainer.choose import ModelSpec
+from trainer.config import FilterConfig, TrainConfig
+from trainer.data import load_views
+from trainer.matrix import apply_filters, build_matrix, holdout_split
+from trainer.settings import apply_settings, spec_from_args
+from trainer.synth import generate
+from trainer.tune import tune
+
+FILTERS = ["--min-item-views", "10", "--max-item-views", "0", "--min-user-views", "3"]
+SMALL = ["--factors", "8", "--iterations", "5", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def views_csv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    data = generate(n_users=500, n_resources=100, langs=("en",), seed=9, n_subjects=5)
+    path = root / "views.csv"
+    data.views_for("en").rename(columns={"views": "view_count"}).to_csv(path, index=False)
+    return path
+
+
+def matrix_of(path):
+    df, _ = load_views(path)
+    df, _ = apply_filters(df, FilterConfig(10, 0, 3))
+    return build_matrix(df)
+
+
+def pairs(m: sp.csr_matrix) -> sp.csr_matrix:
+    out = m.tocsr().copy()
+    out.data[:] = 1.0
+    return out
+
+
+def test_the_search_inside_evaluate_never_sees_a_test_pair(views_csv, monkeypatch, capsys):
+    """Records every matrix the search fits on or scores against; none may hold a test pair.
+    (Fails if ``recs evaluate --tune`` handed the search the whole matrix.)"""
+    seen: list[tuple[str, sp.csr_matrix]] = []
+    real_fit, real_fit_ease, real_ndcg = tune_module.fit, tune_module.fit_ease, tune_module._ndcg
+
+    def fit(matrix, *a, **kw):
+        seen.append(("fit", matrix.views))
+        return real_fit(matrix, *a, **kw)
+
+    def fit_ease(matrix, *a, **kw):
+        seen.append(("fit", matrix.views))
+        return real_fit_ease(matrix, *a, **kw)
+
+    def ndcg(score_rows, split, k=10):
+        seen.append(("fit", split.train.views))
+        seen.append(("validation", split.test))
+        return real_ndcg(score_rows, split, k)
+
+    monkeypatch.setattr(tune_module, "fit", fit)
+    monkeypatch.setattr(tune_module, "fit_ease", fit_ease)
+    monkeypatch.setattr(tune_module, "_ndcg", ndcg)
+    assert main(["evaluate", "--views", str(views_csv), *FILTERS, *SMALL, "--tune",
+                 "--trials", "4", "--seed", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tuned"]["trials"] == 4 and result["tuned"]["model"]["ndcg"] > 0
+
+    split = holdout_split(matrix_of(views_csv), 0.2, 3)  # the split evaluate made
+    test, train = pairs(split.test), pairs(split.train.views)
+    assert {kind for kind, _ in seen} == {"fit", "validation"}
+    for kind, m in seen:
+        assert pairs(m).multiply(test).nnz == 0, f"a {kind} matrix holds test pairs"
+        # and everything the search saw is training data
+        assert (pairs(m) - pairs(m).multiply(train)).nnz == 0
+
+
+def test_a_tune_is_seeded_and_reports_every_trial(views_csv):
+    matrix = matrix_of(views_csv)
+    base = ModelSpec(als=TrainConfig(factors=8, iterations=5, seed=4))
+    lines: list[str] = []
+    first = tune(matrix, base, trials=6, threads=1, say=lines.append)
+    again = tune(matrix, base, trials=6, threads=1, say=lambda _: None)
+    assert first.settings == again.settings and first.ndcg == again.ndcg
+    assert len(lines) == 6 and all("best" in line for line in lines)
+    # The first trials are the given settings of each model: the best is never worse.
+    assert lines[0].startswith("trial 1/6") and "model=als factors=8" in lines[0]
+    best_of_enqueued = max(float(line.split()[3]) for line in lines[:3])
+    assert first.ndcg >= best_of_enqueued - 5e-5  # printed to 4 places
+
+
+def parsed(argv, monkeypatch, env=None):
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    args = build_parser().parse_args(argv)
+    args.explicit = _explicit(argv)
+    return args
+
+
+def test_precedence_flag_then_variable_then_tuned_then_default(monkeypatch):
+    tuned = {"model": "blend", "factors": 99, "alpha": 7.0, "regularization": 0.5,
+             "iterations": 12, "ease_l2": 300.0, "blend_weight": 0.25}
+    # --factors 40 is the built-in default's value, given on purpose: still a given flag.
+    args = parsed(["train", "--views", "v.csv", "--factors", "40", "--ease-l2", "150"],
+                  monkeypatch, {"RECS_ALPHA": "3", "RECS_MODEL_KIND": "ease"})
+    spec = spec_from_args(apply_settings(args, tuned))
+    assert spec.als.factors == 40            # flag
+    assert spec.ease.l2 == 150.0             # flag
+    assert spec.als.alpha == 3.0             # RECS_ALPHA
+    assert spec.model == "ease"              # RECS_MODEL_KIND
+    assert spec.als.regularization == 0.5 and spec.als.iterations == 12  # tuned
+    assert spec.blend_weight == 0.25         # tuned
+    assert spec.als.scaling == "logshare"    # nobody set it: built-in default
+    # Without tuned settings everything not given is the default.
+    plain = spec_from_args(parsed(["train", "--views", "v.csv"], monkeypatch))
+    assert plain == ModelSpec(model="ease", als=TrainConfig(alpha=3.0))
+
+
+def test_tune_writes_settings_that_train_and_evaluate_read(views_csv, tmp_path, capsys):
+    out = tmp_path / "tuned.json"
+    assert main(["tune", "--views", str(views_csv), *FILTERS, *SMALL, "--trials", "3",
+                 "--search", "ease", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "ease" and doc["trials"] == 3 and "ease_l2" in doc
+    assert "settings written to" in capsys.readouterr().out
+
+    models = tmp_path / "models"
+    assert main(["train", "--views", str(views_csv), "--lang", "en", "--model-dir",
+                 str(models), *FILTERS, *SMALL, "--settings", str(out)]) == 0
+    assert [p.name for p in models.iterdir()] == [
+        f"cf_EASEModel_l2{doc['ease_l2']:g}_{doc['ease_scaling']}_en.dump"]
+    assert "trained ease: EASE(" in capsys.readouterr().out
+    # A flag given beats the file: --model als trains ALS.
+    assert main(["evaluate", "--views", str(views_csv), *FILTERS, *SMALL, "--settings",
+                 str(out), "--model", "als", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "model_kind" not in result  # ALS keeps the historical JSON shape
+
+
+def test_a_bad_settings_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": "svd"}))
+    assert main(["evaluate", "--views", "x.csv", "--settings", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model='svd'" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune"], "say what to tune on"),
+    (["tune", "--views", "v.csv", "--search", "svd"], "--search 'svd'"),
+    (["train", "--lang", "en", "--settings", "t.json"], "--settings FILE is for offline runs"),
+    (["history", "--lang", "en", "--redis-url", "redis://:s3cret@127.0.0.1:1/0"],
+     "cannot reach Redis"),
+])
+def test_tune_mistakes_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "s3cret" not in err

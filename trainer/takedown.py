@@ -1,0 +1,315 @@
+"""Take-downs: clean and refill every list a hidden resource was in; ``recs hide``, ``unhide``,
+``hidden`` and ``forget``.
+
+The hide itself is one atomic step (store/control.py); from then on every list writer drops
+the resource inside its own write script, so it can only still be in lists written BEFORE
+the hide. :func:`settle` finds those and rewrites them:
+
+- Finding them: every published list is checked with one server-side ZSCORE (a chunk of
+  lists per script call), the same cost as reading each list's last score, which is what a
+  score bound would need; no list is read whole, no keyspace SCAN. A reverse index (lists
+  per resource) would make this free but cost every publish a write per list entry.
+- Refilling them: the list is recomputed exactly from what is published, so it stays N
+  long: a user's list from their published factors against the published item factors
+  (viewed and hidden resources excluded), a similar list from the item factors (cosine).
+  The write is refused if the model version or the user's factors changed meanwhile
+  (whoever rewrote the list filtered it already); such a list is only cleaned.
+- An unhide restores the resource's own similar list at once when the published model
+  still has its factors (it was hidden after the last retrain); everything else comes back
+  with the next retrain, or through the updater's fold-ins, which see it as a candidate
+  again right away.
+
+A queue entry (``takedown_work``) is removed only after its lists are settled, so a crash
+in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from recs.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
+from recs.errors import InputError, RecsError
+from store.connection import connect
+from store.control import (
+    Control,
+    ControlOp,
+    find_holders,
+    read_hidden,
+    read_work,
+    work_done,
+    write_refilled,
+)
+from store.keys import Keys
+from store.snapshot import read_languages
+from store.updates import PublishedItems, read_published_items
+from trainer.model import normalise_rows, top_n
+
+log = logging.getLogger("recs.takedown")
+
+SPARE = 5
+"""Candidates computed beyond N, for resources hidden while a refill is being written."""
+USER_CHUNK = 2048
+"""Users scored per matrix product (2048 x 4,000 float32 = 32 MiB)."""
+
+
+@dataclass
+class SettleReport:
+    """What :func:`settle` did for one language."""
+
+    lang: str
+    hides: int = 0
+    unhides: int = 0
+    users_refilled: int = 0
+    users_cleaned: int = 0
+    """Lists only cleaned (rewritten by someone else meanwhile, or nothing published)."""
+    similar_refilled: int = 0
+    similar_cleaned: int = 0
+    restored: int = 0
+    """Similar lists of unhidden resources written again at once."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def als_published(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems | None:
+    """The published item side when it is an ALS model (the only kind whose lists can be
+    recomputed from factors alone); None for EASE and blend models or nothing usable, whose
+    lists are then only cleaned (they fill up again at the user's next update or the next
+    retrain)."""
+    kind = client.hget(keys.model(lang), "model")
+    if kind is not None and kind.decode() != "als":
+        return None
+    try:
+        return read_published_items(client, keys, lang)
+    except ValueError:
+        return None
+
+
+def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
+    """Clean and refill the lists of every hide queued for ``lang``, restore what unhides
+    can restore now, and take the settled entries off the queue."""
+    report = SettleReport(lang)
+    work = read_work(client, keys, lang)
+    if not work:
+        return report
+    t0 = time.perf_counter()
+    hides = sorted(r for r, a in work.items() if a == "hide")
+    report.hides, report.unhides = len(hides), len(work) - len(hides)
+    published = als_published(client, keys, lang)
+    hidden = set(read_hidden(client, keys, lang))
+    users = find_holders(client, keys.published_users(lang), lambda u: keys.recs(lang, u), hides)
+    items = find_holders(client, keys.published_items(lang), lambda i: keys.similar(lang, i),
+                         hides)
+    report.seconds["find"] = round(time.perf_counter() - t0, 3)
+    t1 = time.perf_counter()
+    n = int(published.meta.get("top_n", 20)) if published else 20
+    report.users_refilled, report.users_cleaned = _refill_users(
+        client, keys, lang, published, users, hidden, n)
+    report.similar_refilled, report.similar_cleaned = _refill_similar(
+        client, keys, lang, published, [int(i) for i in items], hidden, n)
+    unhidden = [r for r, a in work.items() if a == "unhide" and r not in hidden]
+    report.restored = _refill_similar(client, keys, lang, published, unhidden, hidden, n,
+                                      create=True)[0]
+    work_done(client, keys, lang, work)
+    report.seconds["refill"] = round(time.perf_counter() - t1, 3)
+    log.info("take-downs settled", extra={"fields": {**report.__dict__}})
+    return report
+
+
+class _Rows:
+    """Row numbers of resource ids in a model's ``item_ids`` (sorted once)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted = ids[self.order]
+
+    def of(self, wanted) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the ids found, mask of ``wanted`` found)."""
+        wanted = np.asarray(list(wanted) if not isinstance(wanted, np.ndarray) else wanted,
+                            dtype=np.int64)
+        if not len(self.sorted):
+            return np.zeros(0, np.int64), np.zeros(len(wanted), bool)
+        pos = np.minimum(np.searchsorted(self.sorted, wanted), len(self.sorted) - 1)
+        hit = self.sorted[pos] == wanted
+        return self.order[pos[hit]], hit
+
+
+def refill_lists(client: redis.Redis, keys: Keys, lang: str, users: Collection[str] = (),
+                 items: Collection[str] = ()) -> tuple[int, int]:
+    """Recompute these users' and resources' lists from what is published now (after a
+    publish whose scripts dropped resources hidden while it ran); returns (users, similar
+    lists) refilled."""
+    if not users and not items:
+        return 0, 0
+    published = als_published(client, keys, lang)
+    hidden = set(read_hidden(client, keys, lang))
+    n = int(published.meta.get("top_n", 20)) if published else 20
+    u = _refill_users(client, keys, lang, published, sorted(users), hidden, n)[0]
+    i = _refill_similar(client, keys, lang, published, sorted(int(x) for x in items), hidden,
+                        n)[0]
+    log.info("lists cut by take-downs during the publish refilled",
+             extra={"fields": {"lang": lang, "users": u, "similar": i}})
+    return u, i
+
+
+def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    idx, val = top_n(scores, n)
+    good = np.isfinite(val)
+    return np.where(good, ids[idx], 0), np.where(good, val, 0.0).astype(np.float32)
+
+
+def _refill_users(client, keys: Keys, lang: str, pub: PublishedItems | None, users: list[str],
+                  hidden: set[int], n: int) -> tuple[int, int]:
+    """Recompute the users' lists from their published factors (see module docstring)."""
+    if not users:
+        return 0, 0
+    if pub is None:  # nothing to score against: clean only
+        return write_refilled(client, keys, lang, version="", users=True, ids=users,
+                              members=np.zeros((len(users), 0)), scores=np.zeros((len(users), 0)),
+                              top_n=n, factors=[b""] * len(users))
+    ids = pub.item_ids.astype(np.int64)
+    fb = pub.item_factors.shape[1] * 4
+    index = _Rows(ids)
+    hidden_cols = index.of(hidden)[0]
+    done = cleaned = 0
+    for s in range(0, len(users), USER_CHUNK):
+        part = users[s:s + USER_CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for u in part:
+            pipe.get(keys.factors(lang, u))
+            pipe.hgetall(keys.views(lang, u))
+        replies = pipe.execute()
+        raw = [f if f is not None and len(f) == fb else bytes(fb) for f in replies[0::2]]
+        factors = np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(part), -1)
+        scores = factors @ pub.item_factors.T
+        scores[:, hidden_cols] = -np.inf
+        viewed = replies[1::2]
+        owner = np.repeat(np.arange(len(part)), [len(v) for v in viewed])
+        flat = np.fromiter((int(k) for v in viewed for k in v), dtype=np.int64,
+                           count=len(owner))
+        cols, hit = index.of(flat)
+        scores[owner[hit], cols] = -np.inf
+        members, vals = _top(scores, ids, n + SPARE)
+        # A user whose factors were missing sends zeros: the script's factor check fails
+        # and their list is only cleaned.
+        a, b = write_refilled(client, keys, lang, version=pub.version, users=True, ids=part,
+                              members=members, scores=vals, top_n=n, factors=raw)
+        done, cleaned = done + a, cleaned + b
+    return done, cleaned
+
+
+def _refill_similar(client, keys: Keys, lang: str, pub: PublishedItems | None, items: list[int],
+                    hidden: set[int], n: int, create: bool = False) -> tuple[int, int]:
+    """Recompute similar lists from the published item factors; ``create`` writes lists of
+    resources that have none (an unhide). Resources the model lacks are only cleaned."""
+    if not items:
+        return 0, 0
+    ids = pub.item_ids.astype(np.int64) if pub is not None else np.zeros(0, np.int64)
+    index = _Rows(ids)
+    rows, hit = index.of(items)
+    unknown = [i for i, h in zip(items, hit, strict=True) if not h]
+    cleaned = 0
+    if unknown and not create:
+        cleaned = write_refilled(client, keys, lang, version="", users=False, ids=unknown,
+                                 members=np.zeros((len(unknown), 0)),
+                                 scores=np.zeros((len(unknown), 0)), top_n=n)[1]
+    if not len(rows):
+        return 0, cleaned
+    unit = normalise_rows(pub.item_factors)
+    scores = unit[rows] @ unit.T
+    scores[np.arange(len(rows)), rows] = -np.inf
+    scores[:, index.of(hidden)[0]] = -np.inf
+    members, vals = _top(scores, ids, n + SPARE)
+    done, more = write_refilled(client, keys, lang, version=pub.version, users=False,
+                                ids=[int(i) for i in ids[rows]], members=members, scores=vals,
+                                top_n=n, create=create)
+    return done, cleaned + more
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+
+def _resource_ids(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        text = str(v).strip()
+        if not (text.isascii() and text.isdigit() and 0 < int(text) <= 0xFFFFFFFF):
+            raise InputError(f"resource id {v!r} is not an integer in 1..4294967295")
+        out.append(str(int(text)))
+    return out
+
+
+def _langs(client, keys: Keys, lang: str | None) -> list[str]:
+    if lang is not None and not valid_lang(lang):
+        raise InputError(f"--lang {lang!r} is not a language code (2 or 3 lowercase letters)")
+    return [lang] if lang else read_languages(client, keys)
+
+
+def _client(args) -> redis.Redis:
+    client = connect(args.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
+    return client
+
+
+def _hide_or_unhide(args, action: str) -> int:
+    rids = _resource_ids(args.resource_ids)
+    client, keys = _client(args), Keys(args.prefix)
+    langs = _langs(client, keys, args.lang)
+    started = time.perf_counter()
+    Control(client, keys).run([ControlOp(action, rid, args.lang, getattr(args, "reason", None))
+                               for rid in rids])
+    for lang in langs:
+        r = settle(client, keys, lang)
+        print(f"{lang}: {action} {' '.join(rids)}: {r.users_refilled} user lists and "
+              f"{r.similar_refilled} similar lists refilled, {r.users_cleaned + r.similar_cleaned}"
+              f" cleaned, {r.restored} similar lists restored", flush=True)
+    if not langs:
+        print(f"no languages in Redis yet: nothing to {action}")
+    log.info(f"{action} done", extra={"fields": {"resources": rids, "langs": langs,
+                                                  "seconds": round(time.perf_counter() - started,
+                                                                   3)}})
+    return 0
+
+
+def cmd_hide(args) -> int:
+    """``recs hide RESOURCE_ID... [--lang L] [--reason TEXT]``."""
+    return _hide_or_unhide(args, "hide")
+
+
+def cmd_unhide(args) -> int:
+    """``recs unhide RESOURCE_ID... [--lang L]``."""
+    return _hide_or_unhide(args, "unhide")
+
+
+def cmd_hidden(args) -> int:
+    """``recs hidden --lang L [--json]``: the hidden resources, with reason and time."""
+    client, keys = _client(args), Keys(args.prefix)
+    hidden = read_hidden(client, keys, _langs(client, keys, args.lang)[0])
+    rows = [{"resource_id": rid, **meta} for rid, meta in sorted(hidden.items())]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"{row['resource_id']}\t{row.get('ts')}\t{row.get('reason', '')}")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    """``recs forget USER_ID... [--lang L]``: remove every trace of these users."""
+    for user in args.user_ids:
+        if not (0 < len(user) <= MAX_USER_ID_LENGTH and not CONTROL_CHARACTERS.search(user)):
+            raise InputError(f"user id {user[:40]!r} is not a valid user id")
+    client, keys = _client(args), Keys(args.prefix)
+    _langs(client, keys, args.lang)
+    Control(client, keys).run([ControlOp("forget", u, args.lang) for u in args.user_ids])
+    print(f"forgot {len(args.user_ids)} user(s) in "
+          f"{args.lang or 'every language'}", flush=True)
+    return 0
