@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from store.counts import Guard, mismatches
+from store.counts import Applied, Guard, mismatches
 from store.keys import Keys
 
 # The key templates CONTROL_LUA fills in: '\1' stands for the language, '\2' for an id.
@@ -248,6 +248,12 @@ class Control:
         self.client, self.keys = client, keys
         self._script = client.register_script(CONTROL_LUA)
         self._templates = [_template(keys, name) for name in TEMPLATES]
+
+    def write(self, guard_key: str, guards: Sequence[Guard],
+              ops: dict[int, ControlOp] | Sequence[ControlOp]) -> Applied:
+        """:meth:`apply` in the shape the views consumer's loop calls (store.counts.Counts.write);
+        control operations are never parked."""
+        return Applied(refused=self.apply(guard_key, guards, ops))
 
     def apply(self, guard_key: str, guards: Sequence[Guard],
               ops: dict[int, ControlOp] | Sequence[ControlOp]) -> dict[str, str | None]:
