@@ -96,10 +96,9 @@ local e = check(KEYS[1], 'set')
 if e then return e end
 local n_langs = tonumber(ARGV[i])
 for h = i + 1, i + 9 * n_langs, 9 do
-  for _, kw in ipairs({{3, 'set'}, {4, 'string'}, {5, 'zset'}, {6, 'zset'}, {7, 'hash'}}) do
-    e = check(ARGV[h + kw[1]], kw[2])
-    if e then return e end
-  end
+  e = check(ARGV[h + 3], 'set') or check(ARGV[h + 4], 'string') or check(ARGV[h + 5], 'zset')
+      or check(ARGV[h + 6], 'zset') or check(ARGV[h + 7], 'hash')
+  if e then return e end
 end
 
 -- Variadic commands take at most this many arguments per call (Lua's C stack is 8000).
