@@ -187,7 +187,7 @@ class Updater:
                 item_ids=published.item_ids, item_factors=published.item_factors,
                 regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
                 scaling=meta["scaling"], version=published.version,
-                item_totals=published.item_totals,
+                item_totals=published.item_totals, engine=meta.get("engine", "implicit"),
             )
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))

@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from recs.errors import RecsError
-from trainer.config import SCALINGS, FilterConfig, TrainConfig
+from recs.options import port, positive_int
+from trainer.config import ENGINES, SCALINGS, FilterConfig, TrainConfig
+from trainer.scoring import METHODS as SCORING_METHODS
+from trainer.scoring import ScoringConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -51,6 +54,14 @@ def _hyper(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scaling", choices=SCALINGS, default=d.scaling,
                    help="confidence c = 1 + alpha * f(views); linear is the seed's setting")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (factors and splits)")
+    g.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="who fits ALS: implicit (CPU), spark (Spark MLlib, needs the spark "
+                        "extra and Java) or implicit-gpu (implicit's CUDA build)")
+    g.add_argument("--spark-master", default="local[*]",
+                   help="Spark master URL for --engine spark (local[*], spark://..., yarn)")
+    g.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="any Spark setting (repeatable); RECS_SPARK_CONF takes a "
+                        "comma-separated list")
 
 
 def _extract(p: argparse.ArgumentParser) -> None:
@@ -140,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "then skip it (exit code 0)")
     p.add_argument("--lock-ttl", type=float, default=60,
                    help="trainer lock expiry in seconds, renewed while training")
+    p.add_argument("--similar-method", choices=SCORING_METHODS, default="auto",
+                   help="similar lists: exact, ann (approximate index over item factors) or "
+                        "auto (ann from --ann-min-items resources)")
+    p.add_argument("--recs-method", choices=SCORING_METHODS, default="auto",
+                   help="users' lists: exact, ann or auto, as --similar-method")
+    p.add_argument("--ann-min-items", type=positive_int, default=ScoringConfig().ann_min_items,
+                   help="auto scores with the approximate index from this many resources")
+    p.add_argument("--metrics-port", type=port, default=9102,
+                   help="Prometheus port while repeating with --every; 0 = off")
     _filters(p)
     _hyper(p)
     _extract(p)

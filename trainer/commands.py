@@ -6,7 +6,25 @@ from __future__ import annotations
 from recs.errors import InputError
 
 
+def _engine(args) -> None:
+    """Fail early, in one line, when the chosen engine cannot run here; configure Spark."""
+    engine = getattr(args, "engine", "implicit")
+    if engine == "spark":
+        from trainer import spark_engine
+
+        spark_engine.require_spark()
+        spark_engine.configure(spark_engine.SparkSettings.from_args(args))
+    elif engine == "implicit-gpu":
+        import implicit.gpu
+
+        from trainer.model import GPU_HINT
+
+        if not implicit.gpu.HAS_CUDA:
+            raise InputError(GPU_HINT)
+
+
 def cmd_train(args) -> int:
+    _engine(args)
     if args.views:
         from trainer.offline import train_offline
 
@@ -17,6 +35,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _engine(args)
     from trainer.offline import evaluate_offline
 
     return evaluate_offline(args)

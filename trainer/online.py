@@ -51,6 +51,7 @@ from store.snapshot import read_languages, read_pending, read_seq, read_views
 from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix
 from trainer.model import ALSModel, fit, recommend_by_factors, similar_by_index
+from trainer.scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class OnlineSettings:
     """Seconds to wait for another trainer's lock before skipping the language."""
     lock_ttl: float = 60.0
     """Lock expiry; renewed every third of it while this trainer works."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    """Exact or approximate scoring of the published lists (``trainer.scoring``)."""
+    metrics_port: int = 0
+    """Prometheus port while repeating (``--every``); 0 = off."""
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -99,7 +104,8 @@ class OnlineSettings:
                    top_n=top_n, model_dir=args.model_dir, evaluate=bool(args.evaluate),
                    test_fraction=float(args.test_fraction),
                    threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
-                   lock_ttl=lock_ttl)
+                   lock_ttl=lock_ttl, scoring=ScoringConfig.from_args(args),
+                   metrics_port=int(getattr(args, "metrics_port", 0) or 0))
 
 
 @dataclass
@@ -176,8 +182,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             lock.check()
             t = time.perf_counter()
             publisher = Publisher(client, keys, lang, lock=lock, **(publish_options or {}))
-            publisher.write_similar(similar_batches(model, settings.top_n))
-            publisher.write_users(user_batches(model, settings.top_n))
+            _write_lists(publisher, model, settings)
             info = model_info(model, settings, seq, metrics)
             version = publisher.switch(info, model.items.ids, model.item_factors,
                                        matrix.item_totals())
@@ -215,6 +220,31 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                      f"(fit {times['fit']:.1f} s, publish {times['publish']:.1f} s)")
 
 
+def _write_lists(publisher: Publisher, model: ALSModel, settings: OnlineSettings) -> None:
+    """Similar lists then user lists, scored as ``settings.scoring`` says, with progress."""
+    from recs.progress import Progress
+    from trainer import scoring
+
+    scorer = scoring.Scorer(model.item_factors, settings.scoring)
+    log.info("scoring", extra={"fields": {"lang": model.lang, "similar": scorer.similar_method,
+                                          "recs": scorer.recs_method}})
+    items = Progress(f"{model.lang} similar lists", len(model.items))
+    publisher.write_similar(_counted(scoring.similar_batches(model, settings.top_n, scorer),
+                                     items))
+    items.close()
+    users = Progress(f"{model.lang} user lists", len(model.users))
+    publisher.write_users(_counted(scoring.user_batches(model, settings.top_n, scorer), users))
+    users.close()
+
+
+def _counted(batches: Iterator[Lists], progress) -> Iterator[Lists]:
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch.ids)
+        progress(done)
+
+
 def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
     from trainer.evaluate import evaluate
     from trainer.matrix import holdout_split
@@ -239,7 +269,7 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
         "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
         "top_n": settings.top_n, "seq": seq, "min_item_views": f.min_item_views,
         "max_item_views": f.max_item_views, "min_user_views": f.min_user_views,
-        "train_seconds": model.stats.get("train_seconds", 0.0),
+        "train_seconds": model.stats.get("train_seconds", 0.0), "engine": c.engine,
     }
     if metrics is not None:
         info["metrics"] = json.dumps(metrics, sort_keys=True)
@@ -287,7 +317,7 @@ def _second_signal(signum: int) -> None:
 
 
 def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
-         strict: bool, stop: StopFlag) -> tuple[int, int]:
+         strict: bool, stop: StopFlag, metrics=None) -> tuple[int, int]:
     """One pass over the languages; returns (exit code, languages published or skipped for
     another trainer). ``strict`` (a single run): a language asked for by name with nothing
     to train on is an error. ``stop`` set (a signal) ends the pass after the language in
@@ -312,10 +342,13 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
                 raise
             log.error("%s: %s", one, exc)
             failed += 1
+            _record(metrics, one, "failed", {})
             continue
         except LockLost:
             failed += 1
+            _record(metrics, one, "failed", {})
             continue
+        _record(metrics, one, result.outcome, result.fields)
         if result.outcome == "empty":
             if strict and lang:
                 raise InputError(result.message)
@@ -324,6 +357,11 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
             busy += 1
         print(result.message, flush=True)
     return (1 if failed else 0), busy
+
+
+def _record(metrics, lang: str, outcome: str, fields: dict) -> None:
+    if metrics is not None:
+        metrics.record(lang, outcome, fields, time.time())
 
 
 def train_online(args) -> int:
@@ -355,13 +393,17 @@ def train_online(args) -> int:
 
 def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
             every: float, stop: StopFlag) -> int:
+    from trainer.train_metrics import TrainMetrics
+
+    metrics = TrainMetrics()
+    metrics.serve(settings.metrics_port)
     rng = random.Random()
     runs = 0
     while not stop.is_set():
         started = time.monotonic()
         busy = 0
         try:
-            _, busy = _run(client, keys, lang, settings, False, stop)
+            _, busy = _run(client, keys, lang, settings, False, stop, metrics)
         except Exception:  # a long-running service logs and tries again next round
             log.exception("run failed; trying again in about %s s", every)
         runs += 1
