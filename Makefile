@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 $(BIN)/recs: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
 	touch $@
 
 venv: $(BIN)/recs
