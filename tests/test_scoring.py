@@ -28,8 +28,10 @@ def _restore_logging():
     root.setLevel(level)
 
 
-EXACT = ScoringConfig(similar_method="exact", recs_method="exact")
-ANN = ScoringConfig(similar_method="ann", recs_method="ann")
+# faiss_min_items=0: exact scoring through faiss even on these small catalogues, so the
+# comparison with the numpy scoring is between two implementations.
+EXACT = ScoringConfig(similar_method="exact", recs_method="exact", faiss_min_items=0)
+ANN = ScoringConfig(similar_method="ann", recs_method="ann", faiss_min_items=0)
 
 
 def clustered(rng, rows: int, centres: np.ndarray) -> np.ndarray:
@@ -75,6 +77,8 @@ def test_exact_search_matches_numpy_scoring(factors):
     np.testing.assert_allclose(got_val, want_val, rtol=1e-5, atol=1e-5)
     assert overlap(got_idx, want_idx) > 0.999  # only near-ties may swap
     assert_user_lists_valid(got_idx, seen, 20)
+    small_catalogue = Scorer(items, ScoringConfig(recs_method="exact"))  # the numpy search
+    assert_user_lists_valid(small_catalogue.user_lists(users, seen, 20)[0], seen, 20)
     want_idx, want_val = similar_by_index(items, np.arange(len(items)), 20)
     got_idx, got_val = Scorer(items, EXACT).similar_lists(np.arange(len(items)), 20)
     np.testing.assert_allclose(got_val, want_val, rtol=1e-5, atol=1e-5)

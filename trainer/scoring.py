@@ -12,9 +12,10 @@ Invariants, whatever the method:
   ``trainer.model.recommend_by_factors`` / ``similar_by_index``: the index stores the factors
   uncompressed, so every returned score is exact, only the candidate set is approximate.
 
-Exact search goes through faiss' ``IndexFlatIP``: the same float32 matrix products as the
-numpy path, but its top-k runs in C++ on blocks of the score matrix as they are produced,
-instead of numpy materialising every score and ``argpartition``-ing whole rows.
+Exact search on a large catalogue goes through faiss' ``IndexFlatIP``: the same float32
+matrix products as the numpy path, but its top-k runs in C++ on blocks of the score matrix as
+they are produced, instead of numpy materialising every score and ``argpartition``-ing whole
+rows. Small catalogues keep the numpy path (``ScoringConfig.faiss_min_items``).
 
 Over-fetching: a user with ``s`` viewed resources needs at most ``n + s`` candidates. Users
 are grouped by that need rounded up to a power of two, so one search call serves many users
@@ -49,6 +50,10 @@ class ScoringConfig:
     ann_min_items: int = 100_000
     """``auto`` uses the approximate index from this many resources on. Below it exact search
     is fast enough (measured: benchmarks/scale.py) and has no recall loss to explain."""
+    faiss_min_items: int = 8192
+    """Exact scoring goes through faiss from this many resources on; below it numpy's
+    matrix product and ``argpartition`` (``trainer.model``) are as fast (measured: equal at
+    4,000 resources, faiss 2-5x faster at 66,000), and the index costs a build."""
     threads: int = 1
     """faiss' OpenMP threads while scoring. 1 because the publisher scores in a background
     thread while the main one waits on Redis; more threads only contend on a small machine."""
@@ -84,6 +89,20 @@ def flat_search(factors: np.ndarray) -> Search:
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    return search
+
+
+def numpy_search(factors: np.ndarray) -> Search:
+    """Exact inner-product search in numpy (``trainer.model.recommend_by_factors``): matrix
+    products in cache-sized blocks and ``argpartition``; for small catalogues."""
+    from trainer.model import recommend_by_factors
+
+    factors = np.ascontiguousarray(factors, dtype=np.float32)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        cols, scores = recommend_by_factors(queries, factors, k)
+        return scores, cols
 
     return search
 
@@ -176,7 +195,9 @@ class Scorer:
         if kind not in self._indexes:
             method, space = kind.split("-")
             factors = self._raw if space == "raw" else self.unit()
-            if method == "exact":
+            if method == "exact" and self.items < self.config.faiss_min_items:
+                self._indexes[kind] = numpy_search(factors)
+            elif method == "exact":
                 self._indexes[kind] = flat_search(factors)
             else:
                 from trainer.ann import AnnConfig, ivf_search
