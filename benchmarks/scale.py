@@ -251,8 +251,13 @@ def scoring_only(items_list: list[int], sample: int, factors: int) -> list[dict]
                   + 0.5 * rng.standard_normal((items, factors))).astype(np.float32)
         user_f = (centres[rng.integers(0, len(centres), sample)]
                   + 0.5 * rng.standard_normal((sample, factors))).astype(np.float32)
-        seen = sp.random(sample, items, density=min(0.5, 11 / items), format="csr",
-                         random_state=1, dtype=np.float32)
+        per_user = min(11, items // 2)  # viewed resources per user (with repeats: fewer)
+        seen = sp.csr_matrix((np.ones(sample * per_user, dtype=np.float32),
+                              (np.repeat(np.arange(sample), per_user),
+                               rng.integers(0, items, sample * per_user))),
+                             shape=(sample, items))
+        seen.sum_duplicates()
+        probe = rng.choice(items, min(sample, items), replace=False)
         row = {"items": items, "sample": sample, "load1": round(os.getloadavg()[0], 2)}
         t = time.perf_counter()
         base, _ = recommend_by_factors(user_f, item_f, 20, exclude=seen)
@@ -266,7 +271,6 @@ def scoring_only(items_list: list[int], sample: int, factors: int) -> list[dict]
             t = time.perf_counter()
             got[method], _ = scorer.user_lists(user_f, seen, 20)
             row[f"{method}_s_per_1k_users"] = round((time.perf_counter() - t) / sample * 1000, 4)
-            probe = rng.choice(items, min(sample, items), replace=False)
             t = time.perf_counter()
             got[method + "_sim"], _ = scorer.similar_lists(probe, 20)
             row[f"{method}_similar_all_s_extrapolated"] = round(

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users' lists: exact, ann or auto, as --similar-method")
     p.add_argument("--ann-min-items", type=positive_int, default=ScoringConfig().ann_min_items,
                    help="auto scores with the approximate index from this many resources")
+    p.add_argument("--spark-io", choices=("driver", "executors"), default="driver",
+                   help="--engine spark: executors read the counts from Redis and write the "
+                        "user lists (for a cluster); driver does both in this process")
     p.add_argument("--metrics-port", type=port, default=9102,
                    help="Prometheus port while repeating with --every; 0 = off")
     _filters(p)

@@ -136,3 +136,37 @@ def test_spark_engine_without_java_is_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "recs[spark]" in lines[0] and "java" in lines[0].lower()
+
+
+@needs_spark
+@pytest.mark.integration
+def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_path):
+    from recs.cli import main
+    from store.client import RecsClient
+    from tests.test_train_online import FLAGS, KEYS, LOW, N, load
+    from trainer.matrix import apply_filters
+    from trainer.synth import generate
+
+    views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
+    client = redis_server.client()
+    load(client, views, "en")
+    models = tmp_path / "models"
+    assert main(["train", "--redis-url", redis_server.url, "--model-dir", str(models), *FLAGS,
+                 "--lang", "en", "--engine", "spark", "--spark-io", "executors",
+                 "--spark-master", "local[2]", "--iterations", "5"]) == 0
+    kept, _ = apply_filters(views, LOW)  # the implicit path's filters, in pandas
+    published = {m.decode() for m in client.smembers(KEYS.published_users("en"))}
+    assert published == set(kept["user_id"])
+    info = {k.decode(): v.decode() for k, v in client.hgetall(KEYS.model("en")).items()}
+    assert info["engine"] == "spark" and int(info["items"]) == kept["resource_id"].nunique()
+    reader = RecsClient(client)
+    for user in sorted(published)[:100]:
+        listed = [rid for rid, _ in reader.recommend("en", user, N)]
+        viewed = set(kept.loc[kept["user_id"] == user, "resource_id"])
+        assert len(listed) == min(N, int(info["items"]) - len(viewed))
+        assert not set(listed) & viewed
+        assert len(client.get(KEYS.factors("en", user))) == 4 * 16
+    (path,) = models.glob("*_spark_en.dump")
+    user = sorted(published)[0]
+    assert main(["recommend", user, "--model", str(path), "-n", "3"]) == 0
+    client.close()

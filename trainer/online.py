@@ -88,6 +88,11 @@ class OnlineSettings:
     """Exact or approximate scoring of the published lists (``trainer.scoring``)."""
     metrics_port: int = 0
     """Prometheus port while repeating (``--every``); 0 = off."""
+    spark_io: str = "driver"
+    """``--engine spark`` only: ``executors`` reads the counts and writes the user lists on
+    Spark executors (``trainer.spark_cluster``); ``driver`` does both here."""
+    redis_url: str = field(default="", repr=False)
+    """For Spark executors, which connect to Redis themselves (may hold a password)."""
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -105,7 +110,9 @@ class OnlineSettings:
                    test_fraction=float(args.test_fraction),
                    threads=int(getattr(args, "threads", 0)), lock_wait=lock_wait,
                    lock_ttl=lock_ttl, scoring=ScoringConfig.from_args(args),
-                   metrics_port=int(getattr(args, "metrics_port", 0) or 0))
+                   metrics_port=int(getattr(args, "metrics_port", 0) or 0),
+                   spark_io=getattr(args, "spark_io", "driver"),
+                   redis_url=getattr(args, "redis_url", ""))
 
 
 @dataclass
@@ -133,6 +140,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
     pairs, because held-out views are real views the published lists should learn from.
     The metrics therefore describe these hyperparameters on this data, not the exact factors
     published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
+    if settings.train.engine == "spark" and settings.spark_io == "executors":
+        from trainer.spark_cluster import train_language_executors
+
+        return train_language_executors(client, keys, lang, settings)
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
         holder = lock.holder()

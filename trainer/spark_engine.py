@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -44,9 +45,10 @@ INSTALL_HINT = ("--engine spark needs pyspark and Java 17+: pip install 'recs[sp
 DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "false",
 }
 """Settings a ``--spark-conf`` of the same key replaces: no web UI or console bars from a
-batch job."""
+batch job; no Arrow transfers (pyarrow is not a dependency)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ def session():
     require_spark()
     from pyspark.sql import SparkSession
 
+    # Python workers run this interpreter (its packages: store, trainer, redis, faiss)
+    # unless PYSPARK_PYTHON or --spark-conf spark.pyspark.python says otherwise.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(_settings.master).appName("recs-train")
     for key, value in {**DEFAULT_CONF, **_settings.conf}.items():
         builder = builder.config(key, value)
@@ -129,23 +134,27 @@ def fit_factors(confidence: sp.csr_matrix, config: TrainConfig
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Spark MLlib implicit ALS on a users x resources confidence matrix (c, as ``implicit``
     takes it); returns (user factors, item factors) in the matrix's row/column order."""
-    from pyspark.ml.recommendation import ALS
-
     spark = session()
-    frame = spark.createDataFrame(triples(confidence))
-    als = ALS(rank=config.factors, maxIter=config.iterations, regParam=config.regularization,
-              implicitPrefs=True, alpha=1.0, userCol="user", itemCol="item",
-              ratingCol="rating", seed=config.seed, nonnegative=False)
-    model = als.fit(frame)
+    model = fit_frame(spark.createDataFrame(triples(confidence)), config)
     users, items = confidence.shape
-    user_factors = _factors(model.userFactors, users, config.factors)
-    item_factors = _factors(model.itemFactors, items, config.factors)
+    user_factors = factors_array(model.userFactors, users, config.factors)
+    item_factors = factors_array(model.itemFactors, items, config.factors)
     log.info("spark fit done", extra={"fields": {"master": spark.sparkContext.master,
                                                  "users": users, "items": items}})
     return user_factors, item_factors
 
 
-def _factors(frame, rows: int, factors: int) -> np.ndarray:
+def fit_frame(frame, config: TrainConfig):
+    """Spark's ALS on a (user int, item int, rating = c - 1) DataFrame; the fitted model."""
+    from pyspark.ml.recommendation import ALS
+
+    als = ALS(rank=config.factors, maxIter=config.iterations, regParam=config.regularization,
+              implicitPrefs=True, alpha=1.0, userCol="user", itemCol="item",
+              ratingCol="rating", seed=config.seed, nonnegative=False)
+    return als.fit(frame)
+
+
+def factors_array(frame, rows: int, factors: int) -> np.ndarray:
     """Spark's (id, features) frame as a rows x factors array; ids it does not list (no
     views) stay zero, as in ``implicit``."""
     pdf = frame.toPandas()
