@@ -218,8 +218,10 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     if not user_ids:
         return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
     spark = session()
-    counts = apply_filters(read_counts(spark, settings.redis_url, keys.prefix, lang, user_ids),
-                           settings.filters)
+    # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
+    # the counts, not a fresh read each with the consumer's newer views in some of them.
+    raw = read_counts(spark, settings.redis_url, keys.prefix, lang, user_ids).persist()
+    counts = apply_filters(raw, settings.filters)
     frame, users, items = numbered(spark, ratings(counts, settings.train.scaling,
                                                   settings.train.alpha))
     frame = frame.persist()
@@ -242,6 +244,7 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     handover = requeue_touched(client, keys, lang, seq, pending, publisher.users_written)
     times["publish"] = time.perf_counter() - t
     frame.unpersist()
+    raw.unpersist()
     fields = {"lang": lang, "version": publisher.version, "seq": seq, "users": len(users),
               "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
               "spark_io": "executors", "requeued": handover.newer,
