@@ -103,7 +103,7 @@ def test_rows_the_index_cannot_fill_are_rescored_exactly(factors):
     items, users, seen = factors
     # One cell probed out of many: most candidates lists come back short or full of
     # viewed resources; the exact fallback must still fill every list.
-    poor = AnnConfig(cells_per_sqrt=8, min_probe=1, probe_share=0.0)
+    poor = AnnConfig(cells_per_sqrt=8, min_probe=1, probe_share=0.0, recs_probe_share=0.0)
     got, _ = Scorer(items, ANN, ann_config=poor).user_lists(users, seen, 50)
     assert_user_lists_valid(got, seen, 50)
 

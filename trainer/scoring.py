@@ -202,7 +202,8 @@ class Scorer:
             else:
                 from trainer.ann import AnnConfig, ivf_search
 
-                self._indexes[kind] = ivf_search(factors, self._ann_config or AnnConfig())
+                self._indexes[kind] = ivf_search(factors, self._ann_config or AnnConfig(),
+                                                 inner_product=space == "raw")
         return self._indexes[kind]
 
     def user_lists(self, user_factors: np.ndarray, seen: sp.csr_matrix, n: int
