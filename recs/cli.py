@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recs-method", choices=SCORING_METHODS, default="auto",
                    help="users' lists: exact, ann or auto, as --similar-method")
     p.add_argument("--ann-min-items", type=positive_int, default=ScoringConfig().ann_min_items,
-                   help="auto scores with the approximate index from this many resources")
+                   help="auto scores similar lists with the approximate index from this many "
+                        "resources")
+    p.add_argument("--recs-ann-min-items", type=positive_int,
+                   default=ScoringConfig().recs_ann_min_items,
+                   help="the same for users' lists (default: exact for any catalogue measured)")
     p.add_argument("--spark-io", choices=("driver", "executors"), default="driver",
                    help="--engine spark: executors read the counts from Redis and write the "
                         "user lists (for a cluster); driver does both in this process")

@@ -109,10 +109,14 @@ def test_rows_the_index_cannot_fill_are_rescored_exactly(factors):
 
 
 def test_auto_switches_to_ann_by_catalogue_size():
-    config = ScoringConfig(ann_min_items=1000)
+    config = ScoringConfig(ann_min_items=1000, recs_ann_min_items=5000)
     assert config.resolve("auto", 999) == "exact"
     assert config.resolve("auto", 1000) == "ann"
     assert config.resolve("exact", 10**6) == "exact"
+    items = np.zeros((2000, 4), dtype=np.float32)
+    scorer = Scorer(items, config)
+    assert (scorer.similar_method, scorer.recs_method) == ("ann", "exact")
+    assert Scorer(np.zeros((5000, 4), dtype=np.float32), config).recs_method == "ann"
     with pytest.raises(InputError):
         ScoringConfig(recs_method="fast")
 
