@@ -11,7 +11,7 @@ every size, Spark (``local[2]``, exact scoring) up to ``--spark-max-users``. Eac
 ``trainer.online.train_language`` (read, filters, fit, save, publish) and reports:
 
 - read / matrix / fit / publish seconds (publish split into similar lists, user lists...);
-- peak RSS of the Python process (``ru_maxrss``; the Spark JVM is a separate process and is
+- peak RSS of the Python process (``VmHWM``; the Spark JVM is a separate process and is
   not included: its heap is bounded by ``spark.driver.memory``);
 - Redis bytes per user: ``used_memory`` with the counts only, and what the published lists
   and factors add, each divided by the users; bytes per resource: the mean ``MEMORY USAGE``
@@ -78,7 +78,7 @@ def child(args) -> dict:
            "fit_s": f["fit_seconds"], "publish_s": f["publish_seconds"],
            "similar_s": f["publish_steps"].get("similar"),
            "user_lists_s": f["publish_steps"].get("users"), "total_s": round(total, 2),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "peak_rss_mb": peak_rss_mb(),
            "redis_counts_bytes_per_user": round(counts_bytes / max(args.all_users, 1)),
            "redis_lists_bytes_per_user": round(lists_bytes / max(users, 1)),
            "redis_bytes_per_resource": _sampled_bytes(client, Keys().similar, "en",
@@ -91,6 +91,16 @@ def child(args) -> dict:
     elif args.engine == "implicit":
         row.update(_exact_speedup(model))
     return row
+
+
+def peak_rss_mb() -> int:
+    """This process' peak resident memory: VmHWM, not ``ru_maxrss``, which Linux carries
+    over from the parent across fork + exec (the parent holds the generated extract)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def _sampled_bytes(client, key_of, lang: str, ids, sample: int = 300) -> int:

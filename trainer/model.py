@@ -179,13 +179,18 @@ def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int 
 
         user_factors, item_factors = fit_factors(confidence, config)
     else:
+        from recs.progress import Progress
+
+        progress = Progress(f"{lang} fit iterations", config.iterations)
         # ALS solves many small systems itself; a multi-threaded BLAS underneath only contends.
         with threadpool_limits(1, "blas"):
             als = _implicit_als(config, num_threads)
             try:
-                als.fit(confidence, show_progress=False)
+                als.fit(confidence, show_progress=False,
+                        callback=lambda iteration, *_: progress(iteration + 1))
             except ModelFitError:  # implicit's own NaN check
                 raise diverged from None
+        progress.close()
         user_factors, item_factors = _to_numpy(als.user_factors), _to_numpy(als.item_factors)
     seconds = time.perf_counter() - started
     user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
