@@ -242,7 +242,8 @@ def chart(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def scoring_only(items_list: list[int], sample: int, factors: int) -> list[dict]:
+def scoring_only(items_list: list[int], sample: int, factors: int, threads: int = 1
+                 ) -> list[dict]:
     """Scoring alone on synthetic clustered factors (not trained ones: say so when quoting):
     seconds per 1,000 users for each method (index builds, both item spaces, timed apart as
     ``*_build_s``), extrapolated to 1M users, and the similar lists of every resource,
@@ -269,7 +270,8 @@ def scoring_only(items_list: list[int], sample: int, factors: int) -> list[dict]
                              shape=(sample, items))
         seen.sum_duplicates()
         probe = rng.choice(items, min(sample, items), replace=False)
-        row = {"items": items, "sample": sample, "load1": round(os.getloadavg()[0], 2)}
+        row = {"items": items, "sample": sample, "threads": threads,
+               "load1": round(os.getloadavg()[0], 2)}
         # The numpy baseline on at most 2,000 users: it takes 40 ms a user at 1M resources.
         few = min(sample, 2000)
         t = time.perf_counter()
@@ -278,7 +280,8 @@ def scoring_only(items_list: list[int], sample: int, factors: int) -> list[dict]
         got = {}
         for method in ("exact", "ann"):
             t = time.perf_counter()
-            scorer = Scorer(item_f, ScoringConfig(method, method, faiss_min_items=0))
+            scorer = Scorer(item_f, ScoringConfig(method, method, faiss_min_items=0,
+                                                  threads=threads))
             scorer.user_lists(user_f[:10], seen[:10], 20)
             scorer.similar_lists(probe[:10], 20)  # both indexes built outside the clocks
             row[f"{method}_build_s"] = round(time.perf_counter() - t, 2)
@@ -316,12 +319,13 @@ def main() -> int:
     p.add_argument("--scoring-only", default="",
                    help="comma-separated catalogue sizes: time only the scoring, on "
                         "synthetic clustered factors (e.g. 66000,1000000)")
+    p.add_argument("--threads", type=int, default=1, help="faiss threads (--scoring-only)")
     p.add_argument("--sample", type=int, default=20000,
                    help="users (and resources) scored per size with --scoring-only")
     args = p.parse_args()
     if args.scoring_only:
         rows = scoring_only([int(i) for i in args.scoring_only.split(",")], args.sample,
-                            args.factors)
+                            args.factors, args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "scoring.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

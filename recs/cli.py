@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recs-ann-min-items", type=positive_int,
                    default=ScoringConfig().recs_ann_min_items,
                    help="the same for users' lists (default: exact for any catalogue measured)")
+    p.add_argument("--scoring-threads", type=positive_int, default=ScoringConfig().threads,
+                   help="faiss threads while scoring the lists (default 1: the publisher "
+                        "scores while it waits on Redis)")
     p.add_argument("--spark-io", choices=("driver", "executors"), default="driver",
                    help="--engine spark: executors read the counts from Redis and write the "
                         "user lists (for a cluster); driver does both in this process")

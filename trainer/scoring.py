@@ -86,7 +86,8 @@ class ScoringConfig:
                    recs_method=getattr(args, "recs_method", d.recs_method),
                    ann_min_items=getattr(args, "ann_min_items", d.ann_min_items),
                    recs_ann_min_items=getattr(args, "recs_ann_min_items",
-                                              d.recs_ann_min_items))
+                                              d.recs_ann_min_items),
+                   threads=getattr(args, "scoring_threads", d.threads))
 
 
 def flat_search(factors: np.ndarray) -> Search:
