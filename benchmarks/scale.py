@@ -85,6 +85,8 @@ def child(args) -> dict:
                                                       client.smembers(
                                                           Keys().published_items("en"))),
            "load1": round(os.getloadavg()[0], 2)}
+    if args.engine == "spark":
+        row["spark_jvm_peak_rss_mb"] = _jvm_peak_rss_mb()
     model = captured["model"]
     if args.method == "ann":
         row.update(_recall(model))
@@ -101,6 +103,21 @@ def peak_rss_mb() -> int:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _jvm_peak_rss_mb() -> int | None:
+    """The local Spark JVM's VmHWM (the py4j gateway process pyspark launched)."""
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024)
+    except (AttributeError, OSError):
+        return None
+    return None
 
 
 def _sampled_bytes(client, key_of, lang: str, ids, sample: int = 300) -> int:
@@ -340,7 +357,8 @@ def main() -> int:
         one_size(users, args, rows)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "scale.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "backfill_s"], extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "backfill_s", "spark_jvm_peak_rss_mb"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     chart(rows, args.out / "scale.png")

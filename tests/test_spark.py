@@ -50,6 +50,8 @@ def spark():
     session = spark_engine.session()
     yield session
     session.stop()
+    # py4j logs "Closing down" from finalizers at exit, after pytest closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
