@@ -23,7 +23,17 @@ from recs import options as o
 from recs.cli_takedown import add_takedown_commands, add_trending_options
 from recs.errors import RecsError
 from recs.redact import mask_url, redact, register_settings, register_url
-from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
+from trainer.config import (
+    EASE_SCALINGS,
+    ENGINES,
+    MODELS,
+    SCALINGS,
+    EaseConfig,
+    FilterConfig,
+    TrainConfig,
+)
+from trainer.scoring import METHODS as SCORING_METHODS
+from trainer.scoring import ScoringConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -100,6 +110,15 @@ def _hyper(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_SEED, default=d.seed,
                    help="random seed (factors and splits), 0 .. 2^32-1" + _D)
 
+    g.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="who fits ALS: implicit (CPU), spark (Spark MLlib, needs the spark "
+                        "extra and Java) or implicit-gpu (implicit's CUDA build)")
+    g.add_argument("--spark-master", default="local[*]",
+                   help="Spark master URL for --engine spark (local[*], spark://..., yarn)")
+    g.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   type=o.key_value,
+                   help="any Spark setting (repeatable); RECS_SPARK_CONF takes a JSON "
+                        "object, one KEY=VALUE per line, or a comma-separated list")
 
 def _models(p: argparse.ArgumentParser) -> None:
     d = EaseConfig()
@@ -254,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "NDCG@10 is more than this fraction below its last figure, or below "
                         "popularity's (default 0.05)")
     p.add_argument("--force", action="store_true", help="publish even if the gate says no")
+    p.add_argument("--similar-method", choices=SCORING_METHODS, default="auto",
+                   help="similar lists: exact, ann (approximate index over item factors) or "
+                        "auto (ann from --ann-min-items resources)")
+    p.add_argument("--recs-method", choices=SCORING_METHODS, default="auto",
+                   help="users' lists: exact, ann or auto, as --similar-method")
+    p.add_argument("--ann-min-items", type=o.positive_int, default=ScoringConfig().ann_min_items,
+                   help="auto scores similar lists with the approximate index from this many "
+                        "resources")
+    p.add_argument("--recs-ann-min-items", type=o.positive_int,
+                   default=ScoringConfig().recs_ann_min_items,
+                   help="the same for users' lists (default: exact for any catalogue measured)")
+    p.add_argument("--scoring-threads", type=o.positive_int, default=ScoringConfig().threads,
+                   help="faiss threads while scoring the lists (default 1: the publisher "
+                        "scores while it waits on Redis)")
+    p.add_argument("--spark-io", choices=("driver", "executors"), default="driver",
+                   help="--engine spark: executors read the counts from Redis and write the "
+                        "user lists (for a cluster); driver does both in this process")
+    _metrics(p, _ONLINE)  # served only while repeating with --every
     _filters(p)
     _hyper(p)
     _models(p)
