@@ -123,6 +123,7 @@ def _hyper(p: argparse.ArgumentParser) -> None:
                    help="any Spark setting (repeatable); RECS_SPARK_CONF takes a JSON "
                         "object, one KEY=VALUE per line, or a comma-separated list")
 
+
 def _models(p: argparse.ArgumentParser) -> None:
     d = EaseConfig()
     g = p.add_argument_group("model choice (--settings FILE: tuned settings from `recs tune`; "
