@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 $(BIN)/recs: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,spark]'
 	touch $@
 
 venv: $(BIN)/recs

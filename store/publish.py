@@ -454,6 +454,11 @@ class Publisher:
         if calls:
             yield calls, done
 
+    def add_users_written(self, ids: Iterable[str]) -> None:
+        """Users whose lists other processes wrote for this publish with the same script
+        (Spark executors), so :meth:`remove_uncovered` keeps them."""
+        self._users_written.update(ids)
+
     @property
     def users_written(self) -> set[str]:
         """The users whose lists this publish wrote (the users the new model covers)."""

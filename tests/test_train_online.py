@@ -352,7 +352,7 @@ def test_every_repeats_until_sigterm_and_stops_cleanly(redis_server, redis_clien
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECS_REDIS_URL": redis_server.url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "recs.cli", "train", "--every", "0.2", "--model-dir",
-         str(tmp_path / "models"), *FLAGS], env=env, stdout=subprocess.PIPE,
+         str(tmp_path / "models"), "--metrics-port", "0", *FLAGS], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         versions = set()

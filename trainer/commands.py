@@ -9,11 +9,29 @@ from recs.errors import InputError
 from recs.options import writable_dir
 
 
+def _engine(args) -> None:
+    """Fail early, in one line, when the chosen engine cannot run here; configure Spark."""
+    engine = getattr(args, "engine", "implicit")
+    if engine == "spark":
+        from trainer import spark_engine
+
+        spark_engine.require_spark()
+        spark_engine.configure(spark_engine.SparkSettings.from_args(args))
+    elif engine == "implicit-gpu":
+        import implicit.gpu
+
+        from trainer.model import GPU_HINT
+
+        if not implicit.gpu.HAS_CUDA:
+            raise InputError(GPU_HINT)
+
+
 def cmd_train(args) -> int:
     try:  # before any work: a fit must never end with nowhere to write its model
         writable_dir(args.model_dir)
     except argparse.ArgumentTypeError as exc:
         raise InputError(f"--model-dir: {exc}") from None
+    _engine(args)
     if args.views:
         from trainer.offline import train_offline
 
@@ -24,6 +42,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _engine(args)
     from trainer.offline import evaluate_offline
 
     return evaluate_offline(args)

@@ -17,6 +17,9 @@ from recs.errors import InputError
 
 Scaling = Literal["linear", "log", "bm25", "logshare"]
 SCALINGS: tuple[str, ...] = ("linear", "log", "bm25", "logshare")
+ENGINES: tuple[str, ...] = ("implicit", "spark", "implicit-gpu")
+"""Who fits ALS: ``implicit`` on the CPU, Spark MLlib (``trainer.spark_engine``), or
+``implicit``'s CUDA build."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class TrainConfig:
     in one user gives the same confidences as training."""
     seed: int = 42
     """Seeds the factor initialisation, so a run can be repeated."""
+    engine: str = "implicit"
+    """One of ``ENGINES``. Spark's implicit ALS scales the regularization by each user's
+    (and resource's) number of views, so the engine is part of the objective: the fold-in
+    and the model hash carry it."""
 
     def __post_init__(self) -> None:
         if self.factors < 1 or self.iterations < 1:
@@ -79,13 +86,16 @@ class TrainConfig:
         if self.scaling not in SCALINGS:
             raise InputError(f"unknown scaling {self.scaling!r}; choose one of "
                              f"{', '.join(SCALINGS)}")
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}; choose one of "
+                             f"{', '.join(ENGINES)}")
 
     @classmethod
     def from_args(cls, args) -> TrainConfig:
         """From parsed ``recs`` flags (``--factors`` ... ``--scaling``, ``--seed``)."""
         return cls(factors=args.factors, regularization=args.regularization,
                    iterations=args.iterations, alpha=args.alpha, scaling=args.scaling,
-                   seed=args.seed)
+                   seed=args.seed, engine=getattr(args, "engine", "implicit"))
 
 
 EASE_SCALINGS: tuple[str, ...] = ("binary", "log")

@@ -9,7 +9,9 @@ where C_u holds the user's confidences c = 1 + alpha * f(views) on the diagonal 
 on the viewed items. That is exactly what ``implicit``'s ``recalculate_user`` /
 ``partial_fit_users`` solve (``implicit`` 0.7 adds ``reg * I`` unscaled, not multiplied by
 the user's number of interactions), so a user folded in here gets the factors the trainer's
-own library would give them. Pure numpy: no Redis, no Kafka.
+own library would give them. A model trained by Spark MLlib (``--engine spark``) solves
+``reg * n_u * I`` instead, n_u the user's number of viewed resources; ``FoldIn(engine=
+"spark")`` solves that objective. Pure numpy: no Redis, no Kafka.
 
 The confidences are the trainer's: ``trainer.config.scale_confidence``. ``bm25`` also needs
 each item's views over the training users, which the publisher stores beside the item factors.
@@ -40,12 +42,15 @@ def gram(item_factors: np.ndarray, regularization: float) -> np.ndarray:
 
 
 def fold_in(
-    confidence: sp.csr_matrix, item_factors: np.ndarray, item_gram: np.ndarray
+    confidence: sp.csr_matrix, item_factors: np.ndarray, item_gram: np.ndarray,
+    reg_per_view: float = 0.0,
 ) -> np.ndarray:
     """Solve every row's user factors against fixed ``item_factors``.
 
     ``confidence``: users x items CSR of c = 1 + alpha * f(views) (what the trainer hands
-    ``implicit``); ``item_gram``: :func:`gram` of the same item factors. Returns float32
+    ``implicit``); ``item_gram``: :func:`gram` of the same item factors. ``reg_per_view``
+    adds ``reg_per_view * (the row's number of entries) * I`` to each system: Spark's
+    objective (its ``gram`` then has no regularization of its own). Returns float32
     (users x factors); a row with no entries gets zeros, as in ``implicit``.
     """
     confidence = confidence.tocsr()
@@ -65,6 +70,7 @@ def fold_in(
         c = data[s:e]
         # Y^T (C_u - I) Y: only the viewed items differ from the shared Y^T Y.
         a[k] += (y_u.T * (c - 1.0)) @ y_u
+        a[k].flat[::factors + 1] += reg_per_view * (e - s)
         b[k] = c @ y_u
     out[active] = np.linalg.solve(a, b[..., None])[..., 0]
     return out
@@ -93,6 +99,9 @@ class FoldIn:
     """The published model version these factors belong to."""
     item_totals: np.ndarray | None = None
     """Per-row total views over the training users; only ``bm25`` scaling needs them."""
+    engine: str = "implicit"
+    """The engine that trained the item factors (model hash ``engine``): ``spark`` scales
+    the regularization by the user's number of viewed resources, the others do not."""
     _gram: np.ndarray = field(init=False, repr=False)
     _index: Vocabulary = field(init=False, repr=False)
 
@@ -108,7 +117,8 @@ class FoldIn:
             raise ValueError(f"unknown scaling {self.scaling!r}")
         if self.scaling == "bm25" and self.item_totals is None:
             raise ValueError("bm25 scaling needs item_totals (views per item over training)")
-        self._gram = gram(self.item_factors, self.regularization)
+        self._reg_per_view = self.regularization if self.engine == "spark" else 0.0
+        self._gram = gram(self.item_factors, self.regularization - self._reg_per_view)
         self._index = Vocabulary(self.item_ids, name="resource")
 
     @property
@@ -154,7 +164,7 @@ class FoldIn:
         """Fold-in factors (users x factors, float32) for rows of view counts, with the
         confidences the trainer computed for ``implicit``."""
         confidence = scale_confidence(views, self.scaling, self.alpha, self.item_totals)
-        return fold_in(confidence, self.item_factors, self._gram)
+        return fold_in(confidence, self.item_factors, self._gram, self._reg_per_view)
 
     def recommend(
         self, user_factors: np.ndarray, views: sp.csr_matrix, n: int

@@ -35,6 +35,9 @@ from trainer.matrix import UtilityMatrix, Vocabulary
 
 log = logging.getLogger(__name__)
 
+GPU_HINT = ("--engine implicit-gpu needs implicit built with CUDA and an NVIDIA GPU (conda "
+            "install -c conda-forge implicit 'implicit-proc=*=gpu'); this implicit has no "
+            "CUDA support")
 FORMAT = "recs.als-model"
 FORMAT_VERSION = 1
 DEFAULT_SCALING = TrainConfig().scaling
@@ -100,12 +103,13 @@ class ALSModel:
 
     @property
     def filename(self) -> str:
-        """``cf_ALSModel_fa40_re0.01_it50_al50_en.dump``; ``_sc{scaling}`` goes before the
-        language only when the scaling is not the shipped default."""
+        """``cf_ALSModel_fa40_re0.01_it50_al50_en.dump``; ``_sc{scaling}`` and
+        ``_{engine}`` go before the language only when not the shipped defaults."""
         c = self.config
         scaling = "" if c.scaling == DEFAULT_SCALING else f"_sc{c.scaling}"
+        engine = "" if c.engine == "implicit" else f"_{c.engine}"
         return (f"cf_ALSModel_fa{c.factors}_re{c.regularization:g}_it{c.iterations}"
-                f"_al{c.alpha:g}{scaling}_{self.lang}.dump")
+                f"_al{c.alpha:g}{scaling}{engine}_{self.lang}.dump")
 
     def to_dict(self) -> dict:
         """The file's content: plain numpy arrays, strings and numbers only."""
@@ -154,8 +158,8 @@ def as_rows(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
 
 def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int = 0,
         stats: dict | None = None) -> ALSModel:
-    """Train ALS on the matrix's views. ``num_threads`` is ``implicit``'s (0 = all cores)."""
-    from implicit.cpu.als import AlternatingLeastSquares
+    """Train ALS on the matrix's views with ``config.engine``. ``num_threads`` is
+    ``implicit``'s (0 = all cores)."""
     from implicit.recommender_base import ModelFitError
     from threadpoolctl import threadpool_limits
 
@@ -173,25 +177,32 @@ def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int 
     if not np.isfinite(confidence.data).all():
         raise diverged
     started = time.perf_counter()
-    # ALS solves many small systems itself; a multi-threaded BLAS underneath only contends.
-    with threadpool_limits(1, "blas"):
-        als = AlternatingLeastSquares(
-            factors=config.factors, regularization=config.regularization, alpha=1.0,
-            iterations=config.iterations, dtype=np.float32, random_state=config.seed,
-            num_threads=num_threads,
-        )
-        try:
-            als.fit(confidence, show_progress=False)
-        except ModelFitError:  # implicit's own NaN check
-            raise diverged from None
+    if config.engine == "spark":
+        from trainer.spark_engine import fit_factors
+
+        user_factors, item_factors = fit_factors(confidence, config)
+    else:
+        from recs.progress import Progress
+
+        progress = Progress(f"{lang} fit iterations", config.iterations)
+        # ALS solves many small systems itself; a multi-threaded BLAS underneath only contends.
+        with threadpool_limits(1, "blas"):
+            als = _implicit_als(config, num_threads)
+            try:
+                als.fit(confidence, show_progress=False,
+                        callback=lambda iteration, *_: progress(iteration + 1))
+            except ModelFitError:  # implicit's own NaN check
+                raise diverged from None
+        progress.close()
+        user_factors, item_factors = _to_numpy(als.user_factors), _to_numpy(als.item_factors)
     seconds = time.perf_counter() - started
-    user_factors = np.ascontiguousarray(als.user_factors, dtype=np.float32)
-    item_factors = np.ascontiguousarray(als.item_factors, dtype=np.float32)
+    user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+    item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
     if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
         raise diverged
     seen = matrix.views.copy()
     seen.data = np.ones_like(seen.data, dtype=np.float32)
-    run_stats = {"users": users, "items": items, "nnz": matrix.nnz,
+    run_stats = {"engine": config.engine, "users": users, "items": items, "nnz": matrix.nnz,
                  "sparsity": matrix.sparsity, "train_seconds": round(seconds, 3)}
     log.info("trained", extra={"fields": {"lang": lang, **run_stats}})
     run_stats.update(stats or {})
@@ -200,6 +211,28 @@ def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int 
         items=matrix.items, config=config, lang=lang, seen=seen, stats=run_stats,
         trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
+
+
+def _implicit_als(config: TrainConfig, num_threads: int):
+    """``implicit``'s ALS on the CPU, or its CUDA build for ``engine="implicit-gpu"``."""
+    kwargs = dict(factors=config.factors, regularization=config.regularization, alpha=1.0,
+                  iterations=config.iterations, random_state=config.seed)
+    if config.engine == "implicit-gpu":
+        import implicit.gpu
+
+        if not implicit.gpu.HAS_CUDA:
+            raise InputError(GPU_HINT)
+        from implicit.gpu.als import AlternatingLeastSquares as GpuALS
+
+        return GpuALS(**kwargs)
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    return AlternatingLeastSquares(dtype=np.float32, num_threads=num_threads, **kwargs)
+
+
+def _to_numpy(factors) -> np.ndarray:
+    """implicit's GPU factors (implicit.gpu.Matrix) or CPU arrays as a numpy array."""
+    return factors.to_numpy() if hasattr(factors, "to_numpy") else np.asarray(factors)
 
 
 # -- batched top-N ------------------------------------------------------------------------------

@@ -35,9 +35,21 @@ def _lang(value: str | None) -> str:
     return check_lang(value)
 
 
+def _load(path, skip_bad_rows: bool):
+    """One CSV extract (``load_views``), or a folder / Parquet file (``trainer.extracts``)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".parquet":
+        from trainer.extracts import load_views_any
+
+        return load_views_any(p, skip_bad_rows)
+    return load_views(p, skip_bad_rows=skip_bad_rows)
+
+
 def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
     """Load, filter and build the matrix, printing what each step did."""
-    df, load_report = load_views(args.views, skip_bad_rows=args.skip_bad_rows)
+    df, load_report = _load(args.views, args.skip_bad_rows)
     for line in load_report.lines():
         print(line, file=out)
     df, filter_report = apply_filters(df, FilterConfig.from_args(args))

@@ -66,6 +66,7 @@ from trainer.config import FilterConfig, TrainConfig, check_lang
 from trainer.matrix import apply_filters, build_matrix, uncovered_users
 from trainer.model import ALSModel, recommend_by_factors, similar_by_index
 from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
+from trainer.scoring import ScoringConfig
 from trainer.takedown import refill_lists
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ class OnlineSettings:
     def model_spec(self) -> ModelSpec:
         """``spec`` with ``train`` as its ALS settings (``train`` is the one home of those)."""
         return replace(self.spec, als=self.train)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    """Exact or approximate scoring of the published lists (``trainer.scoring``)."""
+    metrics_port: int = 9102
+    """Prometheus port while repeating (``--every``); 0 = off."""
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on (the consumer's and updater's default, and why,
+    is in the README)."""
+    spark_io: str = "driver"
+    """``--engine spark`` only: ``executors`` reads the counts and writes the user lists on
+    Spark executors (``trainer.spark_cluster``); ``driver`` does both here."""
+    redis_url: str = field(default="", repr=False)
+    """For Spark executors, which connect to Redis themselves (may hold a password)."""
 
     @classmethod
     def from_args(cls, args) -> OnlineSettings:
@@ -129,7 +142,11 @@ class OnlineSettings:
                    test_fraction=float(args.test_fraction),
                    threads=int(args.threads), lock_wait=lock_wait,
                    lock_ttl=lock_ttl, spec=spec, explicit=getattr(args, "explicit", frozenset()),
-                   gate_margin=float(args.gate_margin), force=bool(args.force))
+                   gate_margin=float(args.gate_margin), force=bool(args.force),
+                   scoring=ScoringConfig.from_args(args),
+                   metrics_port=int(args.metrics_port), metrics_address=args.metrics_address,
+                   spark_io=getattr(args, "spark_io", "driver"),
+                   redis_url=getattr(args, "redis_url", ""))
 
 
 @dataclass
@@ -157,6 +174,10 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
     pairs, because held-out views are real views the published lists should learn from.
     The metrics therefore describe these hyperparameters on this data, not the exact factors
     published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
+    if settings.train.engine == "spark" and settings.spark_io == "executors":
+        from trainer.spark_cluster import train_language_executors
+
+        return train_language_executors(client, keys, lang, settings)
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
         holder = lock.holder()
@@ -218,8 +239,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
             publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
                                   **(publish_options or {}))
             if kind == "als":
-                publisher.write_similar(similar_batches(model, settings.top_n))
-                publisher.write_users(user_batches(model, settings.top_n))
+                _write_lists(publisher, model, settings)
                 info = model_info(model, settings, seq, metrics)
                 version = publisher.switch(info, model.items.ids, model.item_factors,
                                            matrix.item_totals())
@@ -271,6 +291,31 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
                      f"(fit {times['fit']:.1f} s, publish {times['publish']:.1f} s)")
 
 
+def _write_lists(publisher: Publisher, model: ALSModel, settings: OnlineSettings) -> None:
+    """Similar lists then user lists, scored as ``settings.scoring`` says, with progress."""
+    from recs.progress import Progress
+    from trainer import scoring
+
+    scorer = scoring.Scorer(model.item_factors, settings.scoring)
+    log.info("scoring", extra={"fields": {"lang": model.lang, "similar": scorer.similar_method,
+                                          "recs": scorer.recs_method}})
+    items = Progress(f"{model.lang} similar lists", len(model.items))
+    publisher.write_similar(_counted(scoring.similar_batches(model, settings.top_n, scorer),
+                                     items))
+    items.close()
+    users = Progress(f"{model.lang} user lists", len(model.users))
+    publisher.write_users(_counted(scoring.user_batches(model, settings.top_n, scorer), users))
+    users.close()
+
+
+def _counted(batches: Iterator[Lists], progress) -> Iterator[Lists]:
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch.ids)
+        progress(done)
+
+
 def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
     from trainer.choose import evaluate_spec
     from trainer.matrix import holdout_split
@@ -295,7 +340,7 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
         "items": model.item_factors.shape[0], "nnz": int(model.seen.nnz),
         "top_n": settings.top_n, "seq": seq, "min_item_views": f.min_item_views,
         "max_item_views": f.max_item_views, "min_user_views": f.min_user_views,
-        "train_seconds": model.stats.get("train_seconds", 0.0),
+        "train_seconds": model.stats.get("train_seconds", 0.0), "engine": c.engine,
     }
     if metrics is not None:
         info["metrics"] = json.dumps(metrics, sort_keys=True)
@@ -343,7 +388,7 @@ def _second_signal(signum: int) -> None:
 
 
 def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
-         strict: bool, stop: StopFlag) -> tuple[int, int]:
+         strict: bool, stop: StopFlag, metrics=None) -> tuple[int, int]:
     """One pass over the languages; returns (exit code, languages published or skipped for
     another trainer). ``strict`` (a single run): a language asked for by name with nothing
     to train on is an error. ``stop`` set (a signal) ends the pass after the language in
@@ -368,10 +413,13 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
                 raise
             log.error("%s: %s", one, exc)
             failed += 1
+            _record(metrics, one, "failed", {})
             continue
         except LockLost:
             failed += 1
+            _record(metrics, one, "failed", {})
             continue
+        _record(metrics, one, result.outcome, result.fields)
         if result.outcome == "empty":
             if strict and lang:
                 raise InputError(result.message)
@@ -380,6 +428,11 @@ def _run(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSett
             busy += 1
         print(result.message, flush=True)
     return (1 if failed else 0), busy
+
+
+def _record(metrics, lang: str, outcome: str, fields: dict) -> None:
+    if metrics is not None:
+        metrics.record(lang, outcome, fields, time.time())
 
 
 def train_online(args) -> int:
@@ -411,13 +464,17 @@ def train_online(args) -> int:
 
 def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
             every: float, stop: StopFlag) -> int:
+    from trainer.train_metrics import TrainMetrics
+
+    metrics = TrainMetrics()
+    metrics.serve(settings.metrics_port, settings.metrics_address)
     rng = random.Random()
     runs = 0
     while not stop.is_set():
         started = time.monotonic()
         busy = 0
         try:
-            _, busy = _run(client, keys, lang, settings, False, stop)
+            _, busy = _run(client, keys, lang, settings, False, stop, metrics)
         except Exception:  # a long-running service logs and tries again next round
             log.exception("run failed; trying again in about %s s", every)
         runs += 1

@@ -184,7 +184,7 @@ def updater_model(meta: dict, published, fetch):
     foldin = FoldIn(item_ids=published.item_ids, item_factors=published.item_factors,
                     regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
                     scaling=meta["scaling"], version=published.version,
-                    item_totals=published.item_totals)
+                    item_totals=published.item_totals, engine=meta.get("engine", "implicit"))
     if kind == "als":
         return foldin
     if kind != "blend":

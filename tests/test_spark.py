@@ -1,0 +1,174 @@
+"""``recs train --engine spark``: Spark MLlib ALS in ``local[2]``, one SparkSession for the
+module. Folding a training user into a Spark-trained model reproduces Spark's own user
+factors (the fold-in solves Spark's objective); an offline run from a folder holding a CSV
+and a Parquet file writes a model file ``recs similar/recommend --model`` read; bad rows are
+named; without pyspark or Java, ``--engine spark`` is one line saying what to install.
+
+Skipped, with the reason, where pyspark or Java is missing (CI installs both: .ci/run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainer.spark_engine import java_available
+
+try:
+    import pyspark  # noqa: F401
+    HAVE_PYSPARK = True
+except ImportError:
+    HAVE_PYSPARK = False
+
+needs_spark = pytest.mark.skipif(
+    not (HAVE_PYSPARK and java_available()),
+    reason="Spark tests need pyspark (pip install 'recs[spark]') and Java 17+ (none found)")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """recs.cli.main installs a handler on capsys' stderr; put the root handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from trainer import spark_engine
+
+    spark_engine.configure(spark_engine.SparkSettings(
+        master="local[2]", conf={"spark.sql.shuffle.partitions": "4",
+                                 "spark.default.parallelism": "4"}))
+    session = spark_engine.session()
+    yield session
+    session.stop()
+    # py4j logs "Closing down" from finalizers at exit, after pytest closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def small():
+    from trainer.synth import generate
+
+    return generate(n_users=300, n_resources=60, langs=("en",), seed=3).views_for("en")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@needs_spark
+def test_fold_in_reproduces_spark_user_factors(spark, small):
+    from trainer.config import FilterConfig, TrainConfig
+    from trainer.foldin import FoldIn
+    from trainer.matrix import apply_filters, build_matrix
+    from trainer.model import fit
+
+    df, _ = apply_filters(small, FilterConfig(0, 0, 2))
+    matrix = build_matrix(df)
+    # A strong penalty makes the two objectives far apart, so the check can fail.
+    config = TrainConfig(factors=8, iterations=10, regularization=1.0, engine="spark")
+    model = fit(matrix, config, "en")
+    assert model.stats["engine"] == "spark" and "_spark_" in model.filename
+
+    def folded(engine: str) -> np.ndarray:
+        return FoldIn(item_ids=model.items.ids, item_factors=model.item_factors,
+                      regularization=config.regularization, alpha=config.alpha,
+                      scaling=config.scaling, engine=engine).solve(matrix.views)
+
+    spark_cos = cosines(folded("spark"), model.user_factors)
+    assert spark_cos.min() >= 0.99, spark_cos.min()
+    # implicit's objective (unscaled penalty) would not reproduce them.
+    assert cosines(folded("implicit"), model.user_factors).min() < 0.99
+
+
+@needs_spark
+def test_offline_spark_run_from_a_folder(spark, small, tmp_path, capsys):
+    from recs.cli import main
+
+    folder = tmp_path / "extract"
+    folder.mkdir()
+    views = small.rename(columns={"views": "view_count"})
+    half = len(views) // 2
+    views.iloc[:half].to_csv(folder / "part-0.csv", index=False)
+    # The Parquet half repeats the CSV's first pair with another count: the CSV's row,
+    # first in name order, wins.
+    dup = views.iloc[[0]].assign(view_count=999)
+    rest = pd.concat([dup, views.iloc[half:]], ignore_index=True)
+    spark.createDataFrame(rest).coalesce(1).write.parquet(str(folder / "part-1.parquet"))
+    models = tmp_path / "models"
+    args = ["train", "--views", str(folder), "--lang", "en", "--model-dir", str(models),
+            "--engine", "spark", "--spark-master", "local[2]", "--min-item-views", "0",
+            "--max-item-views", "0", "--min-user-views", "2", "--factors", "8",
+            "--iterations", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 duplicate" in out
+    (path,) = models.glob("*_spark_en.dump")
+    user = str(views["user_id"].iloc[0])
+    assert main(["recommend", user, "--model", str(path), "-n", "5", "--json"]) == 0
+    assert main(["similar", str(views["resource_id"].iloc[0]), "--model", str(path)]) == 0
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    spark.createDataFrame(pd.DataFrame({"user_id": ["u1", "u2"], "resource_id": [5, 0],
+                                        "view_count": [1, 1]})
+                          ).coalesce(1).write.parquet(str(bad / "v.parquet"))
+    assert main([*args[:2], str(bad), *args[3:]]) == 2
+    err = capsys.readouterr().err
+    assert "row 2: resource_id outside" in err and ".parquet" in err
+
+
+def test_spark_engine_without_java_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(tmp_path)  # no java on it
+    views = tmp_path / "v.csv"
+    views.write_text("user_id,resource_id,view_count\nu,1,1\n")
+    proc = subprocess.run([sys.executable, "-m", "recs.cli", "train", "--views", str(views),
+                           "--lang", "en", "--engine", "spark"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recs[spark]" in lines[0] and "java" in lines[0].lower()
+
+
+@needs_spark
+@pytest.mark.integration
+def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_path):
+    from recs.cli import main
+    from store.client import RecsClient
+    from tests.test_train_online import FLAGS, KEYS, LOW, N, load
+    from trainer.matrix import apply_filters
+    from trainer.synth import generate
+
+    views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
+    client = redis_server.client()
+    load(client, views, "en")
+    models = tmp_path / "models"
+    assert main(["train", "--redis-url", redis_server.url, "--model-dir", str(models), *FLAGS,
+                 "--lang", "en", "--engine", "spark", "--spark-io", "executors",
+                 "--spark-master", "local[2]", "--iterations", "5"]) == 0
+    kept, _ = apply_filters(views, LOW)  # the implicit path's filters, in pandas
+    published = {m.decode() for m in client.smembers(KEYS.published_users("en"))}
+    assert published == set(kept["user_id"])
+    info = {k.decode(): v.decode() for k, v in client.hgetall(KEYS.model("en")).items()}
+    assert info["engine"] == "spark" and int(info["items"]) == kept["resource_id"].nunique()
+    reader = RecsClient(client)
+    for user in sorted(published)[:100]:
+        listed = [rid for rid, _ in reader.recommend("en", user, N)]
+        viewed = set(kept.loc[kept["user_id"] == user, "resource_id"])
+        assert len(listed) == min(N, int(info["items"]) - len(viewed))
+        assert not set(listed) & viewed
+        assert len(client.get(KEYS.factors("en", user))) == 4 * 16
+    (path,) = models.glob("*_spark_en.dump")
+    user = sorted(published)[0]
+    assert main(["recommend", user, "--model", str(path), "-n", "3"]) == 0
+    client.close()

@@ -1,0 +1,289 @@
+"""``recs train --engine spark --spark-io executors``: the counts never gather on the driver.
+
+1. The driver lists the language's user ids (``users(lang)`` by SSCAN, ids only) and hands
+   slices of them to the executors, which read those users' count hashes from Redis with the
+   trainer's own read script (``store.snapshot.READ_VIEWS``).
+2. Filters, id numbering and the confidence run as Spark SQL. Ids are numbered as the
+   ``implicit`` path numbers them (sorted ids, ``trainer.matrix.Vocabulary``); resources and
+   users are never cast to Spark's int32, only their row numbers are used.
+3. Spark's ALS fits (``trainer.spark_engine``).
+4. The driver collects the item factors (resources x factors, small) and writes the similar
+   lists. Executors score their users against broadcast item factors (``trainer.scoring``)
+   and write each user's list and factors with the publisher's whole-list-replace script
+   (``store.publish.Publisher.write_users``); they return the ids they wrote.
+5. The driver does the one switch, the removal of what the new model no longer covers, and
+   the hand-over to the updater, exactly as ``trainer.online.train_language``.
+
+What the driver still holds: the user ids (for the vocabulary, the list removal and the
+hand-over) and, for the model file ``recs similar/recommend --model`` read, the user factors
+and the viewed-resource lists (collected once the lists are published).
+
+Executors import ``store`` and ``trainer``: on a cluster, install this package on them (or
+ship it with ``spark.submit.pyFiles``), and let them reach Redis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from store.keys import Keys
+
+SLICE_USERS = 2000
+"""Users per executor task when reading counts (each read in script calls of 250)."""
+
+
+def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[str],
+                slice_users: int = SLICE_USERS):
+    """A Spark DataFrame (user_id, resource_id, views) of ``user_ids``' counts, read by the
+    executors in slices."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    slices = [user_ids[s:s + slice_users] for s in range(0, len(user_ids), slice_users)]
+    rdd = spark.sparkContext.parallelize(slices, max(1, len(slices))).flatMap(
+        lambda part: _read_slice(redis_url, prefix, lang, part))
+    schema = StructType([StructField("user_id", StringType(), False),
+                         StructField("resource_id", LongType(), False),
+                         StructField("views", LongType(), False)])
+    return spark.createDataFrame(rdd, schema)
+
+
+def _read_slice(redis_url: str, prefix: str, lang: str, users: list[str], chunk: int = 250):
+    """On an executor: the counts of ``users`` as (user, resource, views) tuples."""
+    from store.connection import connect
+    from store.snapshot import READ_VIEWS, _parse_ints
+
+    keys = Keys(prefix)
+    client = connect(redis_url)
+    try:
+        script = client.register_script(READ_VIEWS)
+        for s in range(0, len(users), chunk):
+            part = users[s:s + chunk]
+            sizes, flat = script(keys=[keys.views(lang, u) for u in part])
+            pairs = _parse_ints(flat).reshape(-1, 2)
+            owners = np.repeat(np.arange(len(part)), _parse_ints(sizes))
+            for owner, (rid, n) in zip(owners, pairs, strict=True):
+                yield part[owner], int(rid), int(n)
+    finally:
+        client.close()
+
+
+def apply_filters(df, filters):
+    """The platform's three filters (``trainer.matrix.apply_filters``), in Spark."""
+    from pyspark.sql import functions as F
+
+    if filters.min_item_views or filters.max_item_views:
+        totals = df.groupBy("resource_id").agg(F.sum("views").alias("t"))
+        keep = totals
+        if filters.min_item_views:
+            keep = keep.where(F.col("t") >= filters.min_item_views)
+        if filters.max_item_views:
+            keep = keep.where(F.col("t") < filters.max_item_views)
+        df = df.join(keep.select("resource_id"), "resource_id")
+    if filters.min_user_views:
+        users = df.groupBy("user_id").agg(F.sum("views").alias("t"))
+        df = df.join(users.where(F.col("t") >= filters.min_user_views).select("user_id"),
+                     "user_id")
+    return df
+
+
+def ratings(df, scaling: str, alpha: float):
+    """(user_id, resource_id, rating) with rating = alpha * f(views): Spark's confidence
+    1 + rating is ``trainer.config.scale_confidence``'s c. bm25 is not offered here."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if scaling == "linear":
+        f = F.col("views").cast("double")
+    elif scaling == "log":
+        f = F.log1p("views")
+    elif scaling == "logshare":
+        f = F.log1p("views") / F.sum(F.log1p("views")).over(Window.partitionBy("user_id"))
+    else:
+        from recs.errors import InputError
+
+        raise InputError(f"--scaling {scaling} is not available with --spark-io executors "
+                         "(use linear, log or logshare, or --spark-io driver)")
+    return df.select("user_id", "resource_id", (F.lit(float(alpha)) * f).alias("rating"))
+
+
+def numbered(spark, df):
+    """(user, item, rating) with int32 row numbers from sorted-id vocabularies, plus the two
+    ``Vocabulary`` objects (ids only reach the driver, never counts)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from trainer.matrix import Vocabulary
+
+    items = Vocabulary.from_values(
+        np.array([r[0] for r in df.select("resource_id").distinct().collect()], dtype=np.int64),
+        name="resource")
+    users = Vocabulary.from_values(
+        np.array([r[0] for r in df.select("user_id").distinct().collect()], dtype=str),
+        name="user")
+    item_map = spark.createDataFrame(pd.DataFrame({
+        "resource_id": items.ids, "item": np.arange(len(items), dtype=np.int32)}))
+    user_map = spark.createDataFrame(pd.DataFrame({
+        "user_id": users.ids.astype(object), "user": np.arange(len(users), dtype=np.int32)}))
+    out = (df.join(F.broadcast(item_map), "resource_id").join(user_map, "user_id")
+           .select("user", "item", "rating", "user_id"))
+    return out, users, items
+
+
+def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarray,
+                     redis_url: str, prefix: str, lang: str, n: int, scoring) -> list[str]:
+    """Executors score and write every user's list and factors; returns the ids written."""
+    from pyspark.sql import functions as F
+
+    seen = frame.groupBy("user").agg(F.collect_list("item").alias("items"),
+                                     F.first("user_id").alias("user_id"))
+    rows = seen.join(model.userFactors.withColumnRenamed("id", "user"), "user")
+    sc = frame.sparkSession.sparkContext
+    shared = sc.broadcast((np.asarray(item_ids, dtype=np.int64),
+                           np.ascontiguousarray(item_factors, dtype=np.float32)))
+    written = rows.select("user_id", "features", "items").rdd.mapPartitions(
+        lambda part: _write_partition(part, *shared.value, redis_url, prefix, lang, n,
+                                      scoring))
+    return written.collect()
+
+
+def _write_partition(rows, item_ids, item_factors, redis_url, prefix, lang, n, scoring,
+                     batch: int = 4096):
+    """On an executor: one partition's users, scored and written a batch at a time."""
+    import itertools
+
+    import scipy.sparse as sp
+
+    from store.connection import connect
+    from store.publish import Lists, Publisher
+    from trainer.scoring import Scorer, resource_ids
+
+    scorer = Scorer(item_factors, scoring)
+    client = connect(redis_url)
+    publisher = Publisher(client, Keys(prefix), lang)
+    written: list[str] = []
+
+    def batches():
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, batch)):
+            ids = [r[0] for r in chunk]
+            factors = np.array([r[1] for r in chunk], dtype=np.float32)
+            lengths = [len(r[2]) for r in chunk]
+            cols = np.fromiter(itertools.chain.from_iterable(r[2] for r in chunk), np.int64)
+            seen = sp.csr_matrix((np.ones(cols.size, np.float32), cols,
+                                  np.concatenate([[0], np.cumsum(lengths)])),
+                                 shape=(len(chunk), len(item_factors)))
+            idx, scores = scorer.user_lists(factors, seen, n)
+            written.extend(ids)
+            yield Lists(ids=ids, members=resource_ids(item_ids, idx, scores), scores=scores,
+                        factors=factors)
+
+    try:
+        publisher.write_users(batches())
+    finally:
+        client.close()
+    return written
+
+
+
+def train_language_executors(client, keys: Keys, lang: str, settings):
+    """``trainer.online.train_language`` with the counts read and the user lists written by
+    Spark executors (see the module docstring); same lock, same steps, same result."""
+    from store.publish import TrainLock
+    from trainer.online import RunResult
+
+    lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
+    if not lock.acquire(wait=settings.lock_wait):
+        holder = lock.holder()
+        return RunResult(lang, "locked", {"holder": holder},
+                         f"{lang}: skipped, another trainer ({holder}) holds the lock")
+    try:
+        with lock.kept_alive():
+            return _train_and_publish(client, keys, lang, settings, lock)
+    finally:
+        lock.release()
+
+
+def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
+    import time
+
+    from store.publish import Publisher, requeue_touched
+    from store.snapshot import iter_user_ids, read_pending, read_seq
+    from trainer.online import RunResult
+    from trainer.spark_engine import factors_array, fit_frame, session
+
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
+    user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
+    if not user_ids:
+        return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
+    spark = session()
+    # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
+    # the counts, not a fresh read each with the consumer's newer views in some of them.
+    raw = read_counts(spark, settings.redis_url, keys.prefix, lang, user_ids).persist()
+    counts = apply_filters(raw, settings.filters)
+    frame, users, items = numbered(spark, ratings(counts, settings.train.scaling,
+                                                  settings.train.alpha))
+    frame = frame.persist()
+    times["read"] = time.perf_counter() - t
+    if len(users) == 0:
+        return RunResult(lang, "empty", {}, f"{lang}: nothing to train on after the filters")
+    t = time.perf_counter()
+    als = fit_frame(frame.select("user", "item", "rating"), settings.train)
+    item_factors = factors_array(als.itemFactors, len(items), settings.train.factors)
+    times["fit"] = time.perf_counter() - t
+    lock.check()
+    t = time.perf_counter()
+    publisher = Publisher(client, keys, lang, lock=lock)
+    publisher.add_users_written(write_user_lists(
+        frame, als, items.ids, item_factors, settings.redis_url, keys.prefix, lang,
+        settings.top_n, settings.scoring))
+    model = _driver_model(frame, als, users, items, item_factors, settings.train, lang)
+    path = model.save(settings.model_dir)
+    _publish_rest(publisher, model, settings, seq)
+    handover = requeue_touched(client, keys, lang, seq, pending, publisher.users_written)
+    times["publish"] = time.perf_counter() - t
+    frame.unpersist()
+    raw.unpersist()
+    fields = {"lang": lang, "version": publisher.version, "seq": seq, "users": len(users),
+              "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
+              "spark_io": "executors", "requeued": handover.newer,
+              "publish_steps": publisher.report.seconds,
+              **{f"{k}_seconds": round(v, 3) for k, v in times.items()}}
+    return RunResult(lang, "published", fields,
+                     f"{lang}: published {publisher.version}: {len(users)} users, {len(items)} "
+                     f"resources (Spark executors; fit {times['fit']:.1f} s, publish "
+                     f"{times['publish']:.1f} s)")
+
+
+def _driver_model(frame, als, users, items, item_factors, config, lang: str):
+    """The model file's content: user factors and viewed resources collected to the driver
+    (after the lists are out), so ``recs similar/recommend --model`` read it like any other."""
+    from datetime import UTC, datetime
+
+    import scipy.sparse as sp
+
+    from trainer.model import ALSModel
+    from trainer.spark_engine import factors_array
+
+    pairs = np.array(frame.select("user", "item").collect(), dtype=np.int64).reshape(-1, 2)
+    seen = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                         shape=(len(users), len(items)))
+    return ALSModel(
+        user_factors=factors_array(als.userFactors, len(users), config.factors),
+        item_factors=item_factors, users=users, items=items, config=config, lang=lang,
+        trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seen=seen,
+        stats={"engine": "spark", "spark_io": "executors", "users": len(users),
+               "items": len(items), "nnz": int(seen.nnz)})
+
+
+def _publish_rest(publisher, model, settings, seq: int) -> None:
+    """On the driver: similar lists, the switch, the removal of what is no longer covered."""
+    from trainer import scoring
+    from trainer.online import model_info
+
+    scorer = scoring.Scorer(model.item_factors, settings.scoring)
+    publisher.write_similar(scoring.similar_batches(model, settings.top_n, scorer))
+    publisher.switch(model_info(model, settings, seq, None), model.items.ids,
+                     model.item_factors)
+    publisher.remove_uncovered(seq)
