@@ -111,9 +111,7 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
     user_ids: list[str] = []
     sizes: list[np.ndarray] = []
     flats: list[np.ndarray] = []
-
-    pipe = client.pipeline(transaction=False)
-    queued: list[list[str]] = []
+    pipe, queued = client.pipeline(transaction=False), []  # queued: each call's users
 
     def flush() -> None:
         for part, (size_text, flat_text) in zip(queued, pipe.execute(), strict=True):
