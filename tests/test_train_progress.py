@@ -98,3 +98,15 @@ def test_every_serves_metrics_of_the_last_run(redis_server, tmp_path):
         proc.terminate()
         proc.communicate(timeout=60)
         client.close()
+
+
+def test_a_gated_run_is_counted_by_its_outcome():
+    from prometheus_client import generate_latest
+
+    from trainer.train_metrics import TrainMetrics
+
+    metrics = TrainMetrics()
+    metrics.record("en", "gated", {"reason": "below popularity"}, now=0.0)
+    body = generate_latest(metrics.registry).decode()
+    assert 'recs_train_runs_total{lang="en",outcome="gated"} 1.0' in body
+    assert 'recs_train_last_publish_timestamp_seconds{lang="en"}' not in body

@@ -182,23 +182,6 @@ def gate(metrics: dict, history: list[dict], margin: float) -> str | None:
 
 # -- the online trainer's hooks (trainer/online.py) ----------------------------------------
 
-GATE_REGISTRY = None
-_gated = None
-
-
-def gated_counter():
-    """``recs_train_gated_total{lang}``: models the gate kept from going live (a registry
-    of its own; the trainer's metrics endpoint, where one runs, can expose it)."""
-    global GATE_REGISTRY, _gated
-    if _gated is None:
-        from prometheus_client import CollectorRegistry, Counter
-
-        GATE_REGISTRY = CollectorRegistry()
-        _gated = Counter("recs_train_gated", "trained models the quality gate did not publish",
-                         ["lang"], registry=GATE_REGISTRY)
-    return _gated
-
-
 def online_spec(args) -> ModelSpec:
     """The ModelSpec of ``recs train`` (online); ``--settings FILE`` is for ``--views``."""
     if getattr(args, "settings", None):
@@ -223,7 +206,8 @@ def with_tuned(client, keys, lang: str, settings):
 
 def gate_refuses(client, keys, lang: str, settings, metrics: dict):
     """A ``RunResult`` ("gated") when the gate keeps the live model, else None. A refusal is
-    logged at WARNING, counted, and recorded in the history as not published."""
+    logged at WARNING, counted (the run's outcome: ``recs_train_runs_total{outcome="gated"}``
+    on the trainer's metrics endpoint), and recorded in the history as not published."""
     from store.quality import read_history
     from trainer.online import RunResult
 
@@ -233,7 +217,6 @@ def gate_refuses(client, keys, lang: str, settings, metrics: dict):
     if settings.force:
         log.warning("%s: %s; publishing anyway (--force)", lang, reason)
         return None
-    gated_counter().labels(lang=lang).inc()
     log.warning("%s: not published, the live model stays: %s (--force publishes anyway)",
                 lang, reason)
     record_history(client, keys, lang, metrics, {"trained_at": _now()}, settings.model_spec,
