@@ -189,13 +189,11 @@ def train_language_executors(client, keys: Keys, lang: str, settings):
     """``trainer.online.train_language`` with the counts read and the user lists written by
     Spark executors (see the module docstring); same lock, same steps, same result."""
     from store.publish import TrainLock
-    from trainer.online import RunResult
+    from trainer.online import locked_result
 
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
-        holder = lock.holder()
-        return RunResult(lang, "locked", {"holder": holder},
-                         f"{lang}: skipped, another trainer ({holder}) holds the lock")
+        return locked_result(lock, lang)
     try:
         with lock.kept_alive():
             return _train_and_publish(client, keys, lang, settings, lock)
