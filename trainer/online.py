@@ -1,20 +1,27 @@
 """The online commands: retrain from the Redis counts and publish; read what was published.
 
 ``recs train [--lang L] [--every SECONDS]`` (:func:`train_online`): for each language, under
-the language's trainer lock (:class:`store.publish.TrainLock`):
+the language's trainer lock (:class:`store.publish.TrainLock`), :func:`train_language` runs
+these steps, each a function returning one result, each timed by ``trainer.timing.timed``:
 
-1. read ``seq(lang)`` = S, the users the updater has pending, then the counts
-   (:mod:`store.snapshot`) into the offline path's views table;
-2. the platform's filters, the utility matrix and ALS, exactly as ``recs train --views``
-   (``trainer.matrix``, ``trainer.model``); ``--evaluate`` first fits on a hold-out split and
-   keeps the metrics, then retrains on everything (see :func:`train_language`);
-3. save the model file to ``--model-dir``, as the offline path does;
-4. publish (:class:`store.publish.Publisher`): similar lists, then every user's recs and
-   factors (the publisher draws the scored batches in a background thread while it waits on
-   Redis, so the numpy scoring and the Redis writes overlap), then the switch of the model
-   hash and item factors, then removal of what the new model no longer covers;
-5. hand users with views newer than S to the updater, and settle the users it had pending
-   (``requeue_touched``).
+1. :func:`read_snapshot`: ``seq(lang)`` = S, the users the updater has pending, then the
+   counts (:mod:`store.snapshot`) into the offline path's views table;
+2. :func:`prepare`: the platform's filters and the utility matrix, the same path as ``recs
+   train --views`` (``trainer.matrix.filtered_matrix``);
+3. :func:`evaluate_online` (``--evaluate``): held-out metrics from a fit on a split
+   (``trainer.choose.holdout_metrics``), then the quality gate;
+4. the fit on everything (``trainer.choose.fit_model``: ALS, EASE or the blend) and the
+   model file in ``--model-dir``, as the offline path does;
+5. :func:`publish` (:class:`store.publish.Publisher`): similar lists, then every user's recs
+   and factors (the publisher draws the scored batches in a background thread while it
+   waits on Redis, so the scoring and the Redis writes overlap), then the switch of the
+   model hash and item factors, then removal of what the new model no longer covers;
+6. :func:`hand_over`: users with views newer than S go to the updater, and the users it
+   had pending are settled (``requeue_touched``);
+7. the ``published`` :class:`RunResult` with every step's figures.
+
+``--engine spark --spark-io executors`` runs the same steps with the read and the user lists
+on Spark executors (``trainer.spark_cluster``).
 
 Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
 one hidden during the run is dropped by the publish scripts themselves, and the lists they
@@ -41,6 +48,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -62,12 +70,15 @@ from store.snapshot import read_languages, read_pending, read_seq, read_views
 from trainer import online_models
 from trainer.choose import ModelSpec, fit_model, holdout_metrics
 from trainer.config import FilterConfig, TrainConfig, check_lang
-from trainer.matrix import filtered_matrix, uncovered_users
+from trainer.matrix import FilterReport, UtilityMatrix, filtered_matrix, uncovered_users
 from trainer.model import ALSModel
 from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
 from trainer.scoring import ScoringConfig
 from trainer.takedown import refill_lists
 from trainer.timing import timed
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +180,18 @@ class Snapshot:
     """``seq(lang)`` before the counts were read: views up to it are in the model."""
     pending: set
     """Users the updater had pending (settled by the hand-over)."""
-    views: object
-    """The counts as the offline path's views table, hidden resources left out."""
+    views: pd.DataFrame | None
+    """The counts as the offline path's views table, hidden resources left out (None once
+    the matrix is built)."""
 
 
 @dataclass
 class Prepared:
     """Step 2's result: the filtered utility matrix and what the filters did."""
 
-    matrix: object
-    report: object
-    outside: list
+    matrix: UtilityMatrix
+    report: FilterReport
+    outside: list[str]
     """Filtered-out users who viewed a resource of ``matrix`` (handed to the updater)."""
 
 
@@ -278,7 +290,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, lang: str) -> Snapshot:
     return Snapshot(seq=seq, pending=pending, views=views)
 
 
-def prepare(views, settings: OnlineSettings, lang: str) -> Prepared | RunResult:
+def prepare(views: pd.DataFrame, settings: OnlineSettings, lang: str) -> Prepared | RunResult:
     """Step 2: the filters and the utility matrix (``trainer.matrix.filtered_matrix``, as
     offline), or the ``empty`` outcome when the filters leave nothing."""
     matrix, report = filtered_matrix(views, settings.filters,
@@ -293,7 +305,7 @@ def prepare(views, settings: OnlineSettings, lang: str) -> Prepared | RunResult:
     return Prepared(matrix=matrix, report=report, outside=uncovered_users(views, matrix))
 
 
-def evaluate_online(matrix, settings: OnlineSettings, lang: str) -> dict:
+def evaluate_online(matrix: UtilityMatrix, settings: OnlineSettings, lang: str) -> dict:
     """Step 3 (``--evaluate``): held-out metrics of these settings on this data."""
     result, _ = holdout_metrics(matrix, settings.model_spec, settings.test_fraction, k=10,
                                 lang=lang, threads=settings.threads)
@@ -304,7 +316,7 @@ def evaluate_online(matrix, settings: OnlineSettings, lang: str) -> dict:
 
 
 def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, model,
-            kind: str, matrix, settings: OnlineSettings, seq: int,
+            kind: str, matrix: UtilityMatrix, settings: OnlineSettings, seq: int,
             metrics: dict | None) -> Published:
     """Step 5: the lists, the switch, the removal of what the model no longer covers, and
     the quality history. ALS here; EASE and the blend in ``trainer.online_models``."""
