@@ -84,24 +84,29 @@ def train_offline(args) -> int:
 
 def similar_offline(args) -> int:
     """``recs similar RESOURCE_ID --model FILE``."""
-    n = list_length(args)
-    model = load_model(args.model)
-    ids, scores = model.similar_items([args.resource_id], n)
-    resources = load_resources(args.resources) if args.resources else None
-    rid = int(model.items.ids[model.items.number(args.resource_id)])
-    print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
-                 heading=f"Similar to {describe(rid, resources)} ({score_meaning(model)}):"))
-    return 0
+
+    def heading(model, resources) -> str:
+        rid = int(model.items.ids[model.items.number(args.resource_id)])
+        return f"Similar to {describe(rid, resources)} ({score_meaning(model)}):"
+
+    return _show(args, lambda model, n: model.similar_items([args.resource_id], n), heading)
 
 
 def recommend_offline(args) -> int:
     """``recs recommend USER_ID --model FILE``."""
+    return _show(args, lambda model, n: model.recommend([args.user_id], n),
+                 lambda model, resources: f"For user {args.user_id} (not yet viewed):")
+
+
+def _show(args, lookup, heading) -> int:
+    """Print ``lookup(model, n)`` (one row of ids and scores) from the ``--model`` file, with
+    titles when ``--resources`` is given, under ``heading(model, resources)``."""
     n = list_length(args)
     model = load_model(args.model)
-    ids, scores = model.recommend([args.user_id], n)
+    ids, scores = lookup(model, n)
     resources = load_resources(args.resources) if args.resources else None
     print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
-                 heading=f"For user {args.user_id} (not yet viewed):"))
+                 heading=heading(model, resources)))
     return 0
 
 
