@@ -122,7 +122,8 @@ def main() -> None:
     from trainer.config import FilterConfig, TrainConfig
     from trainer.matrix import apply_filters, build_matrix
     from trainer.model import ALSModel
-    from trainer.online import OnlineSettings, similar_batches, train_language, user_batches
+    from trainer.online import OnlineSettings, train_language
+    from trainer.scoring import Scorer, similar_batches, user_batches
     from trainer.synth import generate
 
     lang = "en"
@@ -199,12 +200,13 @@ def main() -> None:
         model = ALSModel(user_factors=np.asarray(als.user_factors), item_factors=np.asarray(
             als.item_factors), users=matrix.users, items=matrix.items, config=config, lang=lang,
             trained_at="", seen=seen.tocsr())
+        scorer = Scorer(model.item_factors, settings.scoring)
         t = time.perf_counter()
-        for _ in similar_batches(model, 20):
+        for _ in similar_batches(model, 20, scorer):
             pass
         sim_s = time.perf_counter() - t
         t = time.perf_counter()
-        for _ in user_batches(model, 20):
+        for _ in user_batches(model, 20, scorer):
             pass
         user_s = time.perf_counter() - t
 

@@ -11,10 +11,11 @@ Invariants:
 - A hide records the resource in ``hidden(lang)``, deletes its own similar list, takes it
   out of the trending list and queues it in ``takedown_work(lang)`` in the same step. From
   that moment every list writer drops it inside its own write script (store/publish.py
-  REPLACE_LISTS, store/updates.py COMMIT_SCRIPT, :data:`REFILL_LUA`): a writer that scored
-  before the hide cannot bring it back. The lists that already hold it are found and
-  refilled afterwards (trainer/takedown.py); the queue entry is removed only when that is
-  done, so a crash in between is finished by the next ``recs hide``/``recs control``.
+  REPLACE_LISTS, store/updates.py COMMIT_SCRIPT, :data:`REFILL_LUA`, all reading lists with
+  store.lists.LISTS_LUA): a writer that scored before the hide cannot bring it back. The
+  lists that already hold it are found and refilled afterwards (trainer/takedown.py); the
+  queue entry is removed only when that is done, so a crash in between is finished by the
+  next ``recs hide``/``recs control``.
 - A forget removes, in one step per language, the user's views (their counts taken back
   from ``item_views``), factors, lists and every queue entry, and leaves a tombstone
   ``forgotten(lang)`` sha1(user) -> seq: a publish computed from counts read before that
@@ -34,6 +35,7 @@ import redis
 
 from store.counts import Applied, Guard, mismatches
 from store.keys import Keys
+from store.lists import LISTS_LUA, encode_lists
 
 # The key templates CONTROL_LUA fills in: '\1' stands for the language, '\2' for an id.
 _L, _I = "\1", "\2"
@@ -161,23 +163,23 @@ REFILL_LUA = """
 -- KEYS[1]: model HASH. KEYS[2]: hidden HASH. KEYS[3]: the SET naming the published lists
 -- (published_users or published_items). KEYS[4 .. k+3]: the lists. KEYS[k+4 .. 2k+3]: the
 -- users' factor keys (only when ARGV[4] > 0).
--- ARGV[1]: the model version the lists were computed from. ARGV[2]: entries per list r.
+-- ARGV[1]: the model version the lists were computed from.
+-- ARGV[2], ARGV[5]: the k lists as store.lists encodes them (lengths, entries).
 -- ARGV[3]: list length kept (N). ARGV[4]: factor bytes per id (0: similar lists).
--- ARGV[5]: entries, k x r x (little-endian float32 score, uint32 id; id 0 = empty), best
--- first. ARGV[6]: the factors the lists were computed from, k x ARGV[4] bytes.
+-- ARGV[6]: the factors the lists were computed from, k x ARGV[4] bytes.
 -- ARGV[7]: '1' to create lists not named in KEYS[3] (a restore), '0' to refill only
 -- lists that exist. ARGV[8 .. k+7]: the ids.
 -- A list is replaced only if the model version is unchanged, it is still published (or
 -- ARGV[7] = '1') and, for a user, the factors are those the list was computed from;
 -- otherwise someone rewrote it meanwhile and it is only cleaned (hidden members removed).
 -- Hidden members are dropped from the refill too. Returns {refilled, cleaned}.
+""" + LISTS_LUA + """
 local k = #ARGV - 7
-local r, cap, fb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cap, fb = tonumber(ARGV[3]), tonumber(ARGV[4])
 local current = redis.call('HGET', KEYS[1], 'version') == ARGV[1]
-local fmt = '<' .. string.rep('fI4', r)
-local hidden_set = {}
-for _, m in ipairs(redis.call('HKEYS', KEYS[2])) do hidden_set[tonumber(m)] = true end
+local is_hidden = hidden_test(KEYS[2])
 local refilled, cleaned = 0, 0
+local pos = 1
 for i = 1, k do
   local key, id = KEYS[3 + i], ARGV[7 + i]
   local ok = current and (ARGV[7] == '1' or redis.call('SISMEMBER', KEYS[3], id) == 1)
@@ -185,21 +187,19 @@ for i = 1, k do
     ok = redis.call('GET', KEYS[k + 3 + i]) == string.sub(ARGV[6], (i - 1) * fb + 1, i * fb)
   end
   if ok then
-    local e = {struct.unpack(fmt, ARGV[5], (i - 1) * 8 * r + 1)}
-    local z = {}
-    for j = 1, 2 * r, 2 do
-      if e[j + 1] ~= 0 and #z < 2 * cap and not hidden_set[e[j + 1]] then
-        z[#z + 1] = e[j]
-        z[#z + 1] = e[j + 1]
-      end
-    end
+    local args, last
+    args, pos = read_list(ARGV[2], ARGV[5], i, pos)
+    args, last = visible(args, cap, is_hidden)
     redis.call('DEL', key)
-    if #z > 0 then redis.call('ZADD', key, unpack(z)) end
+    if last > 0 then redis.call('ZADD', key, unpack(args, 1, last)) end
     if ARGV[7] == '1' then redis.call('SADD', KEYS[3], id) end
     refilled = refilled + 1
   else
-    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-      if hidden_set[tonumber(m)] then redis.call('ZREM', key, m) end
+    pos = skip_list(ARGV[2], i, pos)
+    if is_hidden then
+      for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        if is_hidden(m) then redis.call('ZREM', key, m) end
+      end
     end
     cleaned = cleaned + 1
   end
@@ -371,10 +371,7 @@ def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, 
     script = client.register_script(REFILL_LUA)
     id_set = keys.published_users(lang) if users else keys.published_items(lang)
     list_key = keys.recs if users else keys.similar
-    entries = np.empty(members.shape, dtype=[("score", "<f4"), ("member", "<u4")])
-    entries["score"] = scores
-    entries["member"] = np.where(members > 0, members, 0)
-    r = members.shape[1] if members.ndim == 2 else 0
+    encoded = encode_lists(np.asarray(members).reshape(len(ids), -1), scores)
     fb = len(factors[0]) if users and factors else 0
     pipe = client.pipeline(transaction=False)
     for s in range(0, len(ids), chunk):
@@ -385,9 +382,9 @@ def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, 
         if fb:
             call_keys += [keys.factors(lang, i) for i in part]
             blob = b"".join(factors[s:s + chunk])
+        lengths, entries = encoded.part(s, s + len(part))
         script(keys=call_keys, client=pipe, args=[
-            version, r, top_n, fb, entries[s:s + chunk].tobytes(), blob,
-            "1" if create else "0", *part])
+            version, lengths, top_n, fb, entries, blob, "1" if create else "0", *part])
     done = cleaned = 0
     for a, b in pipe.execute():
         done, cleaned = done + int(a), cleaned + int(b)

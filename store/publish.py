@@ -52,6 +52,7 @@ import numpy as np
 import redis
 
 from store.keys import Keys
+from store.lists import LISTS_LUA, encode_lists
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,8 @@ REPLACE_LISTS = """
 -- KEYS[2 .. k+1]: the ZSETs to replace (similar or recs lists), one per id.
 -- KEYS[k+2 .. 2k+1]: only when ARGV[3] > 0: the STRING factor keys, same order.
 -- KEYS[#KEYS - 1]: hidden(lang), KEYS[#KEYS]: forgotten(lang) (take-downs, see below).
--- ARGV[1]: list lengths, k little-endian uint16 (0: the list is removed).
--- ARGV[2]: the lists' entries back to back, best first, each a little-endian float32 score
--- then a uint32 resource id: exactly ZADD's (score, member) order, so one struct.unpack
--- yields a list's ZADD arguments.
+-- ARGV[1], ARGV[2]: the k lists as store.lists encodes them (lengths, entries); a list of
+-- length 0 is removed.
 -- ARGV[3]: factor bytes per id, 0 for none. ARGV[4]: factors, k x ARGV[3] bytes.
 -- ARGV[5]: list length kept after filtering (0: all). ARGV[6]: 's' similar lists, 'u' users.
 -- ARGV[7]: the seq the lists were computed from ('': unknown). ARGV[8 .. k+7]: the ids,
@@ -76,32 +75,19 @@ REPLACE_LISTS = """
 -- a few spare candidates, the list is cut to ARGV[5] after filtering), a hidden resource
 -- gets no similar list, and a user forgotten after ARGV[7] gets nothing written.
 -- Returns the ids whose lists lost hidden members (the caller refills them).
+""" + LISTS_LUA + """
 local k = #ARGV - 7
 local fbytes = tonumber(ARGV[3])
 local cap = tonumber(ARGV[5])
-local hidden, forgotten = KEYS[#KEYS - 1], KEYS[#KEYS]
-local n_hidden = redis.call('HLEN', hidden)
-local any_hidden = n_hidden > 0
--- A short hidden set is read once into a table (the usual case); a long one is asked per id.
-local hidden_set = nil
-if any_hidden and n_hidden <= 512 then
-  hidden_set = {}
-  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
-end
-local function is_hidden(id)
-  if not any_hidden then return false end
-  if hidden_set then return hidden_set[tonumber(id)] == true end
-  return redis.call('HEXISTS', hidden, id) == 1
-end
+local forgotten = KEYS[#KEYS]
+local is_hidden = hidden_test(KEYS[#KEYS - 1])
 local users = ARGV[6] == 'u'
 local seq = tonumber(ARGV[7]) or -1
 local any_forgotten = users and redis.call('ZCARD', forgotten) > 0
-local formats = {}
 local pos = 1
 local written, cut = {}, {}
 for i = 1, k do
   local key, id = KEYS[i + 1], ARGV[7 + i]
-  local n = struct.unpack('<H', ARGV[1], 2 * i - 1)
   local skip = false
   if users then
     if any_forgotten then
@@ -109,42 +95,18 @@ for i = 1, k do
       skip = f and tonumber(f) > seq
     end
   else
-    skip = is_hidden(id)
+    skip = is_hidden ~= nil and is_hidden(id)
   end
   redis.call('DEL', key)
-  if n > 0 then
-    local fmt = formats[n]
-    if not fmt then
-      fmt = '<' .. string.rep('fI4', n)
-      formats[n] = fmt
-    end
-    local args = {struct.unpack(fmt, ARGV[2], pos)}
-    pos = table.remove(args)
-    local found = false
-    if any_hidden and not skip then
-      -- Usually none is here (a retrain leaves hidden resources out): look before copying.
-      for j = 2, #args, 2 do
-        if is_hidden(args[j]) then
-          found = true
-          break
-        end
-      end
-    end
-    if found then
-      cut[#cut + 1] = id
-      local kept = {}
-      for j = 1, #args, 2 do
-        if cap > 0 and #kept >= 2 * cap then break end
-        if not is_hidden(args[j + 1]) then
-          kept[#kept + 1] = args[j]
-          kept[#kept + 1] = args[j + 1]
-        end
-      end
-      args = kept
-    end
-    local last = #args
-    if cap > 0 and last > 2 * cap then last = 2 * cap end
-    if not skip and last > 0 then redis.call('ZADD', key, unpack(args, 1, last)) end
+  if skip then
+    pos = skip_list(ARGV[1], i, pos)
+  else
+    local args
+    args, pos = read_list(ARGV[1], ARGV[2], i, pos)
+    local last, found
+    args, last, found = visible(args, cap, is_hidden)
+    if found then cut[#cut + 1] = id end
+    if last > 0 then redis.call('ZADD', key, unpack(args, 1, last)) end
   end
   if fbytes > 0 then
     if skip then
@@ -158,9 +120,6 @@ end
 if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
 return cut
 """
-
-# One list entry on the wire: what REPLACE_LISTS unpacks as ZADD's (score, member).
-ENTRY = np.dtype([("score", "<f4"), ("member", "<u4")])
 
 REQUEUE_TOUCHED = """
 -- KEYS[1]: touched(lang). KEYS[2]: dirty(lang).
@@ -420,15 +379,7 @@ class Publisher:
             members = np.asarray(batch.members)
             if members.ndim != 2:
                 members = members.reshape(len(batch.ids), -1)
-            if members.shape[1] > 0xFFFF:
-                raise ValueError("lists of more than 65535 entries do not fit the wire format")
-            filled = members > 0
-            lengths = filled.sum(axis=1).astype("<u2")
-            entries = np.empty(members.shape, dtype=ENTRY)
-            entries["score"] = batch.scores
-            entries["member"] = np.where(filled, members, 0)
-            entries = entries[filled]  # row by row, best first: each list's run
-            starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            encoded = encode_lists(members, batch.scores)
             factors = None if batch.factors is None else np.asarray(batch.factors, dtype="<f4")
             fbytes = 0 if factors is None else factors.shape[1] * 4
             ids = [str(i) for i in batch.ids]
@@ -441,8 +392,7 @@ class Publisher:
                     call_keys += [factor_key(lang, i) for i in part]
                 blob = b"" if factors is None else factors[s:e].tobytes()
                 calls.append((call_keys + guard_keys,
-                              [lengths[s:e].tobytes(), entries[starts[s]:starts[e]].tobytes(),
-                               fbytes, blob, *filters, *part]))
+                              [*encoded.part(s, e), fbytes, blob, *filters, *part]))
                 if len(calls) >= self.calls_per_round_trip:
                     yield calls, done + e
                     calls = []

@@ -28,6 +28,7 @@ import numpy as np
 import redis
 
 from store.keys import Keys
+from store.lists import LISTS_LUA, encode_lists
 
 # KEYS[1] dirty(lang)   ZSET user -> seq of the user's latest unprocessed views
 # KEYS[2] claims(lang)  ZSET user -> lease deadline (ms, Redis server time)
@@ -65,73 +66,52 @@ return out
 # KEYS[4] published_users(lang) SET
 # KEYS[3 + 2i] factors(lang, user i), KEYS[4 + 2i] recs(lang, user i)   (i = 1..n)
 # ARGV[1] model version the factors were solved against; ARGV[2] the claim's deadline;
-# ARGV[3] n users; ARGV[4] list length r; ARGV[5] factor bytes per user;
-# ARGV[6] members, n x r little-endian uint32 (0 = empty slot), best first;
-# ARGV[7] scores, n x r little-endian float32; ARGV[8] factors, n x ARGV[5] bytes;
-# ARGV[9..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
+# ARGV[3] n users; ARGV[4] factor bytes per user;
+# ARGV[5], ARGV[6] the n users' lists as store.lists encodes them (lengths, entries);
+# ARGV[7] factors, n x ARGV[4] bytes;
+# ARGV[8..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
 # (views only on resources the model does not know: both keys are removed), '2' = skip
 # (its views key is unreadable: factors and recs stay as they are, the user leaves dirty).
-# KEYS[5 + 2n] hidden(lang) (optional); ARGV[9 + 3n] list length kept after dropping hidden
+# KEYS[5 + 2n] hidden(lang) (optional); ARGV[8 + 3n] list length kept after dropping hidden
 # resources (optional, 0 = all). Take-downs are enforced here, inside the write: a batch
 # solved before a hide cannot bring the resource back.
 # Returns {written, lost, pending}: users written, users skipped because their lease passed
 # to another updater, written users left in dirty because views arrived meanwhile; or {-1}
 # when the model version changed (nothing written, this claim's users released).
-# Arrays travel as raw bytes: one argument per list entry cost more to build and parse than
-# the writes themselves.
-COMMIT_SCRIPT = """
-local n, r, fb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+COMMIT_SCRIPT = LISTS_LUA + """
+local n, fb = tonumber(ARGV[3]), tonumber(ARGV[4])
 local deadline = tonumber(ARGV[2])
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
   for i = 1, n do
-    local user = ARGV[6 + 3 * i]
+    local user = ARGV[5 + 3 * i]
     local held = redis.call('ZSCORE', KEYS[3], user)
     if held and tonumber(held) == deadline then redis.call('ZREM', KEYS[3], user) end
   end
   return {-1}
 end
-local hidden = KEYS[5 + 2 * n]
-local n_hidden = hidden and redis.call('HLEN', hidden) or 0
-local hidden_set = nil
-if n_hidden > 0 and n_hidden <= 512 then
-  hidden_set = {}
-  for _, m in ipairs(redis.call('HKEYS', hidden)) do hidden_set[tonumber(m)] = true end
-end
-local function is_hidden(id)
-  if n_hidden == 0 then return false end
-  if hidden_set then return hidden_set[tonumber(id)] == true end
-  return redis.call('HEXISTS', hidden, id) == 1
-end
-local cap = tonumber(ARGV[9 + 3 * n] or '0')
-local ids_fmt = '<' .. string.rep('I4', r)
-local score_fmt = '<' .. string.rep('f', r)
+local is_hidden = hidden_test(KEYS[5 + 2 * n])
+local cap = tonumber(ARGV[8 + 3 * n] or '0')
 local written, lost, pending = 0, 0, 0
+local pos = 1
 for i = 1, n do
-  local user, score, known = ARGV[6 + 3 * i], ARGV[7 + 3 * i], ARGV[8 + 3 * i]
+  local user, score, known = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   local fkey, rkey = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local held = redis.call('ZSCORE', KEYS[3], user)
   if held and tonumber(held) == deadline then
-    if known ~= '2' then redis.call('DEL', rkey) end
     if known == '2' then
-      -- skipped: nothing of this user's is written
+      -- skipped: nothing of this user's is written (its list is still on the wire)
+      pos = skip_list(ARGV[5], i, pos)
     elseif known == '1' then
-      redis.call('SET', fkey, string.sub(ARGV[8], (i - 1) * fb + 1, i * fb))
-      if r > 0 then
-        local offset = (i - 1) * 4 * r + 1
-        local members = {struct.unpack(ids_fmt, ARGV[6], offset)}
-        local scores = {struct.unpack(score_fmt, ARGV[7], offset)}
-        local zargs = {}
-        for j = 1, r do
-          if members[j] ~= 0 and (cap == 0 or #zargs < 2 * cap) and not is_hidden(members[j])
-              then
-            zargs[#zargs + 1] = scores[j]
-            zargs[#zargs + 1] = members[j]
-          end
-        end
-        if #zargs > 0 then redis.call('ZADD', rkey, unpack(zargs)) end
-      end
+      redis.call('DEL', rkey)
+      redis.call('SET', fkey, string.sub(ARGV[7], (i - 1) * fb + 1, i * fb))
+      local args, last
+      args, pos = read_list(ARGV[5], ARGV[6], i, pos)
+      args, last = visible(args, cap, is_hidden)
+      if last > 0 then redis.call('ZADD', rkey, unpack(args, 1, last)) end
       redis.call('SADD', KEYS[4], user)
     else
+      pos = skip_list(ARGV[5], i, pos)
+      redis.call('DEL', rkey)
       redis.call('DEL', fkey)
       redis.call('SREM', KEYS[4], user)
     end
@@ -144,6 +124,7 @@ for i = 1, n do
     redis.call('ZREM', KEYS[3], user)
     written = written + 1
   else
+    pos = skip_list(ARGV[5], i, pos)
     lost = lost + 1
   end
 end
@@ -258,11 +239,9 @@ class UpdateQueue:
         keys = [k.model(lang), k.dirty(lang), k.claims(lang), k.published_users(lang)]
         for user in users:
             keys += [k.factors(lang, user), k.recs(lang, user)]
-        args: list = [
-            version, claim.deadline, len(users), members.shape[1], factors.shape[1] * 4,
-            np.where(members > 0, members, 0).astype("<u4").tobytes(),
-            np.asarray(batch.scores, dtype="<f4").tobytes(), factors.tobytes(),
-        ]
+        args: list = [version, claim.deadline, len(users), factors.shape[1] * 4,
+                      *encode_lists(members, batch.scores).part(0, len(users)),
+                      factors.tobytes()]
         skip = batch.skip if batch.skip is not None else np.zeros(len(users), dtype=bool)
         for user, score, known, skipped in zip(users, claim.scores, batch.known, skip,
                                                strict=True):

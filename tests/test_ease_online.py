@@ -4,8 +4,6 @@ the published model (EASE: the scaled row times B; blend: ALS fold-in and row x 
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,8 @@ from recs.cli import main
 from store.counts import Counts
 from store.keys import Keys
 from store.updates import read_published_items
-from tests.test_train_online import FLAGS, load
+from tests.helpers import load_counts
+from tests.test_train_online import FLAGS
 from trainer.blend import mix
 from trainer.ease import ease_input
 from trainer.foldin import FoldIn
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.integration
 KEYS = Keys()
 LANG = "en"
 N = 10
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def new_views(client, data) -> dict[str, dict[int, int]]:
 
 
 def test_ease_online_keys_rows_and_updater(redis_server, redis_client, tmp_path, data):
-    load(redis_client, data.views_for(LANG), LANG)
+    load_counts(redis_client, data.views_for(LANG), LANG)
     train(redis_server, tmp_path)  # ALS first: its factors keys must not survive EASE
     path = train(redis_server, tmp_path, "--model", "ease")
     model = load_model(path)
@@ -131,7 +121,7 @@ def test_ease_online_keys_rows_and_updater(redis_server, redis_client, tmp_path,
 
 def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client, tmp_path,
                                                      data):
-    load(redis_client, data.views_for(LANG), LANG)
+    load_counts(redis_client, data.views_for(LANG), LANG)
     path = train(redis_server, tmp_path, "--model", "blend", "--blend-weight", "0.4")
     blend = load_model(path)
     meta = info(redis_client)

@@ -4,29 +4,20 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
 from recs.cli import main
 from store.keys import Keys
 from store.quality import append_history, read_history, read_settings, write_settings
-from tests.test_train_online import FLAGS, load
+from tests.helpers import load_counts
+from tests.test_train_online import FLAGS
 from trainer.quality import gate
 from trainer.synth import generate
 
 pytestmark = pytest.mark.integration
 
 KEYS = Keys()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def model_field(client, name: str) -> str:
 
 def test_tuned_settings_apply_under_the_flags_given(redis_server, redis_client, tmp_path,
                                                     data, capsys):
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     assert main(["tune", "--lang", "en", "--redis-url", redis_server.url, "--trials", "2",
                  "--search", "als", "--min-item-views", "20", "--min-user-views", "3",
                  "--iterations", "4", "--threads", "1"]) == 0
@@ -64,7 +55,7 @@ def test_tuned_settings_apply_under_the_flags_given(redis_server, redis_client, 
 
 
 def test_history_and_the_gate(redis_server, redis_client, tmp_path, data, capsys):
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     assert recs(redis_server, tmp_path, "train", "--lang", "en", "--evaluate") == 0
     [first] = read_history(redis_client, KEYS, "en")
     live = model_field(redis_client, "version")

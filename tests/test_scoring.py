@@ -5,8 +5,6 @@ user's list, the resource never in its own similar list, lists full length), and
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,17 +14,6 @@ from recs.errors import InputError
 from trainer.ann import AnnConfig
 from trainer.model import recommend_by_factors, similar_by_index
 from trainer.scoring import Scorer, ScoringConfig
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """recs.cli.main installs a handler on capsys' stderr; put the root handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 # faiss_min_items=0: exact scoring through faiss even on these small catalogues, so the
 # comparison with the numpy scoring is between two implementations.
@@ -129,12 +116,13 @@ def test_bad_method_is_one_line_and_exit_2(capsys):
 @pytest.mark.integration
 def test_train_publishes_ann_lists_without_viewed_resources(redis_server, tmp_path):
     from store.client import RecsClient
-    from tests.test_train_online import FLAGS, KEYS, N, load
+    from tests.helpers import load_counts
+    from tests.test_train_online import FLAGS, KEYS, N
     from trainer.synth import generate
 
     data = generate(n_users=600, n_resources=150, langs=("en",), seed=4)
     client = redis_server.client()
-    load(client, data.views_for("en"), "en")
+    load_counts(client, data.views_for("en"), "en")
     assert main(["train", "--redis-url", redis_server.url, "--model-dir",
                  str(tmp_path / "models"), *FLAGS, "--lang", "en", "--recs-method", "ann",
                  "--similar-method", "ann"]) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
 from urllib.parse import quote, urlparse
@@ -15,12 +14,12 @@ import pytest
 from recs.cli import main
 from recs.serve import ServeConfig
 from store.client import RecsClient
-from store.counts import Counts
 from store.keys import Keys
 from store.read import DETAIL_FIELDS
 from store.resources import replace_details
+from tests.helpers import publish_views
 from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings, train_language
+from trainer.online import OnlineSettings
 from trainer.synth import generate
 
 pytestmark = pytest.mark.integration
@@ -31,31 +30,17 @@ ODD_USERS = ["a/b", "what?x=1&y=2", "100%", "%2F", "ünï 👩‍🎓", "+plus s
              "..", "a;b,c=d", "x" * 128]
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def published(module_redis, tmp_path_factory):
     """A trained and published 'en' model (with metrics) and its resource details."""
     client = module_redis.client()
     client.flushall()
     data = generate(n_users=600, n_resources=120, langs=("en",), seed=5)
-    views = data.views_for("en")
-    by_user: dict[str, dict[int, int]] = {}
-    for user, rid, n in zip(views.user_id, views.resource_id, views.views, strict=True):
-        by_user.setdefault(str(user), {})[int(rid)] = int(n)
-    assert Counts(client, KEYS).apply(KEYS.offsets("t", "v"), [], {"en": by_user}) == {}
     settings = OnlineSettings(
         filters=FilterConfig(min_item_views=5, max_item_views=0, min_user_views=3),
         train=TrainConfig(factors=8, iterations=6), top_n=10, evaluate=True,
         model_dir=str(tmp_path_factory.mktemp("models")))
-    assert train_language(client, KEYS, "en", settings).outcome == "published"
+    by_user = publish_views(client, data.views_for("en"), "en", settings)
     table = data.resources_for("en")
     replace_details(client, KEYS, "en", zip(table.index, table.to_dict("records"), strict=True))
     rid = int(sorted(client.smembers(KEYS.published_items("en")))[0])
@@ -479,15 +464,10 @@ def test_ease_models_explain_their_lists_too(redis_server, serve_http, tmp_path)
 
     client = redis_server.client()
     data = generate(n_users=300, n_resources=60, langs=("en",), seed=9)
-    views = data.views_for("en")
-    by_user: dict[str, dict[int, int]] = {}
-    for user, rid, n in zip(views.user_id, views.resource_id, views.views, strict=True):
-        by_user.setdefault(str(user), {})[int(rid)] = int(n)
-    assert Counts(client, KEYS).apply(KEYS.offsets("t", "v"), [], {"en": by_user}) == {}
     settings = OnlineSettings(
         filters=FilterConfig(min_item_views=3, max_item_views=0, min_user_views=3),
         spec=ModelSpec(model="ease", ease=EaseConfig()), top_n=5, model_dir=str(tmp_path))
-    assert train_language(client, KEYS, "en", settings).outcome == "published"
+    by_user = publish_views(client, data.views_for("en"), "en", settings)
     user = sorted(client.smembers(KEYS.published_users("en")))[0].decode()
     client.close()
     base = serve_http(ServeConfig(redis_url=redis_server.url, token=TOKEN))

@@ -30,16 +30,6 @@ needs_spark = pytest.mark.skipif(
     reason="Spark tests need pyspark (pip install 'recs[spark]') and Java 17+ (none found)")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """recs.cli.main installs a handler on capsys' stderr; put the root handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def spark():
     from trainer import spark_engine
@@ -145,13 +135,14 @@ def test_spark_engine_without_java_is_one_line(tmp_path):
 def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_path):
     from recs.cli import main
     from store.client import RecsClient
-    from tests.test_train_online import FLAGS, KEYS, LOW, N, load
+    from tests.helpers import load_counts
+    from tests.test_train_online import FLAGS, KEYS, LOW, N
     from trainer.matrix import apply_filters
     from trainer.synth import generate
 
     views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
     client = redis_server.client()
-    load(client, views, "en")
+    load_counts(client, views, "en")
     models = tmp_path / "models"
     assert main(["train", "--redis-url", redis_server.url, "--model-dir", str(models), *FLAGS,
                  "--lang", "en", "--engine", "spark", "--spark-io", "executors",

@@ -6,7 +6,6 @@ forget racing a retrain)."""
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from recs.cli import main
 from store.control import Control, ControlOp, write_refilled
 from store.counts import Counts
 from store.keys import Keys
+from tests.helpers import load_counts
 from trainer.config import FilterConfig, TrainConfig
 from trainer.online import OnlineSettings, train_language
 from trainer.synth import generate
@@ -28,26 +28,13 @@ N = 10
 FILTERS = FilterConfig(min_item_views=20, max_item_views=0, min_user_views=3)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def data():
     return generate(n_users=500, n_resources=100, langs=("en", "es"), seed=5)
 
 
 def load(client, data, lang: str) -> None:
-    views = data.views_for(lang)
-    by_user: dict[str, dict[int, int]] = {}
-    for user, rid, n in zip(views["user_id"], views["resource_id"], views["views"], strict=True):
-        by_user.setdefault(str(user), {})[int(rid)] = int(n)
-    assert Counts(client, KEYS).apply(KEYS.offsets("t", "v"), [], {lang: by_user}) == {}
+    load_counts(client, data.views_for(lang), lang)
 
 
 def settings(tmp_path) -> OnlineSettings:

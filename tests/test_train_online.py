@@ -5,7 +5,6 @@ trainers at once, a crash half-way, users with views during training, --every an
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from recs.cli import main
 from recs.signals import StopFlag, on_stop_signals
 from store.counts import Counts
 from store.keys import Keys
+from tests.helpers import load_counts
 from trainer.config import FilterConfig, TrainConfig
 from trainer.matrix import apply_filters
 from trainer.online import OnlineSettings, _second_signal, train_language
@@ -36,33 +36,9 @@ LOW = FilterConfig(min_item_views=20, max_item_views=20000, min_user_views=3)
 STRICT = FilterConfig(min_item_views=60, max_item_views=20000, min_user_views=8)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """recs.cli.main installs a handler on the current sys.stderr (capsys' while a test runs);
-    put the root handlers back so later tests do not log into a closed capture."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def data():
     return generate(n_users=1500, n_resources=250, langs=("en", "es"), seed=11)
-
-
-def load(client, views: pd.DataFrame, lang: str, batch: int = 400) -> None:
-    """Write counts the way the consumer does: Counts.apply, one batch of users at a time."""
-    counts = Counts(client, KEYS)
-    by_user: dict[str, dict[int, int]] = {}
-    for user, rid, n in zip(views["user_id"], views["resource_id"], views["views"],
-                            strict=True):
-        by_user.setdefault(str(user), {})[int(rid)] = int(n)
-    users = list(by_user.items())
-    for s in range(0, len(users), batch):
-        chunk = {lang: dict(users[s:s + batch])}
-        assert counts.apply(KEYS.offsets("test", "views"), [], chunk) == {}
 
 
 def train(server, tmp_path, *extra) -> int:
@@ -97,7 +73,7 @@ def coverage(views: pd.DataFrame, filters: FilterConfig) -> tuple[set[str], set[
 def test_train_publishes_what_the_contract_says(redis_server, redis_client, tmp_path, data,
                                                 capsys):
     for lang in ("en", "es"):
-        load(redis_client, data.views_for(lang), lang)
+        load_counts(redis_client, data.views_for(lang), lang)
     assert train(redis_server, tmp_path) == 0
     assert "en: published" in capsys.readouterr().out
 
@@ -161,7 +137,7 @@ def test_lookups_say_clearly_what_is_missing(redis_server, redis_client, tmp_pat
     assert "no model published" in capsys.readouterr().err
     assert main(["train", "--redis-url", url, "--lang", "en", *FLAGS]) == 2
     assert "en: no counts in Redis" in capsys.readouterr().err
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     assert train(redis_server, tmp_path, "--lang", "en") == 0
     assert main(["similar", "123", "--lang", "en", "--redis-url", url]) == 2
     assert "unknown resource 123" in capsys.readouterr().err
@@ -173,7 +149,7 @@ def test_lookups_say_clearly_what_is_missing(redis_server, redis_client, tmp_pat
 def test_a_stricter_retrain_removes_uncovered_keys_while_readers_see_whole_lists(
         redis_server, redis_client, tmp_path, data):
     views = data.views_for("en")
-    load(redis_client, views, "en")
+    load_counts(redis_client, views, "en")
     train_language(redis_client, KEYS, "en", settings(tmp_path))
     old_items, old_users, _ = coverage(views, LOW)
     new_items, new_users, new_kept = coverage(views, STRICT)
@@ -239,7 +215,7 @@ def test_a_stricter_retrain_removes_uncovered_keys_while_readers_see_whole_lists
 
 
 def test_two_trainers_at_once_publish_once(redis_server, redis_client, tmp_path, data, capsys):
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     start = threading.Barrier(2)
     outcomes = []
 
@@ -275,7 +251,7 @@ def test_two_trainers_at_once_publish_once(redis_server, redis_client, tmp_path,
 def test_a_crash_half_way_leaves_the_old_model_readable_and_a_rerun_completes(
         redis_server, redis_client, tmp_path, data):
     views = data.views_for("en")
-    load(redis_client, views, "en")
+    load_counts(redis_client, views, "en")
     first = train_language(redis_client, KEYS, "en", settings(tmp_path))
     _, users, _ = coverage(views, LOW)
     before = {u: members(redis_client, KEYS.recs("en", u)) for u in users}
@@ -303,7 +279,7 @@ def test_a_crash_half_way_leaves_the_old_model_readable_and_a_rerun_completes(
 def test_users_with_views_during_training_are_handed_to_the_updater(
         redis_server, redis_client, tmp_path, data):
     views = data.views_for("en")
-    load(redis_client, views, "en")
+    load_counts(redis_client, views, "en")
     seq = int(redis_client.get(KEYS.seq("en")))
     existing, finished = sorted(set(views["user_id"]))[:2]
     hooked = []
@@ -336,7 +312,7 @@ def test_users_with_views_during_training_are_handed_to_the_updater(
 
 
 def test_evaluate_stores_metrics_in_the_model_hash(redis_server, redis_client, tmp_path, data):
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     assert train(redis_server, tmp_path, "--evaluate", "--test-fraction", "0.2") == 0
     metrics = json.loads(model_hash(redis_client)["metrics"])
     assert metrics["k"] == 10 and metrics["test_fraction"] == 0.2
@@ -348,7 +324,7 @@ def test_evaluate_stores_metrics_in_the_model_hash(redis_server, redis_client, t
 
 def test_every_repeats_until_sigterm_and_stops_cleanly(redis_server, redis_client, tmp_path,
                                                        data):
-    load(redis_client, data.views_for("en"), "en")
+    load_counts(redis_client, data.views_for("en"), "en")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECS_REDIS_URL": redis_server.url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "recs.cli", "train", "--every", "0.2", "--model-dir",
@@ -398,7 +374,7 @@ def test_filtered_out_users_who_viewed_known_resources_get_folded_in(redis_serve
     from consumers.updater import Updater, UpdaterConfig
 
     views = data.views_for("en")
-    load(redis_client, views, "en")
+    load_counts(redis_client, views, "en")
     items, covered, _ = coverage(views, LOW)
     top = int(views.groupby("resource_id")["views"].sum().idxmax())
     assert Counts(redis_client, KEYS).apply(KEYS.offsets("test", "views"), [], {"en": {

@@ -69,12 +69,13 @@ def test_every_serves_metrics_of_the_last_run(redis_server, tmp_path):
     import sys
     import time
 
-    from tests.test_train_online import FLAGS, load
+    from tests.helpers import load_counts
+    from tests.test_train_online import FLAGS
     from trainer.synth import generate
 
     client = redis_server.client()
-    load(client, generate(n_users=600, n_resources=150, langs=("en",), seed=4).views_for("en"),
-         "en")
+    views = generate(n_users=600, n_resources=150, langs=("en",), seed=4).views_for("en")
+    load_counts(client, views, "en")
     port = free_port()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECS_REDIS_URL": redis_server.url,
            "RECS_METRICS_PORT": str(port)}  # through the environment, like every option

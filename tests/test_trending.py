@@ -5,7 +5,6 @@ the trending one in one script; ``recs update`` and ``recs trending`` refresh it
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -22,16 +21,6 @@ from store.trending import Trending, TrendingConfig
 pytestmark = pytest.mark.integration
 
 KEYS = Keys()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """recs.cli.main installs a log handler on capsys' stderr: put the root handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def views(client, batch: dict[str, dict[int, int]], lang: str = "en") -> None:

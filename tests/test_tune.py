@@ -4,7 +4,6 @@ reach `recs train|evaluate --settings` under the precedence flag > RECS_* > tune
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import scipy.sparse as sp
@@ -21,15 +20,6 @@ from trainer.tune import tune
 
 FILTERS = ["--min-item-views", "10", "--max-item-views", "0", "--min-user-views", "3"]
 SMALL = ["--factors", "8", "--iterations", "5", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.ease import EASEModel
-from trainer.model import ALSModel, top_n
+from trainer.model import ALSModel, slot_ids, top_n
 
 FORMAT = "recs.blend-model"
 FORMAT_VERSION = 1
@@ -87,7 +87,7 @@ class BlendModel:
         scores[hit, block.indices] = -np.inf
         idx, val = top_n(scores, min(n, scores.shape[1]))
         idx[~np.isfinite(val)] = -1
-        return np.where(idx >= 0, self.items.ids[np.maximum(idx, 0)], -1), val
+        return slot_ids(self.items.ids, idx, idx < 0, -1), val
 
     def similar_items(self, resource_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ALS part's cosine neighbours (see the module docstring)."""

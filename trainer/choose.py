@@ -25,8 +25,9 @@ from trainer import ease as ease_module
 from trainer.blend import BlendModel, als_scores, mix
 from trainer.config import MODELS, EaseConfig, TrainConfig
 from trainer.ease import fit_ease
+from trainer.evaluate import ranked
 from trainer.matrix import Split, UtilityMatrix, holdout_split
-from trainer.model import fit, top_n
+from trainer.model import fit
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,7 @@ class ScoreRanker:
 
     def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, **_ignored):
         scores = np.array(self.score_rows(np.atleast_1d(userid)), dtype=np.float32)
-        if filter_already_liked_items:
-            block = user_items.tocsr()
-            hit = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-            scores[hit, block.indices] = -np.inf
-        ids, vals = top_n(scores, N)
-        return ids.astype(np.int32), vals
+        return ranked(scores, user_items, N, filter_already_liked_items)
 
 
 def validation_split(matrix: UtilityMatrix, seed: int) -> Split:
@@ -132,6 +128,15 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     als = fit(matrix, spec.als, lang, num_threads=threads, stats=stats)
     ease = fit_ease(matrix, spec.ease, lang)
     return BlendModel(als=als, ease=ease, weight=float(weight)), kind
+
+
+def holdout_metrics(matrix: UtilityMatrix, spec: ModelSpec, fraction: float, *, k: int = 10,
+                    lang: str = "xx", threads: int = 0) -> tuple[dict, Split]:
+    """``evaluate_spec`` on a seeded hold-out split of ``matrix`` (``spec.als.seed``): the one
+    evaluate-on-split path of ``recs train --evaluate`` (offline and online) and ``recs
+    evaluate``. Returns the metrics and the split (for what it held out)."""
+    split = holdout_split(matrix, fraction, spec.als.seed)
+    return evaluate_spec(split.train, split.test, spec, k=k, lang=lang, threads=threads), split
 
 
 def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k: int = 10,

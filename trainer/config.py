@@ -12,7 +12,6 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from recs.contract import valid_lang
 from recs.errors import InputError
 
 Scaling = Literal["linear", "log", "bm25", "logshare"]
@@ -169,7 +168,14 @@ def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
 
 
 def check_lang(lang: str) -> str:
-    """``lang`` if it is a valid language code (the contract's rule), else an InputError."""
-    if not valid_lang(lang):
-        raise InputError(f"--lang {lang!r}: expected 2 or 3 lowercase letters, e.g. en")
-    return lang
+    """``lang`` if it is a valid language code, else an InputError: the command line's own
+    check (``recs.options.lang``, the contract's rule and its one message) for a value that
+    reached a library function without going through the parser."""
+    import argparse
+
+    from recs.options import lang as lang_option
+
+    try:
+        return lang_option(lang)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--lang: {exc}") from None

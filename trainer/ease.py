@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from recs.errors import InputError
 from trainer.config import EASE_SCALINGS, EaseConfig
 from trainer.matrix import UtilityMatrix, Vocabulary
-from trainer.model import top_n
+from trainer.model import slot_ids, top_n
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EASEModel:
         """Top-n unviewed resources per user id; same shapes and -1 slots as ALSModel's."""
         rows = self.users.numbers(user_ids)
         idx, scores = recommend_rows(self.rows[rows], self.weights, n)
-        return np.where(idx >= 0, self.items.ids[np.maximum(idx, 0)], -1), scores
+        return slot_ids(self.items.ids, idx, idx < 0, -1), scores
 
     def similar_items(self, resource_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-n resources by B[j, i] for each resource j, itself excluded."""
@@ -278,8 +278,7 @@ class EaseRows:
                               shape=(x.shape[0], len(columns)))
         idx, scores = recommend_rows_with(local, self.weights_of(columns), x, n)
         empty = (idx < 0) | (np.diff(x.indptr) == 0)[:, None]
-        ids = np.where(empty, 0, self.item_ids[np.maximum(idx, 0)])
-        return ids, np.where(empty, 0.0, scores).astype(np.float32)
+        return slot_ids(self.item_ids, idx, empty), np.where(empty, 0.0, scores).astype(np.float32)
 
 
 def recommend_rows_with(local: sp.csr_matrix, rows_of_b: np.ndarray, x: sp.csr_matrix, n: int

@@ -41,12 +41,20 @@ class PopularityRanker:
     def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, **_ignored):
         userid = np.atleast_1d(userid)
         scores = np.broadcast_to(self.scores, (len(userid), len(self.scores))).copy()
-        if filter_already_liked_items:
-            block = user_items.tocsr()
-            rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-            scores[rows, block.indices] = -np.inf
-        ids, vals = top_n(scores, N)
-        return ids.astype(np.int32), vals
+        return ranked(scores, user_items, N, filter_already_liked_items)
+
+
+def ranked(scores: np.ndarray, user_items, n: int, filter_seen: bool
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """A ranker's ``recommend`` answer from a block of scores (changed in place): the
+    already-viewed cells of ``user_items`` set to -inf when ``filter_seen``, then the top
+    ``n`` (column numbers int32, scores), as ``ranking_metrics_at_k`` expects."""
+    if filter_seen:
+        block = user_items.tocsr()
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        scores[rows, block.indices] = -np.inf
+    ids, vals = top_n(scores, n)
+    return ids.astype(np.int32), vals
 
 
 def as_implicit(model: ALSModel, num_threads: int = 0):

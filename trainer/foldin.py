@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from trainer.config import SCALINGS, scale_confidence
 from trainer.matrix import Vocabulary
-from trainer.model import recommend_by_factors
+from trainer.model import recommend_by_factors, slot_ids
 
 
 def gram(item_factors: np.ndarray, regularization: float) -> np.ndarray:
@@ -176,5 +176,4 @@ class FoldIn:
         be a meaningless 0."""
         rows, scores = recommend_by_factors(user_factors, self.item_factors, n, exclude=views)
         empty = (rows < 0) | ~np.asarray(user_factors).any(axis=1)[:, None]
-        ids = np.where(empty, 0, self.item_ids[np.maximum(rows, 0)])
-        return ids, np.where(empty, 0.0, scores).astype(np.float32)
+        return slot_ids(self.item_ids, rows, empty), np.where(empty, 0.0, scores).astype(np.float32)

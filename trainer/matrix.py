@@ -13,7 +13,7 @@ makes one from a CSV extract and the online trainer makes one from the Redis cou
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -283,6 +283,17 @@ class Split:
     """Binary (1.0) float32 users x resources: the held-out (user, resource) pairs."""
     users: np.ndarray
     """Sorted row numbers of the users that lost at least one pair (the ones to evaluate)."""
+
+
+def filtered_matrix(df: pd.DataFrame, config: FilterConfig, say: Callable[[str], None]
+                    ) -> tuple[UtilityMatrix, FilterReport]:
+    """The platform's filters then the utility matrix: the one path from a views table to
+    what a model is fitted on (offline extracts and the online counts alike). ``say`` gets
+    each line of the filter report. All rows filtered out gives a 0 x 0 matrix."""
+    df, report = apply_filters(df, config)
+    for line in report.lines():
+        say(line)
+    return build_matrix(df), report
 
 
 def holdout_split(matrix: UtilityMatrix, fraction: float = 0.2, seed: int = 42) -> Split:

@@ -90,8 +90,7 @@ class ALSModel:
         idx, scores = recommend_by_factors(
             self.user_factors[rows], self.item_factors, n, exclude=self.seen[rows]
         )
-        ids = np.where(idx >= 0, self.items.ids[np.maximum(idx, 0)], -1)
-        return ids, scores
+        return slot_ids(self.items.ids, idx, idx < 0, -1), scores
 
     def normed_item_factors(self) -> np.ndarray:
         """Item factors scaled to unit length (cached); all-zero rows stay zero."""
@@ -242,6 +241,13 @@ def normalise_rows(factors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32); zero rows stay zero."""
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
     return (factors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def slot_ids(ids: np.ndarray, idx: np.ndarray, empty: np.ndarray, fill: int = 0) -> np.ndarray:
+    """Column numbers ``idx`` -> resource ids ``ids[idx]``; ``fill`` where ``empty`` (the one
+    empty-slot mapping: ``-1`` for the model-file lookups, ``0`` for what is published, as
+    ``store.publish.Lists`` expects)."""
+    return np.where(empty, fill, ids[np.maximum(idx, 0)])
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,13 +17,13 @@ import orjson
 import scipy.sparse as sp
 
 from recs.errors import InputError
-from trainer.choose import evaluate_spec, fit_model
+from trainer.choose import evaluate_spec, fit_model, holdout_metrics
 from trainer.config import FilterConfig, check_lang
 from trainer.data import load_resources, load_views
 from trainer.evaluate import METRICS
-from trainer.matrix import UtilityMatrix, apply_filters, build_matrix, holdout_split
+from trainer.matrix import UtilityMatrix, build_matrix, filtered_matrix
 from trainer.model import as_rows, load_model
-from trainer.present import describe, render
+from trainer.present import describe, list_length, render
 from trainer.quality import describe_spec, score_meaning, tuned_evaluation, with_settings_file
 from trainer.settings import spec_from_args
 
@@ -52,10 +52,8 @@ def _prepared(args, out) -> tuple[UtilityMatrix, dict]:
     df, load_report = _load(args.views, args.skip_bad_rows)
     for line in load_report.lines():
         print(line, file=out)
-    df, filter_report = apply_filters(df, FilterConfig.from_args(args))
-    for line in filter_report.lines():
-        print(line, file=out)
-    matrix = build_matrix(df)
+    matrix, filter_report = filtered_matrix(df, FilterConfig.from_args(args),
+                                            lambda line: print(line, file=out))
     print(f"matrix: {matrix.shape[0]} users x {matrix.shape[1]} resources, {matrix.nnz} "
           f"non-zeros, sparsity {100 * matrix.sparsity:.3f}%", file=out)
     stats = {"source": str(args.views), "filters": filter_report.as_dict(),
@@ -68,12 +66,10 @@ def train_offline(args) -> int:
     lang = _lang(args.lang)
     args = with_settings_file(args)
     spec = spec_from_args(args)
-    config = spec.als
     matrix, stats = _prepared(args, sys.stdout)
     if args.evaluate:
-        split = holdout_split(matrix, args.test_fraction, config.seed)
-        metrics = evaluate_spec(split.train, split.test, spec, k=10, lang=lang,
-                                threads=args.threads)
+        metrics, _ = holdout_metrics(matrix, spec, args.test_fraction, k=10, lang=lang,
+                                     threads=args.threads)
         stats["metrics"] = metrics
         print("held-out metrics (fit on a split): " + orjson.dumps(metrics).decode())
     started = time.perf_counter()
@@ -86,32 +82,31 @@ def train_offline(args) -> int:
     return 0
 
 
-def _n(args) -> int:
-    if args.n < 1:
-        raise InputError("-n must be at least 1")
-    return args.n
-
-
 def similar_offline(args) -> int:
     """``recs similar RESOURCE_ID --model FILE``."""
-    n = _n(args)
-    model = load_model(args.model)
-    ids, scores = model.similar_items([args.resource_id], n)
-    resources = load_resources(args.resources) if args.resources else None
-    rid = int(model.items.ids[model.items.number(args.resource_id)])
-    print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
-                 heading=f"Similar to {describe(rid, resources)} ({score_meaning(model)}):"))
-    return 0
+
+    def heading(model, resources) -> str:
+        rid = int(model.items.ids[model.items.number(args.resource_id)])
+        return f"Similar to {describe(rid, resources)} ({score_meaning(model)}):"
+
+    return _show(args, lambda model, n: model.similar_items([args.resource_id], n), heading)
 
 
 def recommend_offline(args) -> int:
     """``recs recommend USER_ID --model FILE``."""
-    n = _n(args)
+    return _show(args, lambda model, n: model.recommend([args.user_id], n),
+                 lambda model, resources: f"For user {args.user_id} (not yet viewed):")
+
+
+def _show(args, lookup, heading) -> int:
+    """Print ``lookup(model, n)`` (one row of ids and scores) from the ``--model`` file, with
+    titles when ``--resources`` is given, under ``heading(model, resources)``."""
+    n = list_length(args)
     model = load_model(args.model)
-    ids, scores = model.recommend([args.user_id], n)
+    ids, scores = lookup(model, n)
     resources = load_resources(args.resources) if args.resources else None
     print(render(as_rows(ids[0], scores[0]), resources, as_json=args.json,
-                 heading=f"For user {args.user_id} (not yet viewed):"))
+                 heading=heading(model, resources)))
     return 0
 
 
@@ -139,19 +134,19 @@ def evaluate_offline(args) -> int:
     out = sys.stderr if args.json else sys.stdout
     args = with_settings_file(args)
     spec = spec_from_args(args)
-    config = spec.als
     matrix, _ = _prepared(args, out)
     if args.k < 1 or args.k >= matrix.shape[1]:
         raise InputError(f"--k {args.k}: must be at least 1 and below the number of resources "
                          f"({matrix.shape[1]})")
     if args.test:
         train, test = matrix, _test_matrix(args, matrix, out)
+        result = evaluate_spec(train, test, spec, k=args.k, threads=args.threads)
     else:
-        split = holdout_split(matrix, args.test_fraction, config.seed)
+        result, split = holdout_metrics(matrix, spec, args.test_fraction, k=args.k,
+                                        threads=args.threads)
         train, test = split.train, split.test
         print(f"split: {test.nnz} pairs of {len(split.users)} users held out "
-              f"(fraction {args.test_fraction}, seed {config.seed})", file=out)
-    result = evaluate_spec(train, test, spec, k=args.k, threads=args.threads)
+              f"(fraction {args.test_fraction}, seed {spec.als.seed})", file=out)
     if args.tune:
         result["tuned"] = tuned_evaluation(args, train, test, spec, out)
     if args.json:

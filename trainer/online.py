@@ -1,20 +1,27 @@
 """The online commands: retrain from the Redis counts and publish; read what was published.
 
 ``recs train [--lang L] [--every SECONDS]`` (:func:`train_online`): for each language, under
-the language's trainer lock (:class:`store.publish.TrainLock`):
+the language's trainer lock (:class:`store.publish.TrainLock`), :func:`train_language` runs
+these steps, each a function returning one result, each timed by ``trainer.timing.timed``:
 
-1. read ``seq(lang)`` = S, the users the updater has pending, then the counts
-   (:mod:`store.snapshot`) into the offline path's views table;
-2. the platform's filters, the utility matrix and ALS, exactly as ``recs train --views``
-   (``trainer.matrix``, ``trainer.model``); ``--evaluate`` first fits on a hold-out split and
-   keeps the metrics, then retrains on everything (see :func:`train_language`);
-3. save the model file to ``--model-dir``, as the offline path does;
-4. publish (:class:`store.publish.Publisher`): similar lists, then every user's recs and
-   factors (the publisher draws the scored batches in a background thread while it waits on
-   Redis, so the numpy scoring and the Redis writes overlap), then the switch of the model
-   hash and item factors, then removal of what the new model no longer covers;
-5. hand users with views newer than S to the updater, and settle the users it had pending
-   (``requeue_touched``).
+1. :func:`read_snapshot`: ``seq(lang)`` = S, the users the updater has pending, then the
+   counts (:mod:`store.snapshot`) into the offline path's views table;
+2. :func:`prepare`: the platform's filters and the utility matrix, the same path as ``recs
+   train --views`` (``trainer.matrix.filtered_matrix``);
+3. :func:`evaluate_online` (``--evaluate``): held-out metrics from a fit on a split
+   (``trainer.choose.holdout_metrics``), then the quality gate;
+4. the fit on everything (``trainer.choose.fit_model``: ALS, EASE or the blend) and the
+   model file in ``--model-dir``, as the offline path does;
+5. :func:`publish` (:class:`store.publish.Publisher`): similar lists, then every user's recs
+   and factors (the publisher draws the scored batches in a background thread while it
+   waits on Redis, so the scoring and the Redis writes overlap), then the switch of the
+   model hash and item factors, then removal of what the new model no longer covers;
+6. :func:`hand_over`: users with views newer than S go to the updater, and the users it
+   had pending are settled (``requeue_touched``);
+7. the ``published`` :class:`RunResult` with every step's figures.
+
+``--engine spark --spark-io executors`` runs the same steps with the read and the user lists
+on Spark executors (``trainer.spark_cluster``).
 
 Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
 one hidden during the run is dropped by the publish scripts themselves, and the lists they
@@ -41,8 +48,8 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
 import redis
 
 from recs.errors import InputError, NotPublishedError, RecsError
@@ -61,19 +68,20 @@ from store.publish import (
 )
 from store.snapshot import read_languages, read_pending, read_seq, read_views
 from trainer import online_models
-from trainer.choose import ModelSpec, fit_model
+from trainer.choose import ModelSpec, fit_model, holdout_metrics
 from trainer.config import FilterConfig, TrainConfig, check_lang
-from trainer.matrix import apply_filters, build_matrix, uncovered_users
-from trainer.model import ALSModel, recommend_by_factors, similar_by_index
+from trainer.matrix import FilterReport, UtilityMatrix, filtered_matrix, uncovered_users
+from trainer.model import ALSModel
 from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
 from trainer.scoring import ScoringConfig
 from trainer.takedown import refill_lists
+from trainer.timing import timed
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
-USER_BATCH = 4096
-"""Users scored per batch: 4096 x 4,000 resources of float32 is 64 MiB of scores."""
-ITEM_BATCH = 1024
 MAX_TOP_N = 1000
 """Longest published list: these are short lists for apps, not whole rankings."""
 NOTHING_YET_RETRY = 60.0
@@ -164,129 +172,207 @@ class RunResult:
 # -- one language ---------------------------------------------------------------------------
 
 
+@dataclass
+class Snapshot:
+    """Step 1's result: what was read from Redis, in this order."""
+
+    seq: int
+    """``seq(lang)`` before the counts were read: views up to it are in the model."""
+    pending: set
+    """Users the updater had pending (settled by the hand-over)."""
+    views: pd.DataFrame | None
+    """The counts as the offline path's views table, hidden resources left out (None once
+    the matrix is built)."""
+
+
+@dataclass
+class Prepared:
+    """Step 2's result: the filtered utility matrix and what the filters did."""
+
+    matrix: UtilityMatrix
+    report: FilterReport
+    outside: list[str]
+    """Filtered-out users who viewed a resource of ``matrix`` (handed to the updater)."""
+
+
+@dataclass
+class Published:
+    """Step 5's result: the live version and the publisher's account of the run."""
+
+    version: str
+    kind: str
+    publisher: Publisher
+    removed: tuple[int, int]
+    """(resources, users) whose lists the new model no longer covers, removed."""
+
+
 def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineSettings, *,
                    publish_options: dict | None = None) -> RunResult:
     """Read, train, save and publish one language under its lock; see the module docstring.
     ``publish_options`` go to :class:`store.publish.Publisher` (chunk sizes, test hooks).
 
     ``--evaluate``: the metrics come from a model fitted on the training part of a seeded
-    hold-out split (``trainer.evaluate.evaluate``); the published model is then fitted on all
-    pairs, because held-out views are real views the published lists should learn from.
-    The metrics therefore describe these hyperparameters on this data, not the exact factors
-    published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
+    hold-out split (``trainer.choose.holdout_metrics``); the published model is then fitted
+    on all pairs, because held-out views are real views the published lists should learn
+    from. The metrics therefore describe these hyperparameters on this data, not the exact
+    factors published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
     if settings.train.engine == "spark" and settings.spark_io == "executors":
         from trainer.spark_cluster import train_language_executors
 
         return train_language_executors(client, keys, lang, settings)
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
-        holder = lock.holder()
-        log.info("skipped: another trainer is publishing this language",
-                 extra={"fields": {"lang": lang, "holder": holder}})
-        return RunResult(lang, "locked", {"holder": holder},
-                         f"{lang}: skipped, another trainer ({holder}) holds the lock")
+        return locked_result(lock, lang)
     try:
         with lock.kept_alive():
-            times: dict[str, float] = {}
-            t = time.perf_counter()
-            seq = read_seq(client, keys, lang)
-            pending = read_pending(client, keys, lang)
-            df = read_views(client, keys, lang)
-            # Hidden resources stay out of the model (their views stay counted for a
-            # restore); one hidden later is dropped by the publish scripts themselves.
-            df = drop_hidden(df, read_hidden(client, keys, lang))
-            times["read"] = time.perf_counter() - t
-
-            if df.empty:
-                return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this "
-                                 "language (run `recs consume` or `recs backfill` first)")
-            t = time.perf_counter()
-            read = df
-            df, report = apply_filters(read, settings.filters)
-            for line in report.lines():
-                log.info("%s: %s", lang, line)
-            if df.empty:
-                return RunResult(lang, "empty", {"filters": report.as_dict()},
-                                 f"{lang}: nothing to train on after the filters "
-                                 f"({report.before['interactions']} user-resource pairs read); "
-                                 "the published model, if any, stays")
-            matrix = build_matrix(df)
-            # Filtered-out users who viewed a resource this model knows: the updater folds
-            # them in once it is live (else they get no list until their next view).
-            outside = uncovered_users(read, matrix)
-            del df, read
-            times["matrix"] = time.perf_counter() - t
-
-            stats: dict = {"source": "redis", "seq": seq, "filters": report.as_dict()}
-            metrics = None
-            if settings.evaluate:
-                metrics = _evaluate(matrix, settings, lang)
-                stats["metrics"] = metrics
-                refused = gate_refuses(client, keys, lang, settings, metrics)
-                if refused is not None:
-                    return refused
-            t = time.perf_counter()
-            model, kind = fit_model(matrix, settings.model_spec, lang, threads=settings.threads,
-                                    stats=stats)
-            times["fit"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            path = model.save(settings.model_dir)
-            times["save"] = time.perf_counter() - t
-
-            lock.check()
-            t = time.perf_counter()
-            publisher = Publisher(client, keys, lang, lock=lock, seq=seq,
-                                  **(publish_options or {}))
-            if kind == "als":
-                _write_lists(publisher, model, settings)
-                info = model_info(model, settings, seq, metrics)
-                version = publisher.switch(info, model.items.ids, model.item_factors,
-                                           matrix.item_totals())
-            else:  # EASE or the blend: trainer/online_models.py
-                info, version = online_models.publish(client, keys, lang, publisher, model,
-                                                      kind, settings, seq, metrics,
-                                                      matrix.item_totals())
-            online_models.after_switch(client, keys, lang, version)
-            removed_items, removed_users = publisher.remove_uncovered(seq)
-            if metrics is not None:
-                record_history(client, keys, lang, metrics, {**info, "version": version},
-                               settings.model_spec)
-            queue_for_updater(client, keys, lang, outside, seq)
-            t_requeue = time.perf_counter()
-            handover = requeue_touched(client, keys, lang, seq, pending,
-                                       publisher.users_written)
-            publisher.report.seconds["requeue"] = round(time.perf_counter() - t_requeue, 3)
-            # Resources hidden during this run were dropped from the lists by the publish
-            # scripts: refill those lists to --top-n from what was just published.
-            refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
-            times["publish"] = time.perf_counter() - t
+            return _steps(client, keys, lang, settings, lock, publish_options or {})
     except LockLost as exc:
         log.error("%s: %s", lang, exc)
         raise
     finally:
         lock.release()
 
+
+def locked_result(lock: TrainLock, lang: str) -> RunResult:
+    """The ``locked`` outcome: another trainer holds ``lock``."""
+    holder = lock.holder()
+    log.info("skipped: another trainer is publishing this language",
+             extra={"fields": {"lang": lang, "holder": holder}})
+    return RunResult(lang, "locked", {"holder": holder},
+                     f"{lang}: skipped, another trainer ({holder}) holds the lock")
+
+
+def _steps(client: redis.Redis, keys: Keys, lang: str, settings: OnlineSettings,
+           lock: TrainLock, publish_options: dict) -> RunResult:
+    """The steps in order, each returning one result; an early ``RunResult`` (empty, gated)
+    ends the run with the live model untouched."""
+    times: dict[str, float] = {}
+    with timed(times, "read"):
+        snap = read_snapshot(client, keys, lang)
+    if snap.views.empty:
+        return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this "
+                         "language (run `recs consume` or `recs backfill` first)")
+    with timed(times, "matrix"):
+        prepared = prepare(snap.views, settings, lang)
+    snap.views = None  # the matrix holds what is needed; free the table before the fit
+    if isinstance(prepared, RunResult):
+        return prepared
+    matrix = prepared.matrix
+    stats: dict = {"source": "redis", "seq": snap.seq, "filters": prepared.report.as_dict()}
+    metrics = None
+    if settings.evaluate:
+        metrics = stats["metrics"] = evaluate_online(matrix, settings, lang)
+        refused = gate_refuses(client, keys, lang, settings, metrics)
+        if refused is not None:
+            return refused
+    with timed(times, "fit"):
+        model, kind = fit_model(matrix, settings.model_spec, lang, threads=settings.threads,
+                                stats=stats)
+    with timed(times, "save"):
+        path = model.save(settings.model_dir)
+    lock.check()
+    with timed(times, "publish"):
+        publisher = Publisher(client, keys, lang, lock=lock, seq=snap.seq, **publish_options)
+        done = publish(client, keys, lang, publisher, model, kind, matrix, settings, snap.seq,
+                       metrics)
+        handover = hand_over(client, keys, lang, snap, prepared.outside, publisher)
+    return _published_result(lang, snap, prepared, done, handover, path, times, metrics)
+
+
+def read_snapshot(client: redis.Redis, keys: Keys, lang: str) -> Snapshot:
+    """Step 1: ``seq``, the updater's pending users, then the counts (in that order, so every
+    view up to ``seq`` is in the counts read)."""
+    seq = read_seq(client, keys, lang)
+    pending = read_pending(client, keys, lang)
+    # Hidden resources stay out of the model (their views stay counted for a restore); one
+    # hidden later is dropped by the publish scripts themselves.
+    views = drop_hidden(read_views(client, keys, lang), read_hidden(client, keys, lang))
+    return Snapshot(seq=seq, pending=pending, views=views)
+
+
+def prepare(views: pd.DataFrame, settings: OnlineSettings, lang: str) -> Prepared | RunResult:
+    """Step 2: the filters and the utility matrix (``trainer.matrix.filtered_matrix``, as
+    offline), or the ``empty`` outcome when the filters leave nothing."""
+    matrix, report = filtered_matrix(views, settings.filters,
+                                     lambda line: log.info("%s: %s", lang, line))
+    if matrix.shape[0] == 0:
+        return RunResult(lang, "empty", {"filters": report.as_dict()},
+                         f"{lang}: nothing to train on after the filters "
+                         f"({report.before['interactions']} user-resource pairs read); "
+                         "the published model, if any, stays")
+    # Filtered-out users who viewed a resource this model knows: the updater folds them in
+    # once it is live (else they get no list until their next view).
+    return Prepared(matrix=matrix, report=report, outside=uncovered_users(views, matrix))
+
+
+def evaluate_online(matrix: UtilityMatrix, settings: OnlineSettings, lang: str) -> dict:
+    """Step 3 (``--evaluate``): held-out metrics of these settings on this data."""
+    result, _ = holdout_metrics(matrix, settings.model_spec, settings.test_fraction, k=10,
+                                lang=lang, threads=settings.threads)
+    result["test_fraction"] = settings.test_fraction
+    result["fitted_on"] = "holdout split"
+    log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
+    return result
+
+
+def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, model,
+            kind: str, matrix: UtilityMatrix, settings: OnlineSettings, seq: int,
+            metrics: dict | None) -> Published:
+    """Step 5: the lists, the switch, the removal of what the model no longer covers, and
+    the quality history. ALS here; EASE and the blend in ``trainer.online_models``."""
+    if kind == "als":
+        _write_lists(publisher, model, settings)
+        info = model_info(model, settings, seq, metrics)
+        version = publisher.switch(info, model.items.ids, model.item_factors,
+                                   matrix.item_totals())
+    else:
+        info, version = online_models.publish(client, keys, lang, publisher, model, kind,
+                                              settings, seq, metrics, matrix.item_totals())
+    online_models.after_switch(client, keys, lang, version)
+    removed = publisher.remove_uncovered(seq)
+    if metrics is not None:
+        record_history(client, keys, lang, metrics, {**info, "version": version},
+                       settings.model_spec)
+    return Published(version=version, kind=kind, publisher=publisher, removed=removed)
+
+
+def hand_over(client: redis.Redis, keys: Keys, lang: str, snap: Snapshot, outside: list,
+              publisher: Publisher):
+    """Step 6: the updater gets the uncovered users and those with views newer than
+    ``seq``; its pending users are settled. Then the lists cut by take-downs during the run
+    are refilled to --top-n from what was just published."""
+    queue_for_updater(client, keys, lang, outside, snap.seq)
+    with timed(publisher.report.seconds, "requeue"):
+        handover = requeue_touched(client, keys, lang, snap.seq, snap.pending,
+                                   publisher.users_written)
+    refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
+    return handover
+
+
+def _published_result(lang: str, snap: Snapshot, prepared: Prepared, done: Published,
+                      handover, path, times: dict, metrics: dict | None) -> RunResult:
+    """Step 7: the ``published`` outcome, logged."""
+    matrix, report, report_of = prepared.matrix, prepared.report, done.publisher.report
     fields = {
-        "lang": lang, "version": version, "seq": seq,
-        "model": kind, "users": matrix.shape[0], "resources": matrix.shape[1],
+        "lang": lang, "version": done.version, "seq": snap.seq,
+        "model": done.kind, "users": matrix.shape[0], "resources": matrix.shape[1],
         "nnz": matrix.nnz,
         "views_kept": report.after["views"],
         "views_dropped": {s.name: s.views for s in report.steps},
-        "removed_resources": removed_items, "removed_users": removed_users,
-        "spared_users": publisher.report.spared_users,
-        "refolded_users": publisher.report.refolded_users, "requeued": handover.newer,
-        "uncovered_queued": len(outside),
-        "pending": len(pending), "pending_requeued": handover.again,
+        "removed_resources": done.removed[0], "removed_users": done.removed[1],
+        "spared_users": report_of.spared_users,
+        "refolded_users": report_of.refolded_users, "requeued": handover.newer,
+        "uncovered_queued": len(prepared.outside),
+        "pending": len(snap.pending), "pending_requeued": handover.again,
         "pending_dropped": handover.dropped, "model_file": str(path),
-        "publish_steps": publisher.report.seconds,
-        **{f"{k}_seconds": round(v, 3) for k, v in times.items()},
+        "publish_steps": report_of.seconds,
+        **{f"{k}_seconds": v for k, v in times.items()},
     }
     if metrics is not None:
         fields["metrics"] = metrics
     log.info("trained and published", extra={"fields": fields})
     return RunResult(lang, "published", fields,
-                     f"{lang}: published {version}: {matrix.shape[0]} users, "
+                     f"{lang}: published {done.version}: {matrix.shape[0]} users, "
                      f"{matrix.shape[1]} resources, {matrix.nnz} pairs "
                      f"(fit {times['fit']:.1f} s, publish {times['publish']:.1f} s)")
 
@@ -316,19 +402,6 @@ def _counted(batches: Iterator[Lists], progress) -> Iterator[Lists]:
         progress(done)
 
 
-def _evaluate(matrix, settings: OnlineSettings, lang: str) -> dict:
-    from trainer.choose import evaluate_spec
-    from trainer.matrix import holdout_split
-
-    split = holdout_split(matrix, settings.test_fraction, settings.train.seed)
-    result = evaluate_spec(split.train, split.test, settings.model_spec, k=10, lang=lang,
-                           threads=settings.threads)
-    result["test_fraction"] = settings.test_fraction
-    result["fitted_on"] = "holdout split"
-    log.info("held-out metrics", extra={"fields": {"lang": lang, **result}})
-    return result
-
-
 def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
                metrics: dict | None) -> dict:
     """The model hash fields (CONTRACT.md section 2), ``version`` added by the publisher."""
@@ -345,38 +418,6 @@ def model_info(model: ALSModel, settings: OnlineSettings, seq: int,
     if metrics is not None:
         info["metrics"] = json.dumps(metrics, sort_keys=True)
     return info
-
-
-# -- scoring for the publisher ----------------------------------------------------------------
-
-
-def similar_batches(model: ALSModel, n: int, batch: int = ITEM_BATCH) -> Iterator[Lists]:
-    """Every resource's top-n cosine neighbours (itself excluded), a batch at a time."""
-    unit = model.normed_item_factors()
-    ids = model.items.ids
-    for start in range(0, len(ids), batch):
-        rows = np.arange(start, min(start + batch, len(ids)))
-        idx, scores = similar_by_index(unit, rows, n, normed=True)
-        yield Lists(ids=ids[rows], members=_resource_ids(ids, idx, scores), scores=scores)
-
-
-def user_batches(model: ALSModel, n: int, batch: int = USER_BATCH) -> Iterator[Lists]:
-    """Every user's top-n unviewed resources by dot product, with their factors."""
-    ids = model.items.ids
-    users = model.users.ids
-    seen = model.seen.tocsr()
-    for start in range(0, len(users), batch):
-        part = slice(start, min(start + batch, len(users)))
-        idx, scores = recommend_by_factors(model.user_factors[part], model.item_factors, n,
-                                           exclude=seen[part])
-        yield Lists(ids=users[part].tolist(), members=_resource_ids(ids, idx, scores),
-                    scores=scores, factors=model.user_factors[part])
-
-
-def _resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Column numbers -> resource ids; empty slots (-1 or a -inf score) -> 0."""
-    empty = (idx < 0) | ~np.isfinite(scores)
-    return np.where(empty, 0, ids[np.maximum(idx, 0)])
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -493,12 +534,6 @@ def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineS
 # -- reading what was published ----------------------------------------------------------------
 
 
-def _lookup_n(args) -> int:
-    if args.n < 1:
-        raise InputError("-n must be at least 1")
-    return args.n
-
-
 def _published(reader: RecsClient, lang: str) -> dict:
     info = reader.model_info(check_lang(lang))
     if info is None:
@@ -511,9 +546,9 @@ def _show(args, lookup, heading, also: tuple[int, ...] = ()) -> int:
     """Run ``lookup(reader, info, n)`` against the published model and print its rows,
     with titles when ``--resources`` is given. ``heading(resources)`` titles the list."""
     from trainer.data import load_resources
-    from trainer.present import render
+    from trainer.present import list_length, render
 
-    n = _lookup_n(args)
+    n = list_length(args)
     reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
     try:
         rows = lookup(reader, _published(reader, args.lang), n)

@@ -30,15 +30,11 @@ from store.publish import Lists
 from trainer.blend import BlendModel, mix
 from trainer.ease import EASEModel, EaseRows, ease_input, recommend_rows, similar_rows
 from trainer.foldin import FoldIn
-from trainer.model import top_n
+from trainer.model import slot_ids, top_n
+from trainer.scoring import Scorer, resource_ids, similar_batches
 
 ITEM_BATCH = 1024
 USER_BATCH = 2048
-
-
-def _resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    empty = (idx < 0) | ~np.isfinite(scores)
-    return np.where(empty, 0, ids[np.maximum(idx, 0)])
 
 
 def ease_similar_batches(model: EASEModel, n: int, batch: int = ITEM_BATCH
@@ -47,7 +43,7 @@ def ease_similar_batches(model: EASEModel, n: int, batch: int = ITEM_BATCH
     for start in range(0, len(ids), batch):
         rows = np.arange(start, min(start + batch, len(ids)))
         idx, scores = similar_rows(model.weights, rows, n)
-        yield Lists(ids=ids[rows], members=_resource_ids(ids, idx, scores), scores=scores)
+        yield Lists(ids=ids[rows], members=resource_ids(ids, idx, scores), scores=scores)
 
 
 def ease_user_batches(model: EASEModel, n: int, batch: int = USER_BATCH) -> Iterator[Lists]:
@@ -55,7 +51,7 @@ def ease_user_batches(model: EASEModel, n: int, batch: int = USER_BATCH) -> Iter
     for start in range(0, len(users), batch):
         part = slice(start, min(start + batch, len(users)))
         idx, scores = recommend_rows(model.rows[part], model.weights, n)
-        yield Lists(ids=users[part].tolist(), members=_resource_ids(ids, idx, scores),
+        yield Lists(ids=users[part].tolist(), members=resource_ids(ids, idx, scores),
                     scores=scores)
 
 
@@ -69,7 +65,7 @@ def blend_user_batches(model: BlendModel, n: int, batch: int = USER_BATCH) -> It
         scores[np.repeat(np.arange(len(rows)), np.diff(block.indptr)), block.indices] = -np.inf
         idx, vals = top_n(scores, n)
         idx[~np.isfinite(vals)] = -1
-        yield Lists(ids=users[rows].tolist(), members=_resource_ids(ids, idx, vals),
+        yield Lists(ids=users[rows].tolist(), members=resource_ids(ids, idx, vals),
                     scores=vals, factors=model.als.user_factors[rows])
 
 
@@ -97,8 +93,6 @@ def model_info(model, kind: str, settings, seq: int, metrics: dict | None) -> di
 def publish(client, keys, lang: str, publisher, model, kind: str, settings, seq: int,
             metrics: dict | None, item_totals: np.ndarray) -> tuple[dict, str]:
     """Lists, B's rows, then the switch, of an EASE or blend model; (info, version)."""
-    from trainer.online import similar_batches
-
     n = settings.top_n
     ease = model if kind == "ease" else model.ease
     if kind == "ease":
@@ -107,7 +101,8 @@ def publish(client, keys, lang: str, publisher, model, kind: str, settings, seq:
         factors = np.zeros((len(model.items), 0), dtype=np.float32)
         totals = None
     else:
-        publisher.write_similar(similar_batches(model.als, n))
+        scorer = Scorer(model.als.item_factors, settings.scoring)
+        publisher.write_similar(similar_batches(model.als, n, scorer))
         publisher.write_users(blend_user_batches(model, n))
         factors, totals = model.als.item_factors, item_totals
     write_rows(client, keys, lang, publisher.version, ease.items.ids, ease.weights)
@@ -171,8 +166,8 @@ class BlendRows:
         idx, vals = top_n(scores, min(n, self.items))
         idx[~np.isfinite(vals)] = -1
         empty = (idx < 0) | (np.diff(x.indptr) == 0)[:, None]
-        ids = np.where(empty, 0, self.foldin.item_ids[np.maximum(idx, 0)])
-        return ids, np.where(empty, 0.0, vals).astype(np.float32)
+        return (slot_ids(self.foldin.item_ids, idx, empty),
+                np.where(empty, 0.0, vals).astype(np.float32))
 
 
 def updater_model(meta: dict, published, fetch):

@@ -9,6 +9,7 @@ Independent of where scores come from (a model file or Redis): the input is a li
   ``tags`` (null for a resource missing from the file) when ``resources`` is given.
   Text: numbered lines ``Title — Subject  0.873  [id]``.
 - ``describe(resource_id, resources)``: one line naming a resource, for headings.
+- ``list_length(args)``: the ``-n`` of ``recs similar`` / ``recs recommend``, checked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ import orjson
 import pandas as pd
 
 DETAIL_COLUMNS = ("title", "subject", "tags")
+
+
+def list_length(args) -> int:
+    """``args.n`` (how many rows to show, whether read from a model file or Redis), at least 1."""
+    from recs.errors import InputError
+
+    if args.n < 1:
+        raise InputError("-n must be at least 1")
+    return args.n
 
 
 def _details(resources: pd.DataFrame | None, resource_id: int) -> dict | None:

@@ -289,5 +289,6 @@ def user_batches(model, n: int, scorer: Scorer, batch: int = USER_BATCH,
 
 def resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Column numbers -> resource ids; empty slots (-1 or a -inf score) -> 0."""
-    empty = (idx < 0) | ~np.isfinite(scores)
-    return np.where(empty, 0, ids[np.maximum(idx, 0)])
+    from trainer.model import slot_ids
+
+    return slot_ids(ids, idx, (idx < 0) | ~np.isfinite(scores))

@@ -189,13 +189,11 @@ def train_language_executors(client, keys: Keys, lang: str, settings):
     """``trainer.online.train_language`` with the counts read and the user lists written by
     Spark executors (see the module docstring); same lock, same steps, same result."""
     from store.publish import TrainLock
-    from trainer.online import RunResult
+    from trainer.online import locked_result
 
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
-        holder = lock.holder()
-        return RunResult(lang, "locked", {"holder": holder},
-                         f"{lang}: skipped, another trainer ({holder}) holds the lock")
+        return locked_result(lock, lang)
     try:
         with lock.kept_alive():
             return _train_and_publish(client, keys, lang, settings, lock)
@@ -204,19 +202,47 @@ def train_language_executors(client, keys: Keys, lang: str, settings):
 
 
 def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
-    import time
-
-    from store.publish import Publisher, requeue_touched
     from store.snapshot import iter_user_ids, read_pending, read_seq
     from trainer.online import RunResult
-    from trainer.spark_engine import factors_array, fit_frame, session
+    from trainer.spark_engine import factors_array, fit_frame
+    from trainer.timing import timed
 
     times: dict[str, float] = {}
-    t = time.perf_counter()
-    seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
-    user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
-    if not user_ids:
+    with timed(times, "read"):
+        seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
+        user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
+        read = _read_frame(keys, lang, settings, user_ids) if user_ids else None
+    if read is None:
         return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
+    raw, frame, users, items = read
+    if len(users) == 0:
+        return RunResult(lang, "empty", {}, f"{lang}: nothing to train on after the filters")
+    with timed(times, "fit"):
+        als = fit_frame(frame.select("user", "item", "rating"), settings.train)
+        item_factors = factors_array(als.itemFactors, len(items), settings.train.factors)
+    lock.check()
+    with timed(times, "publish"):
+        publisher, model, path, handover = _publish_executors(
+            client, keys, lang, settings, lock, (frame, als, users, items, item_factors),
+            seq, pending)
+    frame.unpersist()
+    raw.unpersist()
+    fields = {"lang": lang, "version": publisher.version, "seq": seq, "users": len(users),
+              "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
+              "spark_io": "executors", "requeued": handover.newer,
+              "publish_steps": publisher.report.seconds,
+              **{f"{k}_seconds": v for k, v in times.items()}}
+    return RunResult(lang, "published", fields,
+                     f"{lang}: published {publisher.version}: {len(users)} users, {len(items)} "
+                     f"resources (Spark executors; fit {times['fit']:.1f} s, publish "
+                     f"{times['publish']:.1f} s)")
+
+
+def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str]):
+    """The executors' read of ``user_ids``' counts, filtered and numbered: (the raw counts,
+    the ratings frame, users, items), both frames persisted."""
+    from trainer.spark_engine import session
+
     spark = session()
     # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
     # the counts, not a fresh read each with the consumer's newer views in some of them.
@@ -224,16 +250,16 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     counts = apply_filters(raw, settings.filters)
     frame, users, items = numbered(spark, ratings(counts, settings.train.scaling,
                                                   settings.train.alpha))
-    frame = frame.persist()
-    times["read"] = time.perf_counter() - t
-    if len(users) == 0:
-        return RunResult(lang, "empty", {}, f"{lang}: nothing to train on after the filters")
-    t = time.perf_counter()
-    als = fit_frame(frame.select("user", "item", "rating"), settings.train)
-    item_factors = factors_array(als.itemFactors, len(items), settings.train.factors)
-    times["fit"] = time.perf_counter() - t
-    lock.check()
-    t = time.perf_counter()
+    return raw, frame.persist(), users, items
+
+
+def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, seq: int,
+                       pending):
+    """User lists from the executors, then the model file and the rest on the driver, then
+    the hand-over; returns (publisher, model, model file path, hand-over counts)."""
+    from store.publish import Publisher, requeue_touched
+
+    frame, als, users, items, item_factors = fitted
     publisher = Publisher(client, keys, lang, lock=lock)
     publisher.add_users_written(write_user_lists(
         frame, als, items.ids, item_factors, settings.redis_url, keys.prefix, lang,
@@ -242,18 +268,7 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     path = model.save(settings.model_dir)
     _publish_rest(publisher, model, settings, seq)
     handover = requeue_touched(client, keys, lang, seq, pending, publisher.users_written)
-    times["publish"] = time.perf_counter() - t
-    frame.unpersist()
-    raw.unpersist()
-    fields = {"lang": lang, "version": publisher.version, "seq": seq, "users": len(users),
-              "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
-              "spark_io": "executors", "requeued": handover.newer,
-              "publish_steps": publisher.report.seconds,
-              **{f"{k}_seconds": round(v, 3) for k, v in times.items()}}
-    return RunResult(lang, "published", fields,
-                     f"{lang}: published {publisher.version}: {len(users)} users, {len(items)} "
-                     f"resources (Spark executors; fit {times['fit']:.1f} s, publish "
-                     f"{times['publish']:.1f} s)")
+    return publisher, model, path, handover
 
 
 def _driver_model(frame, als, users, items, item_factors, config, lang: str):

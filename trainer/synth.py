@@ -95,22 +95,68 @@ def _one_language(rng: np.random.Generator, lang: str, n_users: int, n_resources
                   n_subjects: int, mean_items: float, zipf_exponent: float,
                   off_subject: float, count_exponent: float, max_count: int,
                   taken_ids: set[int]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    # The draws happen in a fixed order (each helper below in turn): a seed gives the same
+    # data as long as that order stays.
     subjects = [SUBJECTS[i] if i < len(SUBJECTS) else f"Subject {i + 1}"
                 for i in range(n_subjects)]
-    # Resource ids: large, random, distinct across languages.
+    ids = _draw_ids(rng, n_resources, taken_ids)
+    item_subject, weight = _catalogue(rng, n_resources, n_subjects, zipf_exponent)
+    n_subj, user_subj = _user_subjects(rng, n_users, n_subjects)
+    # Distinct resources per user: heavy-tailed (lognormal), at least 1.
+    sigma = 0.9
+    mu = np.log(mean_items) - sigma**2 / 2
+    n_items = np.maximum(1, np.rint(rng.lognormal(mu, sigma, size=n_users))).astype(np.int64)
+    n_items = np.minimum(n_items, n_resources // 2)
+    draws_user = np.repeat(np.arange(n_users), n_items)
+    items = _pick_items(rng, n_subj[draws_user], user_subj[draws_user], item_subject, weight,
+                        off_subject)
+
+    counts = np.minimum(rng.zipf(count_exponent, size=len(draws_user)),
+                        max_count).astype(np.int64)
+    users = _uuids(rng, n_users)
+    views = pd.DataFrame({"u": draws_user, "i": items, "views": counts})
+    views = views.drop_duplicates(["u", "i"], keep="first")
+    views = pd.DataFrame({
+        "user_id": pd.array(users[views["u"].to_numpy()], dtype=str),
+        "resource_id": ids[views["i"].to_numpy()],
+        "views": views["views"].to_numpy(),
+        "lang": lang,
+    })
+    resources = _resources_table(rng, lang, ids, np.asarray(subjects, dtype=object)[item_subject])
+    user_subjects = pd.DataFrame({
+        "user_id": users,
+        "lang": lang,
+        "subjects": ["|".join(subjects[s] for s in row if s >= 0) for row in user_subj],
+    })
+    return views, resources, user_subjects
+
+
+def _draw_ids(rng: np.random.Generator, n_resources: int, taken_ids: set[int]) -> np.ndarray:
+    """Resource ids: large, random, distinct across languages (``taken_ids`` grows)."""
     ids = np.empty(0, dtype=np.int64)
     while len(ids) < n_resources:
         draw = rng.integers(100_000, 4_294_967_295, size=2 * n_resources, dtype=np.int64)
         draw = np.unique(np.concatenate([ids, draw[~np.isin(draw, list(taken_ids))]]))
         ids = rng.permutation(draw)[:n_resources] if len(draw) >= n_resources else draw
     taken_ids.update(ids.tolist())
+    return ids
+
+
+def _catalogue(rng: np.random.Generator, n_resources: int, n_subjects: int,
+               zipf_exponent: float) -> tuple[np.ndarray, np.ndarray]:
+    """(subject number, popularity weight) per resource."""
     # Every subject gets at least one resource; the rest are spread at random.
     item_subject = rng.permutation(np.concatenate([
         np.arange(n_subjects), rng.integers(0, n_subjects, size=n_resources - n_subjects)]))
     # Power-law popularity: a random rank per resource, weight rank^-s, both within the
     # resource's subject (for on-subject picks) and overall (for off-subject ones).
     weight = (1.0 + rng.permutation(n_resources)) ** -zipf_exponent
+    return item_subject, weight
 
+
+def _user_subjects(rng: np.random.Generator, n_users: int, n_subjects: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(how many subjects, users x 3 subject numbers with -1 padding) per user."""
     # Subjects themselves are unevenly popular too (mildly).
     subject_weight = (1.0 + rng.permutation(n_subjects)) ** -0.5
     subject_weight /= subject_weight.sum()
@@ -121,15 +167,16 @@ def _one_language(rng: np.random.Generator, lang: str, n_users: int, n_resources
         # Gumbel top-k: k distinct subjects per user, drawn by subject_weight, vectorised.
         keys = np.log(subject_weight) + rng.gumbel(size=(len(who), n_subjects))
         user_subj[who, :k] = np.argsort(-keys, axis=1)[:, :k]
+    return n_subj, user_subj
 
-    # Distinct resources per user: heavy-tailed (lognormal), at least 1.
-    sigma = 0.9
-    mu = np.log(mean_items) - sigma**2 / 2
-    n_items = np.maximum(1, np.rint(rng.lognormal(mu, sigma, size=n_users))).astype(np.int64)
-    n_items = np.minimum(n_items, n_resources // 2)
-    draws_user = np.repeat(np.arange(n_users), n_items)
-    total = len(draws_user)
 
+def _pick_items(rng: np.random.Generator, n_subj: np.ndarray, user_subj: np.ndarray,
+                item_subject: np.ndarray, weight: np.ndarray, off_subject: float
+                ) -> np.ndarray:
+    """One resource number per draw (row): mostly from one of the drawing user's subjects
+    (``n_subj``, ``user_subj`` per draw) by popularity, ``off_subject`` of them from anywhere."""
+    n_resources, n_subjects = len(item_subject), int(item_subject.max()) + 1
+    total = len(n_subj)
     # Per-subject inverse-CDF tables, concatenated, for vectorised weighted picks.
     order = np.lexsort((np.arange(n_resources), item_subject))
     sorted_subject = item_subject[order]
@@ -140,8 +187,8 @@ def _one_language(rng: np.random.Generator, lang: str, n_users: int, n_resources
         w = weight[order[starts[s]:ends[s]]]
         cum[starts[s]:ends[s]] = np.cumsum(w) / w.sum() if len(w) else w
 
-    pick_slot = (rng.random(total) * n_subj[draws_user]).astype(np.int64)
-    pick_subject = user_subj[draws_user, pick_slot]
+    pick_slot = (rng.random(total) * n_subj).astype(np.int64)
+    pick_subject = user_subj[np.arange(total), pick_slot]
     u = rng.random(total)
     lo, hi = starts[pick_subject], ends[pick_subject]
     # searchsorted per draw within its subject's slice: offset the targets by subject index.
@@ -153,22 +200,15 @@ def _one_language(rng: np.random.Generator, lang: str, n_users: int, n_resources
     stray = rng.random(total) < off_subject
     global_p = weight / weight.sum()
     items[stray] = rng.choice(n_resources, size=int(stray.sum()), p=global_p)
+    return items
 
-    counts = np.minimum(rng.zipf(count_exponent, size=total), max_count).astype(np.int64)
-    users = _uuids(rng, n_users)
-    views = pd.DataFrame({"u": draws_user, "i": items, "views": counts})
-    views = views.drop_duplicates(["u", "i"], keep="first")
-    views = pd.DataFrame({
-        "user_id": pd.array(users[views["u"].to_numpy()], dtype=str),
-        "resource_id": ids[views["i"].to_numpy()],
-        "views": views["views"].to_numpy(),
-        "lang": lang,
-    })
 
-    kind = rng.integers(0, len(KINDS), size=n_resources)
-    topic = rng.integers(0, len(TOPICS), size=n_resources)
-    subject_names = np.asarray(subjects, dtype=object)[item_subject]
-    resources = pd.DataFrame({
+def _resources_table(rng: np.random.Generator, lang: str, ids: np.ndarray,
+                     subject_names: np.ndarray) -> pd.DataFrame:
+    """The resources file: titles and tags that name each resource's subject."""
+    kind = rng.integers(0, len(KINDS), size=len(ids))
+    topic = rng.integers(0, len(TOPICS), size=len(ids))
+    return pd.DataFrame({
         "id": ids,
         "title": [f"{s}: {TOPICS[t]} {KINDS[k]} #{j + 1}" for j, (s, t, k)
                   in enumerate(zip(subject_names, topic, kind, strict=True))],
@@ -178,12 +218,6 @@ def _one_language(rng: np.random.Generator, lang: str, n_users: int, n_resources
                  for s, k in zip(subject_names, kind, strict=True)],
         "lang": lang,
     })
-    user_subjects = pd.DataFrame({
-        "user_id": users,
-        "lang": lang,
-        "subjects": ["|".join(subjects[s] for s in row if s >= 0) for row in user_subj],
-    })
-    return views, resources, user_subjects
 
 
 def generate(n_users: int = 5000, n_resources: int = 800, langs=("en", "es"), seed: int = 7,
