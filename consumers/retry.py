@@ -27,15 +27,19 @@ def retry_redis(call: Callable[[], T], wait: Callable[[float], None], waits: Ite
                 log: logging.Logger, message: str = "redis unavailable, retrying",
                 on_retry: Callable[[], None] | None = None) -> T:
     """``call()``, retried after ``wait(next(waits))`` while Redis is unavailable (one
-    WARNING per attempt, one INFO once it answers again). ``wait`` may raise to give up.
-    A timeout or a dropped connection leaves a script's outcome unknown: only calls that
-    are safe to resend (guarded or idempotent) belong here."""
+    WARNING per attempt, one INFO once it answers again); once ``waits`` runs out the last
+    error is raised (an endless ``backoff`` retries for ever). ``wait`` may raise to give
+    up. A timeout or a dropped connection leaves a script's outcome unknown: only calls
+    that are safe to resend (guarded or idempotent) belong here."""
     attempt = 0
-    for delay in waits:
+    while True:
         try:
             result = call()
         except redis.RedisError as exc:
             if not transient(exc):
+                raise
+            delay = next(waits, None)
+            if delay is None:
                 raise
             if on_retry is not None:
                 on_retry()
@@ -47,4 +51,3 @@ def retry_redis(call: Callable[[], T], wait: Callable[[float], None], waits: Ite
         if attempt:
             log.info("redis reachable again", extra={"fields": {"attempts": attempt}})
         return result
-    raise AssertionError("unreachable: the waits never end")
