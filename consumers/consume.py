@@ -32,6 +32,13 @@ is committed meanwhile. While it lasts the consumer pauses its partitions and ke
 ``poll`` between attempts, so librdkafka's ``max.poll.interval.ms`` never expires and the
 member keeps its partitions (heartbeats are librdkafka's own thread). Messages a paused
 poll still hands out are dropped and their partitions sought back after the write.
+
+Three parts, as arroyo splits its processor from its strategies: the batch in hand and the
+offsets per partition (consumers/batch.py, no I/O), the writer (consumers/writer.py: dead
+letters, then the guarded script, retried while Redis is away) and the loop here (poll,
+rebalance callbacks, pause/resume; Kafka commits only after a write succeeded). A
+:class:`Flavour` picks the batch, the store script and an optional settle step: ``recs
+control`` (consumers/control.py) is this loop with another flavour.
 """
 
 from __future__ import annotations
