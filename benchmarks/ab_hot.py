@@ -1,13 +1,14 @@
-"""Old vs new checkout: ``recs consume``'s hot path alone (``_add`` + ``_flush`` over messages
+"""Old vs new checkout: ``recs consume``'s hot path alone (the batch and its write over messages
 already in memory, no broker), interleaved, on one redis-server started here.
 
     .venv/bin/python benchmarks/ab_hot.py --old /tmp/old [--new .] [--rounds 14] [--events 100000]
 
 Each round runs one subprocess per checkout (that tree's code first on the path), alternating
 which goes first. Each builds the same synthetic messages (heavy-tailed users and resources,
-three languages, 30 % with a count), then times ``StreamConsumer._add`` + ``_flush`` per batch
-of 5,000 (validation, aggregation, the guarded counts script) and reads the script's server
-time from Redis ``INFO commandstats``. Printed: each round, then the medians and new / old.
+three languages, 30 % with a count), then times the batch code (``Batch.add`` +
+``BatchWriter.write``) per batch of 5,000 (validation, aggregation, the guarded counts
+script) and reads the script's server time from Redis ``INFO commandstats``. Printed: each
+round, then the medians and new / old.
 This separates the CPU cost of a change from the broker's fetch rate, which dominates
 ``benchmarks/ingest.py`` on a small machine.
 """
@@ -57,8 +58,6 @@ def one(url: str, n: int) -> None:
     """Child: this tree's hot path; prints 'events/s script_server_seconds'."""
     import orjson
 
-    from consumers.consume import ConsumerConfig, StreamConsumer, _Partition
-
     rnd = random.Random(11)
     msgs, offsets = [], [0, 0, 0, 0]
     for _ in range(n):
@@ -70,21 +69,46 @@ def one(url: str, n: int) -> None:
             event["count"] = rnd.randint(1, 5)
         msgs.append(_Msg(orjson.dumps(event), p, offsets[p]))
         offsets[p] += 1
-    # No broker: librdkafka clients connect lazily and this one is never polled.
+    client, step = _hot_path(url)
+    client.flushall()
+    client.config_resetstat()
+    start = time.perf_counter()
+    for i in range(0, n, 5000):
+        step(msgs[i:i + 5000])
+    wall = time.perf_counter() - start
+    stats = client.info("commandstats")
+    print(f"{n / wall:.0f} {stats.get('cmdstat_evalsha', {}).get('usec', 0) / 1e6:.4f}")
+
+
+def _hot_path(url: str):
+    """(Redis client, one batch's step) of this tree: the batch and writer seam
+    (consumers/batch.py, consumers/writer.py) where it exists, else the consumer's privates
+    (checkouts before the split). No broker: librdkafka clients connect lazily and these
+    are never polled."""
+    from consumers.consume import ConsumerConfig, StreamConsumer
+
     cfg = ConsumerConfig(bootstrap_servers="127.0.0.1:1", topic="bench", redis_url=url,
                          group=f"g{time.time()}", batch_size=5000, metrics_port=0)
     consumer = StreamConsumer(cfg)
-    consumer._commit = lambda asynchronous: None
-    consumer._owned = {p: _Partition(None) for p in range(4)}
-    consumer.redis.flushall()
-    consumer.redis.config_resetstat()
-    start = time.perf_counter()
-    for i in range(0, n, 5000):
-        consumer._add(msgs[i:i + 5000])
-        consumer._flush()
-    wall = time.perf_counter() - start
-    stats = consumer.redis.info("commandstats")
-    print(f"{n / wall:.0f} {stats.get('cmdstat_evalsha', {}).get('usec', 0) / 1e6:.4f}")
+    try:
+        from consumers.batch import PartitionState
+    except ImportError:  # before the split
+        from consumers.consume import _Partition
+        consumer._commit = lambda asynchronous: None
+        consumer._owned = {p: _Partition(None) for p in range(4)}
+
+        def old_step(msgs: list) -> None:
+            consumer._add(msgs)
+            consumer._flush()
+        return consumer.redis, old_step
+    batch, writer = consumer.batch, consumer.writer
+    batch.owned = {p: PartitionState(None) for p in range(4)}
+
+    def step(msgs: list) -> None:
+        batch.add(msgs)
+        guards, _ = writer.write(batch, time.sleep)
+        batch.written(guards)
+    return consumer.redis, step
 
 
 def main() -> int:

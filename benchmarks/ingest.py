@@ -25,7 +25,7 @@ rounds.
 On this small machine the broker's fetch rate dominates both figures, which hides the CPU
 cost of our extra work; so a second comparison runs the same two batch functions over the
 messages already fetched into memory (``hot path only``): per batch, the baseline's decode,
-aggregation and Lua call vs ``StreamConsumer._add`` + ``_flush`` (validation, aggregation,
+aggregation and Lua call vs ``Batch.add`` + ``BatchWriter.write`` (validation, aggregation,
 the guarded script with the bookkeeping). No target is set for that one; it shows what
 validation and bookkeeping cost.
 """
@@ -44,13 +44,18 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumers.consume import ConsumerConfig, StreamConsumer, _Partition  # noqa: E402
+from consumers.batch import Batch, PartitionState  # noqa: E402
+from consumers.consume import ConsumerConfig, StreamConsumer  # noqa: E402
+from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.produce import produce_events  # noqa: E402
+from consumers.writer import BatchWriter, DeadLetters  # noqa: E402
 from recs.localstack import LocalStack  # noqa: E402
+from store.connection import connect  # noqa: E402
+from store.counts import Counts  # noqa: E402
 from store.keys import Keys  # noqa: E402
 
 TOPIC = "bench-views"
@@ -104,7 +109,7 @@ def make_events(n: int, seed: int) -> list[dict]:
 def baseline_batch(msgs: list, script) -> int:
     """The minimal loop's work for one batch; returns the views it added.
 
-    The aggregation is written out here on purpose, not shared with StreamConsumer._add:
+    The aggregation is written out here on purpose, not shared with Batch.add:
     the baseline stands for what a bare consumer would do on its own, and a shared helper
     would cost the consumer's hot path a function call per event."""
     loads = orjson.loads
@@ -188,21 +193,28 @@ def hot_baseline(msgs: list, client, batch_size: int) -> float:
 
 
 def hot_ours(msgs: list, bootstrap: str, url: str, batch_size: int, extra: dict) -> float:
-    """StreamConsumer's own batch code (_add, _flush: validation, aggregation, the guarded
-    script) over messages already in memory; the Kafka consumer is never subscribed, so it
-    owns all four partitions by decree."""
-    cfg = ConsumerConfig(bootstrap_servers=bootstrap, topic=TOPIC, redis_url=url,
-                         group=f"hot-{uuid.uuid4().hex}", batch_size=batch_size,
-                         metrics_port=0, kafka_config=extra)
-    consumer = StreamConsumer(cfg)
-    consumer._commit = lambda asynchronous: None  # no broker behind this one
-    consumer._owned = {p: _Partition(None) for p in range(4)}
+    """The consumer's own batch code (consumers/batch.py ``Batch.add``: validation and
+    aggregation; consumers/writer.py ``BatchWriter.write``: the guarded script) over messages
+    already in memory, no consumer loop; the batch owns all four partitions by decree."""
+    client = connect(url)
+    group = f"hot-{uuid.uuid4().hex}"
+    batch = Batch()
+    batch.owned = {p: PartitionState(None) for p in range(4)}
+    metrics = ConsumerMetrics()
+    dead = DeadLetters(Producer({"bootstrap.servers": bootstrap, **extra}), TOPIC + ".dlq",
+                       metrics, 0.1, 5.0)
+    writer = BatchWriter(Counts(client, KEYS), KEYS.offsets(group, TOPIC), dead, metrics,
+                         0.1, 5.0)
+    applied = 0
     start = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
-        consumer._add(msgs[i:i + batch_size])
-        consumer._flush()
-    rate = consumer.events_applied / (time.perf_counter() - start)
-    consumer.redis.close()
+        assert not batch.add(msgs[i:i + batch_size])  # every event valid here
+        guards, result = writer.write(batch, time.sleep)
+        assert not result.refused
+        applied += batch.valid
+        batch.written(guards)
+    rate = applied / (time.perf_counter() - start)
+    client.close()
     return rate
 
 

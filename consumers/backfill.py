@@ -31,12 +31,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import orjson
 import pandas as pd
 import redis
 
+from consumers.retry import backoff, retry_redis
 from recs.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
 from recs.errors import InputError, RecsError
 from store.connection import connect
@@ -87,16 +89,7 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
     # The script sums a chunk's item totals as Lua doubles: exact below 2**53 only.
     if not 0 < chunk_pairs * MAX_CSV_COUNT < 2**53:
         raise InputError(f"chunk of {chunk_pairs} rows: item totals could exceed 2**53")
-    try:
-        digest = file_digest(path)
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from None
-    df, report = load_views(path, skip_bad_rows=skip_bad_rows)
-    for line in report.lines():
-        log.info(line)
-    df = _drop_control_characters(df, path, skip_bad_rows)
-    # A stable order makes the chunks the same on every run of the same file (resuming).
-    df = df.sort_values(["user_id", "resource_id"], kind="stable").reset_index(drop=True)
+    digest, df = _read(path, skip_bad_rows)
     pairs, views = len(df), sum(df["views"].tolist())  # Python ints: exact at any size
     if pairs == 0:
         raise InputError(f"{path}: no data rows (a header only, or every row skipped); "
@@ -104,27 +97,8 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
     chunks = max(1, -(-pairs // chunk_pairs))
 
     field = f"{lang}:{digest}"
-    held = client.hget(keys.backfills, field)
-    held = held.decode() if isinstance(held, bytes) else held
-    state = orjson.loads(held) if held else None
-    done, run = 0, 1
-    if state is not None and state.get("complete"):
-        if not force:
-            raise InputError(
-                f"{path} was already loaded into {lang!r} ({state.get('views')} views, "
-                f"{state.get('loaded_at')}); loading it again would count its views twice. "
-                "Use --force to do that on purpose.")
-        run = int(state.get("run", 1)) + 1
-    elif state is not None:
-        if (state.get("pairs"), state.get("chunk_pairs")) != (pairs, chunk_pairs):
-            raise InputError(
-                f"{path}: an interrupted load of this file into {lang!r} read it differently "
-                f"({state.get('pairs')} rows then, {pairs} now): rerun it with the same "
-                "--skip-bad-rows setting to resume it")
-        done, run = int(state.get("chunks_done", 0)), int(state.get("run", 1))
-        log.info("resuming an interrupted load", extra={"fields": {
-            "file": str(path), "chunks_done": done, "chunks": chunks}})
-
+    held, state, done, run = _progress(client, keys, field, path, lang, force,
+                                       pairs, chunk_pairs, chunks)
     record = {"file": str(path), "lang": lang, "sha256": digest, "run": run, "pairs": pairs,
               "views": views, "users": int(df["user_id"].nunique()),
               "items": int(df["resource_id"].nunique()), "chunk_pairs": chunk_pairs,
@@ -159,27 +133,63 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
                           chunks_applied=chunks - resumed_at, resumed_at=resumed_at, run=run)
 
 
+def _read(path: str | Path, skip_bad_rows: bool) -> tuple[str, pd.DataFrame]:
+    """The file's digest and its rows, in a stable order (the same chunks on every run of
+    the same file: resuming)."""
+    try:
+        digest = file_digest(path)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from None
+    df, report = load_views(path, skip_bad_rows=skip_bad_rows)
+    for line in report.lines():
+        log.info(line)
+    df = _drop_control_characters(df, path, skip_bad_rows)
+    return digest, df.sort_values(["user_id", "resource_id"], kind="stable").reset_index(drop=True)
+
+
+def _progress(client, keys: Keys, field: str, path, lang: str, force: bool, pairs: int,
+              chunk_pairs: int, chunks: int) -> tuple[str | None, dict | None, int, int]:
+    """What Redis records of earlier loads of this file: (raw record, record, chunks done,
+    run number); refuses a second complete load without ``force`` and a resume that would
+    chunk differently."""
+    held = client.hget(keys.backfills, field)
+    held = held.decode() if isinstance(held, bytes) else held
+    state = orjson.loads(held) if held else None
+    done, run = 0, 1
+    if state is not None and state.get("complete"):
+        if not force:
+            raise InputError(
+                f"{path} was already loaded into {lang!r} ({state.get('views')} views, "
+                f"{state.get('loaded_at')}); loading it again would count its views twice. "
+                "Use --force to do that on purpose.")
+        run = int(state.get("run", 1)) + 1
+    elif state is not None:
+        if (state.get("pairs"), state.get("chunk_pairs")) != (pairs, chunk_pairs):
+            raise InputError(
+                f"{path}: an interrupted load of this file into {lang!r} read it differently "
+                f"({state.get('pairs')} rows then, {pairs} now): rerun it with the same "
+                "--skip-bad-rows setting to resume it")
+        done, run = int(state.get("chunks_done", 0)), int(state.get("run", 1))
+        log.info("resuming an interrupted load", extra={"fields": {
+            "file": str(path), "chunks_done": done, "chunks": chunks}})
+    return held, state, done, run
+
+
 def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, new_json: str,
                       views: dict, i: int, chunks: int, attempts: int = 5) -> Applied:
-    """One chunk, retried over short Redis outages. Resending is safe: the progress guard
-    refuses a chunk that already landed (the caller recognises its own record)."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            return counts.write(keys.backfills, [(field, held, new_json)], views)
-        except redis.ResponseError as exc:
-            raise RecsError(f"Redis refused chunk {i + 1} of {chunks} ({exc}); nothing of it "
-                            "was written and it is not recorded as done: fix that, then run "
-                            "the same command again to resume") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt == attempts:
-                raise RecsError(f"Redis unavailable ({exc}) after {i} of {chunks} chunks; "
-                                "run the same command again to resume") from None
-            log.warning("redis unavailable, retrying", extra={"fields": {
-                "attempt": attempt, "wait_s": delay, "error": str(exc)}})
-            time.sleep(delay)
-            delay = min(delay * 2, 3.0)
-    raise AssertionError("unreachable")
+    """One chunk, retried over short Redis outages (``attempts`` calls at most). Resending is
+    safe: the progress guard refuses a chunk that already landed (the caller recognises its
+    own record)."""
+    try:
+        return retry_redis(lambda: counts.write(keys.backfills, [(field, held, new_json)], views),
+                           time.sleep, islice(backoff(0.2, 3.0), attempts - 1), log)
+    except redis.ResponseError as exc:
+        raise RecsError(f"Redis refused chunk {i + 1} of {chunks} ({exc}); nothing of it "
+                        "was written and it is not recorded as done: fix that, then run "
+                        "the same command again to resume") from None
+    except redis.RedisError as exc:
+        raise RecsError(f"Redis unavailable ({exc}) after {i} of {chunks} chunks; "
+                        "run the same command again to resume") from None
 
 
 def _report_parked(parked: list[Parked], path) -> None:

@@ -32,6 +32,13 @@ is committed meanwhile. While it lasts the consumer pauses its partitions and ke
 ``poll`` between attempts, so librdkafka's ``max.poll.interval.ms`` never expires and the
 member keeps its partitions (heartbeats are librdkafka's own thread). Messages a paused
 poll still hands out are dropped and their partitions sought back after the write.
+
+Three parts, as arroyo splits its processor from its strategies: the batch in hand and the
+offsets per partition (consumers/batch.py, no I/O), the writer (consumers/writer.py: dead
+letters, then the guarded script, retried while Redis is away) and the loop here (poll,
+rebalance callbacks, pause/resume; Kafka commits only after a write succeeded). A
+:class:`Flavour` picks the batch, the store script and an optional settle step: ``recs
+control`` (consumers/control.py) is this loop with another flavour.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import redis
@@ -47,20 +54,23 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
 
-from consumers.events import MAX_VALUE_BYTES, InvalidEvent, parse_event
+from consumers.batch import Batch, PartitionState
 from consumers.kafkalog import KafkaLog
 from consumers.metrics import ConsumerMetrics
-from recs.errors import InputError, RecsError
+from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters, Store
+from recs.errors import InputError
 from recs.signals import on_stop_signals
-from store.connection import connect, transient
+from store.connection import connect
 from store.counts import Counts, Parked, read_offsets
 from store.keys import Keys
+
+__all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
+           "cmd_consume", "parse_kafka_config"]
 
 log = logging.getLogger("recs.consume")
 
@@ -145,113 +155,42 @@ class _StopNow(Exception):
     """Asked to stop while waiting for Redis to learn where to start: leave without reading."""
 
 
-DLQ_ATTEMPTS = 3
-"""Sends of one dead letter the broker refuses for good before the consumer stops."""
+@dataclass(frozen=True)
+class Flavour:
+    """What a consumer loop reads and writes: the views consumer by default; ``recs
+    control`` swaps the batch (validation, no aggregation), the store (its guarded script)
+    and adds a settle step, and every rule of the loop holds for both."""
 
-
-class DeadLetterError(RecsError):
-    """A dead letter cannot be delivered: the consumer stops before writing its batch."""
-
-
-class _DeadLetter:
-    """One invalid message on its way to the dead-letter topic."""
-
-    __slots__ = ("value", "key", "original", "own", "headers", "delivered", "failed",
-                 "refusals", "cuts")
-
-    def __init__(self, value, key, original: list, own: list) -> None:
-        self.value, self.key = value, key
-        self.original, self.own = original, own  # the message's headers; ours
-        self.headers = original + own
-        self.delivered = False
-        self.failed: KafkaError | None = None
-        self.refusals = 0  # sends refused for good
-        self.cuts = 0  # 1: value cut to MAX_VALUE_BYTES; 2: no value, only our headers
-
-    def shrink(self) -> bool:
-        """Cut the copy to fit a size limit (see the module docstring); False when nothing
-        is left to cut."""
-        if self.cuts >= 2:
-            return False
-        size = len(self.value or b"")
-        if self.cuts == 0:
-            self.own = self.own + [("truncated", b"true"), ("original-size", str(size).encode())]
-        if self.cuts == 0 and size > MAX_VALUE_BYTES:
-            self.value, self.headers, self.cuts = (self.value[:MAX_VALUE_BYTES],
-                                                   self.original + self.own, 1)
-        else:
-            self.value, self.headers, self.cuts = b"", list(self.own), 2
-        return True
-
-    def on_delivery(self, err, _msg) -> None:
-        if err is None:
-            self.delivered = True
-        else:
-            self.failed = err
-
-
-class _Partition:
-    """Where one owned partition stands."""
-
-    __slots__ = ("applied", "read", "eof")
-
-    def __init__(self, applied: int | None) -> None:
-        self.applied = applied  # the next offset Redis holds (None: no record)
-        self.read = applied or 0  # the next offset to read: a message below it is skipped
-        self.eof = -1  # the offset at which a fetch last reported the end (-1: none yet)
+    new_batch: Callable[[], Batch] = Batch
+    """The batch in hand (consumers/batch.py): parses, validates and aggregates messages."""
+    store: Callable[[redis.Redis, Keys], Store] = Counts
+    """The guarded script that writes a batch and its offsets (consumers/writer.py)."""
+    settle: Callable[[StreamConsumer], None] | None = None
+    """Run after each batch written outside a rebalance callback, and at each idle check."""
 
 
 class StreamConsumer:
-    """One member of the consumer group. ``run()`` until ``stop()`` (or drained)."""
+    """One member of the consumer group. ``run()`` until ``stop()`` (or drained).
 
-    def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None) -> None:
+    The loop alone lives here (poll, rebalance callbacks, pause/resume, Kafka commits);
+    the batch in hand is ``self.batch`` and writing it is ``self.writer``'s."""
+
+    def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None,
+                 flavour: Flavour = Flavour()) -> None:
         self.cfg = config
+        self.flavour = flavour
         self.metrics = metrics or ConsumerMetrics()
         self.keys = Keys(config.prefix)
         self.redis = connect(config.redis_url)
-        self.counts = Counts(self.redis, self.keys)
         self.offsets_key = self.keys.offsets(config.group, config.topic)
-
-        extra = dict(config.kafka_config)
-        if str(extra.pop("enable.auto.commit", "false")).lower() in ("true", "1"):
-            log.warning("enable.auto.commit ignored: offsets are recorded in Redis")
-        reset = str(extra.get("auto.offset.reset", "earliest")).lower()
-        self._start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
-        self._incremental = ("cooperative" in str(extra.get("partition.assignment.strategy", ""))
-                             or str(extra.get("group.protocol", "")).lower() == "consumer")
-        self.consumer = Consumer({
-            "bootstrap.servers": config.bootstrap_servers,
-            "group.id": config.group,
-            "auto.offset.reset": "earliest",
-            # Views should reach the updater within a fraction of a second; librdkafka's
-            # 500 ms default fetch wait dominates that on quiet topics.
-            "fetch.wait.max.ms": 100,
-            **extra,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,  # how --until-drained knows a partition's end
-            "on_commit": _on_commit,
-            **KafkaLog("consumer", config.broker_warn_after).settings(extra),
-        })
-        producer_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
-        self.producer = Producer({
-            "bootstrap.servers": config.bootstrap_servers,
-            "acks": "all",
-            "linger.ms": 20,
-            **producer_extra,
-            **KafkaLog("dlq-producer", None).settings(producer_extra),
-        })
-
-        # The partitions this member owns; the rebalance callbacks add and remove them.
-        self._owned: dict[int, _Partition] = {}
-        # The batch in hand.
-        self._views: dict[str, dict[str, dict[int, int]]] = {}
-        self._dead: list[_DeadLetter] = []
-        self._invalid: dict[str, int] = {}
-        self._in_hand = 0
-        self._valid = 0
-        self._view_sum = 0
-        self._skipped = 0
+        self._start, self._incremental = _start_and_protocol(config.kafka_config)
+        self.consumer, self.producer = _clients(config)
+        self.batch = flavour.new_batch()
+        self.writer = BatchWriter(
+            flavour.store(self.redis, self.keys), self.offsets_key,
+            DeadLetters(self.producer, config.dlq_topic, self.metrics,
+                        config.retry_initial, config.retry_max),
+            self.metrics, config.retry_initial, config.retry_max)
         # Control.
         self._stopping = False
         self._flushing = False
@@ -267,10 +206,6 @@ class StreamConsumer:
         """Finish the batch in hand, write it, commit, leave the group (from a signal too)."""
         self._stopping = True
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     def run(self) -> int:
         cfg = self.cfg
         self.metrics.serve(cfg.metrics_port, cfg.metrics_address)
@@ -279,162 +214,75 @@ class StreamConsumer:
         log.info("consuming", extra={"fields": {
             "topic": cfg.topic, "group": cfg.group, "dlq": cfg.dlq_topic,
             "batch_size": cfg.batch_size, "batch_timeout": cfg.batch_timeout}})
-        deadline = 0.0
-        next_check = time.monotonic() + cfg.offset_check_interval
-        next_lag = 0.0
         try:
-            while not self._stopping:
-                now = time.monotonic()
-                # Short waits: a signal's handler runs only once consume() returns. consume()
-                # waits its whole timeout to fill the batch, so an empty hand waits at most
-                # batch_timeout too: a batch is then written within ~2 x batch_timeout.
-                if self._in_hand:
-                    wait = min(max(0.0, deadline - now), 0.5)
-                else:
-                    wait = min(cfg.batch_timeout, 0.5)
-                msgs = self.consumer.consume(cfg.batch_size - self._in_hand, wait)
-                now = time.monotonic()
-                if msgs:
-                    if not self._in_hand:
-                        deadline = now + cfg.batch_timeout
-                        if self.first_message_at is None:
-                            self.first_message_at = time.perf_counter()
-                    self._add(msgs)
-                    self.metrics.batch_in_hand.set(self._in_hand)
-                if self._in_hand and (self._in_hand >= cfg.batch_size or now >= deadline):
-                    self._flush()
-                if now >= next_lag:
-                    self._update_lag()
-                    next_lag = now + 1.0
-                if not self._in_hand and not msgs:
-                    if now >= next_check:
-                        self._check_offsets()
-                        next_check = now + cfg.offset_check_interval
-                    if cfg.until_drained and self._drained():
-                        log.info("drained: every assigned partition is written up to its end")
-                        break
+            self._loop()
             self._flush()
             self._commit(asynchronous=False)
         except _StopNow:
             log.warning("stopped while Redis was unreachable; nothing was read")
-            self._clear_batch()
+            self.batch.clear()
         except BaseException:
             # Whatever broke, leaving the group must not try to write this batch again;
             # the offsets in Redis make dropping it safe.
-            self._clear_batch()
+            self.batch.clear()
             raise
         finally:
             self._close()
         log.info("stopped", extra={"fields": {"events_applied": self.events_applied}})
         return 0
 
-    # -- the hot path -----------------------------------------------------------------------
-    def _add(self, msgs: list) -> None:
-        owned = self._owned
-        views = self._views
-        parse = parse_event
-        valid = view_sum = skipped = events = 0
-        for m in msgs:
-            if m.error() is not None:
-                self._message_error(m)
-                continue
-            events += 1
-            p = m.partition()
-            offset = m.offset()
-            part = owned.get(p)
-            if part is None or offset < part.read:  # not ours any more, or already applied
-                skipped += 1
-                continue
-            part.read = offset + 1
-            try:
-                lang, user, rid, n = parse(m.value())
-            except InvalidEvent as exc:
-                self._dead_letter(m, exc.reason)
-                continue
-            users = views.get(lang)
-            if users is None:
-                users = views[lang] = {}
-            items = users.get(user)
-            if items is None:
-                users[user] = {rid: n}
+    def _loop(self) -> None:
+        cfg, batch = self.cfg, self.batch
+        deadline = next_lag = 0.0
+        next_check = time.monotonic() + cfg.offset_check_interval
+        while not self._stopping:
+            now = time.monotonic()
+            # Short waits: a signal's handler runs only once consume() returns. consume()
+            # waits its whole timeout to fill the batch, so an empty hand waits at most
+            # batch_timeout too: a batch is then written within ~2 x batch_timeout.
+            if batch.in_hand:
+                wait = min(max(0.0, deadline - now), 0.5)
             else:
-                items[rid] = items.get(rid, 0) + n
-            valid += 1
-            view_sum += n
-        self._in_hand += events
-        self._valid += valid
-        self._view_sum += view_sum
-        self._skipped += skipped
+                wait = min(cfg.batch_timeout, 0.5)
+            msgs = self.consumer.consume(cfg.batch_size - batch.in_hand, wait)
+            now = time.monotonic()
+            if msgs:
+                if not batch.in_hand:
+                    deadline = now + cfg.batch_timeout
+                    if self.first_message_at is None:
+                        self.first_message_at = time.perf_counter()
+                self.add(msgs)
+            if batch.in_hand and (batch.in_hand >= cfg.batch_size or now >= deadline):
+                self._flush()
+            if now >= next_lag:
+                self._update_lag()
+                next_lag = now + 1.0
+            if not batch.in_hand and not msgs:
+                if now >= next_check:
+                    self._check_offsets()
+                    next_check = now + cfg.offset_check_interval
+                if cfg.until_drained and self._drained():
+                    log.info("drained: every assigned partition is written up to its end")
+                    return
 
-    def _message_error(self, m) -> None:
-        err = m.error()
-        if err.code() == KafkaError._PARTITION_EOF:
-            # The fetch reached the end (the fetch's own high watermark: some brokers'
-            # ListOffsets answer is stale, Tansu's among them).
-            part = self._owned.get(m.partition())
-            if part is not None:
-                part.eof = m.offset()
-            return
-        if err.fatal():
-            raise KafkaException(err)
-        log.warning("kafka message error", extra={"fields": {"error": str(err)}})
-
-    def _dead_letter(self, m, reason: str) -> None:
-        own = [("error", reason.encode()), ("source.topic", m.topic().encode()),
-               ("source.partition", str(m.partition()).encode()),
-               ("source.offset", str(m.offset()).encode())]
-        dead = _DeadLetter(m.value(), m.key(), list(m.headers() or ()), own)
-        self._dead.append(dead)
-        self._invalid[reason] = self._invalid.get(reason, 0) + 1
-        self._produce_dead(dead)
-        log.debug("invalid event", extra={"fields": {
-            "reason": reason, "partition": m.partition(), "offset": m.offset()}})
-
-    def _produce_dead(self, dead: _DeadLetter) -> None:
-        dead.failed = None
-        while True:
-            try:
-                self.producer.produce(self.cfg.dlq_topic, value=dead.value, key=dead.key,
-                                      headers=dead.headers, on_delivery=dead.on_delivery)
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.1)
-            except KafkaException as exc:  # refused before sending: too large, bad topic...
-                cuts = dead.cuts
-                self._refused(dead, exc.args[0])
-                if dead.cuts == cuts:
-                    self.producer.poll(0.5)
-
-    def _refused(self, dead: _DeadLetter, err: KafkaError) -> None:
-        """A send the producer or the broker refused: shrink a copy that is too large, retry
-        a transient error, stop the consumer after DLQ_ATTEMPTS permanent refusals."""
-        if err.code() in _TOO_LARGE and dead.shrink():
-            self.metrics.dlq_truncated.inc()
-            log.warning("dead letter too large for the dead-letter topic: sending it truncated",
-                        extra={"fields": {"error": str(err), "cut": dead.cuts,
-                                          "headers": _header_text(dead.own)}})
-            return
-        if (err.retriable() or err.code() in _TRANSIENT) and not err.fatal():
-            return
-        dead.refusals += 1
-        if dead.refusals < DLQ_ATTEMPTS:
-            return
-        self.metrics.dlq_failures.labels(err.name()).inc()
-        fields = {**_header_text(dead.own), "kafka_error": str(err), "dlq": self.cfg.dlq_topic}
-        log.error("dead-letter topic refuses a dead letter for good: stopping before its batch "
-                  "is written (a restart replays it)", extra={"fields": fields})
-        raise DeadLetterError(f"dead-letter topic {self.cfg.dlq_topic!r} refused a dead letter "
-                              f"{DLQ_ATTEMPTS} times ({err.str()}); nothing past it was "
-                              "written or committed")
+    def add(self, msgs: list) -> None:
+        """Take polled messages into the batch; their dead letters go out at once."""
+        for dead in self.batch.add(msgs):
+            self.writer.dead_letters.send(dead)
+        self.metrics.batch_in_hand.set(self.batch.in_hand)
 
     # -- writing a batch --------------------------------------------------------------------
-    def _guards(self) -> list[tuple[int, int | None, int | None]]:
-        """Every owned partition: (partition, offset Redis should hold, new offset or None)."""
-        return [(p, part.applied, part.read if part.read != (part.applied or 0) else None)
-                for p, part in self._owned.items()]
-
     def _flush(self, in_callback: bool = False) -> None:
-        if not self._in_hand or self._flushing:
+        """Write the batch in hand; then, outside a rebalance callback, the flavour's
+        settle step."""
+        self._write(in_callback)
+        if self.flavour.settle is not None and not in_callback and not self.batch.in_hand:
+            self.flavour.settle(self)
+
+    def _write(self, in_callback: bool) -> None:
+        """Write the batch in hand (then commit to Kafka, for lag dashboards)."""
+        batch = self.batch
+        if not batch.in_hand or self._flushing:
             return
         started = time.perf_counter()
         # Inside a rebalance callback the group waits for us and poll() may not run: the
@@ -443,91 +291,40 @@ class StreamConsumer:
         self._flushing = True
         self._abandon = False
         try:
-            self._flush_dead_letters(give_up)
-            guards = self._guards()
-            applied = self._call_redis(
-                lambda: self.counts.write(self.offsets_key, guards, self._views),
-                wait=lambda seconds: self._wait(seconds, give_up))
-            failed = applied.refused
+            guards, applied = self.writer.write(batch, lambda s: self._wait(s, give_up))
         except _Abandoned:
             log.warning("batch dropped: partitions revoked or lost while writing it",
-                        extra={"fields": {"messages": self._in_hand}})
+                        extra={"fields": {"messages": batch.in_hand}})
             self._discard_batch()
             return
         finally:
             self._flushing = False
             self._recover_strays()
-        if failed:
+        if applied.refused:
             self._replay({int(p): None if held is None else int(held)
-                          for p, held in failed.items()})
+                          for p, held in applied.refused.items()})
             return
-        for p, _held, new in guards:
-            if new is not None:
-                self._owned[p].applied = new
         if applied.parked:
             report_parked(applied.parked, self.metrics)
+        self._written(started)
+        batch.written(guards)
+        self.metrics.batch_in_hand.set(0)
+        self._commit(asynchronous=True)
+
+    def _written(self, started: float) -> None:
+        b, m = self.batch, self.metrics
         self.last_write_at = time.perf_counter()
-        self.events_applied += self._valid
-        m = self.metrics
+        self.events_applied += b.valid
         m.batches.inc()
-        m.events_applied.inc(self._valid)
-        m.views_applied.inc(self._view_sum)
-        if self._skipped:
-            m.events_skipped.inc(self._skipped)
-        for reason, n in self._invalid.items():
+        m.events_applied.inc(b.valid)
+        m.views_applied.inc(b.view_sum)
+        if b.skipped:
+            m.events_skipped.inc(b.skipped)
+        for reason, n in b.invalid.items():
             m.events_invalid.labels(reason).inc(n)
         m.batch_seconds.observe(time.perf_counter() - started)
         log.debug("batch written", extra={"fields": {
-            "messages": self._in_hand, "events": self._valid, "views": self._view_sum}})
-        self._clear_batch()
-        self._commit(asynchronous=True)
-
-    def _flush_dead_letters(self, give_up: float | None) -> None:
-        """Every dead letter of the batch delivered, before its offsets reach Redis."""
-        if not self._dead:
-            return
-        for delay in self._backoff():
-            self.producer.flush(1.0)
-            for dead in self._dead:
-                if dead.failed is not None:
-                    log.warning("dead-letter delivery failed, resending",
-                                extra={"fields": {"error": str(dead.failed)}})
-                    self._refused(dead, dead.failed)
-                    self._produce_dead(dead)
-            if all(d.delivered for d in self._dead):
-                self._dead.clear()
-                return
-            self.metrics.dlq_retries.inc()
-            log.warning("dead-letter topic not reachable, retrying", extra={"fields": {
-                "pending": sum(not d.delivered for d in self._dead), "wait_s": delay}})
-            self._wait(delay, give_up)
-
-    def _call_redis(self, call: Callable, wait: Callable[[float], None],
-                    message: str = "redis unavailable, retrying"):
-        """``call()``, retried while Redis is unavailable; ``wait(seconds)`` spends the time
-        between attempts and may raise to give up. A timeout or a dropped connection leaves
-        a script's outcome unknown; the offset guard makes resending it safe."""
-        for attempt, delay in enumerate(self._backoff()):
-            try:
-                result = call()
-            except redis.RedisError as exc:
-                if not transient(exc):
-                    raise
-                self.metrics.redis_retries.inc()
-                log.warning(message, extra={"fields": {
-                    "attempt": attempt + 1, "wait_s": round(delay, 3), "error": str(exc)}})
-                wait(delay)
-                continue
-            if attempt:
-                log.info("redis reachable again", extra={"fields": {"attempts": attempt}})
-            return result
-
-    def _backoff(self) -> Iterator[float]:
-        """The waits between retries: retry_initial, doubling up to retry_max."""
-        delay = self.cfg.retry_initial
-        while True:
-            yield delay
-            delay = min(delay * 2, self.cfg.retry_max)
+            "messages": b.in_hand, "events": b.valid, "views": b.view_sum}})
 
     def _wait(self, seconds: float, give_up: float | None) -> None:
         """Sleep between retries. Outside a rebalance callback (``give_up`` None) the
@@ -548,7 +345,7 @@ class StreamConsumer:
             if left <= 0:
                 break
             msg = self.consumer.poll(min(left, 0.5))
-            if msg is not None and msg.error() is None and msg.partition() in self._owned:
+            if msg is not None and msg.error() is None and msg.partition() in self.batch.owned:
                 self._strays.add(msg.partition())
             if self._abandon:
                 raise _Abandoned()
@@ -564,50 +361,43 @@ class StreamConsumer:
         if assignment:
             self.consumer.resume(assignment)
         for p in self._strays:
-            part = self._owned.get(p)
+            part = self.batch.owned.get(p)
             if part is not None:
                 self._seek(p, part.read)
         self._strays.clear()
 
     def _replay(self, held: dict[int, int | None]) -> None:
         """Redis holds other offsets than we thought: drop the batch, resume from Redis."""
-        for p, offset in held.items():
-            part = self._owned.get(p)
-            if part is not None:
-                part.applied = offset
+        self.batch.held(held)
         self.metrics.replays.inc(len(held))
         log.warning("offsets in Redis differ from ours; replaying from Redis", extra={"fields": {
-            "partitions": {str(p): o for p, o in held.items()}, "dropped": self._in_hand}})
+            "partitions": {str(p): o for p, o in held.items()}, "dropped": self.batch.in_hand}})
         self._discard_batch(sought=held)
 
     def _discard_batch(self, sought: Collection[int] = ()) -> None:
         """Forget the batch in hand and seek every owned partition back to what Redis holds
         (as far as we know) wherever we had read past it, and every ``sought`` one."""
-        for p, part in self._owned.items():
-            floor = part.applied or 0
-            if p in sought or part.read != floor:
-                part.read = floor
-                self._seek(p, part.applied)
-        self._clear_batch()
-
-    def _clear_batch(self) -> None:
-        self._views = {}
-        self._dead.clear()
-        self._invalid = {}
-        self._in_hand = self._valid = self._view_sum = self._skipped = 0
+        for p, offset in self.batch.rewind(sought):
+            self._seek(p, offset)
         self.metrics.batch_in_hand.set(0)
 
     def _seek(self, p: int, offset: int | None) -> None:
         """Read ``p`` again from ``offset`` (None: where auto.offset.reset says). A refused
         seek raises: reading on from the wrong place could skip events, while a crash is
         always safe (the restart resumes from the offsets in Redis)."""
-        self._owned[p].eof = -1
+        self.batch.owned[p].eof = -1
         self.consumer.seek(TopicPartition(self.cfg.topic, p,
                                           self._start if offset is None else offset))
 
     def _check_offsets(self) -> None:
         """Idle: does Redis still hold the offsets we wrote? (It may have lost writes.)"""
-        if not self._owned:
+        self._compare_offsets()
+        if self.flavour.settle is not None:
+            self.flavour.settle(self)
+
+    def _compare_offsets(self) -> None:
+        owned = self.batch.owned
+        if not owned:
             return
         try:
             held = read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic)
@@ -615,15 +405,14 @@ class StreamConsumer:
             log.warning("redis unavailable for the offset check", extra={"fields": {
                 "error": str(exc)}})
             return
-        differ = {p: held.get(p) for p, part in self._owned.items()
-                  if held.get(p) != part.applied}
+        differ = {p: held.get(p) for p, part in owned.items() if held.get(p) != part.applied}
         if differ:
             self._replay(differ)
 
     def _commit(self, asynchronous: bool) -> None:
         """Tell Kafka how far Redis is, for lag dashboards only."""
         offsets = [TopicPartition(self.cfg.topic, p, part.applied)
-                   for p, part in self._owned.items() if part.applied is not None]
+                   for p, part in self.batch.owned.items() if part.applied is not None]
         if not offsets:
             return
         try:
@@ -633,7 +422,7 @@ class StreamConsumer:
                      extra={"fields": {"error": str(exc)}})
 
     def _update_lag(self) -> None:
-        for p, part in self._owned.items():
+        for p, part in self.batch.owned.items():
             tp = TopicPartition(self.cfg.topic, p)
             try:
                 low, high = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -644,9 +433,7 @@ class StreamConsumer:
                 self.metrics.lag.labels(self.cfg.topic, str(p)).set(max(lag, 0))
 
     def _drained(self) -> bool:
-        """Every owned partition's fetch reported its end at the offset we have written."""
-        return self._assigned_once and all(
-            part.eof >= part.read for part in self._owned.values())
+        return self._assigned_once and self.batch.drained()
 
     # -- rebalancing --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -654,14 +441,13 @@ class StreamConsumer:
         if not partitions:  # a cooperative rebalance that gave us nothing new
             self._assign(consumer, partitions)
             return
-        held = self._call_redis(
+        held = self.writer.call(
             lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic),
-            wait=self._sleep_unless_stopping,
-            message="redis unavailable during assignment, retrying")
+            self._sleep_unless_stopping, "redis unavailable during assignment, retrying")
         for tp in partitions:
             offset = held.get(tp.partition)
             tp.offset = self._start if offset is None else offset
-            self._owned[tp.partition] = _Partition(offset)
+            self.batch.owned[tp.partition] = PartitionState(offset)
         self._assign(consumer, partitions)
         # librdkafka keeps a partition's pause flag across unassign/assign: one revoked
         # while a Redis outage had it paused would otherwise stay silent forever.
@@ -713,9 +499,10 @@ class StreamConsumer:
             consumer.unassign()
 
     def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
-        gone = [tp.partition for tp in partitions if tp.partition in self._owned]
+        owned = self.batch.owned
+        gone = [tp.partition for tp in partitions if tp.partition in owned]
         for p in gone:
-            del self._owned[p]
+            del owned[p]
             self._strays.discard(p)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(self.cfg.topic, str(p))
@@ -731,6 +518,46 @@ class StreamConsumer:
             log.warning("closing the consumer failed", extra={"fields": {"error": str(exc)}})
         self.producer.flush(5)
         self.redis.close()
+
+
+def _start_and_protocol(extra: dict[str, str]) -> tuple[int, bool]:
+    """Where a partition without offsets in Redis starts; whether the group assigns
+    incrementally (cooperative or the KIP-848 protocol)."""
+    reset = str(extra.get("auto.offset.reset", "earliest")).lower()
+    start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+    incremental = ("cooperative" in str(extra.get("partition.assignment.strategy", ""))
+                   or str(extra.get("group.protocol", "")).lower() == "consumer")
+    return start, incremental
+
+
+def _clients(config: ConsumerConfig) -> tuple[Consumer, Producer]:
+    """The group member and the dead-letter producer."""
+    extra = dict(config.kafka_config)
+    if str(extra.pop("enable.auto.commit", "false")).lower() in ("true", "1"):
+        log.warning("enable.auto.commit ignored: offsets are recorded in Redis")
+    consumer = Consumer({
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group,
+        "auto.offset.reset": "earliest",
+        # Views should reach the updater within a fraction of a second; librdkafka's
+        # 500 ms default fetch wait dominates that on quiet topics.
+        "fetch.wait.max.ms": 100,
+        **extra,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,  # how --until-drained knows a partition's end
+        "on_commit": _on_commit,
+        **KafkaLog("consumer", config.broker_warn_after).settings(extra),
+    })
+    producer_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
+    producer = Producer({
+        "bootstrap.servers": config.bootstrap_servers,
+        "acks": "all",
+        "linger.ms": 20,
+        **producer_extra,
+        **KafkaLog("dlq-producer", None).settings(producer_extra),
+    })
+    return consumer, producer
 
 
 # librdkafka warns about (and ignores) consumer-only settings given to a producer; leave
@@ -752,22 +579,6 @@ def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
         log.error("views parked in the quarantine: their key refuses increments; fix or "
                   "delete it, then run `recs repair`", extra={"fields": {
                       "lang": p.lang, "user": p.user or None, "reason": p.reason}})
-
-
-_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
-# Delivery errors that pass once the broker is back: retried for as long as they last.
-_TRANSIENT = {
-    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN, KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.NETWORK_EXCEPTION, KafkaError.BROKER_NOT_AVAILABLE,
-}
-
-
-def _header_text(headers: list) -> dict[str, str]:
-    return {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-            for k, v in headers}
 
 
 def _on_commit(err, partitions) -> None:

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 import orjson
 import redis
 
-from consumers.consume import ConsumerConfig, StreamConsumer
+from consumers.batch import OrderedBatch
+from consumers.consume import ConsumerConfig, Flavour, StreamConsumer
 from consumers.events import MAX_VALUE_BYTES, InvalidEvent
 from recs.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
 from recs.signals import on_stop_signals
 from store.control import Control, ControlOp, read_work
+from store.keys import Keys
 from store.snapshot import read_languages
 from trainer.takedown import settle
 
@@ -97,66 +99,31 @@ def parse_control(value: bytes | None) -> ControlOp:
     return ControlOp(action, str(rid), lang, reason, ts)
 
 
-class ControlConsumer(StreamConsumer):
-    """The views consumer's loop with control events in place of views (module docstring)."""
+def settle_all(client: redis.Redis, keys: Keys) -> None:
+    """Clean and refill the lists of queued hides, every language (errors are logged and
+    retried at the next idle check: the queue stays in Redis)."""
+    try:
+        for lang in read_languages(client, keys):
+            if read_work(client, keys, lang):
+                settle(client, keys, lang)
+    except (redis.RedisError, ValueError) as exc:
+        log.warning("settling take-downs failed; retrying when idle",
+                    extra={"fields": {"error": str(exc)}})
 
-    def __init__(self, config: ConsumerConfig, metrics=None) -> None:
-        super().__init__(config, metrics)
-        # The batch write: the control script has the counts script's apply() signature
-        # and guards, so the loop's exactly-once bookkeeping is reused as it is.
-        self.counts = Control(self.redis, self.keys)
 
-    def _add(self, msgs: list) -> None:
-        """Like the views consumer's, but keeps each operation, in order (no aggregation)."""
-        owned, ops = self._owned, self._views
-        events = skipped = 0
-        for m in msgs:
-            if m.error() is not None:
-                self._message_error(m)
-                continue
-            events += 1
-            part = owned.get(m.partition())
-            if part is None or m.offset() < part.read:
-                skipped += 1
-                continue
-            part.read = m.offset() + 1
-            try:
-                op = parse_control(m.value())
-            except InvalidEvent as exc:
-                self._dead_letter(m, exc.reason)
-                continue
-            ops[len(ops)] = op
-            self._valid += 1
-        self._in_hand += events
-        self._skipped += skipped
-
-    def _flush(self, in_callback: bool = False) -> None:
-        super()._flush(in_callback)
-        if not in_callback and not self._in_hand:
-            self.settle_all()
-
-    def _check_offsets(self) -> None:
-        super()._check_offsets()
-        self.settle_all()
-
-    def settle_all(self) -> None:
-        """Clean and refill the lists of queued hides, every language (errors are logged
-        and retried at the next idle check: the queue stays in Redis)."""
-        try:
-            for lang in read_languages(self.redis, self.keys):
-                if read_work(self.redis, self.keys, lang):
-                    settle(self.redis, self.keys, lang)
-        except (redis.RedisError, ValueError) as exc:
-            log.warning("settling take-downs failed; retrying when idle",
-                        extra={"fields": {"error": str(exc)}})
+CONTROL = Flavour(new_batch=lambda: OrderedBatch(parse_control), store=Control,
+                  settle=lambda consumer: settle_all(consumer.redis, consumer.keys))
+"""The views consumer's loop with control events in place of views (module docstring): each
+operation kept in order, written by the control script (guarded like the view counts)."""
 
 
 def cmd_control(args) -> int:
     """``recs control``: run one member of the control group until SIGTERM/SIGINT."""
     args.topic, args.dlq_topic, args.group = args.control_topic, args.control_dlq_topic, \
         args.control_group
-    consumer = ControlConsumer(ConsumerConfig.from_args(args))
-    consumer.settle_all()  # what a previous run (or a killed `recs hide`) left queued
+    consumer = StreamConsumer(ConsumerConfig.from_args(args), flavour=CONTROL)
+    # What a previous run (or a killed `recs hide`) left queued.
+    settle_all(consumer.redis, consumer.keys)
 
     def first(name: str) -> None:
         log.info("signal received: writing the batch in hand, then leaving the group",

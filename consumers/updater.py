@@ -33,6 +33,7 @@ import numpy as np
 import redis
 import scipy.sparse as sp
 
+from consumers.retry import backoff
 from recs.errors import InputError, RecsError
 from recs.signals import StopFlag, on_stop_signals
 from store.connection import connect, transient
@@ -56,6 +57,14 @@ log = logging.getLogger("recs.updater")
 SPARE_CANDIDATES = 5
 """Candidates scored beyond --top-n, so a list stays --top-n long when the commit drops
 resources hidden since the model was trained (a retrain leaves hidden resources out)."""
+
+
+@dataclass
+class _Progress:
+    """When the last progress line was logged, and ``Updater.updated`` then."""
+
+    at: float
+    updated: int
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class Updater:
         self._pending_read_at = -float("inf")
         self.updated = 0
         """Users written since start (all languages)."""
+        self._in_flight: Future | None = None  # the commit running in run()'s helper thread
 
     # -- models ------------------------------------------------------------------------
 
@@ -347,56 +357,72 @@ class Updater:
 
         A commit runs in a helper thread while the next batch is claimed and solved: Redis
         executes the write script (about 40% of a batch's time) while numpy solves, so one
-        process clears a backlog faster. One commit is in flight at most."""
-        backoff = 0.0
-        last_log, last_count = time.monotonic(), 0
+        process clears a backlog faster. One commit is in flight at most. While Redis is
+        unavailable every cycle is retried after the consumers' backoff (consumers/retry.py)."""
+        waits = None
+        progress = _Progress(time.monotonic(), 0)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as pool:
-            in_flight: Future | None = None
+            self._in_flight = None
             while not stop.is_set():
                 try:
-                    claimed = 0
-                    for lang in self.languages():
-                        prepared = self.prepare(lang)
-                        if in_flight is not None:
-                            in_flight, done = None, in_flight
-                            try:
-                                done.result()
-                            except BaseException:
-                                if prepared is not None:
-                                    self._release(prepared.claim)
-                                raise
-                        if prepared is not None:
-                            claimed += len(prepared.claim.users)
-                            in_flight = pool.submit(self.commit, prepared)
-                    self.refresh_pending()
-                    self.trending.tick(self.languages())
-                    backoff = 0.0
+                    claimed = self._cycle(pool)
                 except redis.RedisError as exc:
                     if not transient(exc):
                         raise
-                    if in_flight is not None:
-                        with contextlib.suppress(redis.RedisError):
-                            in_flight.result()
-                        in_flight = None
-                    backoff = min(max(backoff * 2, 0.2), 5.0)
+                    self._drop_in_flight()
+                    waits = waits or backoff(0.2, 5.0)
+                    delay = next(waits)
                     log.warning("redis unavailable; retrying", extra={"fields": {
-                        "error": str(exc), "retry_in": backoff}})
-                    stop.wait(backoff)
+                        "error": str(exc), "retry_in": delay}})
+                    stop.wait(delay)
                     continue
-                now = time.monotonic()
-                if now - last_log >= self.config.progress_log_seconds:
-                    pending = self.refresh_pending(force=True)
-                    if self.updated > last_count or any(pending.values()):
-                        log.info("progress", extra={"fields": {
-                            "updated": self.updated - last_count,
-                            "per_second": round((self.updated - last_count) / (now - last_log),
-                                                1),
-                            "pending": pending}})
-                    last_log, last_count = now, self.updated
+                waits = None
+                self._log_progress(progress)
                 if claimed == 0:
                     stop.wait(self.config.poll_interval)
-            if in_flight is not None:
-                in_flight.result()
+            if self._in_flight is not None:
+                self._in_flight.result()
+
+    def _cycle(self, pool: ThreadPoolExecutor) -> int:
+        """One batch per language (each solved while the previous one's commit runs), the
+        backlog gauge and the trending tick; returns the users claimed."""
+        claimed = 0
+        for lang in self.languages():
+            prepared = self.prepare(lang)
+            if self._in_flight is not None:
+                self._in_flight, done = None, self._in_flight
+                try:
+                    done.result()
+                except BaseException:
+                    if prepared is not None:
+                        self._release(prepared.claim)
+                    raise
+            if prepared is not None:
+                claimed += len(prepared.claim.users)
+                self._in_flight = pool.submit(self.commit, prepared)
+        self.refresh_pending()
+        self.trending.tick(self.languages())
+        return claimed
+
+    def _drop_in_flight(self) -> None:
+        """Redis failed: wait for the commit in flight (its own error is Redis's too)."""
+        if self._in_flight is not None:
+            with contextlib.suppress(redis.RedisError):
+                self._in_flight.result()
+            self._in_flight = None
+
+    def _log_progress(self, progress: _Progress) -> None:
+        """An INFO line every ``progress_log_seconds`` while there is work."""
+        now = time.monotonic()
+        if now - progress.at < self.config.progress_log_seconds:
+            return
+        pending = self.refresh_pending(force=True)
+        done = self.updated - progress.updated
+        if done > 0 or any(pending.values()):
+            log.info("progress", extra={"fields": {
+                "updated": done, "per_second": round(done / (now - progress.at), 1),
+                "pending": pending}})
+        progress.at, progress.updated = now, self.updated
 
     def drain(self, timeout: float = 30.0) -> int:
         """Update until no language has pending users that can be claimed (for tests and

@@ -257,19 +257,13 @@ class Counts:
         self.keys = keys
         self._apply = client.register_script(APPLY_LUA)
 
-    def apply(self, guard_key: str, guards: Sequence[Guard], views: Views,
-              pipeline: redis.client.Pipeline | None = None) -> dict[str, str | None] | None:
+    def apply(self, guard_key: str, guards: Sequence[Guard], views: Views
+              ) -> dict[str, str | None]:
         """Apply ``views`` if every guard holds; return ``{}`` then, else ``{field: held value
-        or None}`` of the guards that failed (nothing written). With ``pipeline`` the call
-        is queued there and None is returned (the pipeline's result is the raw reply; see
-        :func:`mismatches`). Views parked in the quarantine count as applied here; use
-        :meth:`write` to learn about them."""
-        args = apply_args(self.keys, guards, views)
-        keys = [self.keys.langs, guard_key]
-        if pipeline is not None:
-            self._apply(keys=keys, args=args, client=pipeline)
-            return None
-        return mismatches(self._apply(keys=keys, args=args))
+        or None}`` of the guards that failed (nothing written). Views parked in the
+        quarantine count as applied here; use :meth:`write` to learn about them."""
+        return mismatches(self._apply(keys=[self.keys.langs, guard_key],
+                                      args=apply_args(self.keys, guards, views)))
 
     def write(self, guard_key: str, guards: Sequence[Guard], views: Views) -> Applied:
         """:meth:`apply`, also reporting the users whose views were quarantined."""

@@ -102,7 +102,7 @@ def test_a_dead_letter_topic_that_refuses_for_good_stops_before_the_batch(
 
 
 def test_shrinking_a_dead_letter_cuts_the_value_then_everything_but_our_headers():
-    from consumers.consume import _DeadLetter
+    from consumers.batch import DeadLetter as _DeadLetter
 
     own = [("error", b"too_large"), ("source.offset", b"7")]
     dead = _DeadLetter(b"v" * 100_000, b"k", [("trace", b"t")], own)
