@@ -39,8 +39,8 @@ import pandas as pd
 import redis
 
 from consumers.retry import backoff, retry_redis
-from recs.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
-from recs.errors import InputError, RecsError
+from core.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
+from core.errors import InputError, RecsError
 from store.connection import connect
 from store.counts import Applied, Counts, Parked
 from store.keys import Keys
@@ -218,7 +218,7 @@ def _now() -> str:
 
 
 def cmd_backfill(args) -> int:
-    from recs.progress import Progress
+    from core.progress import Progress
 
     client = connect(args.redis_url)
     progress: Progress | None = None

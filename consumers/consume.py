@@ -63,8 +63,8 @@ from consumers.batch import Batch, PartitionState
 from consumers.kafkalog import KafkaLog
 from consumers.metrics import ConsumerMetrics
 from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters, Store
-from recs.errors import InputError
-from recs.signals import on_stop_signals
+from core.errors import InputError
+from core.signals import on_stop_signals
 from store.connection import connect
 from store.counts import Counts, Parked, read_offsets
 from store.keys import Keys

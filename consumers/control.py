@@ -26,8 +26,8 @@ import redis
 from consumers.batch import OrderedBatch
 from consumers.consume import ConsumerConfig, Flavour, StreamConsumer
 from consumers.events import MAX_VALUE_BYTES, InvalidEvent
-from recs.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
-from recs.signals import on_stop_signals
+from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from core.signals import on_stop_signals
 from store.control import Control, ControlOp, read_work
 from store.keys import Keys
 from store.snapshot import read_languages

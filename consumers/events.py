@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import orjson
 
-from recs.contract import (
+from core.contract import (
     CONTROL_CHARACTERS,
     MAX_COUNT,
     MAX_RESOURCE_ID,

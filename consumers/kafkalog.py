@@ -15,7 +15,7 @@ an error callback), tens of times a second, and says nothing that stands out. He
 
 librdkafka hands all three to Python only inside ``poll``/``consume``/``flush``, on the
 calling thread, so the state here needs no lock. Secrets in any line are masked by the log
-formatter (recs/logs.py).
+formatter (core/logs.py).
 """
 
 from __future__ import annotations

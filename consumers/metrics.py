@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from recs.errors import InputError
+from core.errors import InputError
 
 
 class ConsumerMetrics:

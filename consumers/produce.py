@@ -12,7 +12,7 @@ import orjson
 import pandas as pd
 from confluent_kafka import KafkaException, Producer
 
-from recs.contract import MAX_COUNT
+from core.contract import MAX_COUNT
 
 
 def events_from_views(df: pd.DataFrame, lang: str, *, split: bool = False,

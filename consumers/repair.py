@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from recs.errors import RecsError
+from core.errors import RecsError
 from store.connection import connect
 from store.keys import Keys
 from store.quarantine import repair

@@ -9,8 +9,8 @@ import time
 
 import redis
 
-from recs.errors import RecsError
-from recs.signals import StopFlag, on_stop_signals
+from core.errors import RecsError
+from core.signals import StopFlag, on_stop_signals
 from store.connection import connect
 from store.keys import Keys
 from store.snapshot import read_languages

@@ -34,8 +34,8 @@ import redis
 import scipy.sparse as sp
 
 from consumers.retry import backoff
-from recs.errors import InputError, RecsError
-from recs.signals import StopFlag, on_stop_signals
+from core.errors import InputError, RecsError
+from core.signals import StopFlag, on_stop_signals
 from store.connection import connect, transient
 from store.ease_rows import read_rows
 from store.keys import Keys

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from consumers.batch import Batch, DeadLetter
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import backoff, retry_redis
-from recs.errors import RecsError
+from core.errors import RecsError
 from store.counts import Applied, Guard
 
 log = logging.getLogger("recs.consume")

@@ -8,7 +8,7 @@ its options; option groups shared by several commands are functions too.
 
 Every option's default has one home: the library's config dataclass (``_From`` reads it
 only when help is shown or the command runs), and every value, flag or variable, passes the
-option's checked type from ``recs/options.py``. A service error that reaches ``main``
+option's checked type from ``core/options.py``. A service error that reaches ``main``
 (Redis down, a wrong password, a Kafka error) is one line with secrets masked, exit 2.
 """
 
@@ -21,9 +21,9 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from recs import options as o
-from recs.errors import RecsError
-from recs.redact import mask_url, redact, register_settings, register_url
+from core import options as o
+from core.errors import RecsError
+from core.redact import mask_url, redact, register_settings, register_url
 from store.trending import TrendingConfig
 from trainer.config import (
     EASE_SCALINGS,
@@ -600,7 +600,7 @@ def _service_error(exc: Exception, args: argparse.Namespace) -> str | None:
 
 
 def _register_secrets(args: argparse.Namespace) -> None:
-    """Tell ``recs.redact`` the secrets this run was given, before anything can log them."""
+    """Tell ``core.redact`` the secrets this run was given, before anything can log them."""
     register_url(getattr(args, "redis_url", None))
     for value in vars(args).values():
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -645,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.explicit = _explicit(argv)
     _register_secrets(args)
     sys.excepthook = _redacting_excepthook
-    from recs.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     module_name, func_name = args.handler.split(":")

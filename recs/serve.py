@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from recs.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
 from store.aclient import AsyncRecsClient, connect_async
 from store.keys import Keys
 
@@ -410,7 +410,7 @@ def cmd_serve(args) -> int:
     requests in flight finish and exits 0, like every service; a second stops at once."""
     import uvicorn
 
-    from recs.signals import on_stop_signals
+    from core.signals import on_stop_signals
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -422,7 +422,7 @@ def cmd_serve(args) -> int:
                 restore()
 
     from consumers.consume import parse_kafka_config
-    from recs.redact import register_secret
+    from core.redact import register_secret
 
     register_secret(args.token)  # never in a log line, whatever quotes it
     config = ServeConfig(

@@ -161,7 +161,7 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
 
 MAX_VIEWS = 2**53 - 1
 """Largest count read as such; anything above is an overflowed or hand-written value."""
-_MAX_RESOURCE_ID = 4294967295  # recs.contract.MAX_RESOURCE_ID
+_MAX_RESOURCE_ID = 4294967295  # core.contract.MAX_RESOURCE_ID
 
 
 def _parse_chunk(size_text: bytes, flat_text: bytes) -> tuple[np.ndarray | None, np.ndarray]:

@@ -7,8 +7,8 @@ import pytest
 import redis
 
 from consumers.backfill import backfill, file_digest
+from core.errors import InputError
 from recs.cli import main
-from recs.errors import InputError
 from store.counts import Counts
 from store.keys import Keys
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from consumers.backfill import backfill, file_digest
+from core.errors import RecsError
 from recs.cli import main
-from recs.errors import RecsError
 from store.keys import Keys
 from store.quarantine import repair
 from tests.test_backfill import ROWS, counts_in, expected, write_csv

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core import options as o
+from core.redact import mask_url, redact, register_secret
 from recs import cli
-from recs import options as o
 from recs.localstack import free_port
-from recs.redact import mask_url, redact, register_secret
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -118,7 +118,7 @@ def test_every_numeric_option_has_a_checked_type():
                 default = default.value()
             numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
             if action.type in (int, float) or (numeric and getattr(
-                    action.type, "__module__", None) != "recs.options"):
+                    action.type, "__module__", None) != "core.options"):
                 unchecked.append(f"{sub.prog} {'/'.join(action.option_strings)}")
     assert not unchecked
 
@@ -194,7 +194,7 @@ def test_urls_and_registered_secrets_are_masked():
 def test_log_lines_never_carry_a_password(capsys):
     import logging
 
-    from recs.logs import setup_logging
+    from core.logs import setup_logging
 
     register_secret(PASSWORD)
     for fmt in ("text", "json"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from recs.contract import MAX_CSV_COUNT
-from recs.errors import InputError
+from core.contract import MAX_CSV_COUNT
+from core.errors import InputError
 from trainer.data import load_views
 
 HEADER = "user_id,resource_id,view_count\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.data import load_resources, load_views
 
 HEADER = "user_id,resource_id,view_count\n"

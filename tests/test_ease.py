@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.blend import BlendModel, zscore_rows
 from trainer.choose import ModelSpec, evaluate_spec, fit_model
 from trainer.config import EaseConfig, FilterConfig, TrainConfig
@@ -114,7 +114,7 @@ def test_every_model_kind_beats_popularity_and_saves_a_loadable_file(kind, tmp_p
 def test_a_damaged_ease_file_is_a_model_file_error(tmp_path):
     import joblib
 
-    from recs.errors import ModelFileError
+    from core.errors import ModelFileError
 
     model = fit_ease(tiny()[0], EaseConfig(l2=1.0), "en")
     doc = model.to_dict()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.events import REASONS, InvalidEvent, parse_event
-from recs.contract import (
+from core.contract import (
     CONTROL_CHARACTERS,
     MAX_COUNT,
     MAX_CSV_COUNT,
@@ -24,7 +24,7 @@ from recs.contract import (
     MAX_USER_ID_LENGTH,
     valid_lang,
 )
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.data import load_views
 
 FUZZ = settings(max_examples=300, deadline=None,

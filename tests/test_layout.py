@@ -16,14 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("consumers", "trainer", "store", "recs")
+PACKAGES = ("core", "consumers", "trainer", "store", "recs")
 LIBRARY = ("consumers", "trainer", "store")
 MAX_LINES = 60
-
-# The small basics that trainer/ and consumers/ import from recs/ today; the graph below
-# counts them as their own package, "core" (their planned home), not as the command line's.
-CORE = {f"recs.{name}" for name in
-        ("contract", "errors", "signals", "logs", "redact", "progress", "options")}
 
 # The command-line layer: imported by tests, benchmarks and each other, never by a library
 # module. Prefixes: "recs.serve" covers recs.serve_kafka, recs.serve_page, ...
@@ -108,8 +103,6 @@ def _is(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def _node(name: str) -> str:
     """The package a module belongs to in the package graph."""
-    if any(name == c or name.startswith(c + ".") for c in CORE):
-        return "core"
     return name.split(".")[0]
 
 
@@ -137,6 +130,8 @@ def test_the_function_length_check_sees_methods_and_nested_functions():
 
 FORBIDDEN = {
     # package: (imports it must not make, why)
+    "core": (("store", "trainer", "consumers", "recs"),
+             "core/ holds the basics every layer shares and imports none of them"),
     "store": (("trainer", "consumers", "confluent_kafka", *COMMAND_LINE),
               "store/ knows no ALS math, no Kafka and no command line"),
     "trainer": (("consumers", "confluent_kafka", *COMMAND_LINE),
@@ -166,7 +161,7 @@ def test_each_layer_imports_only_what_it_may():
 def test_the_layer_check_sees_imports_inside_functions_and_from_imports():
     tree = ast.parse("def f():\n    from recs import cli\n    import recs.serve_page\n"
                      "from ..consumers.consume import StreamConsumer\n"
-                     "from recs.errors import InputError\n")
+                     "from core.errors import InputError\n")
     found = _layer_violations([("store/x.py", tree)])
     assert [v.split(" (")[0] for v in found] == [
         "store/x.py:2 imports recs.cli", "store/x.py:3 imports recs.serve_page",
@@ -176,7 +171,7 @@ def test_the_layer_check_sees_imports_inside_functions_and_from_imports():
 # -- (c) no package cycle ---------------------------------------------------------------------
 
 def _package_graph(sources) -> dict[str, set[str]]:
-    nodes = {*PACKAGES, "core"}
+    nodes = set(PACKAGES)
     graph: dict[str, set[str]] = {}
     for rel, tree in sources:
         here = _node(_module_name(rel))
@@ -217,10 +212,10 @@ def test_the_top_level_packages_import_each_other_without_a_cycle():
     assert cycle is None, f"package import cycle {' -> '.join(cycle)} (graph: {edges})"
 
 
-def test_the_cycle_check_finds_a_cycle_and_maps_the_basics_to_core():
+def test_the_cycle_check_finds_a_cycle_and_builds_the_package_graph():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b", "c"}, "b": {"c"}}) is None
-    trainer = ast.parse("from recs.errors import InputError\nimport recs.options\n"
+    trainer = ast.parse("from core.errors import InputError\nimport core.options\n"
                         "def f():\n    import recs.cli\n")
     recs = ast.parse("from trainer import config\n")
     graph = _package_graph([("trainer/x.py", trainer), ("recs/cli.py", recs)])

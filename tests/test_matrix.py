@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.config import FilterConfig
 from trainer.matrix import Vocabulary, apply_filters, build_matrix, holdout_split
 

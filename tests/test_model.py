@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recs.errors import InputError, ModelFileError
+from core.errors import InputError, ModelFileError
 from trainer.config import FilterConfig, TrainConfig, scale_confidence
 from trainer.matrix import apply_filters, build_matrix
 from trainer.model import (

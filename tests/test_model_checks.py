@@ -13,8 +13,8 @@ import joblib
 import numpy as np
 import pytest
 
+from core.errors import ModelFileError
 from recs.cli import main
-from recs.errors import ModelFileError
 from recs.localstack import free_port, wait_until
 from trainer.config import FilterConfig, TrainConfig
 from trainer.matrix import apply_filters, build_matrix

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from core.errors import InputError
 from recs.cli import main
-from recs.errors import InputError
 from trainer.ann import AnnConfig
 from trainer.model import recommend_by_factors, similar_by_index
 from trainer.scoring import Scorer, ScoringConfig

@@ -435,7 +435,7 @@ def test_any_contract_user_id_round_trips(published, open_server):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from recs.contract import CONTROL_CHARACTERS
+    from core.contract import CONTROL_CHARACTERS
 
     client = published.redis.client()
     written: list[str] = []

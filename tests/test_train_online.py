@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.signals import StopFlag, on_stop_signals
 from recs.cli import main
-from recs.signals import StopFlag, on_stop_signals
 from store.counts import Counts
 from store.keys import Keys
 from tests.helpers import load_counts

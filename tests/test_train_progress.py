@@ -1,4 +1,4 @@
-"""Progress of long steps (recs/progress.py) and the trainer's Prometheus metrics
+"""Progress of long steps (core/progress.py) and the trainer's Prometheus metrics
 (trainer/train_metrics.py), served over real HTTP on loopback."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from recs.errors import InputError
-from recs.progress import Progress
+from core.errors import InputError
+from core.progress import Progress
 from trainer.train_metrics import TrainMetrics
 
 
@@ -27,7 +27,7 @@ def test_a_terminal_gets_a_bar_ending_in_a_newline():
 
 
 def test_a_log_gets_periodic_lines(caplog):
-    caplog.set_level(logging.INFO, logger="recs.progress")
+    caplog.set_level(logging.INFO, logger="core.progress")
     progress = Progress("backfill en chunks", 4, stream=io.StringIO(), tty=False,
                         interval=3600)
     for done in range(1, 5):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer import ease as ease_module
 from trainer.blend import BlendModel, als_scores, mix
 from trainer.config import MODELS, EaseConfig, TrainConfig

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from recs.errors import InputError
-from recs.options import writable_dir
+from core.errors import InputError
+from core.options import writable_dir
 
 
 def _engine(args) -> None:
@@ -81,7 +81,7 @@ def cmd_recommend(args) -> int:
 def _redis_errors_as_one_line(run, args) -> int:
     import redis
 
-    from recs.errors import RecsError
+    from core.errors import RecsError
 
     try:
         return run(args)

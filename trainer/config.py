@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 
 Scaling = Literal["linear", "log", "bm25", "logshare"]
 SCALINGS: tuple[str, ...] = ("linear", "log", "bm25", "logshare")
@@ -169,11 +169,11 @@ def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
 
 def check_lang(lang: str) -> str:
     """``lang`` if it is a valid language code, else an InputError: the command line's own
-    check (``recs.options.lang``, the contract's rule and its one message) for a value that
+    check (``core.options.lang``, the contract's rule and its one message) for a value that
     reached a library function without going through the parser."""
     import argparse
 
-    from recs.options import lang as lang_option
+    from core.options import lang as lang_option
 
     try:
         return lang_option(lang)

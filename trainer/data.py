@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recs.contract import MAX_CSV_COUNT, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
-from recs.errors import InputError
+from core.contract import MAX_CSV_COUNT, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
+from core.errors import InputError
 
 VIEW_COLUMNS = ("user_id", "resource_id", "view_count")
 RESOURCE_COLUMNS = ("id", "title", "folder", "subject", "tags")

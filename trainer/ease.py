@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.config import EASE_SCALINGS, EaseConfig
 from trainer.matrix import UtilityMatrix, Vocabulary
 from trainer.model import slot_ids, top_n

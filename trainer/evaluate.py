@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.config import TrainConfig
 from trainer.matrix import UtilityMatrix
 from trainer.model import ALSModel, fit, top_n

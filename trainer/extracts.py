@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recs.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
-from recs.errors import InputError
+from core.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
+from core.errors import InputError
 from trainer.data import VIEW_COLUMNS, BadRow, LoadReport, load_views
 
 SKIPPED_NAMES = ("_", ".")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from recs.errors import NotPublishedError
+from core.errors import NotPublishedError
 from trainer.config import check_lang
 
 COLUMNS = (("version", 22), ("trained_at", 21), ("model", 6), ("ndcg", 7),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.config import FilterConfig
 
 Missing = Literal["error", "negative"]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError, ModelFileError
+from core.errors import InputError, ModelFileError
 from trainer.config import TrainConfig, scale_confidence
 from trainer.matrix import UtilityMatrix, Vocabulary
 
@@ -181,7 +181,7 @@ def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int 
 
         user_factors, item_factors = fit_factors(confidence, config)
     else:
-        from recs.progress import Progress
+        from core.progress import Progress
 
         progress = Progress(f"{lang} fit iterations", config.iterations)
         # ALS solves many small systems itself; a multi-threaded BLAS underneath only contends.

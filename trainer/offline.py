@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.choose import evaluate_spec, fit_model, holdout_metrics
 from trainer.config import FilterConfig, check_lang
 from trainer.data import load_resources, load_views

@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from recs.errors import InputError, NotPublishedError, RecsError
-from recs.signals import StopFlag, on_stop_signals
+from core.errors import InputError, NotPublishedError, RecsError
+from core.signals import StopFlag, on_stop_signals
 from store.client import RecsClient
 from store.connection import connect
 from store.control import drop_hidden, read_hidden
@@ -379,7 +379,7 @@ def _published_result(lang: str, snap: Snapshot, prepared: Prepared, done: Publi
 
 def _write_lists(publisher: Publisher, model: ALSModel, settings: OnlineSettings) -> None:
     """Similar lists then user lists, scored as ``settings.scoring`` says, with progress."""
-    from recs.progress import Progress
+    from core.progress import Progress
     from trainer import scoring
 
     scorer = scoring.Scorer(model.item_factors, settings.scoring)

@@ -24,7 +24,7 @@ DETAIL_COLUMNS = ("title", "subject", "tags")
 
 def list_length(args) -> int:
     """``args.n`` (how many rows to show, whether read from a model file or Redis), at least 1."""
-    from recs.errors import InputError
+    from core.errors import InputError
 
     if args.n < 1:
         raise InputError("-n must be at least 1")

@@ -18,7 +18,7 @@ import logging
 import sys
 from dataclasses import replace
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.choose import ModelSpec, evaluate_spec
 from trainer.config import check_lang
 from trainer.settings import apply_settings, checked, read_settings_file, spec_from_args

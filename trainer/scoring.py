@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 
 METHODS: tuple[str, ...] = ("exact", "ann", "auto")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.choose import ModelSpec
 from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, TrainConfig
 from trainer.tune import TUNABLE

@@ -99,7 +99,7 @@ def ratings(df, scaling: str, alpha: float):
     elif scaling == "logshare":
         f = F.log1p("views") / F.sum(F.log1p("views")).over(Window.partitionBy("user_id"))
     else:
-        from recs.errors import InputError
+        from core.errors import InputError
 
         raise InputError(f"--scaling {scaling} is not available with --spark-io executors "
                          "(use linear, log or logshare, or --spark-io driver)")

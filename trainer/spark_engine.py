@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from recs.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
-from recs.errors import InputError, RecsError
+from core.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
+from core.errors import InputError, RecsError
 from store.connection import connect
 from store.control import (
     Control,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from recs.errors import InputError
+from core.errors import InputError
 
 
 class TrainMetrics:

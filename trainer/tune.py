@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
-from recs.errors import InputError
+from core.errors import InputError
 from trainer import ease as ease_module
 from trainer.blend import als_scores, mix
 from trainer.choose import ModelSpec, _ndcg, validation_split

@@ -1,7 +1,7 @@
 """Logging setup: readable lines for people, one JSON object per line for collectors.
 
 Structured fields go in ``extra={"fields": {...}}``; both formats print them. Every line
-passes through ``recs.redact`` last, so no password reaches the log (a URL in a message, a
+passes through ``core.redact`` last, so no password reaches the log (a URL in a message, a
 redis-py or librdkafka error quoting a setting, a traceback).
 """
 
@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from recs.redact import redact
+from core.redact import redact
 
 
 class JsonFormatter(logging.Formatter):

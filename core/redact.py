@@ -1,6 +1,6 @@
 """Keeping passwords out of every line the project prints or logs.
 
-Two rules, applied to each log line (recs/logs.py), to the CLI's one-line errors and to
+Two rules, applied to each log line (core/logs.py), to the CLI's one-line errors and to
 an unexpected traceback (recs/cli.py):
 
 - a URL's password is shown as ``***`` (``redis://:***@host:6379/0``), whatever URL it is;

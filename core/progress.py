@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-log = logging.getLogger("recs.progress")
+log = logging.getLogger("core.progress")
 
 BAR_WIDTH = 30
 

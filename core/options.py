@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from recs.contract import valid_lang
+from core.contract import valid_lang
 
 
 def _number(kind: type, lo: float | None, hi: float | None, what: str) -> Callable[[str], float]:
@@ -205,7 +205,7 @@ def redis_url(text: str) -> str:
     """A Redis URL (``redis://``, ``rediss://`` or ``unix://``); errors show it masked."""
     from redis.connection import parse_url
 
-    from recs.redact import mask_url
+    from core.redact import mask_url
 
     value = str(text).strip()
     if not value.lower().startswith(("redis://", "rediss://", "unix://")):

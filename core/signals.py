@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("recs.signals")
+log = logging.getLogger("core.signals")
 
 
 class StopFlag:
