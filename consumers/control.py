@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import orjson
 import redis
 
 from consumers.batch import OrderedBatch
 from consumers.consume import ConsumerConfig, Flavour, StreamConsumer
-from consumers.events import MAX_VALUE_BYTES, InvalidEvent
+from consumers.events import InvalidEvent, json_object
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
 from core.signals import on_stop_signals
 from store.control import Control, ControlOp, read_work
@@ -63,16 +62,7 @@ MAX_REASON = 1000
 
 def parse_control(value: bytes | None) -> ControlOp:
     """The operation of one control event (docs/CONTRACT.md); raises InvalidEvent."""
-    if not value:
-        raise InvalidEvent("no_value")
-    if len(value) > MAX_VALUE_BYTES:
-        raise InvalidEvent("too_large")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise InvalidEvent("not_json") from None
-    if type(doc) is not dict:
-        raise InvalidEvent("not_object")
+    doc = json_object(value)
     action = doc.get("action")
     if action not in ("hide", "unhide", "forget"):
         raise InvalidEvent("invalid_action")

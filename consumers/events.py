@@ -55,8 +55,9 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
-    """``(lang, user_id, resource_id, count)`` of a valid event value; raises InvalidEvent."""
+def json_object(value: bytes | None) -> dict:
+    """A message value as a JSON object: the first checks of every topic's events (views and
+    control alike); raises InvalidEvent with the reason the dead letter carries."""
     if not value:
         raise InvalidEvent("no_value")
     if len(value) > MAX_VALUE_BYTES:
@@ -67,6 +68,12 @@ def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
         raise InvalidEvent("not_json") from None
     if type(doc) is not dict:
         raise InvalidEvent("not_object")
+    return doc
+
+
+def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
+    """``(lang, user_id, resource_id, count)`` of a valid event value; raises InvalidEvent."""
+    doc = json_object(value)
 
     user = doc.get("user_id")
     if type(user) is not str or not 0 < len(user) <= MAX_USER_ID_LENGTH or (

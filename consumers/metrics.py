@@ -7,9 +7,9 @@ per event: the hot loop stays free of locks.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from core.errors import InputError
+from core.metrics import serve_metrics
 
 
 class ConsumerMetrics:
@@ -64,10 +64,4 @@ class ConsumerMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose /metrics on ``port`` (a daemon thread); 0 means no server."""
-        if not port:
-            return
-        try:
-            start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:
-            raise InputError(f"metrics on {addr}:{port}: {exc.strerror or exc} (choose another "
-                             "--metrics-port, 0 = off, or --metrics-address)") from None
+        serve_metrics(self.registry, port, addr)

@@ -5,9 +5,9 @@ last published successfully, so an alert can fire on a trainer that stopped publ
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from core.errors import InputError
+from core.metrics import serve_metrics
 
 
 class TrainMetrics:
@@ -40,10 +40,4 @@ class TrainMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose /metrics on ``port`` (a daemon thread); 0 means no server."""
-        if not port:
-            return
-        try:
-            start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:
-            raise InputError(f"--metrics-port {port}: {exc.strerror or exc} "
-                             "(choose another, 0 = off)") from None
+        serve_metrics(self.registry, port, addr)
