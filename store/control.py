@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from store.counts import Applied, Guard, mismatches
+from store.counts import GUARDS_LUA, Applied, Guard, mismatches
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
 
@@ -43,7 +43,7 @@ TEMPLATES = ("hidden", "similar", "published_items", "trending", "takedown_work"
              "item_views", "factors", "recs", "dirty", "touched", "claims", "users",
              "published_users", "forgotten", "seq", "trending_seen")
 
-CONTROL_LUA = """
+CONTROL_LUA = GUARDS_LUA + """
 -- KEYS[1]: guard HASH (the control topic's partition offsets; any key when there are no
 -- guards). KEYS[2]: langs SET.
 -- ARGV, flat: n_guards, then n_guards x (field, expected, new) ('' = absent / check only);
@@ -54,17 +54,7 @@ CONTROL_LUA = """
 -- Returns {} when applied; else {field, held value or '', ...} of the guards that failed,
 -- and nothing was written.
 local guard = KEYS[1]
-local n = tonumber(ARGV[1])
-local bad = {}
-local i = 2
-for _ = 1, n do
-  local held = redis.call('HGET', guard, ARGV[i]) or ''
-  if held ~= ARGV[i + 1] then
-    bad[#bad + 1] = ARGV[i]
-    bad[#bad + 1] = held
-  end
-  i = i + 3
-end
+local bad, i, n = check_guards(guard)
 if #bad > 0 then return bad end
 for g = 2, 1 + 3 * n, 3 do
   if ARGV[g + 2] ~= '' then redis.call('HSET', guard, ARGV[g], ARGV[g + 2]) end

@@ -47,7 +47,27 @@ Views = Mapping[str, Mapping[str, Mapping[int, int]]]
 Guard = tuple[str | int, str | int | None, str | int | None]
 """``(field, expected value or None for absent, new value or None for check only)``."""
 
-APPLY_LUA = """
+GUARDS_LUA = """
+-- store.counts guards. ARGV starts with n_guards, then n_guards x (field, expected, new).
+-- check_guards(guard): {field, held value or '', ...} of every guard the HASH guard does
+-- not hold as expected (empty when all hold), the ARGV index after the guards, n_guards.
+local function check_guards(guard)
+  local n = tonumber(ARGV[1])
+  local bad = {}
+  local i = 2
+  for _ = 1, n do
+    local held = redis.call('HGET', guard, ARGV[i]) or ''
+    if held ~= ARGV[i + 1] then
+      bad[#bad + 1] = ARGV[i]
+      bad[#bad + 1] = held
+    end
+    i = i + 3
+  end
+  return bad, i, n
+end
+"""
+
+APPLY_LUA = GUARDS_LUA + """
 -- Apply one batch of view counts, guarded by compare-and-set fields of one hash.
 -- KEYS[1]  langs SET
 -- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
@@ -68,17 +88,7 @@ APPLY_LUA = """
 -- write (error reply, nothing written). The guards are set last.
 local tonumber, type, pcall_ = tonumber, type, redis.pcall  -- locals: hot loop
 local guard = KEYS[2]
-local n = tonumber(ARGV[1])
-local bad = {}
-local i = 2
-for _ = 1, n do
-  local held = redis.call('HGET', guard, ARGV[i]) or ''
-  if held ~= ARGV[i + 1] then
-    bad[#bad + 1] = ARGV[i]
-    bad[#bad + 1] = held
-  end
-  i = i + 3
-end
+local bad, i, n = check_guards(guard)
 if #bad > 0 then
   return bad
 end
