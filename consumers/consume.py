@@ -586,15 +586,19 @@ def _on_commit(err, partitions) -> None:
         log.debug("kafka commit failed", extra={"fields": {"error": str(err)}})
 
 
-def cmd_consume(args) -> int:
-    """``recs consume``: run one group member until SIGTERM/SIGINT (twice: at once)."""
-    consumer = StreamConsumer(ConsumerConfig.from_args(args))
+def run_until_signalled(consumer: StreamConsumer) -> int:
+    """Run ``consumer`` until SIGTERM/SIGINT: the first writes the batch in hand and leaves
+    the group; a second exits at once (still safe: the offsets in Redis say what is applied)."""
 
     def first(name: str) -> None:
-        # A second signal exits at once: still safe, the offsets in Redis say what is applied.
         log.info("signal received: writing the batch in hand, then leaving the group",
                  extra={"fields": {"signal": name}})
         consumer.stop()
 
     on_stop_signals(first)
     return consumer.run()
+
+
+def cmd_consume(args) -> int:
+    """``recs consume``: run one group member until SIGTERM/SIGINT (twice: at once)."""
+    return run_until_signalled(StreamConsumer(ConsumerConfig.from_args(args)))

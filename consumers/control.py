@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import redis
 
 from consumers.batch import OrderedBatch
-from consumers.consume import ConsumerConfig, Flavour, StreamConsumer
+from consumers.consume import ConsumerConfig, Flavour, StreamConsumer, run_until_signalled
 from consumers.events import InvalidEvent, json_object
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
-from core.signals import on_stop_signals
 from store.control import Control, ControlOp, read_work
 from store.keys import Keys
 from store.snapshot import read_languages
@@ -114,11 +113,4 @@ def cmd_control(args) -> int:
     consumer = StreamConsumer(ConsumerConfig.from_args(args), flavour=CONTROL)
     # What a previous run (or a killed `recs hide`) left queued.
     settle_all(consumer.redis, consumer.keys)
-
-    def first(name: str) -> None:
-        log.info("signal received: writing the batch in hand, then leaving the group",
-                 extra={"fields": {"signal": name}})
-        consumer.stop()
-
-    on_stop_signals(first)
-    return consumer.run()
+    return run_until_signalled(consumer)
