@@ -37,19 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-
-def load_counts(client, keys, views, lang: str, batch: int = 2000) -> None:
-    from store.counts import Counts
-
-    counts = Counts(client, keys)
-    users: dict[str, dict[int, int]] = {}
-    for user, rid, n in zip(views["user_id"].tolist(), views["resource_id"].tolist(),
-                            views["views"].tolist(), strict=True):
-        users.setdefault(user, {})[rid] = n
-    items = list(users.items())
-    for s in range(0, len(items), batch):
-        assert counts.apply(keys.offsets("bench", "views"), [], {lang: dict(items[s:s + batch])}) \
-            == {}
+from retrain import load_counts  # noqa: E402 - benchmarks/ is the script's path; after the env
 
 
 def list_counts(client, keys, lang: str) -> dict[int, int]:
