@@ -133,13 +133,14 @@ def _keep_model(captured: dict) -> None:
     """Keep the fitted model for the sample measurements (wraps the online path's fit)."""
     import trainer.online as online
 
-    fit = online.fit
+    fit_model = online.fit_model
 
     def keeping(*a, **kw):
-        captured["model"] = model = fit(*a, **kw)
-        return model
+        model, kind = fit_model(*a, **kw)
+        captured["model"] = model
+        return model, kind
 
-    online.fit = keeping
+    online.fit_model = keeping
 
 
 def _recall(model, sample: int = 2000) -> dict:
