@@ -3,8 +3,6 @@ never a chunk recorded as done that was not written, never a traceback."""
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 import pytest
 
@@ -18,16 +16,6 @@ from tests.test_backfill import ROWS, counts_in, expected, write_csv
 pytestmark = pytest.mark.integration
 
 KEYS = Keys("recs")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """recs.cli.main installs a handler on capsys' stderr: put the root handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_the_issue_reproduction_a_huge_count_is_one_error_and_writes_nothing(

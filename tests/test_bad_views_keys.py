@@ -18,15 +18,6 @@ pytestmark = pytest.mark.integration
 KEYS = Keys()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_the_issue_reproduction_a_wrong_typed_key_is_skipped_and_reported(redis_client,
                                                                          caplog):
     client = redis_client
