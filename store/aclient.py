@@ -30,7 +30,7 @@ from store.read import (
     text,
     top_range,
 )
-from store.updates import PublishedItems, decode_published_items
+from store.updates import PublishedItems, decode_published_items, queue_published_items
 
 LIST_WITH_DETAILS_LUA = """
 -- The n best entries of the first non-empty list, each with its resource's details, and
@@ -183,12 +183,8 @@ class AsyncRecsClient:
 
     async def published_items(self, lang: str) -> PublishedItems | None:
         """The model's item side, read in one MULTI as the updater reads it."""
-        k = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(k.model(lang))
-        pipe.get(k.item_factors(lang))
-        pipe.get(k.item_ids(lang))
-        pipe.get(k.item_totals(lang))
+        queue_published_items(pipe, self.keys, lang)
         return decode_published_items(lang, *await pipe.execute())
 
     async def status(self, lang: str) -> LangStatus:

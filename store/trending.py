@@ -133,12 +133,10 @@ class TrendingConfig:
 
     @classmethod
     def from_args(cls, args) -> TrendingConfig:
-        """From ``--trending-*`` and ``--max-item-views`` (recs/cli_takedown.py)."""
-        d = cls()
-        return cls(half_life=getattr(args, "trending_half_life", d.half_life),
-                   max_item_views=getattr(args, "max_item_views", d.max_item_views),
-                   size=getattr(args, "trending_size", d.size),
-                   every=getattr(args, "trending_every", d.every))
+        """From ``--trending-*`` and ``--max-item-views`` (recs/cli.py; their defaults are
+        this class's fields)."""
+        return cls(half_life=args.trending_half_life, max_item_views=args.max_item_views,
+                   size=args.trending_size, every=args.trending_every)
 
 
 class Trending:

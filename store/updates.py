@@ -279,11 +279,17 @@ def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> Publishe
 
     Raises ValueError when the three do not fit together (a damaged or foreign publish)."""
     pipe = client.pipeline(transaction=True)
+    queue_published_items(pipe, keys, lang)
+    return decode_published_items(lang, *pipe.execute())
+
+
+def queue_published_items(pipe, keys: Keys, lang: str) -> None:
+    """Queue the reads :func:`decode_published_items` decodes, in its order, on a MULTI
+    pipeline (sync or asyncio: queuing is the same), so the four come from one switch."""
     pipe.hgetall(keys.model(lang))
     pipe.get(keys.item_factors(lang))
     pipe.get(keys.item_ids(lang))
     pipe.get(keys.item_totals(lang))
-    return decode_published_items(lang, *pipe.execute())
 
 
 def decode_published_items(lang: str, meta_raw, factors_raw, ids_raw, totals_raw

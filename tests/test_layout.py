@@ -22,7 +22,7 @@ MAX_LINES = 60
 
 # The command-line layer: imported by tests, benchmarks and each other, never by a library
 # module. Prefixes: "recs.serve" covers recs.serve_kafka, recs.serve_page, ...
-COMMAND_LINE = ("recs.cli", "recs.cli_takedown", "recs.demo", "recs.localstack",
+COMMAND_LINE = ("recs.cli", "recs.demo", "recs.localstack",
                 "recs.serve", "recs.catalogue")
 
 

@@ -81,13 +81,10 @@ class ScoringConfig:
 
     @classmethod
     def from_args(cls, args) -> ScoringConfig:
-        d = cls()
-        return cls(similar_method=getattr(args, "similar_method", d.similar_method),
-                   recs_method=getattr(args, "recs_method", d.recs_method),
-                   ann_min_items=getattr(args, "ann_min_items", d.ann_min_items),
-                   recs_ann_min_items=getattr(args, "recs_ann_min_items",
-                                              d.recs_ann_min_items),
-                   threads=getattr(args, "scoring_threads", d.threads))
+        """From ``recs train``'s scoring flags (their defaults are this class's fields)."""
+        return cls(similar_method=args.similar_method, recs_method=args.recs_method,
+                   ann_min_items=args.ann_min_items, recs_ann_min_items=args.recs_ann_min_items,
+                   threads=args.scoring_threads)
 
 
 def flat_search(factors: np.ndarray) -> Search:
