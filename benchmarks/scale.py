@@ -1,7 +1,10 @@
 """The cost curve: ``recs train`` from Redis at growing sizes, per engine and scoring method.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --users 20000,100000,300000 \
-        [--spark-max-users 100000] [--out benchmarks/out]
+        [--spark-max-users 100000] [--spark-io driver|executors|both] [--out benchmarks/out]
+    ... --similar-to-redis 1000000 --threads 2     (1M similar lists, built and written)
+    ... --scoring-only 66000,1000000               (scoring alone, extrapolated)
+    ... --merge a/scale.csv b/scale.csv --out docs (runs made apart, one CSV and chart)
 
 For each size the parent generates a synthetic language (about 15 users per resource,
 ``trainer.synth``), starts a redis-server (``recs.localstack``), loads the counts with the
@@ -57,14 +60,16 @@ def child(args) -> dict:
 
     client = _client(args.redis_url)
     counts_bytes = client.info("memory")["used_memory"]
-    if args.engine == "spark":
+    engine, _, spark_io = args.engine.partition("-")  # spark-executors: --spark-io executors
+    if engine == "spark":
         from trainer import spark_engine
 
         spark_engine.configure(spark_engine.SparkSettings(master="local[2]"))
     settings = OnlineSettings(
         filters=FilterConfig(), top_n=20, model_dir=args.model_dir,
-        train=TrainConfig(factors=args.factors, iterations=args.iterations, engine=args.engine),
-        scoring=ScoringConfig(similar_method=args.method, recs_method=args.method))
+        train=TrainConfig(factors=args.factors, iterations=args.iterations, engine=engine),
+        scoring=ScoringConfig(similar_method=args.method, recs_method=args.method),
+        spark_io=spark_io or "driver", redis_url=args.redis_url)
     captured = {}
     _keep_model(captured)
     started = time.perf_counter()
@@ -74,7 +79,8 @@ def child(args) -> dict:
     users, resources = f["users"], f["resources"]
     lists_bytes = client.info("memory")["used_memory"] - counts_bytes
     row = {"users": users, "resources": resources, "nnz": f["nnz"], "engine": args.engine,
-           "method": args.method, "read_s": f["read_seconds"], "matrix_s": f["matrix_seconds"],
+           "method": args.method, "read_s": f["read_seconds"],
+           "matrix_s": f.get("matrix_seconds"),  # executors: inside read and fit
            "fit_s": f["fit_seconds"], "publish_s": f["publish_seconds"],
            "similar_s": f["publish_steps"].get("similar"),
            "user_lists_s": f["publish_steps"].get("users"), "total_s": round(total, 2),
@@ -85,8 +91,9 @@ def child(args) -> dict:
                                                       client.smembers(
                                                           Keys().published_items("en"))),
            "load1": round(os.getloadavg()[0], 2)}
-    if args.engine == "spark":
+    if engine == "spark":
         row["spark_jvm_peak_rss_mb"] = _jvm_peak_rss_mb()
+        return row
     model = captured["model"]
     if args.method == "ann":
         row.update(_recall(model))
@@ -203,9 +210,10 @@ def one_size(users: int, args, out_rows: list[dict]) -> None:
         data = generate(users, max(50, users // 15), ["en"], seed=1)
         csv_path = data.write(tmp)["en"]["views"]
         del data
-        configs = [("implicit", "exact"), ("implicit", "ann")]
+        configs = [] if args.only_spark else [("implicit", "exact"), ("implicit", "ann")]
         if users <= args.spark_max_users:
-            configs.append(("spark", "exact"))
+            configs += [("spark", "exact")] if args.spark_io != "executors" else []
+            configs += [("spark-executors", "exact")] if args.spark_io != "driver" else []
         for engine, method in configs:
             # A fresh Redis per configuration: each publish starts from counts only.
             server = RedisServer(Path(tmp) / f"redis-{engine}-{method}", appendonly=False)
@@ -247,8 +255,12 @@ def chart(rows: list[dict], path: Path) -> None:
         ax_t.plot(xs, [r["user_lists_s"] for r in part], "x--",
                   label=f"{key[0]} / {key[1]}: user lists")
         ax_m.plot(xs, [r["peak_rss_mb"] for r in part], "o-", label=f"{key[0]} / {key[1]}")
+        jvm = [(r["users"], float(r["spark_jvm_peak_rss_mb"])) for r in part
+               if r.get("spark_jvm_peak_rss_mb")]
+        if jvm:
+            ax_m.plot(*zip(*jvm, strict=True), "s--", label=f"{key[0]}: its JVM (separate)")
     for ax, title, unit in ((ax_t, "recs train, one language", "seconds"),
-                            (ax_m, "trainer peak RSS (Python process)", "MB")):
+                            (ax_m, "trainer peak RSS", "MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("users (about 15 per resource)")
@@ -277,10 +289,7 @@ def scoring_only(items_list: list[int], sample: int, factors: int, threads: int 
     rows = []
     for items in items_list:
         centres = rng.standard_normal((max(16, items // 300), factors)).astype(np.float32)
-        item_f = (centres[rng.integers(0, len(centres), items)]
-                  + 0.5 * rng.standard_normal((items, factors))).astype(np.float32)
-        user_f = (centres[rng.integers(0, len(centres), sample)]
-                  + 0.5 * rng.standard_normal((sample, factors))).astype(np.float32)
+        item_f, user_f = clustered(rng, centres, items), clustered(rng, centres, sample)
         per_user = min(11, items // 2)  # viewed resources per user (with repeats: fewer)
         seen = sp.csr_matrix((np.ones(sample * per_user, dtype=np.float32),
                               (np.repeat(np.arange(sample), per_user),
@@ -320,11 +329,104 @@ def scoring_only(items_list: list[int], sample: int, factors: int, threads: int 
     return rows
 
 
+def clustered(rng, centres, rows: int):
+    """``rows`` synthetic factors around random ``centres`` (clustered, as trained factors
+    of a catalogue with subjects are; uniform noise would make every neighbour a tie)."""
+    import numpy as np
+
+    return (centres[rng.integers(0, len(centres), rows)]
+            + 0.5 * rng.standard_normal((rows, centres.shape[1]))).astype(np.float32)
+
+
+def similar_to_redis(items: int, factors: int, threads: int, sample: int = 2000) -> dict:
+    """Every resource's similar list for a synthetic catalogue of ``items`` (clustered
+    factors, not trained ones: say so when quoting), scored with the approximate index and
+    written by the publisher to a fresh redis-server, as ``recs train`` writes them. Reports
+    the index build, the scoring-and-writing seconds, Redis bytes per resource, and recall@20
+    of the lists read back from Redis against exact search on ``sample`` resources."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from recs.localstack import RedisServer
+    from store.keys import Keys
+    from store.publish import Publisher
+    from trainer.scoring import Scorer, ScoringConfig, similar_batches
+
+    rng = np.random.default_rng(1)
+    item_f = clustered(rng, rng.standard_normal((max(16, items // 300), factors)), items)
+    ids = np.arange(1, items + 1, dtype=np.int64)
+    model = SimpleNamespace(items=SimpleNamespace(ids=ids), item_factors=item_f)
+    row = {"items": items, "factors": factors, "threads": threads, "method": "ann"}
+    with tempfile.TemporaryDirectory(prefix="recs-similar-") as tmp:
+        server = RedisServer(Path(tmp) / "redis", appendonly=False)
+        server.start()
+        try:
+            client = server.client()
+            base = client.info("memory")["used_memory"]
+            started = time.perf_counter()
+            scorer = Scorer(item_f, ScoringConfig("ann", "ann", faiss_min_items=0,
+                                                  threads=threads))
+            scorer.similar_lists(np.arange(10), 20)
+            row["index_build_s"] = round(time.perf_counter() - started, 1)
+            t = time.perf_counter()
+            written = Publisher(client, Keys(), "en").write_similar(
+                similar_batches(model, 20, scorer))
+            row["score_and_write_s"] = round(time.perf_counter() - t, 1)
+            row["total_s"] = round(time.perf_counter() - started, 1)
+            row["lists_written"] = written
+            row["redis_bytes_per_resource"] = round(
+                (client.info("memory")["used_memory"] - base) / items)
+            probe = rng.choice(items, min(sample, items), replace=False)
+            exact, _ = Scorer(item_f, ScoringConfig("exact", "exact", faiss_min_items=0,
+                                                    threads=threads)).similar_lists(probe, 20)
+            stored = [[int(m) for m in client.zrevrange(Keys().similar("en", int(ids[p])), 0, -1)]
+                      for p in probe]
+            row["recall20_vs_exact"] = round(float(np.mean(
+                [len(set(got) & set(ids[want[want >= 0]].tolist())) / max((want >= 0).sum(), 1)
+                 for got, want in zip(stored, exact, strict=True)])), 4)
+            row["load1"] = round(os.getloadavg()[0], 2)
+            client.close()
+        finally:
+            server.stop()
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One scale.csv and chart from the rows of several runs, ordered by size."""
+    rows: list[dict] = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    numeric = ("users", "total_s", "user_lists_s", "peak_rss_mb")
+    rows = [{**r, **{k: float(r[k]) for k in numeric}} for r in rows]
+    rows.sort(key=lambda r: (r["users"], r["engine"], r["method"]))
+    write_rows(rows, out)
+    return 0
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scale.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "backfill_s", "spark_jvm_peak_rss_mb"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**r, "users": int(r["users"]), "peak_rss_mb": int(r["peak_rss_mb"])}
+                         for r in rows)
+    chart(rows, out / "scale.png")
+    print(f"wrote {out / 'scale.csv'} and {out / 'scale.png'}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", default="20000,100000,300000",
                    help="comma-separated sizes (1000000 takes about 15 minutes on 2 cores)")
     p.add_argument("--spark-max-users", type=int, default=100_000)
+    p.add_argument("--spark-io", choices=["driver", "executors", "both"], default="driver",
+                   help="Spark rows: the driver path, the executors path, or both")
+    p.add_argument("--only-spark", action="store_true",
+                   help="skip the implicit rows (Spark sizes measured apart)")
     p.add_argument("--factors", type=int, default=40)
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
@@ -340,7 +442,23 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="faiss threads (--scoring-only)")
     p.add_argument("--sample", type=int, default=20000,
                    help="users (and resources) scored per size with --scoring-only")
+    p.add_argument("--similar-to-redis", type=int, default=0, metavar="RESOURCES",
+                   help="build and write to Redis the similar lists of a synthetic catalogue "
+                        "of this many resources (e.g. 1000000), approximate index")
+    p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="CSV",
+                   help="join the scale.csv files of separate runs (e.g. 1M users run "
+                        "alone) into one --out scale.csv and chart")
     args = p.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
+    if args.similar_to_redis:
+        row = similar_to_redis(args.similar_to_redis, args.factors, args.threads)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "similar_to_redis.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerow(row)
+        return 0
     if args.scoring_only:
         rows = scoring_only([int(i) for i in args.scoring_only.split(",")], args.sample,
                             args.factors, args.threads)
@@ -356,14 +474,7 @@ def main() -> int:
     rows: list[dict] = []
     for users in [int(u) for u in args.users.split(",") if u.strip()]:
         one_size(users, args, rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "scale.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "backfill_s", "spark_jvm_peak_rss_mb"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    chart(rows, args.out / "scale.png")
-    print(f"wrote {args.out / 'scale.csv'} and {args.out / 'scale.png'}")
+    write_rows(rows, args.out)
     return 0
 
 

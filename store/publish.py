@@ -270,6 +270,19 @@ class TrainLock:
             thread.join()
 
 
+class LockFence:
+    """A trainer lock seen from a process that does not hold it (a Spark executor writing
+    lists for the driver that does): :meth:`check` asks Redis whether the lock still holds
+    the holder's token, so writes stop once another trainer has taken over."""
+
+    def __init__(self, client: redis.Redis, key: str, token: str) -> None:
+        self.client, self.key, self.token = client, key, token
+
+    def check(self) -> None:
+        if self.client.get(self.key) != self.token.encode():
+            raise LockLost(f"lost the lock {self.key} (expired or taken over); not publishing")
+
+
 @dataclass
 class Lists:
     """Top-n lists for a batch of ids: row i is the list of ``ids[i]``, best first."""
@@ -314,7 +327,7 @@ class Publisher:
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, lang: str, *,
-                 lock: TrainLock | None = None, entries_per_call: int = 500,
+                 lock: TrainLock | LockFence | None = None, entries_per_call: int = 500,
                  calls_per_round_trip: int = 40,
                  after_chunk: Callable[[str, int], None] | None = None,
                  top_n: int = 0, seq: int | None = None) -> None:

@@ -143,11 +143,16 @@ def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_pat
     views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
     client = redis_server.client()
     load_counts(client, views, "en")
+    taken_down = int(views["resource_id"].value_counts().index[0])  # the most viewed
+    assert main(["hide", "--redis-url", redis_server.url, "--lang", "en",
+                 str(taken_down)]) == 0
     models = tmp_path / "models"
     assert main(["train", "--redis-url", redis_server.url, "--model-dir", str(models), *FLAGS,
                  "--lang", "en", "--engine", "spark", "--spark-io", "executors",
                  "--spark-master", "local[2]", "--iterations", "5"]) == 0
+    views = views[views["resource_id"] != taken_down]  # its views stay out of the model
     kept, _ = apply_filters(views, LOW)  # the implicit path's filters, in pandas
+    assert client.exists(KEYS.similar("en", taken_down)) == 0
     published = {m.decode() for m in client.smembers(KEYS.published_users("en"))}
     assert published == set(kept["user_id"])
     info = {k.decode(): v.decode() for k, v in client.hgetall(KEYS.model("en")).items()}
@@ -157,9 +162,69 @@ def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_pat
         listed = [rid for rid, _ in reader.recommend("en", user, N)]
         viewed = set(kept.loc[kept["user_id"] == user, "resource_id"])
         assert len(listed) == min(N, int(info["items"]) - len(viewed))
-        assert not set(listed) & viewed
+        assert not set(listed) & viewed and taken_down not in listed
         assert len(client.get(KEYS.factors("en", user))) == 4 * 16
     (path,) = models.glob("*_spark_en.dump")
     user = sorted(published)[0]
     assert main(["recommend", user, "--model", str(path), "-n", "3"]) == 0
+    client.close()
+
+
+@needs_spark
+@pytest.mark.parametrize("scaling", ["linear", "log", "logshare", "bm25"])
+def test_executor_confidence_is_the_implicit_paths(spark, small, scaling):
+    import scipy.sparse as sp
+
+    from trainer.config import scale_confidence
+    from trainer.spark_cluster import ratings
+
+    got = ratings(spark.createDataFrame(small), scaling, alpha=7.0).toPandas()
+    users, u = np.unique(small["user_id"], return_inverse=True)
+    items, i = np.unique(small["resource_id"], return_inverse=True)
+    views = sp.csr_matrix((small["views"].to_numpy(np.float32), (u, i)),
+                          shape=(len(users), len(items)))
+    want = scale_confidence(views, scaling, alpha=7.0).tocoo()
+    want = pd.DataFrame({"user_id": users[want.row], "resource_id": items[want.col],
+                         "want": want.data - 1.0})
+    both = want.merge(got, on=["user_id", "resource_id"], validate="1:1")
+    assert len(both) == len(small) == len(got)
+    np.testing.assert_allclose(both["rating"], both["want"], rtol=2e-5, atol=1e-4)
+
+
+@needs_spark
+@pytest.mark.integration
+def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server):
+    from store.publish import LockLost
+    from tests.helpers import load_counts
+    from tests.test_train_online import KEYS
+    from trainer.config import TrainConfig
+    from trainer.online import OnlineSettings
+    from trainer.scoring import ScoringConfig
+    from trainer.spark_cluster import ListTarget, _read_frame, write_user_lists
+    from trainer.spark_engine import factors_array, fit_frame
+    from trainer.synth import generate
+
+    views = generate(n_users=200, n_resources=50, langs=("en",), seed=8).views_for("en")
+    client = redis_server.client()
+    client.flushdb()
+    load_counts(client, views, "en")
+    settings = OnlineSettings(redis_url=redis_server.url,
+                              train=TrainConfig(factors=8, iterations=2))
+    raw, frame, users, items = _read_frame(KEYS, "en", settings, sorted(views["user_id"].unique()
+                                                                         .astype(str)), [])
+    als = fit_frame(frame.select("user", "item", "rating"), settings.train)
+    item_factors = factors_array(als.itemFactors, len(items), 8)
+    lock = KEYS.train_lock("en")
+    target = ListTarget(redis_server.url, KEYS.prefix, "en", lock, "driver-token", 0, 5,
+                        ScoringConfig())
+    client.set(lock, "another-trainer")
+    with pytest.raises(LockLost):
+        write_user_lists(frame, als, items.ids, item_factors, target)
+    assert client.scard(KEYS.published_users("en")) == 0
+    assert not list(client.scan_iter(KEYS.recs("en", "*")))
+    client.set(lock, "driver-token")
+    written = write_user_lists(frame, als, items.ids, item_factors, target)
+    assert sorted(written) == sorted(users.ids) and client.scard(KEYS.published_users("en")) \
+        == len(users)
+    raw.unpersist()
     client.close()

@@ -122,8 +122,8 @@ class EaseConfig:
 
 
 # implicit's bm25_weight defaults, the seed's BM25 setting.
-_BM25_K1 = 100.0
-_BM25_B = 0.8
+BM25_K1 = 100.0
+BM25_B = 0.8
 
 
 def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
@@ -155,11 +155,11 @@ def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
             item_totals = np.bincount(out.indices, weights=out.data, minlength=out.shape[1])
         totals = np.asarray(item_totals, dtype=np.float64)
         mean = totals.mean() if totals.size and totals.mean() > 0 else 1.0
-        length_norm = (1.0 - _BM25_B) + _BM25_B * totals / mean
+        length_norm = (1.0 - BM25_B) + BM25_B * totals / mean
         idf = np.log(float(out.shape[1])) - np.log1p(per_user.astype(np.float64))
         rows = np.repeat(np.arange(out.shape[0]), per_user)
         data = out.data.astype(np.float64)
-        weighted = (data * (_BM25_K1 + 1.0) / (_BM25_K1 * length_norm[out.indices] + data)
+        weighted = (data * (BM25_K1 + 1.0) / (BM25_K1 * length_norm[out.indices] + data)
                     * idf[rows])
     else:
         raise ValueError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")

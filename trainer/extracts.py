@@ -5,7 +5,7 @@ The rules are the CSV reader's (``trainer.data.load_views``), applied to every f
 stops the command naming the file, the row and the problem (or is skipped and reported
 with ``--skip-bad-rows``), and a repeated (user, resource) pair keeps its first row. Across
 the files of a folder, "first" follows the files' names in sorted order, then row order
-within a file. Parquet files are read by Spark (pyarrow is not a dependency); a Parquet
+within a file. Parquet files are read by Spark's own reader; a Parquet
 file's row numbers start at 1 for its first data row.
 """
 

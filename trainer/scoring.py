@@ -51,10 +51,12 @@ class ScoringConfig:
     """``auto`` scores similar lists with the approximate index from this many resources on.
     Below it exact search is fast enough (measured: benchmarks/scale.py) and has no recall
     loss to explain."""
-    recs_ann_min_items: int = 10_000_000
-    """The same for users' lists. Far higher: on trained factors recall@20 >= 0.95 needs a
-    quarter of the catalogue scanned per user, which measured slower than exact faiss search
-    at 66,000 resources (the lists are then exact for every catalogue measured)."""
+    recs_ann_min_items: int = 50_000
+    """The same for users' lists. Higher: on trained factors recall@20 >= 0.95 needs a
+    quarter of the catalogue scanned per user. End to end (``benchmarks/scale.py``) that was
+    slower than exact at 5,647 resources and 1.6x faster at 16,660 and at 55,359 (827k
+    users: 147 s -> 90 s, recall@20 0.983); below 50,000 the saving is seconds, not worth
+    lists that are not exact."""
     faiss_min_items: int = 8192
     """Exact scoring goes through faiss from this many resources on; below it numpy's
     matrix product and ``argpartition`` (``trainer.model``) are as fast (measured: equal at

@@ -2,27 +2,37 @@
 
 1. The driver lists the language's user ids (``users(lang)`` by SSCAN, ids only) and hands
    slices of them to the executors, which read those users' count hashes from Redis with the
-   trainer's own read script (``store.snapshot.READ_VIEWS``).
-2. Filters, id numbering and the confidence run as Spark SQL. Ids are numbered as the
-   ``implicit`` path numbers them (sorted ids, ``trainer.matrix.Vocabulary``); resources and
-   users are never cast to Spark's int32, only their row numbers are used.
+   trainer's own read script (``store.snapshot.READ_VIEWS``). Hidden resources' views are
+   left out, as the ``implicit`` path leaves them out.
+2. Filters, id numbering and the confidence (every ``--scaling``) run as Spark SQL. Ids
+   are numbered as the ``implicit`` path numbers them (sorted ids,
+   ``trainer.matrix.Vocabulary``); resources and users are never cast to Spark's int32,
+   only their row numbers are used.
 3. Spark's ALS fits (``trainer.spark_engine``).
 4. The driver collects the item factors (resources x factors, small) and writes the similar
    lists. Executors score their users against broadcast item factors (``trainer.scoring``)
    and write each user's list and factors with the publisher's whole-list-replace script
-   (``store.publish.Publisher.write_users``); they return the ids they wrote.
+   (``store.publish.Publisher.write_users``); they return the ids they wrote. Before each
+   round trip an executor checks that the driver's lock still holds the driver's token
+   (``store.publish.LockFence``): once the lock changes hands, no executor writes another
+   round trip, and the driver raises ``LockLost`` before the switch, as the ``implicit``
+   path's writer does.
 5. The driver does the one switch, the removal of what the new model no longer covers, and
    the hand-over to the updater, exactly as ``trainer.online.train_language``.
 
-What the driver still holds: the user ids (for the vocabulary, the list removal and the
-hand-over) and, for the model file ``recs similar/recommend --model`` read, the user factors
-and the viewed-resource lists (collected once the lists are published).
+What the driver still holds (ids and factors, never counts): the user ids (for the
+vocabulary, the list removal and the hand-over) and, for the model file ``recs
+similar/recommend --model`` read, the user factors and the viewed-resource lists (collected
+once the lists are published).
 
 Executors import ``store`` and ``trainer``: on a cluster, install this package on them (or
 ship it with ``spark.submit.pyFiles``), and let them reach Redis.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,24 +41,29 @@ from store.keys import Keys
 SLICE_USERS = 2000
 """Users per executor task when reading counts (each read in script calls of 250)."""
 
+COUNTS_SCHEMA = "user_id string, resource_id long, views long"
+
 
 def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[str],
                 slice_users: int = SLICE_USERS):
     """A Spark DataFrame (user_id, resource_id, views) of ``user_ids``' counts, read by the
-    executors in slices."""
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
+    executors in slices of ``slice_users`` (Arrow batches in and out: no Python object per
+    count)."""
+    import pandas as pd
 
-    slices = [user_ids[s:s + slice_users] for s in range(0, len(user_ids), slice_users)]
-    rdd = spark.sparkContext.parallelize(slices, max(1, len(slices))).flatMap(
-        lambda part: _read_slice(redis_url, prefix, lang, part))
-    schema = StructType([StructField("user_id", StringType(), False),
-                         StructField("resource_id", LongType(), False),
-                         StructField("views", LongType(), False)])
-    return spark.createDataFrame(rdd, schema)
+    from trainer.spark_engine import distributed
+
+    slices = max(1, -(-len(user_ids) // slice_users))
+    ids = distributed(spark, pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)}))
+    return ids.repartition(slices).mapInPandas(
+        lambda frames: _read_frames(redis_url, prefix, lang, frames), COUNTS_SCHEMA)
 
 
-def _read_slice(redis_url: str, prefix: str, lang: str, users: list[str], chunk: int = 250):
-    """On an executor: the counts of ``users`` as (user, resource, views) tuples."""
+def _read_frames(redis_url: str, prefix: str, lang: str, frames, chunk: int = 250):
+    """On an executor: the counts of the users in ``frames`` (pandas batches of user ids)
+    as (user_id, resource_id, views) frames, one per script call."""
+    import pandas as pd
+
     from store.connection import connect
     from store.snapshot import READ_VIEWS, _parse_ints
 
@@ -56,13 +71,15 @@ def _read_slice(redis_url: str, prefix: str, lang: str, users: list[str], chunk:
     client = connect(redis_url)
     try:
         script = client.register_script(READ_VIEWS)
-        for s in range(0, len(users), chunk):
-            part = users[s:s + chunk]
-            sizes, flat = script(keys=[keys.views(lang, u) for u in part])
-            pairs = _parse_ints(flat).reshape(-1, 2)
-            owners = np.repeat(np.arange(len(part)), _parse_ints(sizes))
-            for owner, (rid, n) in zip(owners, pairs, strict=True):
-                yield part[owner], int(rid), int(n)
+        for frame in frames:
+            users = frame["user_id"].tolist()
+            for s in range(0, len(users), chunk):
+                part = users[s:s + chunk]
+                sizes, flat = script(keys=[keys.views(lang, u) for u in part])
+                pairs = _parse_ints(flat).reshape(-1, 2)
+                owners = np.repeat(np.asarray(part, dtype=object), _parse_ints(sizes))
+                yield pd.DataFrame({"user_id": owners, "resource_id": pairs[:, 0],
+                                    "views": pairs[:, 1]})
     finally:
         client.close()
 
@@ -88,9 +105,12 @@ def apply_filters(df, filters):
 
 def ratings(df, scaling: str, alpha: float):
     """(user_id, resource_id, rating) with rating = alpha * f(views): Spark's confidence
-    1 + rating is ``trainer.config.scale_confidence``'s c. bm25 is not offered here."""
+    1 + rating is ``trainer.config.scale_confidence``'s c, for every scaling it offers."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    from core.errors import InputError
+    from trainer.config import SCALINGS
 
     if scaling == "linear":
         f = F.col("views").cast("double")
@@ -98,12 +118,33 @@ def ratings(df, scaling: str, alpha: float):
         f = F.log1p("views")
     elif scaling == "logshare":
         f = F.log1p("views") / F.sum(F.log1p("views")).over(Window.partitionBy("user_id"))
+    elif scaling == "bm25":
+        df, f = _bm25(df)
     else:
-        from core.errors import InputError
-
-        raise InputError(f"--scaling {scaling} is not available with --spark-io executors "
-                         "(use linear, log or logshare, or --spark-io driver)")
+        raise InputError(f"unknown --scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
     return df.select("user_id", "resource_id", (F.lit(float(alpha)) * f).alias("rating"))
+
+
+def _bm25(df):
+    """``scale_confidence``'s bm25 in Spark SQL: (the frame with each resource's total
+    views, the weight column). Two numbers reach the driver: resources and their mean
+    total."""
+    import math
+
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from trainer.config import BM25_B, BM25_K1
+
+    totals = df.groupBy("resource_id").agg(F.sum("views").alias("total"))
+    items, mean = totals.agg(F.count("*"), F.avg("total")).first()
+    mean = float(mean) if mean and mean > 0 else 1.0
+    df = df.join(totals, "resource_id")
+    norm = (1.0 - BM25_B) + BM25_B * F.col("total") / F.lit(mean)
+    idf = F.lit(math.log(float(items))) - F.log1p(
+        F.count("*").over(Window.partitionBy("user_id")).cast("double"))
+    views = F.col("views").cast("double")
+    return df, views * (BM25_K1 + 1.0) / (BM25_K1 * norm + views) * idf
 
 
 def numbered(spark, df):
@@ -113,26 +154,50 @@ def numbered(spark, df):
     from pyspark.sql import functions as F
 
     from trainer.matrix import Vocabulary
+    from trainer.spark_engine import distributed
 
     items = Vocabulary.from_values(
-        np.array([r[0] for r in df.select("resource_id").distinct().collect()], dtype=np.int64),
+        df.select("resource_id").distinct().toPandas()["resource_id"].to_numpy(np.int64),
         name="resource")
     users = Vocabulary.from_values(
-        np.array([r[0] for r in df.select("user_id").distinct().collect()], dtype=str),
-        name="user")
+        df.select("user_id").distinct().toPandas()["user_id"].to_numpy(str), name="user")
     item_map = spark.createDataFrame(pd.DataFrame({
         "resource_id": items.ids, "item": np.arange(len(items), dtype=np.int32)}))
-    user_map = spark.createDataFrame(pd.DataFrame({
+    user_map = distributed(spark, pd.DataFrame({  # one row per user: as large as it gets
         "user_id": users.ids.astype(object), "user": np.arange(len(users), dtype=np.int32)}))
     out = (df.join(F.broadcast(item_map), "resource_id").join(user_map, "user_id")
            .select("user", "item", "rating", "user_id"))
     return out, users, items
 
 
+@dataclass(frozen=True)
+class ListTarget:
+    """Where and under what guard executors write users' lists (shipped to them whole)."""
+
+    redis_url: str
+    prefix: str
+    lang: str
+    lock_key: str
+    """The trainer lock the driver holds; executors check it holds ``token`` before each
+    round trip of writes (``store.publish.LockFence``), so a driver that lost it stops
+    writing on every executor too."""
+    token: str
+    seq: int
+    """The consumer seq read before the counts: users forgotten after it get no list."""
+    n: int
+    scoring: object
+    """``trainer.scoring.ScoringConfig``."""
+
+
 def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarray,
-                     redis_url: str, prefix: str, lang: str, n: int, scoring) -> list[str]:
-    """Executors score and write every user's list and factors; returns the ids written."""
+                     target: ListTarget) -> list[str]:
+    """Executors score and write every user's list and factors; returns the ids written.
+    ``store.publish.LockLost`` if the lock changed hands while they wrote."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
+
+    from store.publish import LockLost
 
     seen = frame.groupBy("user").agg(F.collect_list("item").alias("items"),
                                      F.first("user_id").alias("user_id"))
@@ -140,39 +205,43 @@ def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarra
     sc = frame.sparkSession.sparkContext
     shared = sc.broadcast((np.asarray(item_ids, dtype=np.int64),
                            np.ascontiguousarray(item_factors, dtype=np.float32)))
-    written = rows.select("user_id", "features", "items").rdd.mapPartitions(
-        lambda part: _write_partition(part, *shared.value, redis_url, prefix, lang, n,
-                                      scoring))
-    return written.collect()
+    written = rows.select("user_id", "features", "items").mapInPandas(
+        lambda frames: _write_frames(frames, *shared.value, target), "user_id string")
+    try:
+        return written.toPandas()["user_id"].tolist()
+    except (Py4JJavaError, PySparkException) as exc:
+        if "LockLost" in str(exc):  # an executor's LockLost, wrapped by Spark
+            raise LockLost(f"lost the lock {target.lock_key} while executors wrote user "
+                           "lists; not switching the model") from None
+        raise
 
 
-def _write_partition(rows, item_ids, item_factors, redis_url, prefix, lang, n, scoring,
-                     batch: int = 4096):
-    """On an executor: one partition's users, scored and written a batch at a time."""
-    import itertools
-
+def _write_frames(frames, item_ids, item_factors, target: ListTarget):
+    """On an executor: one partition's users (pandas batches of user_id, features, items),
+    scored and written a batch at a time; yields the ids written, once all are."""
+    import pandas as pd
     import scipy.sparse as sp
 
     from store.connection import connect
-    from store.publish import Lists, Publisher
+    from store.publish import Lists, LockFence, Publisher
     from trainer.scoring import Scorer, resource_ids
 
-    scorer = Scorer(item_factors, scoring)
-    client = connect(redis_url)
-    publisher = Publisher(client, Keys(prefix), lang)
+    scorer = Scorer(item_factors, target.scoring)
+    client = connect(target.redis_url)
+    publisher = Publisher(client, Keys(target.prefix), target.lang, seq=target.seq,
+                          lock=LockFence(client, target.lock_key, target.token))
     written: list[str] = []
 
     def batches():
-        it = iter(rows)
-        while chunk := list(itertools.islice(it, batch)):
-            ids = [r[0] for r in chunk]
-            factors = np.array([r[1] for r in chunk], dtype=np.float32)
-            lengths = [len(r[2]) for r in chunk]
-            cols = np.fromiter(itertools.chain.from_iterable(r[2] for r in chunk), np.int64)
+        for frame in frames:
+            ids = frame["user_id"].tolist()
+            factors = np.stack(frame["features"].to_numpy()).astype(np.float32)
+            lengths = frame["items"].map(len).to_numpy()
+            cols = np.concatenate(frame["items"].to_numpy()).astype(np.int64)
             seen = sp.csr_matrix((np.ones(cols.size, np.float32), cols,
                                   np.concatenate([[0], np.cumsum(lengths)])),
-                                 shape=(len(chunk), len(item_factors)))
-            idx, scores = scorer.user_lists(factors, seen, n)
+                                 shape=(len(ids), len(item_factors)))
+            idx, scores = scorer.user_lists(factors, seen, target.n)
             written.extend(ids)
             yield Lists(ids=ids, members=resource_ids(item_ids, idx, scores), scores=scores,
                         factors=factors)
@@ -181,8 +250,7 @@ def _write_partition(rows, item_ids, item_factors, redis_url, prefix, lang, n, s
         publisher.write_users(batches())
     finally:
         client.close()
-    return written
-
+    yield pd.DataFrame({"user_id": pd.Series(written, dtype=object)})
 
 
 def train_language_executors(client, keys: Keys, lang: str, settings):
@@ -202,6 +270,7 @@ def train_language_executors(client, keys: Keys, lang: str, settings):
 
 
 def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
+    from store.control import read_hidden
     from store.snapshot import iter_user_ids, read_pending, read_seq
     from trainer.online import RunResult
     from trainer.spark_engine import factors_array, fit_frame
@@ -211,7 +280,8 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     with timed(times, "read"):
         seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
         user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
-        read = _read_frame(keys, lang, settings, user_ids) if user_ids else None
+        hidden = list(read_hidden(client, keys, lang))
+        read = _read_frame(keys, lang, settings, user_ids, hidden) if user_ids else None
     if read is None:
         return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
     raw, frame, users, items = read
@@ -238,15 +308,22 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
                      f"{times['publish']:.1f} s)")
 
 
-def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str]):
-    """The executors' read of ``user_ids``' counts, filtered and numbered: (the raw counts,
-    the ratings frame, users, items), both frames persisted."""
+def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: list[int]):
+    """The executors' read of ``user_ids``' counts without the ``hidden`` resources' views
+    (as ``trainer.online.read_snapshot``), filtered and numbered: (the raw counts, the
+    ratings frame, users, items), both frames persisted."""
+    from pyspark.sql import functions as F
+
     from trainer.spark_engine import session
 
     spark = session()
     # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
     # the counts, not a fresh read each with the consumer's newer views in some of them.
-    raw = read_counts(spark, settings.redis_url, keys.prefix, lang, user_ids).persist()
+    raw = read_counts(spark, settings.redis_url, keys.prefix, lang, user_ids)
+    if hidden:
+        gone = spark.createDataFrame([(int(h),) for h in hidden], "resource_id long")
+        raw = raw.join(F.broadcast(gone), "resource_id", "left_anti")
+    raw = raw.persist()
     counts = apply_filters(raw, settings.filters)
     frame, users, items = numbered(spark, ratings(counts, settings.train.scaling,
                                                   settings.train.alpha))
@@ -260,10 +337,13 @@ def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, se
     from store.publish import Publisher, requeue_touched
 
     frame, als, users, items, item_factors = fitted
-    publisher = Publisher(client, keys, lang, lock=lock)
-    publisher.add_users_written(write_user_lists(
-        frame, als, items.ids, item_factors, settings.redis_url, keys.prefix, lang,
-        settings.top_n, settings.scoring))
+    publisher = Publisher(client, keys, lang, lock=lock, seq=seq)
+    target = ListTarget(settings.redis_url, keys.prefix, lang, lock.key, lock.token, seq,
+                        settings.top_n, settings.scoring)
+    started = time.perf_counter()
+    publisher.add_users_written(write_user_lists(frame, als, items.ids, item_factors, target))
+    publisher.report.seconds["users"] = round(time.perf_counter() - started, 3)
+    lock.check()
     model = _driver_model(frame, als, users, items, item_factors, settings.train, lang)
     path = model.save(settings.model_dir)
     _publish_rest(publisher, model, settings, seq)
@@ -281,8 +361,8 @@ def _driver_model(frame, als, users, items, item_factors, config, lang: str):
     from trainer.model import ALSModel
     from trainer.spark_engine import factors_array
 
-    pairs = np.array(frame.select("user", "item").collect(), dtype=np.int64).reshape(-1, 2)
-    seen = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+    pairs = frame.select("user", "item").toPandas()
+    seen = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["user"], pairs["item"])),
                          shape=(len(users), len(items)))
     return ALSModel(
         user_factors=factors_array(als.userFactors, len(users), config.factors),

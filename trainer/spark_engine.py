@@ -45,10 +45,12 @@ INSTALL_HINT = ("--engine spark needs pyspark and Java 17+: pip install 'recs[sp
 DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
 """Settings a ``--spark-conf`` of the same key replaces: no web UI or console bars from a
-batch job; no Arrow transfers (pyarrow is not a dependency)."""
+batch job; Arrow for pandas transfers (factors and vocabularies back to the driver, the
+executors' reads and writes), which ships them as columns, not a Python object per row
+(except :func:`distributed`)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def fit_factors(confidence: sp.csr_matrix, config: TrainConfig
     """Spark MLlib implicit ALS on a users x resources confidence matrix (c, as ``implicit``
     takes it); returns (user factors, item factors) in the matrix's row/column order."""
     spark = session()
-    model = fit_frame(spark.createDataFrame(triples(confidence)), config)
+    model = fit_frame(distributed(spark, triples(confidence)), config)
     users, items = confidence.shape
     user_factors = factors_array(model.userFactors, users, config.factors)
     item_factors = factors_array(model.itemFactors, items, config.factors)
@@ -144,13 +146,35 @@ def fit_factors(confidence: sp.csr_matrix, config: TrainConfig
     return user_factors, item_factors
 
 
+def distributed(spark, frame):
+    """A large pandas frame as a Spark DataFrame split over the executors. Not through
+    Arrow: Spark turns an Arrow-converted frame into one local relation held whole in the
+    driver JVM's heap (at 2.9M ratings it ran out of the default 1 GB); without it the rows
+    are parallelized as an RDD."""
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    try:
+        return spark.createDataFrame(frame)
+    finally:
+        spark.conf.set(key, before)
+
+
 def fit_frame(frame, config: TrainConfig):
-    """Spark's ALS on a (user int, item int, rating = c - 1) DataFrame; the fitted model."""
+    """Spark's ALS on a (user int, item int, rating = c - 1) DataFrame; the fitted model.
+
+    Users and resources are cut into as many blocks as Spark has task slots
+    (``defaultParallelism``: the cores of ``local[*]``, the executors' cores on a cluster,
+    or ``--spark-conf spark.default.parallelism=N``), not ALS's fixed 10: every iteration
+    shuffles between the blocks, and more blocks than slots only add tasks (measured in
+    ``local[2]``: 2 blocks fit 1.4x faster than 10)."""
     from pyspark.ml.recommendation import ALS
 
+    blocks = max(1, frame.sparkSession.sparkContext.defaultParallelism)
     als = ALS(rank=config.factors, maxIter=config.iterations, regParam=config.regularization,
               implicitPrefs=True, alpha=1.0, userCol="user", itemCol="item",
-              ratingCol="rating", seed=config.seed, nonnegative=False)
+              ratingCol="rating", seed=config.seed, nonnegative=False,
+              numUserBlocks=blocks, numItemBlocks=blocks)
     return als.fit(frame)
 
 
