@@ -234,6 +234,8 @@ def _write_frames(frames, item_ids, item_factors, target: ListTarget):
 
     def batches():
         for frame in frames:
+            if frame.empty:
+                continue
             ids = frame["user_id"].tolist()
             factors = np.stack(frame["features"].to_numpy()).astype(np.float32)
             lengths = frame["items"].map(len).to_numpy()
