@@ -166,8 +166,8 @@ def fit_frame(frame, config: TrainConfig):
     Users and resources are cut into as many blocks as Spark has task slots
     (``defaultParallelism``: the cores of ``local[*]``, the executors' cores on a cluster,
     or ``--spark-conf spark.default.parallelism=N``), not ALS's fixed 10: every iteration
-    shuffles between the blocks, and more blocks than slots only add tasks (measured in
-    ``local[2]``: 2 blocks fit 1.4x faster than 10)."""
+    shuffles between the blocks, and more blocks than slots only add tasks (measured:
+    ``benchmarks/spark_blocks.py``)."""
     from pyspark.ml.recommendation import ALS
 
     blocks = max(1, frame.sparkSession.sparkContext.defaultParallelism)
