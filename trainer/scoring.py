@@ -54,7 +54,7 @@ class ScoringConfig:
     recs_ann_min_items: int = 50_000
     """The same for users' lists. Higher: on trained factors recall@20 >= 0.95 needs a
     quarter of the catalogue scanned per user. End to end (``benchmarks/scale.py``) that was
-    slower than exact at 5,647 resources and 1.6x faster at 16,660 and at 55,359 (827k
+    no faster than exact at 5,647 resources and 1.6x faster at 16,660 and at 55,359 (827k
     users: 147 s -> 90 s, recall@20 0.983); below 50,000 the saving is seconds, not worth
     lists that are not exact."""
     faiss_min_items: int = 8192
