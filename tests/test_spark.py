@@ -130,6 +130,19 @@ def test_spark_engine_without_java_is_one_line(tmp_path):
     assert len(lines) == 1 and "recs[spark]" in lines[0] and "java" in lines[0].lower()
 
 
+def test_spark_engine_without_pyarrow_is_one_line(tmp_path):
+    (tmp_path / "pyarrow.py").write_text("raise ImportError('no pyarrow here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    views = tmp_path / "v.csv"
+    views.write_text("user_id,resource_id,view_count\nu,1,1\n")
+    proc = subprocess.run([sys.executable, "-m", "recs.cli", "train", "--views", str(views),
+                           "--lang", "en", "--engine", "spark"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recs[spark]" in lines[0] and "pyarrow" in lines[0]
+
+
 @needs_spark
 @pytest.mark.integration
 def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_path):

@@ -95,6 +95,10 @@ def require_spark() -> None:
         import pyspark  # noqa: F401
     except ImportError:
         raise InputError(INSTALL_HINT + " (pyspark is not installed)") from None
+    try:
+        import pyarrow  # noqa: F401  (the extra's; Arrow transfers, the executors' batches)
+    except ImportError:
+        raise InputError(INSTALL_HINT + " (pyarrow is not installed)") from None
     if not java_available():
         raise InputError(INSTALL_HINT + " (no java found on PATH or in JAVA_HOME)")
 
