@@ -380,11 +380,10 @@ def similar_to_redis(items: int, factors: int, threads: int, sample: int = 2000)
             probe = rng.choice(items, min(sample, items), replace=False)
             exact, _ = Scorer(item_f, ScoringConfig("exact", "exact", faiss_min_items=0,
                                                     threads=threads)).similar_lists(probe, 20)
-            stored = [[int(m) for m in client.zrevrange(Keys().similar("en", int(ids[p])), 0, -1)]
-                      for p in probe]
-            row["recall20_vs_exact"] = round(float(np.mean(
-                [len(set(got) & set(ids[want[want >= 0]].tolist())) / max((want >= 0).sum(), 1)
-                 for got, want in zip(stored, exact, strict=True)])), 4)
+            stored = [np.array(client.zrevrange(Keys().similar("en", int(ids[p])), 0, -1),
+                               dtype=np.int64) for p in probe]
+            row["recall20_vs_exact"] = round(
+                _overlap(stored, [ids[want[want >= 0]] for want in exact]), 4)
             row["load1"] = round(os.getloadavg()[0], 2)
             client.close()
         finally:

@@ -117,9 +117,9 @@ def test_offline_spark_run_from_a_folder(spark, small, tmp_path, capsys):
     assert "row 2: resource_id outside" in err and ".parquet" in err
 
 
-def test_spark_engine_without_java_is_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env["PATH"] = str(tmp_path)  # no java on it
+def spark_train_error(tmp_path, env: dict) -> str:
+    """``recs train --engine spark`` on a one-row extract under ``env``: it must exit 2 with
+    one line on stderr, returned."""
     views = tmp_path / "v.csv"
     views.write_text("user_id,resource_id,view_count\nu,1,1\n")
     proc = subprocess.run([sys.executable, "-m", "recs.cli", "train", "--views", str(views),
@@ -127,20 +127,20 @@ def test_spark_engine_without_java_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "recs[spark]" in lines[0] and "java" in lines[0].lower()
+    assert len(lines) == 1 and "recs[spark]" in lines[0]
+    return lines[0]
+
+
+def test_spark_engine_without_java_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(tmp_path)  # no java on it
+    assert "java" in spark_train_error(tmp_path, env).lower()
 
 
 def test_spark_engine_without_pyarrow_is_one_line(tmp_path):
     (tmp_path / "pyarrow.py").write_text("raise ImportError('no pyarrow here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
-    views = tmp_path / "v.csv"
-    views.write_text("user_id,resource_id,view_count\nu,1,1\n")
-    proc = subprocess.run([sys.executable, "-m", "recs.cli", "train", "--views", str(views),
-                           "--lang", "en", "--engine", "spark"], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "recs[spark]" in lines[0] and "pyarrow" in lines[0]
+    assert "pyarrow" in spark_train_error(tmp_path, env)
 
 
 @needs_spark
