@@ -157,11 +157,42 @@ class Keys:
         new one, never half of one."""
         return f"{self.prefix}:{lang}:_resources_loading:{token}"
 
+    def titles(self, lang: str) -> str:
+        """HASH: the title index of ``resources`` (store/titles.py: sorted (word, id) records
+        in pages, their directory, a version), replaced in the same step as ``resources``."""
+        return f"{self.prefix}:{lang}:_titles"
+
+    def titles_loading(self, lang: str, token: str) -> str:
+        """HASH being filled with the title index of one ``recs resources load``."""
+        return f"{self.prefix}:{lang}:_titles_loading:{token}"
+
+    def resources_trash(self, lang: str, token: str) -> str:
+        """The replaced catalogue or index of one load, renamed here and UNLINKed (freed in
+        the background: a 2M-field hash takes Redis most of a second to free in place)."""
+        return f"{self.prefix}:{lang}:_resources_trash:{token}"
+
     # -- internal: take-downs, forgetting, trending (store/control.py, store/trending.py) --
     def takedown_work(self, lang: str) -> str:
-        """HASH resource_id -> 'hide' | 'unhide': lists still to clean and refill (or the
-        resource's own similar list to restore) after a hide/unhide was recorded."""
+        """HASH resource_id -> 'hide:SEQ' | 'unhide:SEQ': lists still to clean and refill (or
+        the resource's own similar list to restore) after a hide/unhide was recorded; SEQ is
+        its ``takedown_seq`` position."""
         return f"{self.prefix}:{lang}:_takedown_work"
+
+    def takedown_seq(self, lang: str) -> str:
+        """STRING counter: the queue position of the latest ``takedown_work`` entry (each
+        entry is ``action:position``), so a scan knows which entries it settles."""
+        return f"{self.prefix}:{lang}:_takedown_seq"
+
+    def takedown_scan(self, lang: str) -> str:
+        """HASH ``seq`` (the queue position the scan in progress settles), ``users`` and
+        ``items`` (its SSCAN cursors, ``done`` at the end): a settle's progress, so one that
+        dies or times out is resumed, never started over."""
+        return f"{self.prefix}:{lang}:_takedown_scan"
+
+    def takedown_found(self, lang: str, kind: str) -> str:
+        """SET of user ids (``kind`` users) or resource ids (items) whose list the scan found
+        holding a hidden resource and that are not refilled yet."""
+        return f"{self.prefix}:{lang}:_takedown_found:{kind}"
 
     def forgotten(self, lang: str) -> str:
         """ZSET sha1(user_id) -> the ``seq`` of its forget: a trainer that read its counts
