@@ -28,9 +28,11 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,7 +43,7 @@ from urllib.parse import parse_qs, unquote_to_bytes
 
 import orjson
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,18 +52,26 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
-from store.aclient import AsyncRecsClient, connect_async
+from recs.serve_guard import Throttle
+from store.aclient import AsyncRecsClient, connect_async, pool_exhausted
 from store.keys import Keys
 
 log = logging.getLogger("recs.serve")
 
 MAX_N = 100
 """The longest list one request may ask for (published lists hold ``--top-n``, 20)."""
+MAX_HEAD_BYTES = 16 * 1024
+"""Bytes of a request line and headers accepted (uvicorn answers 400 past them)."""
+KEEP_ALIVE_SECONDS = 5
+"""Seconds an idle keep-alive connection stays open."""
+MAX_LOGIN_BODY = 4096
+"""Bytes of a ``POST /login`` form read at most (a token is well under that)."""
 COOKIE = "recs_token"
 STATIC = {"page.js": "text/javascript", "page.css": "text/css",
           "favicon.svg": "image/svg+xml"}
+API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+                **API_HEADERS}
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,15 @@ class ServeConfig:
     """Bearer token required by every route but /healthz; None or '' = open (and no user
     look-ups on the page, since views are personal data)."""
     redis_timeout: float = 2.0
-    """Seconds before a Redis call gives up (and the request gets a 503)."""
+    """Seconds before a Redis call gives up (and the request gets a 503); also the longest
+    a request waits for a free Redis connection."""
+    redis_connections: int = 64
+    """Redis connections in the pool; requests beyond them wait (``redis_timeout`` at most)."""
+    max_connections: int = 2048
+    """Client connections held at once; past it, requests get 503 and new connections are
+    answered 503 and closed at once (also lowered to fit the open-file limit)."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a whole request head (and a login form's body)."""
     kafka_bootstrap_servers: str = ""
     """Kafka to ask for end offsets, so the page shows the consumer's lag; '' = off (the
     page then shows the time since the last applied batch of views)."""
@@ -91,9 +109,11 @@ class ServeConfig:
 class ApiError(Exception):
     """A request we answer with ``status`` and ``{"error": error, "detail": detail}``."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}
 
 
 class JSON(Response):
@@ -103,8 +123,10 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-def error_response(status: int, error: str, detail: str) -> JSON:
-    return JSON({"error": error, "detail": detail}, status_code=status)
+def error_response(status: int, error: str, detail: str,
+                   headers: dict[str, str] | None = None) -> JSON:
+    return JSON({"error": error, "detail": detail}, status_code=status,
+                headers={**API_HEADERS, **(headers or {})})
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -117,20 +139,29 @@ def lang_of(segment: str) -> str:
     return segment
 
 
+def small_int(text: str, digits: int) -> int | None:
+    """``text`` as an int when it is 1..``digits`` ASCII digits (so int() never sees a
+    5,000-digit number), else None."""
+    text = text.strip()
+    return int(text) if 0 < len(text) <= digits and text.isascii() and text.isdigit() else None
+
+
 def n_of(request: Request, default: int = 10) -> int:
     raw = request.query_params.get("n")
     if raw is None:
         return default
-    if not (raw.isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= MAX_N:
-        raise ApiError(400, "bad_n", f"n={raw!r}: expected an integer in 1..{MAX_N}")
-    return int(raw)
+    n = small_int(raw, 3)
+    if n is None or not 1 <= n <= MAX_N:
+        raise ApiError(400, "bad_n", f"n={raw[:20]!r}: expected an integer in 1..{MAX_N}")
+    return n
 
 
 def resource_id_of(segment: str) -> int:
-    if not (segment.isascii() and segment.isdigit()) or not 1 <= int(segment) <= MAX_RESOURCE_ID:
-        raise ApiError(400, "bad_resource_id",
-                       f"{segment!r} is not a resource id (an integer in 1..{MAX_RESOURCE_ID})")
-    return int(segment)
+    rid = small_int(segment, 10) if segment == segment.strip() else None
+    if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
+        raise ApiError(400, "bad_resource_id", f"{segment[:20]!r} is not a resource id "
+                                               f"(an integer in 1..{MAX_RESOURCE_ID})")
+    return rid
 
 
 def raw_segments(request: Request) -> list[bytes]:
@@ -171,14 +202,57 @@ class Metrics:
         self.redis_errors = Counter("recs_serve_redis_errors_total",
                                     "requests answered 503 because Redis failed",
                                     registry=self.registry)
+        self.in_flight = Gauge("recs_serve_requests_in_flight", "requests being answered",
+                               registry=self.registry)
+        self.wrong_tokens = Counter("recs_serve_wrong_tokens_total",
+                                    "requests with a wrong token (or refused: too many)",
+                                    ["outcome"], registry=self.registry)
 
 
-def authorized(request: Request, token: str | None) -> bool:
+def credentials(request: Request) -> str:
+    """The token a request carries (bearer header, else the page's cookie); '' if none."""
+    header = request.headers.get("authorization", "")
+    return header[7:] if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
+
+
+def token_ok(request: Request, given: str) -> bool:
+    """Whether ``given`` is the server's token (always, on a server without one). A wrong
+    one counts against the client's address; an address past the limit gets 429 before its
+    token is even compared."""
+    state = request.app.state
+    token = state.config.token
     if not token:
         return True
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    if not given:
+        return False
+    address = request.client.host if request.client else "unknown"
+    wait = state.throttle.wait(address)
+    if wait:
+        state.metrics.wrong_tokens.labels("refused").inc()
+        raise ApiError(429, "too_many_attempts", "too many wrong tokens from this address: "
+                       f"retry in {math.ceil(wait)} s", {"Retry-After": str(math.ceil(wait))})
+    if hmac.compare_digest(given.encode(), token.encode()):
+        return True
+    state.throttle.failed(address)
+    state.metrics.wrong_tokens.labels("wrong").inc()
+    log.warning("wrong token", extra={"fields": {"client": address, "path": request.url.path}})
+    return False
+
+
+def redis_failure(metrics: Metrics, exc: redis.RedisError) -> Response:
+    """The 503 for a Redis error, saying which kind: a permission the server's Redis user
+    lacks, every connection busy until the deadline, or Redis unreachable."""
+    metrics.redis_errors.inc()
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+        log.error("the Redis user lacks a permission recs serve needs: %s", exc)
+        return error_response(503, "redis_permission", "Redis refused a command: the Redis "
+                              "user of this server lacks a permission (README: ACL users)")
+    if pool_exhausted(exc):
+        log.warning("no Redis connection came free before the request's deadline")
+        return error_response(503, "busy", "every Redis connection stayed busy: retry "
+                              "shortly", {"Retry-After": "1"})
+    log.warning("redis unavailable: %s", type(exc).__name__)
+    return error_response(503, "unavailable", "Redis is unavailable")
 
 
 Handler = Callable[[Request, AsyncRecsClient], Awaitable[Response]]
@@ -191,18 +265,21 @@ def endpoint(route: str, *, public: bool = False) -> Callable[[Handler], Callabl
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             state = request.app.state
+            state.metrics.in_flight.inc()
             try:
-                if not public and not authorized(request, state.config.token):
+                if not public and not token_ok(request, credentials(request)):
                     raise ApiError(401, "unauthorized", "a valid bearer token is required")
                 response = await handler(request, state.recs)
             except ApiError as exc:
-                response = error_response(exc.status, exc.error, exc.detail)
+                response = error_response(exc.status, exc.error, exc.detail, exc.headers)
             except redis.RedisError as exc:
-                state.metrics.redis_errors.inc()
-                log.warning("redis unavailable: %s", type(exc).__name__)
-                response = error_response(503, "unavailable", "Redis is unavailable")
+                response = redis_failure(state.metrics, exc)
+            finally:
+                state.metrics.in_flight.dec()
             if response.status_code == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
+            for name, value in API_HEADERS.items():
+                response.headers.setdefault(name, value)
             state.metrics.requests.labels(route, str(response.status_code)).inc()
             state.metrics.seconds.labels(route).observe(time.perf_counter() - started)
             return response
@@ -284,14 +361,13 @@ async def model(request: Request, recs: AsyncRecsClient) -> Response:
 
 @endpoint("search")
 async def search(request: Request, recs: AsyncRecsClient) -> Response:
-    from recs.serve_page import search_titles
-
     lang = lang_of(request.path_params["lang"])
     query = request.query_params.get("q", "").strip()
     if not query or len(query) > 200:
         raise ApiError(400, "bad_query", "q: 1..200 characters of a title (or an id)")
-    found = await search_titles(request.app.state.cache, recs, lang, query, n_of(request))
-    return JSON({"lang": lang, "q": query, "items": found})
+    found = await recs.search_titles(lang, query, n_of(request))
+    return JSON({"lang": lang, "q": query,
+                 "items": [{"resource_id": rid, **details} for rid, details in found]})
 
 
 @endpoint("healthz", public=True)
@@ -301,7 +377,9 @@ async def healthz(request: Request, recs: AsyncRecsClient) -> Response:
         langs = await recs.langs()
         models = {lang: await recs.model_info(lang) for lang in langs}
     except redis.RedisError as exc:
-        return JSON({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})"},
+        why = orjson.loads(redis_failure(request.app.state.metrics, exc).body)["error"]
+        said = {"redis_permission": "permission denied", "busy": "busy"}.get(why, "unreachable")
+        return JSON({"status": "unavailable", "redis": f"{said} ({type(exc).__name__})"},
                     status_code=503)
     return JSON({"status": "ok", "redis": "ok", "models": {
         lang: {"version": m.get("version"), "trained_at": m.get("trained_at"),
@@ -319,7 +397,7 @@ async def metrics(request: Request, recs: AsyncRecsClient) -> Response:
 async def openapi(request: Request, recs: AsyncRecsClient) -> Response:
     from recs.serve_openapi import document
 
-    return JSON(document())
+    return JSON(document(secured=bool(request.app.state.config.token)))
 
 
 # -- the page ------------------------------------------------------------------------------------
@@ -330,23 +408,43 @@ async def page(request: Request, recs: AsyncRecsClient) -> Response:
     from recs.serve_page import login_form, render_page
 
     config = request.app.state.config
-    if not authorized(request, config.token):
+    if not token_ok(request, credentials(request)):
         # A sign-in form, no data; 200 so a browser does not log a failed load.
         return HTMLResponse(login_form(), headers=PAGE_HEADERS)
     return HTMLResponse(await render_page(config, recs, request.app.state.lag),
                         headers=PAGE_HEADERS)
 
 
+async def form_body(request: Request, limit: int, seconds: float) -> bytes:
+    """A small request body: 413 past ``limit`` bytes (checked on the declared length before
+    reading, and while reading), 408 when it does not arrive within ``seconds``."""
+    declared = request.headers.get("content-length", "")
+    if declared and (small_int(declared, 12) is None or int(declared) > limit):
+        raise ApiError(413, "too_large", f"a form of at most {limit} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, "too_large", f"a form of at most {limit} bytes")
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the form did not arrive within {seconds:g} s") from None
+    return bytes(body)
+
+
 @endpoint("login", public=True)
 async def login(request: Request, recs: AsyncRecsClient) -> Response:
     from recs.serve_page import login_form
 
-    token = request.app.state.config.token
-    given = parse_qs((await request.body()).decode("utf-8", "replace")).get("token", [""])[0]
-    if not token or not hmac.compare_digest(given.encode(), token.encode()):
-        return HTMLResponse(login_form(wrong=bool(token)), status_code=401, headers=PAGE_HEADERS)
+    config = request.app.state.config
+    body = await form_body(request, MAX_LOGIN_BODY, config.header_timeout)
+    given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
+    if not config.token or not token_ok(request, given):
+        return HTMLResponse(login_form(wrong=bool(config.token)), status_code=401,
+                            headers=PAGE_HEADERS)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+    response.set_cookie(COOKIE, config.token, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
     return response
 
@@ -356,7 +454,8 @@ async def static(request: Request) -> Response:
     if name not in STATIC:
         return error_response(404, "not_found", f"no static file {name!r}")
     body = package_files.files("recs").joinpath("web", name).read_bytes()
-    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+    return Response(body, media_type=STATIC[name], headers={
+        "Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -371,7 +470,7 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        client = connect_async(config.redis_url, config.redis_timeout)
+        client = connect_async(config.redis_url, config.redis_timeout, config.redis_connections)
         app.state.recs = AsyncRecsClient(client, config.prefix)
         if keys is not None:
             app.state.recs.keys = keys
@@ -399,10 +498,32 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error})
+    # Starlette would redirect /v1/en/model/ to the Host header's idea of this server.
+    app.router.redirect_slashes = False
     app.state.config = config
+    app.state.throttle = Throttle()
     app.state.metrics = Metrics()
     app.state.cache = PageCache()
     return app
+
+
+def server_config(app: Starlette, config: ServeConfig, host: str, port: int):
+    """uvicorn's settings for ``app``: its own knobs for the connection cap, the request
+    head size and idle keep-alive, and recs.serve_guard's protocol for the rest (the
+    request-head deadline, the cap enforced at accept time)."""
+    import uvicorn
+
+    from recs.serve_guard import guarded, open_file_budget
+
+    cap = open_file_budget(config.max_connections, config.redis_connections)
+    if cap < config.max_connections:
+        log.warning("connection cap lowered to fit the open-file limit",
+                    extra={"fields": {"max_connections": cap}})
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, server_header=False,
+        lifespan="on", http=guarded(config.header_timeout, cap, MAX_HEAD_BYTES),
+        limit_concurrency=cap, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def cmd_serve(args) -> int:
@@ -411,6 +532,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from core.signals import on_stop_signals
+    from recs.serve_guard import RateLimited
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -425,13 +547,16 @@ def cmd_serve(args) -> int:
     from core.redact import register_secret
 
     register_secret(args.token)  # never in a log line, whatever quotes it
+    for handler in logging.getLogger().handlers:  # a flood of one message cannot fill a disk
+        handler.addFilter(RateLimited())
     config = ServeConfig(
         redis_url=args.redis_url, prefix=args.prefix, token=args.token or None,
+        redis_connections=args.redis_connections, max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
         kafka_bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
         group=args.group, kafka_config=tuple(parse_kafka_config(args.kafka_config).items()))
     log.info("serving", extra={"fields": {"host": args.host, "port": args.port,
                                           "token": "set" if config.token else "none"}})
-    Server(uvicorn.Config(create_app(config), host=args.host, port=args.port, log_config=None,
-                          access_log=False, server_header=False, lifespan="on")).run()
+    Server(server_config(create_app(config), config, args.host, args.port)).run()
     log.info("stopped")
     return 0

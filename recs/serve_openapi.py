@@ -53,7 +53,9 @@ ROUTES = {
         "The published model: version, trained_at, settings, sizes, metrics, age_seconds.",
         [LANG], {"type": "object"}, (400, 401, 404, 503), True),
     "/v1/{lang}/resources": (
-        "Resources whose title contains q (needs `recs resources load`).",
+        "Resources whose title has, for each word of q, a word starting with it (or whose "
+        "id q is), titles starting with q first; hidden resources never (needs `recs "
+        "resources load`).",
         [LANG, N, {"name": "q", "in": "query", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
         {"type": "object"}, (400, 401, 503), True),
@@ -61,37 +63,47 @@ ROUTES = {
                  [], {"type": "object"}, (503,), False),
     "/metrics": ("Prometheus metrics of this server.", [], {"type": "string"}, (401,), True),
     "/openapi.json": ("This document.", [], {"type": "object"}, (401,), True),
-    "/": ("The operator page (HTML).", [], {"type": "string"}, (401,), True),
+    "/": ("The operator page (HTML; a sign-in form without the token).", [],
+          {"type": "string"}, (), True),
 }
+# What a 200 is, where it is not JSON.
+MEDIA = {"/metrics": "text/plain; version=0.0.4", "/": "text/html"}
 
 
-def _operation(summary, params, ok, errors, secured) -> dict:
+def _operation(path, summary, params, ok, errors, needs_token, secured) -> dict:
     responses = {"200": {"description": "OK", "content": {
-        "application/json": {"schema": ok}}}}
+        MEDIA.get(path, "application/json"): {"schema": ok}}}}
     for status in errors:
+        if status == 401 and not secured:
+            continue  # a server without a token never answers 401
         responses[str(status)] = {"description": _REASONS[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if secured:
+        responses["429"] = {"description": _REASONS[429], "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     op = {"summary": summary, "parameters": params, "responses": responses}
-    if not secured:
-        op["security"] = []
+    if secured and not needs_token:
+        op["security"] = []  # the document's default is the bearer token
     return {"get": op}
 
 
 _REASONS = {400: "bad input (language, id, n, query)", 401: "missing or wrong bearer token",
             403: "user look-ups need a server token", 404: "no model, or not covered",
-            503: "Redis is unavailable"}
+            429: "too many wrong tokens from this address (Retry-After)",
+            503: "Redis is unavailable, busy, or refuses this server's Redis user"}
 
 
-def document() -> dict:
-    return {
+def document(secured: bool = False) -> dict:
+    """The document for a server with a token (``secured``) or without one: bearer auth and
+    401s appear only where the server asks for a token."""
+    doc = {
         "openapi": "3.1.0",
         "info": {"title": "recs serve", "version": "1",
                  "description": "Read-only HTTP access to the lists `recs` publishes in Redis."},
-        "paths": {path: _operation(*spec) for path, spec in ROUTES.items()},
-        "components": {
-            "schemas": {"Error": _ERROR, "Item": _ITEM},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "only when started with --token"}},
-        },
-        "security": [{"bearer": []}],
+        "paths": {path: _operation(path, *spec, secured) for path, spec in ROUTES.items()},
+        "components": {"schemas": {"Error": _ERROR, "Item": _ITEM}},
     }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc

@@ -25,8 +25,6 @@ from store.aclient import AsyncRecsClient, LangStatus
 
 log = logging.getLogger("recs.serve")
 
-CATALOGUE_SECONDS = 30.0
-"""How long a language's resource details are kept for title search."""
 SHOWN_FIRST = ("version", "trained_at", "engine", "model", "users", "items", "nnz")
 GROUPED = {"settings": ("factors", "regularization", "iterations", "alpha", "scaling", "seed",
                         "top_n"),
@@ -37,36 +35,13 @@ LABELS = {"items": "resources", "nnz": "user-resource pairs", "trained_at": "tra
 
 @dataclass
 class PageCache:
-    """Per-app memo: resource catalogues (title search) and each language's published item
-    side (for explanations), kept while its model version is live."""
+    """Per-app memo: each language's published item side (for explanations), kept while its
+    model version is live."""
 
-    catalogues: dict[str, tuple[float, dict[int, dict]]] = field(default_factory=dict)
     explainers: dict[str, object] = field(default_factory=dict)
 
 
 # -- look-ups --------------------------------------------------------------------------------
-
-
-async def search_titles(cache: PageCache, recs: AsyncRecsClient, lang: str, query: str,
-                        n: int) -> list[dict]:
-    """Resources whose title contains ``query`` (any case), titles starting with it first;
-    a number also finds the resource with that id."""
-    held = cache.catalogues.get(lang)
-    if held is None or held[0] < time.monotonic():
-        held = (time.monotonic() + CATALOGUE_SECONDS, await recs.catalogue(lang))
-        cache.catalogues[lang] = held
-    catalogue = held[1]
-    needle = query.casefold()
-    hits = sorted((not d["title"].casefold().startswith(needle), d["title"].casefold(), rid)
-                  for rid, d in catalogue.items() if needle in d["title"].casefold())
-    exact = [int(query)] if query.isdigit() and int(query) in catalogue else []
-    out: list[dict] = []
-    for rid in exact + [rid for _, _, rid in hits]:
-        if len(out) == n:
-            break
-        if all(o["resource_id"] != rid for o in out):
-            out.append({"resource_id": rid, **catalogue[rid]})
-    return out
 
 
 async def _published(cache: PageCache, recs: AsyncRecsClient, lang: str, version: str):

@@ -4,22 +4,29 @@
 Invariants:
 - a list look-up is ONE round trip (the Lua script ``LIST_WITH_DETAILS_LUA``): whether the
   language has a published model (so "nothing published" and "not covered" are told apart),
-  the first non-empty candidate list (the user's own, then fallbacks), and the details of
-  its entries; the sync client sends the same ZREVRANGE and HMGET as two commands, and both
-  decode with ``store.read``;
-- optional keys other parts of the system may add (``Keys.trending`` for a fallback list,
-  ``Keys.history`` for quality over retrains) are used when ``Keys`` defines them and ignored
-  otherwise;
+  the first candidate list with a visible entry (the user's own, then the trending list),
+  and the details of its entries; the sync client sends the same ZREVRANGE and HMGET as two
+  commands, and both decode with ``store.read``;
+- what the contract keeps out of lists is kept out at read time too: hidden resources
+  (``Keys.hidden``) from every list, even in the moments before ``recs hide`` has cleaned
+  them, and the user's viewed resources from the trending fallback (as ``RecsClient.for_user``);
+- the title search reads the title index (store/titles.py), never the whole catalogue;
+- ``Keys.history`` for quality over retrains is used when ``Keys`` defines it;
 - Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from store import titles
 from store.keys import Keys
 from store.read import (
     Scored,
@@ -33,29 +40,41 @@ from store.read import (
 from store.updates import PublishedItems, decode_published_items, queue_published_items
 
 LIST_WITH_DETAILS_LUA = """
--- The n best entries of the first non-empty list, each with its resource's details, and
--- whether a model is published: a decorated list in one round trip.
+-- The n best entries of the first list with a visible entry, each with its resource's
+-- details, and whether a model is published: a decorated list in one round trip.
 -- KEYS[1]   model HASH (a model is published when it exists)
 -- KEYS[2]   resources HASH (resource_id -> details JSON)
--- KEYS[3..] candidate ZSETs in order of preference (the own list, then fallbacks)
+-- KEYS[3]   hidden HASH: its resources are never listed (even before the lists are cleaned)
+-- KEYS[4]   the user's views HASH (any key when no list skips viewed resources)
+-- KEYS[5..] candidate ZSETs in order of preference (the own list, then fallbacks)
 -- ARGV[1]   n (>= 1)
--- ARGV[2..] resource ids whose details are wanted too (the resource a similar list is for)
--- Returns {published 0|1, position of the list used (0: all empty),
+-- ARGV[2]   one character per candidate list: '1' leaves out what KEYS[4] holds
+-- ARGV[3..] resource ids whose details are wanted too (the resource a similar list is for)
+-- Returns {published 0|1, position of the list used (0: none has a visible entry),
 --          {member, score, ...}, {details or false, ...} (one per member, then one per
---          ARGV[2..]; empty when every list is)}
+--          ARGV[3..]; empty when no list is used)}
 local published = redis.call('EXISTS', KEYS[1])
 local n = tonumber(ARGV[1])
-for i = 3, #KEYS do
-  local rows = redis.call('ZREVRANGE', KEYS[i], 0, n - 1, 'WITHSCORES')
-  if #rows > 0 then
-    local members = {}
-    for j = 1, #rows, 2 do
+for i = 5, #KEYS do
+  local skip_viewed = string.sub(ARGV[2], i - 4, i - 4) == '1'
+  -- A few more than n, for hidden entries; a fallback list is read whole (it is short).
+  local rows = redis.call('ZREVRANGE', KEYS[i], 0, skip_viewed and -1 or (n + 19),
+                          'WITHSCORES')
+  local kept, members = {}, {}
+  for j = 1, #rows, 2 do
+    if #members >= n then break end
+    if redis.call('HEXISTS', KEYS[3], rows[j]) == 0 and not (skip_viewed and
+        redis.call('HEXISTS', KEYS[4], rows[j]) == 1) then
+      kept[#kept + 1] = rows[j]
+      kept[#kept + 1] = rows[j + 1]
       members[#members + 1] = rows[j]
     end
-    for j = 2, #ARGV do
+  end
+  if #members > 0 then
+    for j = 3, #ARGV do
       members[#members + 1] = ARGV[j]
     end
-    return {published, i - 2, rows, redis.call('HMGET', KEYS[2], unpack(members))}
+    return {published, i - 4, kept, redis.call('HMGET', KEYS[2], unpack(members))}
   end
 end
 return {published, 0, {}, {}}
@@ -90,11 +109,25 @@ class LangStatus:
     """Quality over retrains, oldest first (from ``Keys.history`` when it exists)."""
 
 
-def connect_async(url: str, timeout: float = 2.0) -> aioredis.Redis:
-    """An asyncio client for ``url``; bytes replies (factors are raw float32), and short
-    timeouts so that a Redis that is away turns into a quick 503, not a hung request."""
-    return aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout, health_check_interval=30)
+def connect_async(url: str, timeout: float = 2.0, connections: int = 64) -> aioredis.Redis:
+    """An asyncio client for ``url``: bytes replies (factors are raw float32), short
+    timeouts so that a Redis that is away turns into a quick 503, not a hung request, and a
+    pool of ``connections`` that a request waits on (``timeout`` at most) when all are busy:
+    a full pool is load, not an outage. A command that finds its pooled connection dead (a
+    Redis restart) is sent once more on a fresh one; every command here is a read."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout, decode_responses=False,
+        socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        retry_on_error=[redis.ConnectionError])
+    return aioredis.Redis.from_pool(pool)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` is the pool's "no connection free in time" (every connection busy
+    until the deadline), as opposed to Redis being unreachable."""
+    return isinstance(exc, redis.ConnectionError) and isinstance(exc.__cause__,
+                                                                 asyncio.TimeoutError)
 
 
 class AsyncRecsClient:
@@ -116,24 +149,25 @@ class AsyncRecsClient:
         """The ``n`` resources most similar to ``resource_id``, best first (source
         ``similar``, or ``none`` when the model does not cover it); ``details`` include the
         resource's own."""
-        return await self._listed(lang, [("similar", self.keys.similar(lang, resource_id))],
-                                  n, also=[resource_id])
+        return await self._listed(lang, [("similar", self.keys.similar(lang, resource_id),
+                                          False)], n, also=[resource_id])
 
     async def recommend(self, lang: str, user_id: str, n: int) -> Listed:
-        """The user's own list, else the language's trending list (when the key layout has
-        one), else nothing; one round trip either way."""
-        lists = [("personal", self.keys.recs(lang, user_id))]
-        trending = getattr(self.keys, "trending", None)
-        if trending is not None:
-            lists.append(("trending", trending(lang)))
-        return await self._listed(lang, lists, n)
+        """The user's own list, else the language's trending list without what the user
+        viewed, else nothing; hidden resources never (one round trip either way)."""
+        lists = [("personal", self.keys.recs(lang, user_id), False),
+                 ("trending", self.keys.trending(lang), True)]
+        return await self._listed(lang, lists, n, views=self.keys.views(lang, user_id))
 
-    async def _listed(self, lang: str, lists: list[tuple[str, str]], n: int,
-                      also: list[int] = ()) -> Listed:
+    async def _listed(self, lang: str, lists: list[tuple[str, str, bool]], n: int,
+                      also: list[int] = (), views: str | None = None) -> Listed:
         if top_range(n) is None:
             return Listed(bool(await self.redis.exists(self.keys.model(lang))), "none", [], {})
-        keys = [self.keys.model(lang), self.keys.resources(lang), *(key for _, key in lists)]
-        published, used, rows, details = await self._list_script(keys=keys, args=[n, *also])
+        keys = [self.keys.model(lang), self.keys.resources(lang), self.keys.hidden(lang),
+                views or self.keys.hidden(lang), *(key for _, key, _ in lists)]
+        flags = "".join("1" if skip else "0" for *_, skip in lists)
+        published, used, rows, details = await self._list_script(keys=keys,
+                                                                 args=[n, flags, *also])
         items = decode_scored(zip(rows[::2], rows[1::2], strict=True))
         ids = [s.resource_id for s in items] + [int(r) for r in also] if items else []
         found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
@@ -152,15 +186,40 @@ class AsyncRecsClient:
         found = {rid: decode_details(v) for rid, v in zip(ids, values, strict=True)}
         return {rid: d for rid, d in found.items() if d is not None}
 
-    async def catalogue(self, lang: str) -> dict[int, dict]:
-        """Every resource's details (for title search); {} when none are loaded."""
-        raw = await self.redis.hgetall(self.keys.resources(lang))
-        out = {}
-        for k, v in raw.items():
-            d = decode_details(v)
-            if d is not None and text(k).isdigit():
-                out[int(k)] = d
-        return out
+    async def search_titles(self, lang: str, query: str, n: int) -> list[tuple[int, dict]]:
+        """Resources whose title matches ``query`` (store/titles.py: each word of the query
+        starts a word of the title), titles starting with it first; a number also finds the
+        resource with that id. Hidden resources are left out. Reads the title index a few
+        pages at a time and the details of at most ``titles.CANDIDATES`` resources."""
+        query_words = titles.words(query)[:titles.MAX_QUERY_WORDS]
+        exact = [int(query)] if query.isascii() and query.isdigit() and len(query) <= 10 else []
+        candidates = await self._title_candidates(lang, query_words) if query_words else []
+        ids = list(dict.fromkeys(exact + candidates))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.resources(lang), ids)
+        pipe.hmget(self.keys.hidden(lang), ids)
+        values, hidden = await pipe.execute()
+        found = {rid: d for rid, v, h in zip(ids, values, hidden, strict=True)
+                 if h is None and (d := decode_details(v)) is not None}
+        first = [rid for rid in exact if rid in found]
+        rest = titles.ranked({r: d for r, d in found.items() if r not in first}, query,
+                             query_words, n - len(first)) if query_words else []
+        return [(rid, found[rid]) for rid in first + rest][:n]
+
+    async def _title_candidates(self, lang: str, query_words: list[str]) -> list[int]:
+        key = self.keys.titles(lang)
+        for _ in range(2):  # a load that swapped the index between the reads: once more
+            version, directory = await self.redis.hmget(key, ["version", "dir"])
+            if not directory:
+                return []
+            span = titles.rarest(titles.spans(directory, query_words))
+            wanted = [str(p) for p in titles.page_numbers(span)]
+            got = await self.redis.hmget(key, ["version", *wanted])
+            if got[0] == version:
+                return titles.ids_in(span, [blob for blob in got[1:] if blob])
+        return []
 
     async def views(self, lang: str, user_id: str) -> dict[int, int]:
         """The user's view counts (personal data: callers gate this)."""

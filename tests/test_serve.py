@@ -276,10 +276,20 @@ def test_page_is_server_rendered_with_a_chart(published, open_server):
         assert call(open_server, f"/static/{name}").status == 200
 
 
-def test_openapi_describes_every_route(published, open_server):
+def test_openapi_describes_every_route(published, open_server, token_server):
     from recs.serve import create_app
 
-    doc = call(open_server, "/openapi.json").json
+    open_doc = call(open_server, "/openapi.json").json
+    # Without a token: no bearer scheme, no 401, nothing asks for credentials.
+    assert "security" not in open_doc and "securitySchemes" not in open_doc["components"]
+    for path, item in open_doc["paths"].items():
+        assert "401" not in item["get"]["responses"] and "security" not in item["get"], path
+    # What is not JSON says so.
+    assert set(open_doc["paths"]["/"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+    assert list(open_doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"])[0] \
+        .startswith("text/plain")
+    doc = call(token_server, "/openapi.json", token=TOKEN).json
+    assert doc["security"] == [{"bearer": []}]
     assert doc["openapi"].startswith("3.1")
     routes = {r.path for r in create_app(ServeConfig()).routes} - {"/login", "/static/{name}"}
     described = set(doc["paths"])
