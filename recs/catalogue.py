@@ -1,8 +1,9 @@
 """``recs resources load FILE --lang L``: the platform's resources extract into Redis.
 
 The CSV is read by ``trainer.data.load_resources`` (the same reader and checks as
-``--resources FILE``) and written by ``store.resources.replace_details``: the language's
-whole catalogue is replaced at once, so readers never see half of one.
+``--resources FILE``), checked (:func:`check_catalogue`: never empty, no control
+characters) and written by ``store.resources.replace_details`` with its title index: the
+language's whole catalogue is replaced at once, so readers never see half of one.
 """
 
 from __future__ import annotations
@@ -17,10 +18,31 @@ from store.resources import replace_details
 log = logging.getLogger("recs.resources")
 
 
+def check_catalogue(table, path) -> None:
+    """Refuse what must never replace a catalogue: a file without a single resource (it
+    would wipe the language's details, as ``recs backfill`` refuses an empty extract) and
+    control characters (NUL, ESC, ...) in any field, which no title needs and which reach
+    operators' terminals and pages. One line, naming the resource."""
+    from core.contract import CONTROL_CHARACTERS
+    from core.errors import InputError
+
+    if table.empty:
+        raise InputError(f"{path}: no resources (a header and no rows): nothing loaded; the "
+                         "catalogue in Redis is unchanged")
+    for column in DETAIL_FIELDS:
+        bad = table[column].str.contains(CONTROL_CHARACTERS.pattern, regex=True)
+        if bad.any():
+            rid = table.index[bad.to_numpy().argmax()]
+            char = CONTROL_CHARACTERS.search(table.at[rid, column]).group()
+            raise InputError(f"{path}: resource {rid}: {column} holds the control character "
+                             f"U+{ord(char):04X}: nothing loaded")
+
+
 def cmd_resources(args) -> int:
     from trainer.data import load_resources
 
     table = load_resources(args.file)
+    check_catalogue(table, args.file)
     rows = ((int(rid), {f: row[f] for f in DETAIL_FIELDS})
             for rid, row in zip(table.index, table.to_dict("records"), strict=True))
     client = connect(args.redis_url)

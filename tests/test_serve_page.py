@@ -127,3 +127,67 @@ def test_the_page_draws_and_looks_up(published, serve_http, browser):  # noqa: F
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(1280, min(int(height) + 120, 4000))
         assert browser.save_screenshot(str(Path(target).resolve()))
+
+
+# Positions of the first "[" and the last "]" of the text node holding "[ID]" (the id shown
+# next to a title): left to right unless a title's bidi override leaked into it.
+_ID_BRACKETS = """
+const [root, id] = arguments;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const at = node.data.indexOf(`[${id}]`);
+  if (at < 0) continue;
+  const range = document.createRange();
+  const x = i => { range.setStart(node, i); range.setEnd(node, i + 1);
+                   return range.getBoundingClientRect().left; };
+  const close = at + String(id).length + 1;
+  return [x(at), x(close)];
+}
+return null;
+"""
+
+
+def test_titles_that_would_break_the_page_stay_in_their_place(redis_server, serve_http,
+                                                               browser):
+    """A right-to-left override, 500 combining marks and a 20,000-character title: the ids
+    beside them read left to right, no mark stack paints over other rows, and the page is
+    no wider than the window."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from store.resources import replace_details
+
+    client = redis_server.client()
+    client.hset(Keys().model("en"), mapping={"version": "v1", "trained_at": "2026-01-01"})
+    client.sadd(Keys().langs, "en")
+    client.zadd(Keys().similar("en", 504), {"501": 0.9, "502": 0.8, "503": 0.7})
+    replace_details(client, Keys(), "en", [
+        (501, {"title": "\u202eevil title", "subject": "Bio"}),
+        (502, {"title": "Z" + "\u0301" * 500 + " marks", "subject": "Bio"}),
+        (503, {"title": "Long " + "x" * 20000, "subject": "Bio"}),
+        (504, {"title": "Plain title", "subject": "Bio"})])
+    client.close()
+    base = serve_http(ServeConfig(redis_url=redis_server.url))
+    wait = WebDriverWait(browser, 15)
+    browser.get(base + "/")
+    form = browser.find_element(By.ID, "resource-form")
+    form.find_element(By.NAME, "q").send_keys("title")
+    form.find_element(By.TAG_NAME, "button").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#resource-result li")))
+    result = browser.find_element(By.ID, "resource-result")
+    left, right = browser.execute_script(_ID_BRACKETS, result, 501)
+    assert left < right  # "[501]", not "]105["
+
+    form.find_element(By.NAME, "q").clear()
+    form.find_element(By.NAME, "q").send_keys("504")
+    form.find_element(By.TAG_NAME, "button").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#resource-result td.title")))
+    cells = browser.find_elements(By.CSS_SELECTOR, "#resource-result td.title")
+    assert len(cells) == 3
+    stacked = browser.execute_script(
+        "return Array.from(arguments[0]).some(c => /\\p{M}{4,}/u.test(c.textContent))", cells)
+    assert not stacked
+    wide, window = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide <= window, (wide, window)

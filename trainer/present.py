@@ -7,7 +7,8 @@ Independent of where scores come from (a model file or Redis): the input is a li
 - ``render(rows, resources=None, as_json=False, n=None, heading=None) -> str``:
   JSON: an array of ``{"resource_id", "score"}`` objects, plus ``title``, ``subject``,
   ``tags`` (null for a resource missing from the file) when ``resources`` is given.
-  Text: numbered lines ``Title — Subject  0.873  [id]``.
+  Text: numbered lines ``Title — Subject  0.873  [id]``, control characters escaped
+  (``core.text.for_terminal``).
 - ``describe(resource_id, resources)``: one line naming a resource, for headings.
 - ``list_length(args)``: the ``-n`` of ``recs similar`` / ``recs recommend``, checked.
 """
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 
 import orjson
 import pandas as pd
+
+from core.text import for_terminal
 
 DETAIL_COLUMNS = ("title", "subject", "tags")
 
@@ -43,8 +46,8 @@ def describe(resource_id: int, resources: pd.DataFrame | None) -> str:
     d = _details(resources, int(resource_id))
     if d is None:
         return f"resource {resource_id}"
-    return f"{d['title']} — {d['subject']} [{resource_id}]" if d["subject"] else \
-        f"{d['title']} [{resource_id}]"
+    return for_terminal(f"{d['title']} — {d['subject']} [{resource_id}]" if d["subject"]
+                        else f"{d['title']} [{resource_id}]")
 
 
 def render(rows: Iterable[tuple[int, float]], resources: pd.DataFrame | None = None,
@@ -70,5 +73,5 @@ def render(rows: Iterable[tuple[int, float]], resources: pd.DataFrame | None = N
                                         if resources is not None else "")
         else:
             name = f"{d['title']} — {d['subject']}" if d["subject"] else d["title"]
-        lines.append(f"{rank:>{width}}. {name}  {score:.3f}  [{rid}]")
+        lines.append(f"{rank:>{width}}. {for_terminal(name)}  {score:.3f}  [{rid}]")
     return "\n".join(lines)
