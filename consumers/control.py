@@ -48,8 +48,8 @@ class ControlDefaults:
     batch_size: int = 500
     """Events per batch at most (control events are rare; a batch's hides are settled
     right after it)."""
-    metrics_port: int = 9102
-    """Prometheus port; 0 = no HTTP server."""
+    metrics_port: int = 9103
+    """Prometheus port; 0 = no HTTP server (not 9102: ``recs train --every`` has that one)."""
 
 # Every reason code parse_control can give (the dead-letter ``error`` header).
 REASONS = ("no_value", "too_large", "not_json", "not_object", "invalid_action",

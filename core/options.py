@@ -133,6 +133,31 @@ def writable_dir(text: str) -> str:
     return str(text)
 
 
+def writable_file(text: str) -> str:
+    """A file that can be written: not a folder, in a folder that exists and takes a new
+    file (or an existing file that opens for writing). Checked before a long command's work
+    (``recs tune --out``, ``recs history --plot``); nothing is created or changed here."""
+    path = Path(str(text)).expanduser()
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("an empty path is not a file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(parent)!r} is not a folder")
+    try:  # real probes, as writable_dir: appending nothing changes an existing file
+        if path.exists():
+            with path.open("ab"):
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write it "
+                                         f"({exc.strerror or exc})") from None
+    return str(text)
+
+
 # -- KEY=VALUE passthrough options (--kafka-config, and any later --*-conf) ---------------------
 
 

@@ -44,6 +44,7 @@ _UPDATER = "consumers.updater:UpdaterConfig"
 _CONTROL = "consumers.control:ControlDefaults"
 _ONLINE = "trainer.online:OnlineSettings"
 _SYNTH = "trainer.synth:generate"
+_SERVE = "recs.serve:ServeConfig"
 _SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
 _THREADS = o.int_range(0, 1024)
 _D = " (default %(default)s)"
@@ -387,6 +388,17 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default="",
                    help="bearer token for every route but /healthz; prefer RECS_TOKEN (a flag "
                         "shows in ps); also turns on user look-ups on the page")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-connections", type=o.positive_int,
+                   default=_From(_SERVE, "max_connections"),
+                   help="client connections at once; past it 503 (lowered to fit the "
+                        "open-file limit)" + _D)
+    g.add_argument("--header-timeout", type=o.positive_float,
+                   default=_From(_SERVE, "header_timeout"),
+                   help="seconds a client has to send a whole request head" + _D)
+    g.add_argument("--redis-connections", type=o.positive_int,
+                   default=_From(_SERVE, "redis_connections"),
+                   help="Redis connection pool; requests wait for a free one" + _D)
     g = p.add_argument_group("consumer lag on the page (optional)")
     g.add_argument("--kafka-bootstrap-servers", default="",
                    help="ask Kafka for end offsets to show the consumer's lag; empty = off "
@@ -588,6 +600,9 @@ def _service_error(exc: Exception, args: argparse.Namespace) -> str | None:
     where = mask_url(getattr(args, "redis_url", "") or "")
     if isinstance(exc, redis.AuthenticationError):
         return f"Redis at {where} refused the credentials: {exc}"
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+        return (f"the Redis user of {where} lacks a permission this command needs "
+                f"(README: Redis ACL users): {exc}")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"cannot reach Redis at {where}: {exc}"
     if isinstance(exc, redis.RedisError):
@@ -651,7 +666,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, func_name = args.handler.split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return code
+    except BrokenPipeError:
+        # `recs similar --json | head -c 400`: the reader has what it wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except RecsError as exc:
         print(redact(f"recs {args.command}: error: {exc}"), file=sys.stderr)
         return 2

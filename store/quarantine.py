@@ -68,33 +68,54 @@ class RepairResult:
     applied: int = 0
     """Entries whose views are now counted."""
     still_parked: int = 0
-    """Entries whose key still refuses (parked again, with the new reason)."""
+    """Entries whose key still refuses (parked again, with the new reason), or that are not
+    what the counts script writes (left in place, named in ``reasons``)."""
     reasons: list[str] | None = None
 
 
-def read_entries(client: redis.Redis, keys: Keys, lang: str) -> list[Entry]:
-    """Every parked entry of ``lang`` (left-over REPAIRED markers are deleted)."""
+def _entry(field: str, raw: str) -> Entry:
+    """One parked value as an Entry; ValueError when it is not what the script writes."""
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("views") or {}, dict) or \
+            not isinstance(doc.get("user", ""), str):
+        raise ValueError("not an object with a user and views")
+    views = {int(k): int(v) for k, v in (doc.get("views") or {}).items()}
+    if any(v <= 0 for v in views.values()):
+        raise ValueError("a count that is not positive")
+    return Entry(field, raw, doc.get("user", ""), str(doc.get("reason", "")), views)
+
+
+def read_entries(client: redis.Redis, keys: Keys, lang: str,
+                 malformed: list[str] | None = None) -> list[Entry]:
+    """Every parked entry of ``lang`` (left-over REPAIRED markers are deleted); an entry that
+    is not one the counts script writes is left in place and named in ``malformed``."""
     out = []
     for field, raw in client.hscan_iter(keys.quarantine(lang), count=500):
         field = field.decode() if isinstance(field, bytes) else field
-        raw = raw.decode() if isinstance(raw, bytes) else raw
+        raw = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         if raw == REPAIRED:
             client.hdel(keys.quarantine(lang), field)
             continue
-        doc = orjson.loads(raw)
-        views = doc.get("views") or {}
-        out.append(Entry(field, raw, doc.get("user", ""), doc.get("reason", ""),
-                         {int(k): int(v) for k, v in views.items()}))
+        try:
+            out.append(_entry(field, raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            if malformed is not None:
+                malformed.append(f"entry {field[:80]!r} is malformed ({exc}): left in place")
     return out
 
 
 def repair(client: redis.Redis, keys: Keys, lang: str) -> RepairResult:
-    """Re-apply every parked entry of ``lang``; see the module docstring."""
+    """Re-apply every parked entry of ``lang``; see the module docstring. A malformed entry
+    is skipped and reported; the others are repaired all the same."""
     counts = Counts(client, keys)
     items_script = client.register_script(REPAIR_ITEMS_LUA)
     q_key = keys.quarantine(lang)
     result = RepairResult(reasons=[])
-    for entry in read_entries(client, keys, lang):
+    malformed: list[str] = []
+    entries = read_entries(client, keys, lang, malformed)
+    result.still_parked += len(malformed)
+    result.reasons.extend(malformed)
+    for entry in entries:
         if entry.user:
             applied = counts.write(q_key, [(entry.field, entry.raw, REPAIRED)],
                                    {lang: {entry.user: entry.views}})

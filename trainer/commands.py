@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from core.errors import InputError
-from core.options import writable_dir
+from core.options import writable_dir, writable_file
 
 
 def _engine(args) -> None:
@@ -89,13 +89,24 @@ def _redis_errors_as_one_line(run, args) -> int:
         raise RecsError(f"cannot reach Redis: {exc}") from None
 
 
+def _output_file(flag: str, path: str | None) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    if path:
+        try:
+            writable_file(path)
+        except argparse.ArgumentTypeError as exc:
+            raise InputError(f"{flag}: {exc}") from None
+
+
 def cmd_tune(args) -> int:
     from trainer.quality import tune_command
 
+    _output_file("--out", getattr(args, "out", None))
     return _redis_errors_as_one_line(tune_command, args)
 
 
 def cmd_history(args) -> int:
     from trainer.history import history_command
 
+    _output_file("--plot", args.plot)
     return _redis_errors_as_one_line(history_command, args)
