@@ -16,6 +16,16 @@ Invariants:
   lists that already hold it are found and refilled afterwards (trainer/takedown.py); the
   queue entry is removed only when that is done, so a crash in between is finished by the
   next ``recs hide``/``recs control``.
+- No script call holds Redis for long, however many resources are hidden at once: the CLI
+  sends :data:`OPS_PER_CALL` operations per call; finding the lists is a scan of the
+  published lists in steps of about :data:`LIST_STEP_OPS` lookups (:data:`SCAN_LUA`), each
+  looking up a list's ids in the hidden hash when many resources are queued (its cost then
+  does not grow with their number) or ZSCOREs of the few queued; refills are
+  :func:`write_refilled` calls of 25 lists.
+- A settle's progress is in Redis (``takedown_scan``: the queue position it covers and its
+  cursors; ``takedown_found``: the lists found and not yet refilled), written in the same
+  step as the work it records: a settle that dies or whose call times out is resumed where
+  it was, never started over, and nothing is done twice.
 - A forget removes, in one step per language, the user's views (their counts taken back
   from ``item_views``), factors, lists and every queue entry, and leaves a tombstone
   ``forgotten(lang)`` sha1(user) -> seq: a publish computed from counts read before that
@@ -26,7 +36,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,13 +51,13 @@ from store.lists import LISTS_LUA, encode_lists
 _L, _I = "\1", "\2"
 TEMPLATES = ("hidden", "similar", "published_items", "trending", "takedown_work", "views",
              "item_views", "factors", "recs", "dirty", "touched", "claims", "users",
-             "published_users", "forgotten", "seq", "trending_seen")
+             "published_users", "forgotten", "seq", "trending_seen", "takedown_seq")
 
 CONTROL_LUA = GUARDS_LUA + """
 -- KEYS[1]: guard HASH (the control topic's partition offsets; any key when there are no
 -- guards). KEYS[2]: langs SET.
 -- ARGV, flat: n_guards, then n_guards x (field, expected, new) ('' = absent / check only);
---   then the 17 key templates of TEMPLATES ('\\1' = language, '\\2' = id);
+--   then the 18 key templates of TEMPLATES ('\\1' = language, '\\2' = id);
 --   then n_ops, then per op: action ('hide' | 'unhide' | 'forget'), lang ('' = every
 --   language in KEYS[2]), target (resource id, or user id for forget), value (hide: JSON
 --   {reason, ts}).
@@ -62,7 +72,7 @@ end
 
 local names = {'hidden', 'similar', 'published_items', 'trending', 'work', 'views',
   'item_views', 'factors', 'recs', 'dirty', 'touched', 'claims', 'users', 'published_users',
-  'forgotten', 'seq', 'trending_seen'}
+  'forgotten', 'seq', 'trending_seen', 'work_seq'}
 local T = {}
 for j, name in ipairs(names) do T[name] = ARGV[i + j - 1] end
 i = i + #names
@@ -77,18 +87,23 @@ local function fill(tpl, lang, id)
   return s
 end
 
+-- A queue entry is 'action:seq': the scan that settles it covers every entry up to its
+-- starting seq (store/control.py begin_scan).
+local function queue(lang, rid, action)
+  local seq = redis.call('INCR', fill(T.work_seq, lang))
+  redis.call('HSET', fill(T.work, lang), rid, action .. ':' .. seq)
+end
+
 local function hide(lang, rid, value)
   redis.call('HSET', fill(T.hidden, lang), rid, value)
   redis.call('DEL', fill(T.similar, lang, rid))
   redis.call('SREM', fill(T.published_items, lang), rid)
   redis.call('ZREM', fill(T.trending, lang), rid)
-  redis.call('HSET', fill(T.work, lang), rid, 'hide')
+  queue(lang, rid, 'hide')
 end
 
 local function unhide(lang, rid)
-  if redis.call('HDEL', fill(T.hidden, lang), rid) == 1 then
-    redis.call('HSET', fill(T.work, lang), rid, 'unhide')
-  end
+  if redis.call('HDEL', fill(T.hidden, lang), rid) == 1 then queue(lang, rid, 'unhide') end
 end
 
 local function forget(lang, user)
@@ -133,26 +148,58 @@ end
 return {}
 """
 
-HOLDERS_LUA = """
--- KEYS: lists (ZSETs). ARGV: resource ids.
--- Returns the 1-based positions of the KEYS that hold any of the ids: one ZSCORE per list
--- and id, no list is read whole.
-local out = {}
-for i, key in ipairs(KEYS) do
-  for j = 1, #ARGV do
-    if redis.call('ZSCORE', key, ARGV[j]) then
-      out[#out + 1] = i
-      break
+BEGIN_LUA = """
+-- KEYS[1] takedown_scan HASH, KEYS[2] takedown_work HASH, KEYS[3] takedown_seq STRING.
+-- The queue position a settle covers: the one of the scan in progress (a settle that died
+-- is resumed), else, when anything is queued, a new scan covering every entry so far.
+-- Returns the position, or false when nothing is queued.
+local held = redis.call('HGET', KEYS[1], 'seq')
+if held then return held end
+if redis.call('HLEN', KEYS[2]) == 0 then return false end
+local seq = redis.call('GET', KEYS[3]) or '0'
+redis.call('HSET', KEYS[1], 'seq', seq, 'users', '0', 'items', '0')
+return seq
+"""
+
+SCAN_LUA = """
+-- One bounded step of finding the lists that hold hidden resources.
+-- KEYS[1] takedown_scan HASH (the SSCAN cursor of each kind), KEYS[2] hidden HASH,
+-- KEYS[3] the SET naming the published lists, KEYS[4] the SET of ids found so far.
+-- ARGV[1] the lists' key template ('\\2' stands for an id), ARGV[2] SSCAN COUNT,
+-- ARGV[3] the cursor's field ('users' or 'items'); ARGV[4..]: resource ids looked up with
+-- one ZSCORE each, or none: every member of a list is looked up in KEYS[2].
+-- The step and its progress are one write: the ids found and the next cursor ('done' at
+-- the end), so a retried call goes on from where the last one ended. Returns the cursor.
+local cursor = redis.call('HGET', KEYS[1], ARGV[3]) or '0'
+if cursor == 'done' then return cursor end
+local reply = redis.call('SSCAN', KEYS[3], cursor, 'COUNT', ARGV[2])
+local at = string.find(ARGV[1], '\\2', 1, true)
+local head, tail = string.sub(ARGV[1], 1, at - 1), string.sub(ARGV[1], at + 1)
+for _, id in ipairs(reply[2]) do
+  local key = head .. id .. tail
+  local holds = false
+  if #ARGV > 3 then
+    for j = 4, #ARGV do
+      if redis.call('ZSCORE', key, ARGV[j]) then holds = true break end
+    end
+  else
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if redis.call('HEXISTS', KEYS[2], m) == 1 then holds = true break end
     end
   end
+  if holds then redis.call('SADD', KEYS[4], id) end
 end
-return out
+local next_cursor = reply[1] == '0' and 'done' or reply[1]
+redis.call('HSET', KEYS[1], ARGV[3], next_cursor)
+return next_cursor
 """
 
 REFILL_LUA = """
 -- KEYS[1]: model HASH. KEYS[2]: hidden HASH. KEYS[3]: the SET naming the published lists
--- (published_users or published_items). KEYS[4 .. k+3]: the lists. KEYS[k+4 .. 2k+3]: the
--- users' factor keys (only when ARGV[4] > 0).
+-- (published_users or published_items). KEYS[4]: the SET of lists a scan found to hold a
+-- hidden resource (the ids written here leave it: progress kept with the write).
+-- KEYS[5 .. k+4]: the lists. KEYS[k+5 .. 2k+4]: the users' factor keys (only when
+-- ARGV[4] > 0).
 -- ARGV[1]: the model version the lists were computed from.
 -- ARGV[2], ARGV[5]: the k lists as store.lists encodes them (lengths, entries).
 -- ARGV[3]: list length kept (N). ARGV[4]: factor bytes per id (0: similar lists).
@@ -171,10 +218,10 @@ local is_hidden = hidden_test(KEYS[2])
 local refilled, cleaned = 0, 0
 local pos = 1
 for i = 1, k do
-  local key, id = KEYS[3 + i], ARGV[7 + i]
+  local key, id = KEYS[4 + i], ARGV[7 + i]
   local ok = current and (ARGV[7] == '1' or redis.call('SISMEMBER', KEYS[3], id) == 1)
   if ok and fb > 0 then
-    ok = redis.call('GET', KEYS[k + 3 + i]) == string.sub(ARGV[6], (i - 1) * fb + 1, i * fb)
+    ok = redis.call('GET', KEYS[k + 4 + i]) == string.sub(ARGV[6], (i - 1) * fb + 1, i * fb)
   end
   if ok then
     local args, last
@@ -193,6 +240,7 @@ for i = 1, k do
     end
     cleaned = cleaned + 1
   end
+  redis.call('SREM', KEYS[4], id)
 end
 return {refilled, cleaned}
 """
@@ -210,6 +258,13 @@ return n
 """
 
 ACTIONS = ("hide", "unhide", "forget")
+OPS_PER_CALL = 200
+"""Control operations per unguarded script call (a hide is five writes per language)."""
+LIST_STEP_OPS = 8000
+"""Lookups one scan step makes (ZSCOREs, or members read and looked up): about a
+millisecond of Redis time."""
+PAIRS_PER_CALL = 500
+"""Queue entries one DONE call removes."""
 
 
 @dataclass(frozen=True)
@@ -260,9 +315,11 @@ class Control:
                      op.value() if op.action == "hide" else "")
         return mismatches(self._script(keys=[guard_key, self.keys.langs], args=args))
 
-    def run(self, ops: Sequence[ControlOp]) -> None:
-        """Apply ``ops`` unguarded (the CLI)."""
-        self.apply(self.keys.langs, [], ops)
+    def run(self, ops: Sequence[ControlOp], chunk: int = OPS_PER_CALL) -> None:
+        """Apply ``ops`` unguarded (the CLI), ``chunk`` per script call so no call holds
+        Redis for long; each op is idempotent, so a call sent again repeats nothing."""
+        for s in range(0, len(ops), chunk):
+            self.apply(self.keys.langs, [], ops[s:s + chunk])
 
 
 def _template(keys: Keys, name: str) -> str:
@@ -276,9 +333,10 @@ def _template(keys: Keys, name: str) -> str:
 
 
 def read_hidden(client: redis.Redis, keys: Keys, lang: str) -> dict[int, dict]:
-    """The hidden resources of ``lang``: resource_id -> {"reason", "ts"}."""
+    """The hidden resources of ``lang``: resource_id -> {"reason", "ts"} (read with HSCAN,
+    a bounded step at a time)."""
     out = {}
-    for rid, value in client.hgetall(keys.hidden(lang)).items():
+    for rid, value in client.hscan_iter(keys.hidden(lang), count=1000):
         try:
             meta = json.loads(value)
         except ValueError:
@@ -295,60 +353,82 @@ def drop_hidden(views: pd.DataFrame, hidden: Iterable[int]) -> pd.DataFrame:
     return views[~views["resource_id"].isin(hidden)].reset_index(drop=True)
 
 
-def read_work(client: redis.Redis, keys: Keys, lang: str) -> dict[int, str]:
-    """Hides and unhides whose lists are not settled yet: resource_id -> action."""
-    return {int(k): _text(v) for k, v in client.hgetall(keys.takedown_work(lang)).items()}
+@dataclass(frozen=True)
+class Queued:
+    """One ``takedown_work`` entry: the action and its queue position."""
+
+    action: str
+    seq: int
+    raw: str
+    """The entry as stored (what :data:`DONE_LUA` compares)."""
 
 
-def work_done(client: redis.Redis, keys: Keys, lang: str, done: dict[int, str]) -> int:
-    """Take settled entries off the queue (unless a newer action replaced them)."""
-    if not done:
-        return 0
-    args = [x for rid, action in done.items() for x in (rid, action)]
-    return int(client.register_script(DONE_LUA)(keys=[keys.takedown_work(lang)], args=args))
-
-
-def iter_members(client: redis.Redis, key: str, count: int = 1000) -> Iterator[list[str]]:
-    """Batches of a SET's members, each once (SSCAN may repeat one during a rehash)."""
-    seen: set[bytes] = set()
-    cursor = 0
-    while True:
-        cursor, members = client.sscan(key, cursor, count=count)
-        fresh = [m for m in members if m not in seen]
-        seen.update(fresh)
-        if fresh:
-            yield [_text(m) for m in fresh]
-        if cursor == 0:
-            return
-
-
-def find_holders(client: redis.Redis, id_set: str, list_key, rids: Sequence[int],
-                 chunk: int = 500, calls_per_round_trip: int = 20) -> list[str]:
-    """The ids (members of ``id_set``) whose list ``list_key(id)`` holds any of ``rids``:
-    one ZSCORE per published list and resource, server-side, a chunk of lists per call."""
-    if not rids:
-        return []
-    script = client.register_script(HOLDERS_LUA)
-    args = [str(int(r)) for r in rids]
-    out: list[str] = []
-    pipe = client.pipeline(transaction=False)
-    queued: list[list[str]] = []
-
-    def flush() -> None:
-        for part, hits in zip(queued, pipe.execute(), strict=True):
-            out.extend(part[int(h) - 1] for h in hits)
-        queued.clear()
-
-    for batch in iter_members(client, id_set, count=1000):
-        for s in range(0, len(batch), chunk):
-            part = batch[s:s + chunk]
-            script(keys=[list_key(i) for i in part], args=args, client=pipe)
-            queued.append(part)
-            if len(queued) >= calls_per_round_trip:
-                flush()
-    if queued:
-        flush()
+def read_work(client: redis.Redis, keys: Keys, lang: str) -> dict[int, Queued]:
+    """Hides and unhides whose lists are not settled yet (HSCAN, bounded steps)."""
+    out = {}
+    for rid, value in client.hscan_iter(keys.takedown_work(lang), count=1000):
+        raw = _text(value)
+        action, _, seq = raw.partition(":")
+        out[int(rid)] = Queued(action, int(seq) if seq.isdigit() else 0, raw)
     return out
+
+
+def work_done(client: redis.Redis, keys: Keys, lang: str, done: dict[int, Queued]) -> int:
+    """Take settled entries off the queue (unless a newer action replaced them), a bounded
+    number per call."""
+    script = client.register_script(DONE_LUA)
+    pairs = [x for rid, q in done.items() for x in (rid, q.raw)]
+    step = 2 * PAIRS_PER_CALL
+    return sum(int(script(keys=[keys.takedown_work(lang)], args=pairs[s:s + step]))
+               for s in range(0, len(pairs), step))
+
+
+# -- settling: find the lists that hold hidden resources, in bounded steps ------------------
+
+
+def begin_scan(client: redis.Redis, keys: Keys, lang: str) -> int | None:
+    """The queue position the settle covers (:data:`BEGIN_LUA`); None: nothing queued."""
+    seq = client.register_script(BEGIN_LUA)(keys=[
+        keys.takedown_scan(lang), keys.takedown_work(lang), keys.takedown_seq(lang)])
+    return None if seq is None else int(seq)
+
+
+def scan_lists(client: redis.Redis, keys: Keys, lang: str, kind: str,
+               rids: Sequence[int] | None, max_steps: int | None = None) -> bool:
+    """Run :data:`SCAN_LUA` over every published list of ``kind`` (``users``: the users'
+    lists, ``items``: similar lists) until its cursor is done: the ids of the lists holding
+    one of ``rids`` (None: any hidden resource) end up in ``Keys.takedown_found``. Each step
+    looks up about :data:`LIST_STEP_OPS` members, so its cost is fixed whatever the number
+    of hides; the whole scan reads every published list once. ``max_steps``: stop after
+    that many (a settle done in slices); returns whether the scan of ``kind`` is done."""
+    script = client.register_script(SCAN_LUA)
+    users = kind == "users"
+    template = keys.recs(lang, _I) if users else keys.similar(lang, _I)
+    id_set = keys.published_users(lang) if users else keys.published_items(lang)
+    per_list = len(rids) if rids else 21  # a list of 20 read, each member looked up
+    count = max(10, min(1000, LIST_STEP_OPS // per_list))
+    call_keys = [keys.takedown_scan(lang), keys.hidden(lang), id_set,
+                 keys.takedown_found(lang, kind)]
+    args = [template, count, kind, *(str(int(r)) for r in rids or ())]
+    steps = 0
+    while max_steps is None or steps < max_steps:
+        steps += 1
+        if _text(script(keys=call_keys, args=args)) == "done":
+            return True
+    return False
+
+
+def found_lists(client: redis.Redis, keys: Keys, lang: str, kind: str,
+                count: int) -> list[str]:
+    """Up to ``count`` ids the scan found whose lists are not refilled yet."""
+    return sorted(_text(m) for m in client.srandmember(keys.takedown_found(lang, kind), count))
+
+
+def finish_scan(client: redis.Redis, keys: Keys, lang: str, covered: dict[int, Queued]) -> None:
+    """Take the entries the scan settled off the queue and drop its state."""
+    work_done(client, keys, lang, covered)
+    client.unlink(keys.takedown_scan(lang), keys.takedown_found(lang, "users"),
+                  keys.takedown_found(lang, "items"))
 
 
 def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, users: bool,
@@ -357,16 +437,18 @@ def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, 
                    chunk: int = 25) -> tuple[int, int]:
     """Write refilled lists with :data:`REFILL_LUA`, ``chunk`` lists per script call (about
     a millisecond of server time: readers wait at most that), every call of ``ids`` in one
-    pipelined round trip; returns (refilled, only cleaned)."""
+    pipelined round trip; each call also takes its ids out of ``Keys.takedown_found``.
+    Returns (refilled, only cleaned)."""
     script = client.register_script(REFILL_LUA)
     id_set = keys.published_users(lang) if users else keys.published_items(lang)
+    found = keys.takedown_found(lang, "users" if users else "items")
     list_key = keys.recs if users else keys.similar
     encoded = encode_lists(np.asarray(members).reshape(len(ids), -1), scores)
     fb = len(factors[0]) if users and factors else 0
     pipe = client.pipeline(transaction=False)
     for s in range(0, len(ids), chunk):
         part = [str(i) for i in ids[s:s + chunk]]
-        call_keys = [keys.model(lang), keys.hidden(lang), id_set,
+        call_keys = [keys.model(lang), keys.hidden(lang), id_set, found,
                      *(list_key(lang, i) for i in part)]
         blob = b""
         if fb:

@@ -5,10 +5,12 @@ The hide itself is one atomic step (store/control.py); from then on every list w
 the resource inside its own write script, so it can only still be in lists written BEFORE
 the hide. :func:`settle` finds those and rewrites them:
 
-- Finding them: every published list is checked with one server-side ZSCORE (a chunk of
-  lists per script call), the same cost as reading each list's last score, which is what a
-  score bound would need; no list is read whole, no keyspace SCAN. A reverse index (lists
-  per resource) would make this free but cost every publish a write per list entry.
+- Finding them: every published list is checked server-side, a bounded step of lists per
+  script call (store/control.py ``scan_lists``): with a few hides one ZSCORE per hide, the
+  same cost as reading each list's last score, which is what a score bound would need; with
+  many, each list's 20 members are looked up in the hidden hash, so ten thousand hides cost
+  what twenty do. No keyspace SCAN. A reverse index (lists per resource) would make this
+  free but cost every publish a write per list entry.
 - Refilling them: the list is recomputed exactly from what is published, so it stays N
   long: a user's list from their published factors against the published item factors
   (viewed and hidden resources excluded), a similar list from the item factors (cosine).
@@ -20,7 +22,8 @@ the hide. :func:`settle` finds those and rewrites them:
   again right away.
 
 A queue entry (``takedown_work``) is removed only after its lists are settled, so a crash
-in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``.
+in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``, from
+where it stopped: the scan's cursor and the lists found but not refilled are in Redis.
 """
 
 from __future__ import annotations
@@ -36,14 +39,17 @@ import redis
 
 from core.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
 from core.errors import InputError, RecsError
+from core.text import for_terminal
 from store.connection import connect
 from store.control import (
     Control,
     ControlOp,
-    find_holders,
+    begin_scan,
+    finish_scan,
+    found_lists,
     read_hidden,
     read_work,
-    work_done,
+    scan_lists,
     write_refilled,
 )
 from store.keys import Keys
@@ -57,6 +63,11 @@ SPARE = 5
 """Candidates computed beyond N, for resources hidden while a refill is being written."""
 USER_CHUNK = 2048
 """Users scored per matrix product (2048 x 4,000 float32 = 32 MiB)."""
+MAX_SCANS = 4
+"""Scans one settle runs at most (one resumed, then the ones for hides queued meanwhile)."""
+FEW_HIDES = 16
+"""Up to this many queued hides, lists are checked with one ZSCORE per hide; past it, each
+list's members are looked up in the hidden hash (a cost that no longer grows with them)."""
 
 
 @dataclass
@@ -92,33 +103,66 @@ def als_published(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems 
 
 def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
     """Clean and refill the lists of every hide queued for ``lang``, restore what unhides
-    can restore now, and take the settled entries off the queue."""
+    can restore now, and take the settled entries off the queue. Resumes a settle that
+    died (its progress is in Redis: store/control.py), then settles what was queued after
+    it began; every Redis call is a bounded step."""
     report = SettleReport(lang)
-    work = read_work(client, keys, lang)
-    if not work:
-        return report
+    for _ in range(MAX_SCANS):
+        seq = begin_scan(client, keys, lang)
+        if seq is None:
+            break
+        _settle_scan(client, keys, lang, seq, report)
+    return report
+
+
+def _settle_scan(client: redis.Redis, keys: Keys, lang: str, seq: int,
+                 report: SettleReport) -> None:
+    """One scan: the queue entries up to position ``seq``, added into ``report``."""
     t0 = time.perf_counter()
-    hides = sorted(r for r, a in work.items() if a == "hide")
-    report.hides, report.unhides = len(hides), len(work) - len(hides)
+    covered = {r: q for r, q in read_work(client, keys, lang).items() if q.seq <= seq}
+    hides = sorted(r for r, q in covered.items() if q.action == "hide")
+    report.hides += len(hides)
+    report.unhides += len(covered) - len(hides)
+    if hides:  # a few: ZSCORE each per list; many: each list's members in the hidden hash
+        for kind in ("users", "items"):
+            scan_lists(client, keys, lang, kind, hides if len(hides) <= FEW_HIDES else None)
+    report.seconds["find"] = report.seconds.get("find", 0) + round(time.perf_counter() - t0, 3)
+    t1 = time.perf_counter()
     published = als_published(client, keys, lang)
     hidden = set(read_hidden(client, keys, lang))
-    users = find_holders(client, keys.published_users(lang), lambda u: keys.recs(lang, u), hides)
-    items = find_holders(client, keys.published_items(lang), lambda i: keys.similar(lang, i),
-                         hides)
-    report.seconds["find"] = round(time.perf_counter() - t0, 3)
-    t1 = time.perf_counter()
     n = int(published.meta.get("top_n", 20)) if published else 20
-    report.users_refilled, report.users_cleaned = _refill_users(
-        client, keys, lang, published, users, hidden, n)
-    report.similar_refilled, report.similar_cleaned = _refill_similar(
-        client, keys, lang, published, [int(i) for i in items], hidden, n)
-    unhidden = [r for r, a in work.items() if a == "unhide" and r not in hidden]
-    report.restored = _refill_similar(client, keys, lang, published, unhidden, hidden, n,
-                                      create=True)[0]
-    work_done(client, keys, lang, work)
-    report.seconds["refill"] = round(time.perf_counter() - t1, 3)
+    users = _refill_found(client, keys, lang, "users", lambda part: _refill_users(
+        client, keys, lang, published, part, hidden, n))
+    items = _refill_found(client, keys, lang, "items", lambda part: _refill_similar(
+        client, keys, lang, published, [int(i) for i in part], hidden, n))
+    report.users_refilled += users[0]
+    report.users_cleaned += users[1]
+    report.similar_refilled += items[0]
+    report.similar_cleaned += items[1]
+    unhidden = [r for r, q in covered.items() if q.action == "unhide" and r not in hidden]
+    for s in range(0, len(unhidden), USER_CHUNK):
+        report.restored += _refill_similar(client, keys, lang, published,
+                                           unhidden[s:s + USER_CHUNK], hidden, n, create=True)[0]
+    finish_scan(client, keys, lang, covered)
+    report.seconds["refill"] = report.seconds.get("refill", 0) + round(
+        time.perf_counter() - t1, 3)
     log.info("take-downs settled", extra={"fields": {**report.__dict__}})
-    return report
+
+
+def _refill_found(client, keys: Keys, lang: str, kind: str, refill) -> tuple[int, int]:
+    """Refill the lists the scan found, a chunk at a time; each write takes its lists off
+    the found set, so a settle resumed later starts with what is left."""
+    done = cleaned = 0
+    seen: set[str] = set()
+    while part := found_lists(client, keys, lang, kind, USER_CHUNK):
+        if seen.issuperset(part):  # written, yet still there: never loop on it
+            log.warning("lists found for a take-down would not leave the queue",
+                        extra={"fields": {"lang": lang, "kind": kind, "lists": len(part)}})
+            break
+        seen.update(part)
+        a, b = refill(part)
+        done, cleaned = done + a, cleaned + b
+    return done, cleaned
 
 
 class _Rows:
@@ -298,7 +342,8 @@ def cmd_hidden(args) -> int:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print(f"{row['resource_id']}\t{row.get('ts')}\t{row.get('reason', '')}")
+            print(f"{row['resource_id']}\t{row.get('ts')}\t"
+                  f"{for_terminal(row.get('reason', ''))}")
     return 0
 
 
