@@ -600,7 +600,9 @@ def _service_error(exc: Exception, args: argparse.Namespace) -> str | None:
     where = mask_url(getattr(args, "redis_url", "") or "")
     if isinstance(exc, redis.AuthenticationError):
         return f"Redis at {where} refused the credentials: {exc}"
-    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+    from store.connection import permission_denied
+
+    if permission_denied(exc):
         return (f"the Redis user of {where} lacks a permission this command needs "
                 f"(README: Redis ACL users): {exc}")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):

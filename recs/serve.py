@@ -54,6 +54,7 @@ from starlette.routing import Route
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
 from recs.serve_guard import Throttle
 from store.aclient import AsyncRecsClient, connect_async, pool_exhausted
+from store.connection import permission_denied
 from store.keys import Keys
 
 log = logging.getLogger("recs.serve")
@@ -243,7 +244,7 @@ def redis_failure(metrics: Metrics, exc: redis.RedisError) -> Response:
     """The 503 for a Redis error, saying which kind: a permission the server's Redis user
     lacks, every connection busy until the deadline, or Redis unreachable."""
     metrics.redis_errors.inc()
-    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+    if permission_denied(exc):
         log.error("the Redis user lacks a permission recs serve needs: %s", exc)
         return error_response(503, "redis_permission", "Redis refused a command: the Redis "
                               "user of this server lacks a permission (README: ACL users)")

@@ -28,3 +28,14 @@ def transient(exc: redis.RedisError) -> bool:
     """Whether ``exc`` means "Redis is away or not ready", so the call may simply be retried."""
     return isinstance(exc, _TRANSIENT_ERRORS) or (
         isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES))
+
+
+# How Redis words a command the user may not run: NOPERM outside scripts, and inside a script
+# (Redis 7.0) "The user executing the script can't run this command or subcommand".
+_PERMISSION_WORDS = ("NOPERM", "can't run this command")
+
+
+def permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a command (or key) to this user's ACL."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.RedisError) and any(w in str(exc) for w in _PERMISSION_WORDS))

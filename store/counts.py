@@ -25,7 +25,9 @@ other users are counted as usual (an item total that refuses is parked the same 
 guards are written last, so the offsets advance exactly once with whatever was counted or
 parked. ``store/quarantine.py`` re-applies parked views once the key is repaired
 (``recs repair``). An internal key of the wrong type is found before the first write: the
-script then refuses with an error and writes nothing.
+script then refuses with an error and writes nothing. A Redis user without HINCRBY is not a
+poisoned key: the first refusal, before anything is counted, fails the whole call with
+Redis's permission error (only the language's ``seq`` has moved on) instead of parking it all.
 
 Why a guard list rather than "skip if already applied": a writer that sees its guard
 refused learns what Redis holds and can resume from there, which also covers Redis losing
@@ -119,7 +121,7 @@ local function variadic(cmd, key, args)
   end
 end
 
-local parked = {0}
+local parked, counted = {0}, false
 local function park(lang, q_key, field, user, reason, views)
   redis.call('HSET', q_key, field, cjson.encode({user = user, reason = reason, views = views}))
   parked[1] = parked[1] + 1
@@ -147,9 +149,16 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
       local rid, c = ARGV[i], ARGV[i + 1]
       local r = pcall_('HINCRBY', views_key, rid, c)
       if type(r) == 'table' then
+        if not counted and (string.sub(r['err'], 1, 6) == 'NOPERM' or
+            string.find(r['err'], "can't run this command", 1, true)) then
+          -- The Redis user may not count at all: refuse the batch (nothing counted yet)
+          -- rather than park every view as if its key were poisoned.
+          return redis.error_reply(r['err'])
+        end
         err = 'resource ' .. rid .. ': ' .. r['err']
         break
       end
+      counted = true
       items[rid] = (items[rid] or 0) + tonumber(c)
       i = i + 2
     end
