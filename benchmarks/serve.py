@@ -19,21 +19,38 @@ The baseline, in the same run, from the same load process: the same look-ups wit
 ``store.client.RecsClient`` (``similar``/``recommend`` and then ``details``: the same two
 Redis round trips the server makes), at the same fixed rate and at saturation. The ratios
 say what the HTTP layer costs. The machine's load average is printed next to the figures.
+
+Then (issue 23), each row with Redis's longest command while it ran (SLOWLOG, commands
+over 0.1 ms):
+- many connections: ``--connections`` (150 and 1,000) keep-alive connections at once from
+  an asyncio client, each sending its next request as soon as the last one answers; the
+  ratio is to the saturation row's throughput over HTTP. Every answer must be a 200 (a
+  full Redis pool waits, it is not an outage);
+- title search over a catalogue of ``--catalogue`` resources (2M): the load time of
+  ``recs resources load``'s write path (details and title index), the index's size, and
+  searches of one and two words at saturation on ``--threads`` connections, against the
+  similar-list look-up in the same run; and what the old search path cost: one HGETALL of
+  the catalogue, timed by Redis.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
+import itertools
 import multiprocessing as mp
 import os
 import random
+import re
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -113,6 +130,48 @@ def _worker(kind: str, target: str, ids, users, interval: float | None, seconds:
         due = due + interval if interval is not None else time.perf_counter()
 
 
+async def _connection(host: str, port: int, paths: list[str], seed: int, deadline: float,
+                      out: list) -> None:
+    """One keep-alive connection sending its next request as soon as the last answers."""
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            writer.write(f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length[1]) if length else 0)
+            out.append((time.perf_counter() - sent, head[9:12] == b"200"))
+            if b"connection: close" in head.lower():
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+
+
+def many(target: str, paths: list[str], connections: int, seconds: float) -> dict:
+    """Run in the load process: ``connections`` at once (asyncio), flat out for ``seconds``."""
+    host, port = target.rsplit(":", 1)
+    out: list = []
+
+    async def run() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*[_connection(host, int(port), paths, i, deadline, out)
+                               for i in range(connections)])
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return _summary(out, time.perf_counter() - started)
+
+
+def _summary(results: list, elapsed: float) -> dict:
+    lat = [r[0] for r in results]
+    return {"requests": len(lat), "per_second": len(lat) / elapsed,
+            "errors": sum(1 for r in results if not r[1]),
+            "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * _percentile(lat, 0.99)}
+
+
 def load(kind: str, target: str, ids, users, rate: float | None, seconds: float,
          threads: int) -> dict:
     """Run in the load process: ``threads`` connections, fixed total ``rate`` or flat out."""
@@ -126,11 +185,7 @@ def load(kind: str, target: str, ids, users, rate: float | None, seconds: float,
         w.start()
     for w in workers:
         w.join()
-    elapsed = time.perf_counter() - started
-    lat = [r[0] for rs in results for r in rs]
-    return {"requests": len(lat), "per_second": len(lat) / elapsed,
-            "errors": sum(1 for rs in results for r in rs if not r[1]),
-            "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * _percentile(lat, 0.99)}
+    return _summary([r for rs in results for r in rs], time.perf_counter() - started)
 
 
 def main() -> int:
@@ -140,6 +195,10 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--connections", default="150,1000",
+                    help="comma-separated connection counts for the many-connection rows")
+    ap.add_argument("--catalogue", type=int, default=2_000_000,
+                    help="resources in the title-search catalogue (0: no title rows)")
     args = ap.parse_args()
 
     from recs.localstack import RecsProcess, RedisServer, free_port
@@ -155,12 +214,115 @@ def main() -> int:
     try:
         _wait_http(port, server)
         rows = _measure(args, f"127.0.0.1:{port}", redis_server.url, ids, users)
+        more = _many_and_titles(args, f"127.0.0.1:{port}", client, ids, users)
     finally:
         server.stop()
         client.close()
         redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     _report(args, rows)
+    _report_more(args, rows, more)
     return 0
+
+
+def _many_and_titles(args, target: str, client, ids, users) -> dict:
+    """The issue 23 rows: many connections at once, then the title search over a large
+    catalogue; each with Redis's longest command while it ran."""
+    import slowlog
+
+    from store.aclient import LIST_WITH_DETAILS_LUA
+
+    scripts = {"LIST_WITH_DETAILS": LIST_WITH_DETAILS_LUA}
+    rng = random.Random(3)
+    paths = [f"/v1/{LANG}/resources/{rng.choice(ids)}/similar?n=10" if rng.random() < 0.5
+             else f"/v1/{LANG}/users/{rng.choice(users)}/recommendations?n=10"
+             for _ in range(2000)]
+    out: dict = {"many": {}}
+    with mp.get_context("spawn").Pool(1) as pool:
+        for n in [int(c) for c in args.connections.split(",") if c.strip()]:
+            slowlog.start(client)
+            row = pool.apply(many, (target, paths, n, args.seconds))
+            out["many"][n] = {**row, "longest": slowlog.longest(client, scripts)}
+        if args.catalogue:
+            out["titles"] = _titles(args, target, client, ids, pool, scripts)
+    return out
+
+
+WORDS = 30_000
+"""Distinct words the synthetic catalogue's titles are made of (Zipf-like use)."""
+
+
+def _vocabulary(rng: random.Random) -> list[str]:
+    syllables = ["ba", "ce", "di", "fo", "gu", "ha", "ji", "ko", "lu", "ma", "ne", "pi", "qua",
+                 "ro", "si", "tu", "ve", "wa", "xi", "yo", "ze", "str", "ph", "th", "ion"]
+    words = set()
+    while len(words) < WORDS:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def _titles(args, target: str, client, ids, pool, scripts) -> dict:
+    """Load a catalogue of ``--catalogue`` resources (the first ``ids`` among them), then
+    search it over HTTP; baselines: similar-list look-ups, and one HGETALL of it."""
+    import slowlog
+
+    from store.keys import Keys
+    from store.resources import replace_details
+
+    rng = random.Random(5)
+    vocab = _vocabulary(rng)
+    cumulative = list(itertools.accumulate(1 / (r + 1) for r in range(len(vocab))))
+    rest = iter(range(4_000_000_001, 4_000_000_001 + args.catalogue))
+    every = list(ids) + [next(rest) for _ in range(args.catalogue - len(ids))]
+    titles = {rid: " ".join(rng.choices(vocab, cum_weights=cumulative, k=rng.randint(3, 7)))
+              + f" {n % 997}" for n, rid in enumerate(every)}
+    t = time.perf_counter()
+    held = replace_details(client, Keys(), LANG, ((rid, {"title": title, "folder": "F",
+                                                         "subject": "S", "tags": "a,b"})
+                                                  for rid, title in titles.items()))
+    loaded = time.perf_counter() - t
+    sizes = {k: client.memory_usage(key, samples=0) for k, key in (
+        ("details", Keys().resources(LANG)), ("index", Keys().titles(LANG)))}
+    slowlog.start(client)
+    client.hgetall(Keys().resources(LANG))
+    hgetall = slowlog.longest(client)
+    picks = rng.sample(list(titles.values()), 2000)
+    one = [f"/v1/{LANG}/resources?q={quote(w.split()[0][:rng.randint(3, 6)])}" for w in picks]
+    two = [f"/v1/{LANG}/resources?q={quote(' '.join(w.split()[1:3]))}" for w in picks]
+    similar = [f"/v1/{LANG}/resources/{rng.choice(ids)}/similar?n=10" for _ in range(2000)]
+    rows = {}
+    for name, paths in (("similar (baseline)", similar), ("title, one word prefix", one),
+                        ("title, two words", two)):
+        slowlog.start(client)
+        rows[name] = {**pool.apply(many, (target, paths, args.threads, args.seconds)),
+                      "longest": slowlog.longest(client, scripts)}
+    return {"resources": held, "load_seconds": loaded, "sizes": sizes, "hgetall": hgetall,
+            "rows": rows}
+
+
+def _report_more(args, rows: dict, more: dict) -> None:
+    sat = rows[("saturation", "http")]
+    print(f"\nmany connections at once (asyncio client, each flat out, {args.seconds:.0f} s); "
+          "ratio: throughput / the saturation row's over HTTP")
+    print(f"{'connections':<13}{'req/s':>9}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
+          "  longest Redis command")
+    for n, r in more["many"].items():
+        print(f"{n:<13}{r['per_second']:>9.0f}{r['per_second'] / sat['per_second']:>7.2f}"
+              f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>9}  {r['longest']}")
+    titles = more.get("titles")
+    if not titles:
+        return
+    mib = {k: v / 2**20 for k, v in titles["sizes"].items()}
+    print(f"\ntitle search over {titles['resources']:,} resources: loaded (details + index) in "
+          f"{titles['load_seconds']:.1f} s; details {mib['details']:.0f} MiB, index "
+          f"{mib['index']:.0f} MiB; the old path, one HGETALL of the catalogue: "
+          f"{titles['hgetall']}")
+    base = titles["rows"]["similar (baseline)"]
+    print(f"{'look-up':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 ratio':>10}"
+          f"{'non-200':>9}  longest Redis command")
+    for name, r in titles["rows"].items():
+        print(f"{name:<26}{r['per_second']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['p99_ms'] / base['p99_ms']:>10.2f}{r['errors']:>9}  {r['longest']}")
 
 
 def _wait_http(port: int, server) -> None:

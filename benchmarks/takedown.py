@@ -14,9 +14,13 @@ Timed, in the same process:
 
 - ``hide``: for the resources in the most lists, a median one and a rarely listed one, the
   time from the hide script to the last affected list refilled (``Control.run`` +
-  ``trainer.takedown.settle``), split into finding the lists (one ZSCORE per published
-  list, server-side) and recomputing + writing them. Target < 5 s. Each hidden resource is
-  unhidden again before the next one.
+  ``trainer.takedown.settle``), split into finding the lists (a server-side scan of the
+  published lists, one ZSCORE each) and recomputing + writing them. Target < 5 s. Each
+  hidden resource is unhidden again before the next one.
+- ``bulk``: ``--bulk`` ids (10,000) hidden at once, ``--bulk-listed`` (200) of them
+  resources the model lists, spread over the ranking, the rest ids it never heard of (a
+  take-down of a publisher's catalogue): the same path as ``recs hide``, to the last list
+  refilled, then the unhide of them all; each with Redis's longest script call.
 - baselines in the same run: reading every published user list once (pipelined ZRANGE of
   each, what any client-side scan must at least do), and the retrain's own publish time
   (the alternative: waiting for the next retrain).
@@ -37,7 +41,8 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from retrain import load_counts  # noqa: E402 - benchmarks/ is the script's path; after the env
+import slowlog  # noqa: E402 - benchmarks/ is the script's path; after the env
+from retrain import load_counts  # noqa: E402
 
 
 def list_counts(client, keys, lang: str) -> dict[int, int]:
@@ -82,6 +87,42 @@ def time_hide(client, keys, lang: str, rid: int) -> dict:
             "similar": report.similar_refilled, "cleaned": report.users_cleaned}
 
 
+def time_bulk(client, keys, lang: str, real: list[int], total: int) -> dict:
+    """``recs hide`` of ``total`` ids at once (``real`` of them listed, the rest unknown to
+    the model) to the last list refilled, then the unhide of them all; each with its
+    longest Redis command."""
+    from store.control import Control, ControlOp
+    from trainer.takedown import settle
+
+    unknown = range(4_100_000_000, 4_100_000_000 + total - len(real))
+    ids = [str(r) for r in [*real, *unknown]]
+    control = Control(client, keys)
+    out = {}
+    for action in ("hide", "unhide"):
+        client.slowlog_reset()
+        t = time.perf_counter()
+        control.run([ControlOp(action, rid, lang) for rid in ids])
+        recorded = time.perf_counter() - t
+        report = settle(client, keys, lang)
+        out[action] = {"total": time.perf_counter() - t, "recorded": recorded,
+                       "find": report.seconds.get("find", 0.0),
+                       "refill": report.seconds.get("refill", 0.0),
+                       "lists": report.users_refilled + report.similar_refilled,
+                       "cleaned": report.users_cleaned + report.similar_cleaned,
+                       "restored": report.restored, "longest": longest(client)}
+    return out
+
+
+def print_bulk(bulk: dict, total: int, real: int, single: float, baseline: float) -> None:
+    for action, b in bulk.items():
+        print(f"  {action} of {total:,} ids at once ({real} of them listed resources): "
+              f"{b['total']:.2f} s = {b['total'] / single:.1f}x the most listed one's hide "
+              f"(recorded {b['recorded']:.2f} s; find {b['find']:.2f} s = "
+              f"{b['find'] / baseline:.2f}x reading every list; refill {b['refill']:.2f} s: "
+              f"{b['lists']} lists refilled, {b['cleaned']} cleaned, {b['restored']} restored); "
+              f"longest script call {b['longest']}")
+
+
 def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) -> list[dict]:
     import numpy as np
 
@@ -112,33 +153,19 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
     return out
 
 
-def script_names() -> dict[str, str]:
-    """SHA1 -> name of every script a hide, a refill or a refresh runs."""
-    import hashlib
-
+def scripts() -> dict[str, str]:
+    """Name -> source of every script a hide, a refill or a refresh runs."""
     from store import control, counts, trending
 
-    scripts = {"CONTROL": control.CONTROL_LUA, "HOLDERS": control.HOLDERS_LUA,
-               "REFILL": control.REFILL_LUA, "DONE": control.DONE_LUA,
-               "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
-               "TRENDING FINISH": trending.FINISH_LUA}
-    return {hashlib.sha1(v.encode()).hexdigest(): k for k, v in scripts.items()}
+    return {"CONTROL": control.CONTROL_LUA, "BEGIN": control.BEGIN_LUA,
+            "SCAN": control.SCAN_LUA, "REFILL": control.REFILL_LUA, "DONE": control.DONE_LUA,
+            "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
+            "TRENDING FINISH": trending.FINISH_LUA}
 
 
 def longest(client) -> str:
     """The slowest command since the last SLOWLOG RESET (what readers may wait behind)."""
-    entries = [e for e in client.slowlog_get(10000)
-               if not e["command"].upper().startswith((b"SLOWLOG", b"CONFIG"))]
-    if not entries:
-        return "none over 0.5 ms"
-    top = max(entries, key=lambda e: e["duration"])
-    words = top["command"].split(b" ")
-    name = words[0].decode()
-    if name.upper() == "EVALSHA" and len(words) > 1:
-        name = script_names().get(words[1].decode(), name)
-    median = statistics.median(e["duration"] for e in entries) / 1000
-    return (f"{top['duration'] / 1000:.1f} ms ({name}; {len(entries)} commands over 0.5 ms, "
-            f"their median {median:.1f} ms)")
+    return slowlog.longest(client, scripts())
 
 
 def main() -> None:
@@ -150,6 +177,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--minutes", type=int, default=3, help="simulated trending minutes")
     ap.add_argument("--rate", type=int, default=1000, help="view events per second")
+    ap.add_argument("--bulk", type=int, default=10_000, help="ids in the bulk hide")
+    ap.add_argument("--bulk-listed", type=int, default=200,
+                    help="of them, resources the model lists (spread over the ranking)")
     args = ap.parse_args()
 
     from recs.localstack import RedisServer
@@ -187,8 +217,10 @@ def main() -> None:
         client.config_set("slowlog-log-slower-than", 500)
         client.config_set("slowlog-max-len", 10000)
         client.slowlog_reset()
+        single = {}
         for name, rid in picks.items():
             h = time_hide(client, keys, lang, rid)
+            single[name] = h["total"]
             per_list = 1e6 * h["refill"] / max(h["lists"], 1)
             print(f"  {name:16s} resource {rid}: in {held[rid]} user lists -> "
                   f"{h['total']:.3f} s (find {h['find']:.3f} s = "
@@ -197,6 +229,9 @@ def main() -> None:
                   f"per list); {h['total'] / publish:.3f}x the retrain's publish")
 
         print(f"  longest Redis command during the hides: {longest(client)}")
+        real = ranked[::max(1, len(ranked) // args.bulk_listed)][:args.bulk_listed]
+        bulk = time_bulk(client, keys, lang, real, args.bulk)
+        print_bulk(bulk, args.bulk, len(real), single["most listed"], baseline)
         print(f"\ntrending at {args.rate} events/s, one refresh per simulated minute:")
         minutes = trending_minutes(client, keys, lang, views, args.minutes, args.rate)
         for m in minutes:

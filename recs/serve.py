@@ -87,10 +87,12 @@ class ServeConfig:
     """Bearer token required by every route but /healthz; None or '' = open (and no user
     look-ups on the page, since views are personal data)."""
     redis_timeout: float = 2.0
-    """Seconds before a Redis call gives up (and the request gets a 503); also the longest
-    a request waits for a free Redis connection."""
+    """Seconds before a Redis call gives up (and the request gets a 503)."""
     redis_connections: int = 64
-    """Redis connections in the pool; requests beyond them wait (``redis_timeout`` at most)."""
+    """Redis connections in the pool; requests beyond them wait for one."""
+    redis_wait: float = 10.0
+    """Seconds a request waits for a free Redis connection when every one is busy (load,
+    not an outage) before it gets 503 ``busy``."""
     max_connections: int = 2048
     """Client connections held at once; past it, requests get 503 and new connections are
     answered 503 and closed at once (also lowered to fit the open-file limit)."""
@@ -471,7 +473,8 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        client = connect_async(config.redis_url, config.redis_timeout, config.redis_connections)
+        client = connect_async(config.redis_url, config.redis_timeout, config.redis_connections,
+                               config.redis_wait)
         app.state.recs = AsyncRecsClient(client, config.prefix)
         if keys is not None:
             app.state.recs.keys = keys

@@ -109,14 +109,15 @@ class LangStatus:
     """Quality over retrains, oldest first (from ``Keys.history`` when it exists)."""
 
 
-def connect_async(url: str, timeout: float = 2.0, connections: int = 64) -> aioredis.Redis:
+def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
+                  wait: float = 10.0) -> aioredis.Redis:
     """An asyncio client for ``url``: bytes replies (factors are raw float32), short
     timeouts so that a Redis that is away turns into a quick 503, not a hung request, and a
-    pool of ``connections`` that a request waits on (``timeout`` at most) when all are busy:
-    a full pool is load, not an outage. A command that finds its pooled connection dead (a
-    Redis restart) is sent once more on a fresh one; every command here is a read."""
+    pool of ``connections`` that a request waits on (``wait`` seconds at most) when all are
+    busy: a full pool is load, not an outage. A command that finds its pooled connection
+    dead (a Redis restart) is sent once more on a fresh one; every command here is a read."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=timeout, decode_responses=False,
+        url, max_connections=connections, timeout=wait, decode_responses=False,
         socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         retry_on_error=[redis.ConnectionError])

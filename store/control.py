@@ -260,7 +260,7 @@ return n
 ACTIONS = ("hide", "unhide", "forget")
 OPS_PER_CALL = 200
 """Control operations per unguarded script call (a hide is five writes per language)."""
-LIST_STEP_OPS = 8000
+LIST_STEP_OPS = 4000
 """Lookups one scan step makes (ZSCOREs, or members read and looked up): about a
 millisecond of Redis time."""
 PAIRS_PER_CALL = 500
@@ -406,7 +406,7 @@ def scan_lists(client: redis.Redis, keys: Keys, lang: str, kind: str,
     template = keys.recs(lang, _I) if users else keys.similar(lang, _I)
     id_set = keys.published_users(lang) if users else keys.published_items(lang)
     per_list = len(rids) if rids else 21  # a list of 20 read, each member looked up
-    count = max(10, min(1000, LIST_STEP_OPS // per_list))
+    count = max(10, min(500, LIST_STEP_OPS // per_list))
     call_keys = [keys.takedown_scan(lang), keys.hidden(lang), id_set,
                  keys.takedown_found(lang, kind)]
     args = [template, count, kind, *(str(int(r)) for r in rids or ())]

@@ -37,7 +37,7 @@ PAGE_RECORDS = 4096
 MAX_WORDS = 32
 """Distinct words indexed per title (a title is a title, not a document)."""
 MAX_QUERY_WORDS = 8
-CANDIDATES = 1000
+CANDIDATES = 500
 """Resources whose details one search reads at most."""
 _WORD = re.compile(r"\w+")
 
@@ -151,19 +151,13 @@ def ids_in(span: Span, page_blobs: list[bytes], limit: int = CANDIDATES) -> list
     return out
 
 
-def matches(title: str, query_words: list[str]) -> bool:
-    """Whether each query word starts one of the title's words."""
-    own = words(title)
-    return all(any(t.startswith(q) for t in own) for q in query_words)
-
-
 def ranked(found: dict[int, dict], query: str, query_words: list[str], n: int) -> list[int]:
     """Ids of the titles that match, titles starting with the query first, then by title."""
     needle = unicodedata.normalize("NFKC", query).casefold()
     keyed = []
     for rid, details in found.items():
-        title = details.get("title", "")
-        if matches(title, query_words):
-            folded = unicodedata.normalize("NFKC", title).casefold()
+        folded = unicodedata.normalize("NFKC", details.get("title", "")).casefold()
+        own = _WORD.findall(folded)
+        if all(any(t.startswith(q) for t in own) for q in query_words):
             keyed.append((not folded.startswith(needle), folded, rid))
     return [rid for *_, rid in sorted(keyed)[:n]]
