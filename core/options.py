@@ -124,13 +124,18 @@ def writable_dir(text: str) -> str:
                                          "is not a folder")
     if not probe.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
-    try:  # a real probe: os.access says yes to root on a read-only or virtual filesystem
-        with tempfile.TemporaryFile(dir=probe):
+    _probe_folder(probe, text)
+    return str(text)
+
+
+def _probe_folder(folder: Path, text: str) -> None:
+    """A real probe: os.access says yes to root on a read-only or virtual filesystem."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {str(probe)!r} "
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {str(folder)!r} "
                                          f"({exc.strerror or exc})") from None
-    return str(text)
 
 
 def writable_file(text: str) -> str:
@@ -145,13 +150,12 @@ def writable_file(text: str) -> str:
     parent = path.absolute().parent
     if not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: {str(parent)!r} is not a folder")
-    try:  # real probes, as writable_dir: appending nothing changes an existing file
-        if path.exists():
-            with path.open("ab"):
-                pass
-        else:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
+    if not path.exists():
+        _probe_folder(parent, text)
+        return str(text)
+    try:  # appending nothing changes an existing file
+        with path.open("ab"):
+            pass
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot write it "
                                          f"({exc.strerror or exc})") from None

@@ -389,16 +389,15 @@ def _serve(p: argparse.ArgumentParser) -> None:
                    help="bearer token for every route but /healthz; prefer RECS_TOKEN (a flag "
                         "shows in ps); also turns on user look-ups on the page")
     g = p.add_argument_group("limits")
-    g.add_argument("--max-connections", type=o.positive_int,
-                   default=_From(_SERVE, "max_connections"),
-                   help="client connections at once; past it 503 (lowered to fit the "
-                        "open-file limit)" + _D)
-    g.add_argument("--header-timeout", type=o.positive_float,
-                   default=_From(_SERVE, "header_timeout"),
-                   help="seconds a client has to send a whole request head" + _D)
-    g.add_argument("--redis-connections", type=o.positive_int,
-                   default=_From(_SERVE, "redis_connections"),
-                   help="Redis connection pool; requests wait for a free one" + _D)
+    for field, kind, what in (
+            ("max_connections", o.positive_int,
+             "client connections at once; past it 503 (lowered to fit the open-file limit)"),
+            ("header_timeout", o.positive_float,
+             "seconds a client has to send a whole request head"),
+            ("redis_connections", o.positive_int,
+             "Redis connection pool; requests wait for a free one")):
+        g.add_argument("--" + field.replace("_", "-"), type=kind, default=_From(_SERVE, field),
+                       help=what + _D)
     g = p.add_argument_group("consumer lag on the page (optional)")
     g.add_argument("--kafka-bootstrap-servers", default="",
                    help="ask Kafka for end offsets to show the consumer's lag; empty = off "
