@@ -45,9 +45,11 @@ class ControlDefaults:
     """Dead-letter topic for invalid control events."""
     group: str = "recs-control"
     """Consumer group id (not the views consumers' group: one rebalance never stalls both)."""
-    batch_size: int = 500
+    batch_size: int = 100
     """Events per batch at most (control events are rare; a batch's hides are settled
-    right after it)."""
+    right after it). A batch is one guarded script call, so this bounds how long it holds
+    Redis: 100 hides are ~600 writes; a forget costs two writes per resource the user
+    viewed."""
     metrics_port: int = 9103
     """Prometheus port; 0 = no HTTP server (not 9102: ``recs train --every`` has that one)."""
 
