@@ -158,24 +158,31 @@ def topics(broker: Broker):
     return name, f"{name}.dlq"
 
 
-@pytest.fixture
-def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
-    """Environment for ``recs consume`` (and other ``recs`` subprocesses) wired to this
-    test's Redis, broker and topics, with test-speed Kafka timeouts."""
-    topic, dlq = topics
+def recs_env(redis_url: str, bootstrap: str, topic: str, dlq: str,
+             kafka_config: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``recs consume`` (and other ``recs`` subprocesses) on these servers
+    and topics, with test-speed timeouts; ``kafka_config`` replaces KAFKA_TEST_CONFIG."""
+    kafka_config = KAFKA_TEST_CONFIG if kafka_config is None else kafka_config
     return {
         **os.environ,
-        "RECS_REDIS_URL": redis_server.url,
-        "RECS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "RECS_REDIS_URL": redis_url,
+        "RECS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "RECS_TOPIC": topic,
         "RECS_DLQ_TOPIC": dlq,
         "RECS_GROUP": f"recs-{uuid.uuid4().hex[:8]}",
-        "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in KAFKA_TEST_CONFIG.items()),
+        "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in kafka_config.items()),
         "RECS_METRICS_PORT": "0",
         "RECS_BATCH_TIMEOUT": "0.2",
         "RECS_OFFSET_CHECK_INTERVAL": "1",
         "RECS_REDIS_RETRY_MAX": "1",
     }
+
+
+@pytest.fixture
+def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
+    """recs_env wired to this test's Redis, the session's broker and this test's topics."""
+    topic, dlq = topics
+    return recs_env(redis_server.url, broker.bootstrap, topic, dlq)
 
 
 @pytest.fixture
