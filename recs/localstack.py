@@ -723,3 +723,22 @@ class RecsProcess:
                 self.check_alive(f"waiting for {msg!r}")
             return record
         return wait_until(found, timeout, f"log {msg!r} from recs {self.args[0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recs.localstack kafka-jars``: fetch Apache Kafka's jars into the cache
+    (as .ci/run does before the tests) and print their folder; exit 1 if they cannot be had."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["kafka-jars"]:
+        print("usage: python -m recs.localstack kafka-jars", file=sys.stderr)
+        return 2
+    try:
+        print(kafka_jars())
+    except KafkaUnavailable as exc:
+        print(f"Apache Kafka unavailable: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
