@@ -480,3 +480,20 @@ def test_interpolation_follows_compose_rules():
     env = {"SET": "v", "EMPTY": ""}
     assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} ${UNSET} $SET $$x", env) == (
         "v d  d  v $x")
+
+
+def test_the_compose_kafka_is_the_version_and_protocol_the_tests_prove():
+    """The image is the Apache Kafka the Kafka tests run (tests/kafka/pom.xml), and ``recs
+    consume`` joins with the group protocol tests/test_rebalance.py runs, with none of the
+    settings librdkafka refuses under it."""
+    from recs.localstack import kafka_version
+
+    doc = load_compose(COMPOSE_FILE.read_text())
+    tags = {str(s["image"]).split(":", 1)[1] for s in doc["services"].values()
+            if str(s.get("image", "")).startswith("apache/kafka:")}
+    assert tags == {kafka_version()}
+    pairs = dict(kv.split("=", 1) for kv in
+                 _environment(doc["services"]["consume"])["RECS_KAFKA_CONFIG"].split(","))
+    assert pairs.get("group.protocol") == "consumer"
+    assert not {"session.timeout.ms", "heartbeat.interval.ms",
+                "partition.assignment.strategy"} & set(pairs)
