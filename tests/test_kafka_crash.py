@@ -19,13 +19,17 @@ import pytest
 from confluent_kafka import Producer
 
 from recs.localstack import wait_until
-from tests.conftest import own_kafka, recs_env
+from tests.conftest import KAFKA_TEST_CONFIG, own_kafka, recs_env
 from tests.test_consume import Stream, invalid_messages, make_events, stop_cleanly, total_views
 from tests.test_dead_letters import read_dlq
 
 pytestmark = pytest.mark.integration
 
 IDEMPOTENT = {"enable.idempotence": "true"}
+# Small fetches and a small prefetch queue: when the broker dies, the consumer holds only a
+# little of the backlog, so the crash surely lands mid-stream.
+SMALL_FETCHES = {**KAFKA_TEST_CONFIG, "fetch.max.bytes": "65536",
+                 "max.partition.fetch.bytes": "16384", "queued.max.messages.kbytes": "64"}
 
 
 def send_mixed(stream: Stream, valid: list[dict], bad: list[tuple], seed: int,
@@ -70,7 +74,7 @@ def test_a_broker_sigkilled_mid_stream_restarts_from_its_data_and_loses_nothing(
     try:
         topic = f"views-{uuid.uuid4().hex[:8]}"
         kafka.create_topics({topic: 4, f"{topic}.dlq": 1})
-        env = recs_env(redis_server.url, kafka.bootstrap, topic, f"{topic}.dlq")
+        env = recs_env(redis_server.url, kafka.bootstrap, topic, f"{topic}.dlq", SMALL_FETCHES)
         stream = Stream(env, redis_server, IDEMPOTENT)
         stream.send(make_events(20000, seed=31, users=300, items=100))
         expected = sum(e.get("count", 1) for e in stream.events)
@@ -111,8 +115,7 @@ def test_a_partition_leader_sigkilled_on_three_nodes_loses_nothing(tmp_path_fact
         wait_until(lambda: cluster.leader(topic, 0) == 1 and cluster.leader(dlq, 0) == 1,
                    30, "node 1 leads both")
         env = recs_env(redis_server.url, cluster.bootstrap, topic, dlq,
-                       {"partition.assignment.strategy": "cooperative-sticky",
-                        "session.timeout.ms": "6000", "heartbeat.interval.ms": "500"})
+                       {**SMALL_FETCHES, "partition.assignment.strategy": "cooperative-sticky"})
         stream = Stream(env, redis_server, IDEMPOTENT)
         bad = bad_messages("before", 40)
         send_mixed(stream, make_events(12000, seed=33, users=300, items=100), bad, seed=34)
