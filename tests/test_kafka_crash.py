@@ -25,11 +25,11 @@ from tests.test_dead_letters import read_dlq
 
 pytestmark = pytest.mark.integration
 
-IDEMPOTENT = {"enable.idempotence": "true"}
-# Small fetches and a small prefetch queue: when the broker dies, the consumer holds only a
-# little of the backlog, so the crash surely lands mid-stream.
-SMALL_FETCHES = {**KAFKA_TEST_CONFIG, "fetch.max.bytes": "65536",
-                 "max.partition.fetch.bytes": "16384", "queued.max.messages.kbytes": "64"}
+# Small record batches, small fetches and a small prefetch queue: when the broker dies the
+# consumer holds only a little of the backlog, so the crash surely lands mid-stream.
+IDEMPOTENT = {"enable.idempotence": "true", "batch.size": "16384"}
+SMALL_FETCHES = {**KAFKA_TEST_CONFIG, "max.partition.fetch.bytes": "16384",
+                 "queued.min.messages": "200"}
 
 
 def send_mixed(stream: Stream, valid: list[dict], bad: list[tuple], seed: int,
