@@ -31,13 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recs.localstack import (  # noqa: E402
-    SERVER_JVM_OPTIONS,
-    KafkaCluster,
-    RecsProcess,
-    RedisServer,
-    wait_until,
-)
+from recs.localstack import KafkaCluster, RecsProcess, RedisServer, wait_until  # noqa: E402
 from store.keys import Keys  # noqa: E402
 from tests.conftest import recs_env  # noqa: E402
 from tests.test_consume import Stream, assigned, make_events  # noqa: E402
@@ -109,7 +103,7 @@ def stalls(samples, t0: float, t1: float) -> tuple[float, float]:
 
 
 def one_protocol(name: str, config: dict, args, work: Path) -> None:
-    kafka = KafkaCluster(work / "kafka", jvm=SERVER_JVM_OPTIONS).start()
+    kafka = KafkaCluster(work / "kafka").start()
     redis_server = RedisServer(work / "redis").start()
     members: list[RecsProcess] = []
     try:

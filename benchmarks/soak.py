@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recs.localstack import SERVER_JVM_OPTIONS, Broker, KafkaCluster, RedisServer  # noqa: E402
+from recs.localstack import Broker, KafkaCluster, RedisServer  # noqa: E402
 from tests.chaos_run import ChaosConfig, run_chaos, summary  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     redis_server = RedisServer(workdir / "redis").start()
     external = os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")
     if args.kafka == "apache" and not external:
-        broker = KafkaCluster(workdir / "kafka", jvm=SERVER_JVM_OPTIONS).start()
+        broker = KafkaCluster(workdir / "kafka").start()
     else:
         broker = Broker(workdir / "broker", external=external).start()
     started = time.monotonic()

@@ -368,11 +368,8 @@ FAST_SETTINGS = {
 
 JVM_OPTIONS = ("-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                "-Djava.awt.headless=true")
-"""For tests: a small heap and one GC thread (up to three nodes on two cores); C1 only, which
+"""A small heap and one GC thread: tests run up to three nodes on two cores. C1 only: it
 starts in about half the CPU time, and a test's traffic never needs C2."""
-
-SERVER_JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-Djava.awt.headless=true")
-"""For benchmarks and the demo: the JVM's own G1 and both compilers, as a server runs."""
 
 
 def _random_kafka_uuid() -> str:
@@ -444,9 +441,8 @@ class KafkaNode:
                                 self.properties(voters, settings).items()))
         return path
 
-    def java(self, jars: Path, main: str, *args: str,
-             jvm: tuple[str, ...] = JVM_OPTIONS) -> list[str]:
-        return [java_binary(), *jvm,
+    def java(self, jars: Path, main: str, *args: str) -> list[str]:
+        return [java_binary(), *JVM_OPTIONS,
                 f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
                 "-cp", f"{jars}/*", main, *args]
 
@@ -457,11 +453,11 @@ class KafkaNode:
                       "-c", str(self.workdir / "server.properties")),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start(self, jars: Path, jvm: tuple[str, ...] = JVM_OPTIONS) -> KafkaNode:
+    def start(self, jars: Path) -> KafkaNode:
         """Start the node on its data (formatted before, or left by an earlier run)."""
         log = open(self.workdir / "kafka.log", "ab")  # noqa: SIM115 - lives as long as the node
         self.proc = subprocess.Popen(
-            self.java(jars, "kafka.Kafka", str(self.workdir / "server.properties"), jvm=jvm),
+            self.java(jars, "kafka.Kafka", str(self.workdir / "server.properties")),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return self
@@ -487,8 +483,6 @@ class KafkaCluster:
     settings: dict[str, str] = field(default_factory=dict)
     """server.properties lines added to (or replacing) FAST_SETTINGS and the defaults."""
     sasl: SaslUsers | None = None
-    jvm: tuple[str, ...] = JVM_OPTIONS
-    """The brokers' JVM options (JVM_OPTIONS for tests, SERVER_JVM_OPTIONS to measure)."""
     jars: Path | None = None
     nodes: list[KafkaNode] = field(init=False)
 
@@ -538,7 +532,7 @@ class KafkaCluster:
             if proc.returncode != 0:
                 raise RuntimeError(f"kafka-storage format failed: {out.decode()[-2000:]}")
         for node in self.nodes:
-            node.start(self.jars, self.jvm)
+            node.start(self.jars)
         self.wait_ready(timeout)
         return self
 
@@ -577,7 +571,7 @@ class KafkaCluster:
         """Start killed nodes again on their data and wait until they are back."""
         for node in self.nodes:
             if (node_id is None or node.node_id == node_id) and not node.running:
-                node.start(self.jars, self.jvm)
+                node.start(self.jars)
         self.wait_ready(timeout)
 
     def pause(self) -> None:
@@ -626,7 +620,7 @@ class LocalStack:
             self.workdir = Path(self._tmp.name)
         self.redis = RedisServer(self.workdir / "redis")
         if self.kafka == "apache" and not self.external_kafka:
-            self.broker = KafkaCluster(self.workdir / "kafka", jvm=SERVER_JVM_OPTIONS)
+            self.broker = KafkaCluster(self.workdir / "kafka")
         else:
             self.broker = Broker(self.workdir / "broker", external=self.external_kafka)
 
