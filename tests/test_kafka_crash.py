@@ -76,7 +76,7 @@ def test_a_broker_sigkilled_mid_stream_restarts_from_its_data_and_loses_nothing(
         kafka.create_topics({topic: 4, f"{topic}.dlq": 1})
         env = recs_env(redis_server.url, kafka.bootstrap, topic, f"{topic}.dlq", SMALL_FETCHES)
         stream = Stream(env, redis_server, IDEMPOTENT)
-        stream.send(make_events(20000, seed=31, users=300, items=100))
+        stream.send(make_events(8000, seed=31, users=300, items=100))
         expected = sum(e.get("count", 1) for e in stream.events)
         client = redis_server.client(decode_responses=True)
         proc = start_recs(["consume"], {**env, "RECS_BATCH_SIZE": "200"})
@@ -86,7 +86,7 @@ def test_a_broker_sigkilled_mid_stream_restarts_from_its_data_and_loses_nothing(
         assert total_views(client) < expected  # the consumer was mid-stream
         # Events sent during the outage wait in the producer until the broker is back.
         sender = threading.Thread(target=stream.send,
-                                  args=(make_events(5000, seed=32, users=300), 120))
+                                  args=(make_events(3000, seed=32, users=300), 120))
         sender.start()
         kafka.restart()
         sender.join(150)
@@ -118,7 +118,7 @@ def test_a_partition_leader_sigkilled_on_three_nodes_loses_nothing(tmp_path_fact
                        {**SMALL_FETCHES, "partition.assignment.strategy": "cooperative-sticky"})
         stream = Stream(env, redis_server, IDEMPOTENT)
         bad = bad_messages("before", 40)
-        send_mixed(stream, make_events(12000, seed=33, users=300, items=100), bad, seed=34)
+        send_mixed(stream, make_events(6000, seed=33, users=300, items=100), bad, seed=34)
         expected = sum(e.get("count", 1) for e in stream.events)
         client = redis_server.client(decode_responses=True)
         members = [start_recs(["consume"], {**env, "RECS_BATCH_SIZE": "200"})
@@ -128,7 +128,7 @@ def test_a_partition_leader_sigkilled_on_three_nodes_loses_nothing(tmp_path_fact
         cluster.kill(1)
         assert total_views(client) < expected
         later = bad_messages("after", 40)
-        send_mixed(stream, make_events(4000, seed=35, users=300), later, seed=36)
+        send_mixed(stream, make_events(2000, seed=35, users=300), later, seed=36)
         stream.wait_converged(timeout=120)
         assert cluster.leader(topic, 0) in (2, 3) and cluster.leader(dlq, 0) in (2, 3)
         for proc in members:
