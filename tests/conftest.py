@@ -73,12 +73,17 @@ def pytest_configure(config) -> None:
             "that need Apache Kafka are skipped"), stacklevel=2)
 
 
-def pytest_report_header(config) -> str:
+def pytest_sessionstart(session) -> None:
+    """One line at start-up saying which broker this run uses (also under -q)."""
     if KAFKA.apache:
-        return f"kafka: Apache Kafka, jars in {KAFKA.why}"
-    if KAFKA.kind == "external":
-        return f"kafka: the broker at {KAFKA.why}"
-    return f"kafka: TANSU FALLBACK, NOT APACHE KAFKA ({KAFKA.why})"
+        line = f"kafka: Apache Kafka, jars in {KAFKA.why}"
+    elif KAFKA.kind == "external":
+        line = f"kafka: the broker at {KAFKA.why}"
+    else:
+        line = f"kafka: TANSU FALLBACK, NOT APACHE KAFKA ({KAFKA.why})"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, red=KAFKA.kind == "tansu", bold=KAFKA.kind == "tansu")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
