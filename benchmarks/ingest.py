@@ -2,9 +2,12 @@
 the same backlog from the same servers in the same run.
 
     .venv/bin/python benchmarks/ingest.py [--events 400000] [--rounds 3] [--batch-size 5000]
+        [--kafka apache,tansu]
 
-Setup (untimed): a redis-server and a Tansu broker from ``recs.localstack`` (or the broker
-named by RECS_KAFKA_BOOTSTRAP_SERVERS), one topic of 4 partitions, ``--events`` contract
+Setup (untimed), for each broker of ``--kafka`` in turn (default both: Apache Kafka, then
+Tansu, in one run, so their figures compare): a redis-server and the broker from
+``recs.localstack`` (or the broker named by RECS_KAFKA_BOOTSTRAP_SERVERS), one topic of 4
+partitions, ``--events`` contract
 events (heavy-tailed users and resources, three languages, 30% with a ``count``) produced
 once. Then ``--rounds`` rounds, each on an emptied Redis and a fresh consumer group:
 
@@ -223,17 +226,39 @@ def total_views(client) -> int:
                for lang in ("en", "es", "pt"))
 
 
+def kafka_kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = set(kinds) - {"tansu", "apache"}
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown broker kind(s) {sorted(bad)}")
+    return kinds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--kafka", type=kafka_kinds, default=["apache", "tansu"],
+                    help="brokers to run on, one after the other in this run: apache "
+                         "(Apache Kafka, jars from tests/kafka/pom.xml), tansu (default both)")
     ap.add_argument("--profile", help="write a cProfile of one recs run to this file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    extra = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+    results = {kind: on_broker(kind, args, hot=(i == 0)) for i, kind in enumerate(args.kafka)}
+    print("\nsummary (median events/s end to end):")
+    for kind, (base, ours_rate) in results.items():
+        print(f"  {kind:6s}  baseline {base:,.0f}  recs consume {ours_rate:,.0f}  "
+              f"recs / baseline = {ours_rate / base:.2f}")
 
-    with LocalStack(external_kafka=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")) as stack:
+
+def on_broker(kind: str, args, hot: bool) -> tuple[float, float]:
+    """The end-to-end rounds on one broker (and, with ``hot``, the hot path without one);
+    the medians (baseline, recs) in events/s."""
+    extra = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+    external = os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")
+    with LocalStack(external_kafka=external, kafka=kind) as stack:
+        print(f"--- broker: {getattr(stack.broker, 'kind', kind)}", flush=True)
         stack.broker.create_topics({TOPIC: 4, TOPIC + ".dlq": 1})
         events = make_events(args.events, seed=11)
         expected = sum(e.get("count", 1) for e in events)
@@ -272,30 +297,37 @@ def main() -> None:
         b, o = statistics.median(base_rates), statistics.median(our_rates)
         print(f"end to end, median: baseline {b:,.0f} events/s, recs consume {o:,.0f} events/s, "
               f"recs / baseline = {o / b:.2f} (target >= 0.8)", flush=True)
+        if hot:
+            hot_path(stack, args, client, expected, extra)
+    return b, o
 
-        # The same code without the broker: what validation and bookkeeping cost on the CPU.
-        msgs = fetch_all(stack.broker.bootstrap, args.events, extra)
-        # 400,000 live Message objects are an artifact of this measurement: keep the cyclic
-        # GC from walking them on every full collection (it would tax whichever path
-        # allocates more containers).
-        gc.collect()
-        gc.freeze()
-        hot_base, hot_recs = [], []
-        for r in range(args.rounds):
-            for which in (("baseline", "recs") if r % 2 == 0 else ("recs", "baseline")):
-                client.flushall()
-                if which == "baseline":
-                    hot_base.append(hot_baseline(msgs, client, args.batch_size))
-                else:
-                    hot_recs.append(hot_ours(msgs, stack.broker.bootstrap, stack.redis.url,
-                                             args.batch_size, extra))
-                assert total_views(client) == expected
-            print(f"hot path round {r + 1}: baseline {hot_base[-1]:,.0f} events/s, "
-                  f"recs {hot_recs[-1]:,.0f} events/s, ratio {hot_recs[-1] / hot_base[-1]:.2f}",
-                  flush=True)
-        b, o = statistics.median(hot_base), statistics.median(hot_recs)
-        print(f"hot path only (messages in memory), median: baseline {b:,.0f} events/s, "
-              f"recs {o:,.0f} events/s, recs / baseline = {o / b:.2f}")
+
+def hot_path(stack, args, client, expected: int, extra: dict) -> None:
+    """The same code without the broker: what validation and bookkeeping cost on the CPU."""
+    msgs = fetch_all(stack.broker.bootstrap, args.events, extra)
+    # 400,000 live Message objects are an artifact of this measurement: keep the cyclic
+    # GC from walking them on every full collection (it would tax whichever path
+    # allocates more containers).
+    gc.collect()
+    gc.freeze()
+    hot_base, hot_recs = [], []
+    for r in range(args.rounds):
+        for which in (("baseline", "recs") if r % 2 == 0 else ("recs", "baseline")):
+            client.flushall()
+            if which == "baseline":
+                hot_base.append(hot_baseline(msgs, client, args.batch_size))
+            else:
+                hot_recs.append(hot_ours(msgs, stack.broker.bootstrap, stack.redis.url,
+                                         args.batch_size, extra))
+            assert total_views(client) == expected
+        print(f"hot path round {r + 1}: baseline {hot_base[-1]:,.0f} events/s, "
+              f"recs {hot_recs[-1]:,.0f} events/s, ratio {hot_recs[-1] / hot_base[-1]:.2f}",
+              flush=True)
+    b, o = statistics.median(hot_base), statistics.median(hot_recs)
+    print(f"hot path only (messages in memory), median: baseline {b:,.0f} events/s, "
+          f"recs {o:,.0f} events/s, recs / baseline = {o / b:.2f}", flush=True)
+    del msgs
+    gc.unfreeze()
 
 
 if __name__ == "__main__":

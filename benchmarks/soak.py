@@ -3,16 +3,18 @@
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py --minutes 10 [--seed 1]
 
 Two ``recs consume``, two ``recs update`` and ``recs train --every 20`` run on an embedded
-redis-server (AOF on) and Tansu broker (``RECS_KAFKA_BOOTSTRAP_SERVERS`` for another
-broker) while a producer sends ``--rate`` events per second (three languages, new and
-existing users, 3% invalid). For ``--minutes`` (less the last ``--quiet`` seconds) a seeded
-random fault every few seconds: SIGKILL of one service (restarted), SIGKILL of redis-server
-(AOF restart), Redis restored from an older snapshot, the broker frozen. Then the stream
-drains, a retrain on the final counts goes live, the updaters empty their queue, every
-service stops (SIGTERM, exit 0), and the checks of tests/chaos_checks.py run: exact counts,
-every invalid event dead-lettered, every list whole and solved against the live model, an
-empty queue and no lock. Prints each fault, each check and the figures; exits 1 if a check
-fails (the run's folder, with every service's log, is then kept).
+redis-server (AOF on) and Apache Kafka broker (``--kafka tansu`` for Tansu,
+``RECS_KAFKA_BOOTSTRAP_SERVERS`` for another broker) while a producer sends ``--rate``
+events per second (three languages, new and existing users, 3% invalid). For
+``--minutes`` (less the last ``--quiet`` seconds) a seeded random fault every few seconds:
+SIGKILL of one service (restarted), SIGKILL of redis-server (AOF restart), Redis restored
+from an older snapshot, the broker frozen, and on Apache Kafka the broker SIGKILLed and
+restarted from its data. Then the stream drains, a retrain on the final counts goes live,
+the updaters empty their queue, every service stops (SIGTERM, exit 0), and the checks of
+tests/chaos_checks.py run: exact counts, every invalid event dead-lettered, every list
+whole and solved against the live model, an empty queue and no lock. Prints each fault,
+each check and the figures; exits 1 if a check fails (the run's folder, with every
+service's log, is then kept).
 
 Figures, as ratios against the same run: the producer's achieved rate over ``--rate``; the
 time from the producer's stop to final counts, to a live final model, to an empty queue.
@@ -31,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recs.localstack import Broker, RedisServer  # noqa: E402
+from recs.localstack import Broker, KafkaCluster, RedisServer  # noqa: E402
 from tests.chaos_run import ChaosConfig, run_chaos, summary  # noqa: E402
 
 
@@ -54,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds of events without faults at the end of --minutes")
     p.add_argument("--train-every", type=float, default=20.0)
     p.add_argument("--keep", action="store_true", help="keep the run's folder even if it passes")
+    p.add_argument("--kafka", choices=("apache", "tansu"), default="apache",
+                   help="the broker: Apache Kafka (jars from tests/kafka/pom.xml; its faults "
+                        "include SIGKILLs of the broker, restarted from its data) or Tansu")
     return p.parse_args(argv)
 
 
@@ -65,11 +70,14 @@ def main(argv=None) -> int:
                          quiet_seconds=args.quiet, train_every=args.train_every)
     workdir = Path(tempfile.mkdtemp(prefix="recs-soak-"))
     redis_server = RedisServer(workdir / "redis").start()
-    broker = Broker(workdir / "broker",
-                    external=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")).start()
+    external = os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")
+    if args.kafka == "apache" and not external:
+        broker = KafkaCluster(workdir / "kafka").start()
+    else:
+        broker = Broker(workdir / "broker", external=external).start()
     started = time.monotonic()
-    print(f"soak: {args.minutes} min at {args.rate:g} events/s, seed {args.seed}, "
-          f"load average {_load()}, folder {workdir}", flush=True)
+    print(f"soak: {args.minutes} min at {args.rate:g} events/s on {broker.kind}, "
+          f"seed {args.seed}, load average {_load()}, folder {workdir}", flush=True)
     ok = False
     try:
         outcome = run_chaos(config, redis_server, broker, workdir,

@@ -2,8 +2,9 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/update.py [--backlog 100000 ...]
 
-Everything runs for real on loopback (recs.localstack): redis-server, the Tansu broker,
-``recs consume`` and ``recs update`` as subprocesses. The model is GoConqr-sized (4,000
+Everything runs for real on loopback (recs.localstack): redis-server, the broker (each of
+``--kafka``, default Apache Kafka then Tansu, in one run), ``recs consume`` and ``recs
+update`` as subprocesses. The model is GoConqr-sized (4,000
 resources x 40 factors) with random item factors: the fold-in's cost does not depend on the
 values. Users' histories are heavy-tailed (lognormal, mean ~14 resources) over Zipf-popular
 resources, like trainer.synth's.
@@ -134,8 +135,19 @@ def main() -> int:
     ap.add_argument("--fetch-wait-ms", type=int, default=10,
                     help="librdkafka fetch.wait.max.ms for the consumer")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kafka", default="apache,tansu",
+                    help="brokers to run on, one after the other in this run: apache "
+                         "(Apache Kafka, jars from tests/kafka/pom.xml), tansu (default both)")
     args = ap.parse_args()
+    for kind in [k.strip() for k in args.kafka.split(",") if k.strip()]:
+        if kind not in ("apache", "tansu"):
+            ap.error(f"--kafka: unknown broker {kind!r}")
+        run(args, kind)
+    return 0
 
+
+def run(args, kind: str) -> None:
+    """Both phases on one broker (``kind``), from a fresh stack."""
     from confluent_kafka import Producer
 
     from consumers.updater import _views_matrix
@@ -149,8 +161,10 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     keys = Keys()
     work = Path(tempfile.mkdtemp(prefix="recs-bench-update-"))
-    stack = LocalStack(work, external_kafka=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS"))
+    stack = LocalStack(work, external_kafka=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS"),
+                       kafka=kind)
     stack.start()
+    print(f"--- broker: {stack.broker.kind}", flush=True)
     procs: list[subprocess.Popen] = []
     try:
         client = stack.redis.client()
@@ -312,7 +326,6 @@ def main() -> int:
             proc.wait()
         stack.stop()
     shutil.rmtree(work, ignore_errors=True)  # kept (with the logs) when something failed
-    return 0
 
 
 if __name__ == "__main__":

@@ -340,18 +340,23 @@ class StreamConsumer:
         if assignment:
             self.consumer.pause(assignment)
         end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            msg = self.consumer.poll(min(left, 0.5))
-            if msg is not None and msg.error() is None and msg.partition() in self.batch.owned:
-                self._strays.add(msg.partition())
-            if self._abandon:
-                raise _Abandoned()
-        assignment = self.consumer.assignment()
-        if assignment:
-            self.consumer.resume(assignment)
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                msg = self.consumer.poll(min(left, 0.5))
+                if (msg is not None and msg.error() is None
+                        and msg.partition() in self.batch.owned):
+                    self._strays.add(msg.partition())
+                if self._abandon:
+                    raise _Abandoned()
+        finally:
+            # Also when abandoning: a cooperative revocation takes only some partitions,
+            # and the ones kept would otherwise stay paused for good.
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(assignment)
 
     def _recover_strays(self) -> None:
         """Messages handed out by a poll while paused were dropped: read them again."""

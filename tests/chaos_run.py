@@ -1,11 +1,12 @@
 """The whole system under seeded faults: for tests/test_chaos.py and benchmarks/soak.py.
 
 Two ``recs consume``, two ``recs update`` and one ``recs train --every`` run as real
-subprocesses against a real redis-server (AOF on) and the Tansu broker, while a producer
+subprocesses against a real redis-server (AOF on) and the session's broker, while a producer
 thread sends a steady rate of events: several languages, new and existing users, a share of
 invalid events. Every few seconds a seeded random fault (:class:`Faults`): SIGKILL of one
 service (restarted), SIGKILL of redis-server (AOF restart), Redis restored from an older
-snapshot, or the broker frozen (SIGSTOP) and thawed. A service that exits on its own is a
+snapshot, the broker frozen (SIGSTOP) and thawed, or (Apache Kafka, whose log is on disk)
+the broker SIGKILLed and started again from its data. A service that exits on its own is a
 failure (its log tail is raised).
 
 Then the end, in an order that makes every invariant of tests/chaos_checks.py a statement
@@ -136,9 +137,11 @@ class Feed(threading.Thread):
     """The producer: ``rate`` events per second until :meth:`finish`; what the broker
     acknowledged becomes the expected state."""
 
-    def __init__(self, bootstrap: str, topic: str, workload: Workload, rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, workload: Workload, rate: float,
+                 idempotent: bool = False) -> None:
         super().__init__(name="chaos-feed", daemon=True)
         self.bootstrap, self.topic, self.workload, self.rate = bootstrap, topic, workload, rate
+        self.idempotent = idempotent
         self.expected = Expected()
         self.ends: dict[int, int] = {}
         self.sent = 0
@@ -162,8 +165,11 @@ class Feed(threading.Thread):
             self.failures.append(f"the producer crashed: {exc!r}")
 
     def _run(self) -> None:
+        # Idempotent: a send retried across a broker crash is written once, so what the
+        # broker acknowledged is exactly what was sent (Tansu, never killed, needs none).
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
-                             "acks": "all"})
+                             "acks": "all", **({"enable.idempotence": True}
+                                               if self.idempotent else {})})
         started = time.monotonic()
         while not self._stop_event.is_set():
             due = int((time.monotonic() - started) * self.rate)
@@ -267,9 +273,12 @@ class Faults:
         # First a round of every kind, with every service killed once, in a seeded order;
         # then seeded weighted picks. Services are killed in seeded rounds too.
         names = sorted(services.args)
-        first = [k for k in FAULTS if k != "kill_service"] + ["kill_service"] * len(names)
+        kinds = fault_kinds(broker)
+        first = [k for k in kinds if k != "kill_service"] + ["kill_service"] * len(names)
         rng.shuffle(first)
-        pick = lambda: rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]  # noqa: E731
+        self.first_left = len(first)
+        """Faults of the first round not yet injected."""
+        pick = lambda: rng.choices(list(kinds), weights=list(kinds.values()))[0]  # noqa: E731
         self._schedule = itertools.chain(first, iter(pick, None))
         self._victims = itertools.chain.from_iterable(
             iter(lambda: rng.sample(names, len(names)), None))
@@ -283,6 +292,7 @@ class Faults:
     def inject(self) -> str:
         kind = next(self._schedule)
         self.done[kind] += 1
+        self.first_left = max(0, self.first_left - 1)
         return getattr(self, kind)()
 
     def kill_service(self) -> str:
@@ -314,6 +324,21 @@ class Faults:
         finally:
             self.broker.resume()
         return f"broker frozen (SIGSTOP) for {pause:.1f} s"
+
+    def kill_broker(self) -> str:
+        """SIGKILL every node of a broker that keeps its log on disk, then start it again
+        from its data (Apache Kafka only: Tansu's log is in memory)."""
+        self.broker.kill()
+        started = time.monotonic()
+        self.broker.restart()
+        return f"broker SIGKILLed, restarted from its data in {time.monotonic() - started:.1f} s"
+
+
+def fault_kinds(broker) -> dict[str, int]:
+    """FAULTS, plus broker SIGKILLs where the broker survives them (KafkaCluster)."""
+    if hasattr(broker, "kill") and hasattr(broker, "restart"):
+        return {**FAULTS, "kill_broker": 1}
+    return dict(FAULTS)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -350,7 +375,8 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
            "RECS_METRICS_PORT": "0", "RECS_BATCH_TIMEOUT": "0.1",
            "RECS_OFFSET_CHECK_INTERVAL": "1", "RECS_REDIS_RETRY_MAX": "1"}
     services = Services(env, workdir / "logs", config, workdir / "models")
-    feed = Feed(broker.bootstrap, topic, Workload(config), config.rate)
+    feed = Feed(broker.bootstrap, topic, Workload(config), config.rate,
+                idempotent="kill_broker" in fault_kinds(broker))
     faults = Faults(random.Random(config.seed + 1), config, services, redis_server, broker)
     phases: dict[str, float] = {}
     try:
@@ -382,11 +408,13 @@ def _timed(phases: dict[str, float], name: str, started: float) -> None:
 
 def _fault_phase(config: ChaosConfig, faults: Faults, services: Services,
                  say: Callable[[str], None], phases: dict[str, float]) -> None:
-    """Faults every few seconds for ``fault_seconds``; services checked alive meanwhile."""
+    """Faults every few seconds for ``fault_seconds``, and at least until the first round
+    (every kind, every service killed once) is done, however slow the machine; services
+    checked alive meanwhile."""
     started = time.monotonic()
     end = started + config.fault_seconds
     faults.snapshot()
-    while time.monotonic() < end:
+    while time.monotonic() < end or faults.first_left > 0:
         _watch(services, faults.rng.uniform(*config.fault_every))
         say(f"t={time.monotonic() - started:6.1f}s  fault: {faults.inject()}")
         faults.snapshot()  # taken after the fault: a rollback goes back at least one interval

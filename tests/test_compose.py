@@ -196,11 +196,13 @@ def compose_problems(doc: dict, dockerfile: str) -> list[str]:
     def by_image(prefix: str) -> list[str]:
         return [n for n, s in services.items() if str(s.get("image", "")).startswith(prefix)]
 
-    # Kafka: one apache/kafka node in KRaft mode, no ZooKeeper anywhere.
+    # Kafka: apache/kafka nodes in KRaft mode, no ZooKeeper anywhere, replicated as
+    # tests/test_kafka_crash.py proves (RF min(3, nodes), min.insync.replicas RF - 1).
     kafka_nodes = [n for n in by_image("apache/kafka") if "KAFKA_PROCESS_ROLES" in
                    _environment(services[n])]
-    if len(kafka_nodes) != 1:
-        problems.append(f"expected one apache/kafka broker, found {kafka_nodes}")
+    if not kafka_nodes:
+        problems.append("no apache/kafka broker")
+    problems += _replication_problems(services, kafka_nodes)
     for name, service in services.items():
         text = yaml.safe_dump(service)
         if "zookeeper" in text.lower():
@@ -288,9 +290,10 @@ def compose_problems(doc: dict, dockerfile: str) -> list[str]:
             if not _has_healthcheck(service):
                 problems.append(f"{name}: no health check")
         if command == "consume":
-            if args.kafka_bootstrap_servers not in advertised:
-                problems.append(f"{name}: {args.kafka_bootstrap_servers} is no advertised "
-                                f"Kafka listener ({sorted(advertised)})")
+            for server in args.kafka_bootstrap_servers.split(","):
+                if server not in advertised:
+                    problems.append(f"{name}: {server} is no advertised "
+                                    f"Kafka listener ({sorted(advertised)})")
             for kafka in kafka_nodes:
                 if deps.get(kafka) != "service_healthy":
                     problems.append(f"{name}: must depend on {kafka} being service_healthy")
@@ -379,6 +382,31 @@ def _compose_config(cli: list[str], path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def _replication_problems(services: dict, kafka_nodes: list[str]) -> list[str]:
+    """Every node a voter of one quorum; topics (internal ones too) replicated min(3, nodes)
+    times and min.insync.replicas one less, so one node may die without losing a write."""
+    problems: list[str] = []
+    envs = {n: _environment(services[n]) for n in kafka_nodes}
+    ids = sorted(str(e.get("KAFKA_NODE_ID")) for e in envs.values())
+    rf = min(3, len(kafka_nodes))
+    for name, env in envs.items():
+        voters = sorted(v.split("@", 1)[0] for v in
+                        str(env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "")).split(",") if v)
+        if len(kafka_nodes) > 1 and voters != ids:
+            problems.append(f"{name}: the quorum voters {voters} are not the nodes {ids}")
+        for key, want in (("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", rf),
+                          ("KAFKA_MIN_INSYNC_REPLICAS", max(1, rf - 1))):
+            if str(env.get(key)) != str(want):
+                problems.append(f"{name}: {key} must be {want} on {len(kafka_nodes)} nodes")
+    for name, service in services.items():
+        text = " ".join(_argv(service.get("command")))
+        for found in re.findall(r"--replication-factor\s+(\d+)", text):
+            if int(found) != rf:
+                problems.append(f"{name}: --replication-factor {found}, not {rf} "
+                                f"(min(3, {len(kafka_nodes)} nodes))")
+    return problems
+
+
 def test_compose_file_and_dockerfile_are_consistent_with_the_code(tmp_path):
     text = COMPOSE_FILE.read_text()
     doc = load_compose(text)
@@ -437,12 +465,20 @@ S = "services"
         (_set((S, "redis", "command"), ["redis-server", "--appendonly", "yes"]), "requirepass"),
         (_set((S, "redis", "healthcheck"), _DELETE), "healthy, which has no check"),
         (_set((S, "update", "healthcheck"), _DELETE), "update: no health check"),
-        (_set((S, "kafka", "restart"), _DELETE), "kafka: no restart policy"),
+        (_set((S, "kafka-2", "restart"), _DELETE), "kafka-2: no restart policy"),
         (_set((S, "train", "restart"), "no"), "needs restart"),
         (_set((S, "train", "volumes"), _DELETE), "model dir"),
         (_set((S, "consume", "depends_on"), _DELETE), "service_healthy"),
-        (_set((S, "kafka", "environment", "KAFKA_PROCESS_ROLES"), "broker"), "KRaft"),
-        (_set((S, "kafka", "environment", "CLUSTER_ID"), "my-cluster"), "CLUSTER_ID"),
+        (_set((S, "kafka-1", "environment", "KAFKA_PROCESS_ROLES"), "broker"), "KRaft"),
+        (_set((S, "kafka-1", "environment", "CLUSTER_ID"), "my-cluster"), "CLUSTER_ID"),
+        (_set((S, "kafka-3", "environment", "KAFKA_MIN_INSYNC_REPLICAS"), 1),
+         "KAFKA_MIN_INSYNC_REPLICAS must be 2"),
+        (_set((S, "kafka-2", "environment", "KAFKA_CONTROLLER_QUORUM_VOTERS"), "2@kafka-2:9093"),
+         "quorum voters"),
+        (_set((S, "kafka-3"), _DELETE), "KAFKA_MIN_INSYNC_REPLICAS must be 1"),
+        (_set((S, "consume", "environment", "RECS_KAFKA_BOOTSTRAP_SERVERS"),
+              "kafka-1:9092,kafka:9092"), "kafka:9092 is no advertised"),
+        (_set((S, "consume", "depends_on", "kafka-2"), _DELETE), "kafka-2 being service_healthy"),
         (_set((S, "zookeeper"), {"image": "zookeeper:3.9", "restart": "always"}), "ZooKeeper"),
         (_set((S, "update"), _DELETE), "no service runs recs ['update']"),
         (_set((S, "serve", "healthcheck"), _DELETE), "serve: needs a health check on /healthz"),
@@ -480,3 +516,20 @@ def test_interpolation_follows_compose_rules():
     env = {"SET": "v", "EMPTY": ""}
     assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} ${UNSET} $SET $$x", env) == (
         "v d  d  v $x")
+
+
+def test_the_compose_kafka_is_the_version_and_protocol_the_tests_prove():
+    """The image is the Apache Kafka the Kafka tests run (tests/kafka/pom.xml), and ``recs
+    consume`` joins with the group protocol tests/test_rebalance.py runs, with none of the
+    settings librdkafka refuses under it."""
+    from recs.localstack import kafka_version
+
+    doc = load_compose(COMPOSE_FILE.read_text())
+    tags = {str(s["image"]).split(":", 1)[1] for s in doc["services"].values()
+            if str(s.get("image", "")).startswith("apache/kafka:")}
+    assert tags == {kafka_version()}
+    pairs = dict(kv.split("=", 1) for kv in
+                 _environment(doc["services"]["consume"])["RECS_KAFKA_CONFIG"].split(","))
+    assert pairs.get("group.protocol") == "consumer"
+    assert not {"session.timeout.ms", "heartbeat.interval.ms",
+                "partition.assignment.strategy"} & set(pairs)

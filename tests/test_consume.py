@@ -75,15 +75,16 @@ def redis_state(client) -> tuple[dict, dict]:
 class Stream:
     """The events a test sent to its topic and the end offsets their delivery reported."""
 
-    def __init__(self, env: dict, redis_server) -> None:
+    def __init__(self, env: dict, redis_server, producer: dict | None = None) -> None:
         self.env = env
         self.redis_server = redis_server
+        self.producer = producer or {}  # producer settings (idempotence, SASL)
         self.events: list[dict] = []
         self.ends: dict[int, int] = {}
 
     def send(self, events: list[dict], timeout: float = 60) -> None:
         produce_events(self.env["RECS_KAFKA_BOOTSTRAP_SERVERS"], self.env["RECS_TOPIC"],
-                       events, timeout=timeout, ends=self.ends)
+                       events, self.producer, timeout=timeout, ends=self.ends)
         self.events += events
 
     def wait_converged(self, timeout: float = 60) -> None:
@@ -369,15 +370,21 @@ def test_a_frozen_member_cannot_double_count_after_losing_its_partitions(stream,
     stop_cleanly(a, b)
 
 
-def test_a_rebalance_during_a_redis_outage_stays_exact(stream, start_consume, redis_server):
-    a = start_consume()
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_a_rebalance_during_a_redis_outage_stays_exact(consume_env, stream, start_consume,
+                                                       redis_server, strategy):
+    """B joins while A waits between Redis attempts with its partitions paused. A
+    cooperative rebalance takes only some of them: A must resume the ones it keeps."""
+    env = {**consume_env, "RECS_KAFKA_CONFIG": consume_env["RECS_KAFKA_CONFIG"]
+           + f",partition.assignment.strategy={strategy}"}
+    a = start_consume(env)
     stream.send(make_events(1000, seed=19))
     stream.wait_converged()
 
     redis_server.kill()
     stream.send(make_events(1000, seed=20))  # A holds these and retries, polling meanwhile
     a.wait_for_log("redis unavailable, retrying")
-    b = start_consume(joined=False)  # a rebalance while Redis is down
+    b = start_consume(env, joined=False)  # a rebalance while Redis is down
     b.wait_for_log("redis unavailable during assignment")
     redis_server.start()
     wait_until(lambda: assigned(a) and assigned(b) and

@@ -1,16 +1,21 @@
 """Dead letters that cannot be copied whole, and a dead-letter topic that refuses for good:
-``recs consume`` as a real subprocess against the Tansu broker and a real redis-server."""
+``recs consume`` as a real subprocess against the session's broker (Apache Kafka, with its
+real ``message.max.bytes``) and a real redis-server; on a broker of their own, a dead-letter
+topic that refuses by size (its ``max.message.bytes``) and one closed by ACL (SASL/PLAIN
+and StandardAuthorizer)."""
 
 from __future__ import annotations
+
+import uuid
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumers.events import MAX_VALUE_BYTES
-from recs.localstack import free_port, wait_until
+from recs.localstack import SaslUsers, free_port, wait_until
 from store.keys import Keys
-from tests.conftest import KAFKA_TEST_CONFIG
+from tests.conftest import KAFKA, KAFKA_TEST_CONFIG, own_kafka, recs_env
 from tests.test_consume import Stream, consume_env_with, make_events, metric, stop_cleanly
 
 pytestmark = pytest.mark.integration
@@ -23,9 +28,10 @@ def stream(consume_env, redis_server) -> Stream:
     return Stream(consume_env, redis_server)
 
 
-def read_dlq(bootstrap: str, dlq: str, until: bytes) -> list:
+def read_dlq(bootstrap: str, dlq: str, until: bytes, client: dict | None = None) -> list:
+    """The dead-letter topic's messages up to the marker ``until`` (left out)."""
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader",
-                       **KAFKA_TEST_CONFIG})
+                       **KAFKA_TEST_CONFIG, **(client or {})})
     reader.assign([TopicPartition(dlq, 0, 0)])
     got: list = []
 
@@ -114,3 +120,115 @@ def test_shrinking_a_dead_letter_cuts_the_value_then_everything_but_our_headers(
     small = _DeadLetter(b"abc", None, [("h", b"x" * 2_000_000)], own)
     assert small.shrink() and small.value == b"" and small.headers == [
         *own, ("truncated", b"true"), ("original-size", b"3")]
+
+
+def _produce_around_a_bad_one(bootstrap: str, topic: str, bad: bytes, client=None,
+                              **bad_options) -> tuple[list[bytes], int]:
+    """40 valid events and ``bad`` at offset 20, all on partition 1; (valid, bad's offset)."""
+    producer = Producer({"bootstrap.servers": bootstrap, **(client or {})})
+    valid = [orjson.dumps(e) for e in make_events(40, seed=24)]
+    at: list[int] = []
+    for value in valid[:20]:
+        producer.produce(topic, value=value, partition=1)
+    producer.produce(topic, value=bad, partition=1, key=b"bad",
+                     on_delivery=lambda err, msg: at.append(msg.offset()), **bad_options)
+    for value in valid[20:]:
+        producer.produce(topic, value=value, partition=1)
+    assert producer.flush(30) == 0
+    return valid, at[0]
+
+
+def _counted(client) -> int:
+    return sum(int(v) for lang in client.smembers(KEYS.langs)
+               for v in client.hvals(KEYS.item_views(lang)))
+
+
+def test_a_dead_letter_over_the_topics_max_message_bytes_goes_truncated(
+        broker, redis_server, start_recs):
+    if not KAFKA.apache:
+        pytest.skip(f"needs a broker enforcing topic configs: Apache Kafka ({KAFKA.kind} here)")
+    topic = f"views-{uuid.uuid4().hex[:8]}"
+    broker.create_topics({topic: 2})
+    broker.create_topics({f"{topic}.dlq": 1}, config={"max.message.bytes": "4096"})
+    # Under the consumer's own 64 KiB limit, so it is sent whole first: the broker refuses.
+    bad = b"not json " + b"x" * 19_991
+    valid, _ = _produce_around_a_bad_one(broker.bootstrap, topic, bad,
+                                         headers=[("trace", b"abc")])
+    port = free_port()
+    env = recs_env(redis_server.url, broker.bootstrap, topic, f"{topic}.dlq")
+    proc = start_recs(["consume"], {**consume_env_with(env, metrics_port=port),
+                                    "RECS_UNTIL_DRAINED": "true"})
+    assert proc.wait(60) == 0
+    client = redis_server.client(decode_responses=True)
+    assert client.hgetall(KEYS.offsets(env["RECS_GROUP"], topic)).get("1") == "41"
+    assert _counted(client) == sum(orjson.loads(v).get("count", 1) for v in valid)
+    marker = Producer({"bootstrap.servers": broker.bootstrap})
+    marker.produce(f"{topic}.dlq", value=b"end-marker")
+    assert marker.flush(30) == 0
+    [dead] = read_dlq(broker.bootstrap, f"{topic}.dlq", b"end-marker")
+    headers = dict(dead.headers())
+    assert (dead.key(), dead.value()) == (b"bad", b"")
+    assert headers["error"] == b"not_json" and headers["truncated"] == b"true"
+    assert headers["original-size"] == b"20000" and "trace" not in headers
+    warned = [r for r in proc.records() if r.get("msg", "").startswith("dead letter too large")]
+    assert len(warned) == 1 and "MSG_SIZE_TOO_LARGE" in warned[0]["error"]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """A broker of our own with SASL/PLAIN and ACLs: ``recs`` may do only what is granted."""
+    kafka = own_kafka(tmp_path_factory, sasl=SaslUsers({"admin": "admin-secret",
+                                                        "recs": "recs-secret"}))
+    yield kafka
+    kafka.stop()
+
+
+def _grant(kafka, *grants: tuple) -> None:
+    """(resource type, name, pattern type, operation) ALLOWed for User:recs."""
+    from confluent_kafka.admin import AclBinding, AclPermissionType, AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap, **kafka.client_config})
+    bindings = [AclBinding(kind, name, pattern, "User:recs", "*", op, AclPermissionType.ALLOW)
+                for kind, name, pattern, op in grants]
+    for fut in admin.create_acls(bindings).values():
+        fut.result(30)
+
+
+def test_a_dead_letter_topic_closed_by_acl_stops_the_consumer_until_write_is_granted(
+        secured, redis_server, start_recs):
+    from confluent_kafka.admin import AclOperation as Op
+    from confluent_kafka.admin import ResourcePatternType as Pattern
+    from confluent_kafka.admin import ResourceType as Kind
+
+    topic = f"views-{uuid.uuid4().hex[:8]}"
+    dlq = f"{topic}.dlq"
+    secured.create_topics({topic: 2, dlq: 1})
+    _grant(secured, (Kind.TOPIC, topic, Pattern.LITERAL, Op.READ),
+           (Kind.TOPIC, topic, Pattern.LITERAL, Op.DESCRIBE),
+           (Kind.GROUP, "recs-", Pattern.PREFIXED, Op.READ),
+           (Kind.TOPIC, dlq, Pattern.LITERAL, Op.DESCRIBE))  # no WRITE on the dead letters
+    valid, bad_at = _produce_around_a_bad_one(secured.bootstrap, topic, b"not json",
+                                              secured.client_config)
+    env = recs_env(redis_server.url, secured.bootstrap, topic, dlq,
+                   {**KAFKA_TEST_CONFIG, **secured.sasl.client("recs")})
+    proc = start_recs(["consume"], env)
+    assert proc.wait(60) != 0
+    errors = [r for r in proc.records() if r.get("level") == "error"]
+    assert [r["msg"][:46] for r in errors] == ["dead-letter topic refuses a dead letter for go"]
+    assert errors[0]["source.offset"] == str(bad_at)
+    assert "TOPIC_AUTHORIZATION_FAILED" in errors[0]["kafka_error"]
+    assert "recs-secret" not in proc.log_path.read_text(errors="replace")
+    client = redis_server.client(decode_responses=True)
+    assert int(client.hgetall(KEYS.offsets(env["RECS_GROUP"], topic)).get("1", 0)) <= bad_at
+
+    _grant(secured, (Kind.TOPIC, dlq, Pattern.LITERAL, Op.WRITE))
+    proc = start_recs(["consume"], {**env, "RECS_UNTIL_DRAINED": "true"})
+    assert proc.wait(60) == 0
+    assert client.hgetall(KEYS.offsets(env["RECS_GROUP"], topic)).get("1") == "41"
+    assert _counted(client) == sum(orjson.loads(v).get("count", 1) for v in valid)
+    marker = Producer({"bootstrap.servers": secured.bootstrap, **secured.client_config})
+    marker.produce(dlq, value=b"end-marker")
+    assert marker.flush(30) == 0
+    [dead] = read_dlq(secured.bootstrap, dlq, b"end-marker", secured.client_config)
+    assert (dead.key(), dead.value(), dict(dead.headers())["error"]) == (
+        b"bad", b"not json", b"not_json")

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
+from tests.helpers import assert_top_k
 from trainer.config import scale_confidence
 from trainer.foldin import FoldIn, fold_in, gram
 
@@ -123,9 +124,10 @@ def test_recommend_matches_a_full_sort_and_excludes_viewed():
     ids, all_scores = fi.recommend(x, viewed, 7)
     for u in range(30):
         allowed = np.setdiff1d(np.arange(ITEMS), viewed[u].indices)
-        expected = allowed[np.argsort(-scores[u, allowed], kind="stable")][:7]
-        np.testing.assert_array_equal(ids[u], 1000 + expected)
-        np.testing.assert_allclose(all_scores[u], scores[u, expected], rtol=1e-5)
+        # Two float32 products may round near-equal scores apart in either order.
+        assert len(ids[u]) == 7
+        assert_top_k(ids[u], {1000 + j: scores[u, j] for j in allowed})
+        np.testing.assert_allclose(all_scores[u], scores[u, ids[u] - 1000], rtol=1e-5)
 
 
 def test_recommend_lists_are_short_when_few_items_remain():

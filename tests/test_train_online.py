@@ -219,14 +219,20 @@ def test_two_trainers_at_once_publish_once(redis_server, redis_client, tmp_path,
     start = threading.Barrier(2)
     outcomes = []
 
+    loser_done = threading.Event()
+
     def run():
         start.wait()
-        # Slow round trips keep the winner's run long: the other surely finds the lock held.
-        outcomes.append(train_language(redis_client, KEYS, "en", settings(tmp_path),
-                                       publish_options={"after_chunk": slow}))
+        result = train_language(redis_client, KEYS, "en", settings(tmp_path),
+                                publish_options={"after_chunk": hold})
+        outcomes.append(result)
+        if result.outcome != "published":
+            loser_done.set()
 
-    def slow(kind, done):
-        time.sleep(0.2)
+    def hold(kind, done):
+        # The winner publishes (holding the lock) until the other run has ended, so the
+        # other finds the lock held however the two threads are scheduled.
+        assert loser_done.wait(60), "the second trainer never finished"
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:

@@ -267,13 +267,14 @@ def test_two_updaters_never_hold_the_same_user_and_an_expired_lease_passes_on(re
     publish(redis_client, np.arange(1, 11), np.eye(10, 4))
     add_views(redis_client, {f"u{i}": {1 + i % 10: 1} for i in range(30)})
     first, second = UpdateQueue(redis_client, KEYS), UpdateQueue(redis_client, KEYS)
-    a = first.claim(LANG, 20, 300)
-    b = second.claim(LANG, 20, 300)
+    a = first.claim(LANG, 20, 1000)
+    b = second.claim(LANG, 20, 1000)
     assert len(a.users) == 20 and len(b.users) == 10 and not set(a.users) & set(b.users)
-    assert second.claim(LANG, 20, 300).users == []
-    time.sleep(0.35)  # the first holder stalls past its lease...
-    c = second.claim(LANG, 50, 30_000)
-    assert set(c.users) == set(a.users) | set(b.users)
+    assert second.claim(LANG, 20, 30_000).users == []
+    # The first holder stalls past its lease (waited for, not slept): every user passes on.
+    taken: list[str] = []
+    wait_for(lambda: taken.extend(second.claim(LANG, 50, 30_000).users)
+             or sorted(taken) == sorted(a.users + b.users), 30, "the leases to expire")
     version = redis_client.hget(KEYS.model(LANG), "version").decode()
     late = first.commit(a, version, batch_of(20, 4, []))
     # ...so its late write is refused: the new holder writes these users.
