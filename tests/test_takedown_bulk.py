@@ -12,7 +12,8 @@ import pytest
 
 from recs.cli import main
 from store.control import Control, ControlOp
-from tests.test_takedown import KEYS, N, exact_user_list, lists, load, train
+from tests.helpers import assert_top_k
+from tests.test_takedown import KEYS, N, exact_user_scores, lists, load, train
 from trainer.synth import generate
 from trainer.takedown import settle
 
@@ -60,8 +61,10 @@ def test_a_bulk_hide_reads_each_list_once_whatever_the_number_of_resources(
     assert _lookups(redis_client) <= 25 * published + 25 * len(holders)
     for recs in lists(redis_client).values():
         assert not set(recs) & set(real) and len(recs) == N
-    for user in holders:
-        assert lists(redis_client)[user] == exact_user_list(redis_client, user, set(real))
+    for user in holders:  # refilled to N, exactly the next best (near-ties in any order)
+        got = lists(redis_client)[user]
+        assert len(got) == N
+        assert_top_k(got, exact_user_scores(redis_client, user, set(real)), tol=1e-4)
     assert not redis_client.exists(KEYS.takedown_work("en"), KEYS.takedown_scan("en"))
 
 
