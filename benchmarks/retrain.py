@@ -5,7 +5,7 @@
 
 Setup (untimed): a redis-server from ``recs.localstack`` (AOF on, as in production, but
 no automatic AOF rewrite: its forked child would steal a core at a random moment); a
-synthetic extract (``trainer.synth``; the defaults leave 58,184 users, 3,840 resources and
+synthetic extract (``trainer.data.synth``; the defaults leave 58,184 users, 3,840 resources and
 495,413 non-zeros after the platform's filters) written into the counts through the
 consumer's own write path (``store.counts.Counts.apply``, 2,000 users per batch); one first
 ``train_language`` so that the timed runs replace a live model, as every retrain does.
@@ -15,7 +15,7 @@ Then ``--repeat`` rounds, each timing, in the same process:
 - ``baseline``: on the same filtered matrix, ``implicit``'s ALS fit (same hyperparameters,
   confidence and threads) plus ``model.recommend(userids, user_items, N=20)`` for all users
   in batches of 4,096. Nothing is read from or written to Redis.
-- ``recs``: ``trainer.online.train_language``: SSCAN + scripted reads of the counts, the
+- ``recs``: ``trainer.pipeline.retrain.train_language``: SSCAN + scripted reads of the counts, the
   filters, the matrix, the fit, the model file, similar lists of every resource and recs +
   factors of every user scored and published, the switch, removal of uncovered keys and the
   hand-over to the updater.
@@ -120,11 +120,11 @@ def main() -> None:
     from store.keys import Keys
     from store.snapshot import read_views
     from trainer.config import FilterConfig, TrainConfig
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import ALSModel
-    from trainer.online import OnlineSettings, train_language
-    from trainer.scoring import Scorer, similar_batches, user_batches
-    from trainer.synth import generate
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.data.synth import generate
+    from trainer.models.als import ALSModel
+    from trainer.pipeline.retrain import OnlineSettings, train_language
+    from trainer.scoring.search import Scorer, similar_batches, user_batches
 
     lang = "en"
     keys = Keys()

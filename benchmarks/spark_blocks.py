@@ -4,7 +4,7 @@ default of 10 blocks (the baseline, fitted in the same run).
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/spark_blocks.py [--users 20000] \
         [--blocks 10,2,4] [--master local[2]]
 
-``trainer.spark_engine.fit_frame`` uses ``defaultParallelism`` blocks (the task slots);
+``trainer.models.spark_als.fit_frame`` uses ``defaultParallelism`` blocks (the task slots);
 this shows what that choice is worth against 10 on this machine. Same synthetic language
 as ``benchmarks/scale.py`` (about 15 users per resource, platform filters, 40 factors,
 50 iterations); the ratings frame is built and cached, and a short fit warms the JVM,
@@ -33,10 +33,10 @@ def main() -> int:
 
     from pyspark.ml.recommendation import ALS
 
-    from trainer import spark_engine
     from trainer.config import FilterConfig, TrainConfig, scale_confidence
-    from trainer.matrix import filtered_matrix
-    from trainer.synth import generate
+    from trainer.data.matrix import filtered_matrix
+    from trainer.data.synth import generate
+    from trainer.models import spark_als as spark_engine
 
     spark_engine.configure(spark_engine.SparkSettings(master=args.master))
     views = generate(args.users, max(50, args.users // 15), ["en"], seed=1).views_for("en")

@@ -5,7 +5,7 @@ cleaned and refilled, what the refill costs, and the trending refresh's cost per
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/takedown.py [--users 78000 ...]
 
 Setup (untimed): a redis-server from ``recs.localstack`` (AOF on, automatic rewrite off, as
-in benchmarks/retrain.py); a synthetic extract (``trainer.synth``; the defaults leave about
+in benchmarks/retrain.py); a synthetic extract (``trainer.data.synth``; the defaults leave about
 58,000 users and 3,800 resources after the platform's filters) loaded through the
 consumer's write path; one ``train_language`` (40 factors; fewer iterations than production,
 which changes nothing measured here).
@@ -14,7 +14,7 @@ Timed, in the same process:
 
 - ``hide``: for the resources in the most lists, a median one and a rarely listed one, the
   time from the hide script to the last affected list refilled (``Control.run`` +
-  ``trainer.takedown.settle``), split into finding the lists (one ZSCORE per published
+  ``trainer.pipeline.takedown.settle``), split into finding the lists (one ZSCORE per published
   list, server-side) and recomputing + writing them. Target < 5 s. Each hidden resource is
   unhidden again before the next one.
 - baselines in the same run: reading every published user list once (pipelined ZRANGE of
@@ -67,7 +67,7 @@ def read_all_lists(client, keys, lang: str) -> float:
 
 def time_hide(client, keys, lang: str, rid: int) -> dict:
     from store.control import Control, ControlOp
-    from trainer.takedown import settle
+    from trainer.pipeline.takedown import settle
 
     control = Control(client, keys)
     t = time.perf_counter()
@@ -155,8 +155,8 @@ def main() -> None:
     from recs.localstack import RedisServer
     from store.keys import Keys
     from trainer.config import FilterConfig, TrainConfig
-    from trainer.online import OnlineSettings, train_language
-    from trainer.synth import generate
+    from trainer.data.synth import generate
+    from trainer.pipeline.retrain import OnlineSettings, train_language
 
     lang, keys = "en", Keys()
     tmp = tempfile.TemporaryDirectory(prefix="recs-bench-takedown-")

@@ -42,8 +42,8 @@ def child_bare(csv: Path, threads: int, factors: int, iterations: int) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
 
     from trainer.config import FilterConfig, TrainConfig, scale_confidence
-    from trainer.data import load_views
-    from trainer.matrix import apply_filters, build_matrix
+    from trainer.data.extracts import load_views
+    from trainer.data.matrix import apply_filters, build_matrix
 
     config = TrainConfig(factors=factors, iterations=iterations)
     df, _ = load_views(csv)
@@ -65,9 +65,9 @@ def child_path(csv: Path, threads: int, factors: int, iterations: int, out: Path
     import implicit.cpu.als  # noqa: F401  (fit imports it lazily)
 
     from trainer.config import FilterConfig, TrainConfig
-    from trainer.data import load_views
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import fit
+    from trainer.data.extracts import load_views
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.models.als import fit
 
     imports = time.perf_counter() - imports
     stages = {}
@@ -131,7 +131,7 @@ def main() -> int:
                                     args.out)))
         return 0
 
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="recs-bench-") as tmp:
         data = generate(args.users, args.resources, ["en"], seed=1, mean_items=args.mean_items)

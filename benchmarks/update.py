@@ -6,7 +6,7 @@ Everything runs for real on loopback (recs.localstack): redis-server, the Tansu 
 ``recs consume`` and ``recs update`` as subprocesses. The model is GoConqr-sized (4,000
 resources x 40 factors) with random item factors: the fold-in's cost does not depend on the
 values. Users' histories are heavy-tailed (lognormal, mean ~14 resources) over Zipf-popular
-resources, like trainer.synth's.
+resources, like trainer.data.synth's.
 
 1. Backlog. ``--backlog`` users' counts go into Redis through the consumer's own write path
    (store/counts.py, the Lua step that also queues them in dirty), then ONE ``recs update``
@@ -144,7 +144,7 @@ def main() -> int:
     from store.keys import Keys
     from store.publish import Publisher
     from store.updates import read_published_items, read_views
-    from trainer.foldin import FoldIn
+    from trainer.models.foldin import FoldIn
 
     rng = np.random.default_rng(args.seed)
     keys = Keys()

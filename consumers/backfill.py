@@ -44,7 +44,7 @@ from core.errors import InputError, RecsError
 from store.connection import connect
 from store.counts import Applied, Counts, Parked
 from store.keys import Keys
-from trainer.data import load_views
+from trainer.data.extracts import load_views
 
 log = logging.getLogger("recs.backfill")
 

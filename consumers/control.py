@@ -29,7 +29,7 @@ from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGT
 from store.control import Control, ControlOp, read_work
 from store.keys import Keys
 from store.snapshot import read_languages
-from trainer.takedown import settle
+from trainer.pipeline.takedown import settle
 
 log = logging.getLogger("recs.control")
 

@@ -49,8 +49,8 @@ from store.updates import (
     read_published_items,
     read_views,
 )
-from trainer.foldin import FoldIn
-from trainer.online_models import updater_model
+from trainer.models.foldin import FoldIn
+from trainer.pipeline.publish import updater_model
 
 log = logging.getLogger("recs.updater")
 

@@ -1,6 +1,6 @@
 """``recs resources load FILE --lang L``: the platform's resources extract into Redis.
 
-The CSV is read by ``trainer.data.load_resources`` (the same reader and checks as
+The CSV is read by ``trainer.data.extracts.load_resources`` (the same reader and checks as
 ``--resources FILE``) and written by ``store.resources.replace_details``: the language's
 whole catalogue is replaced at once, so readers never see half of one.
 """
@@ -18,7 +18,7 @@ log = logging.getLogger("recs.resources")
 
 
 def cmd_resources(args) -> int:
-    from trainer.data import load_resources
+    from trainer.data.extracts import load_resources
 
     table = load_resources(args.file)
     rows = ((int(rid), {f: row[f] for f in DETAIL_FIELDS})

@@ -34,16 +34,16 @@ from trainer.config import (
     FilterConfig,
     TrainConfig,
 )
-from trainer.scoring import METHODS as SCORING_METHODS
-from trainer.scoring import ScoringConfig
+from trainer.scoring.search import METHODS as SCORING_METHODS
+from trainer.scoring.search import ScoringConfig
 
 ENV_PREFIX = "RECS_"
 _TRUE = {"1", "true", "yes", "on"}
 _CONSUMER = "consumers.consume:ConsumerConfig"
 _UPDATER = "consumers.updater:UpdaterConfig"
 _CONTROL = "consumers.control:ControlDefaults"
-_ONLINE = "trainer.online:OnlineSettings"
-_SYNTH = "trainer.synth:generate"
+_ONLINE = "trainer.pipeline.retrain:OnlineSettings"
+_SYNTH = "trainer.data.synth:generate"
 _SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
 _THREADS = o.int_range(0, 1024)
 _D = " (default %(default)s)"
@@ -472,17 +472,17 @@ COMMANDS: list[Command] = [
     ("repair", "consumers.repair:cmd_repair",
      "count the views parked in the quarantine once their keys are fixed", _repair),
     # -- training
-    ("train", "trainer.commands:cmd_train",
+    ("train", "trainer.commands.train:cmd_train",
      "train from the Redis counts and publish, or offline from --views", _train),
-    ("tune", "trainer.commands:cmd_tune",
+    ("tune", "trainer.commands.train:cmd_tune",
      "search the model settings on a validation split; store the best", _tune),
-    ("history", "trainer.commands:cmd_history",
+    ("history", "trainer.commands.train:cmd_history",
      "quality of the models trained with --evaluate, oldest first", _history),
-    ("similar", "trainer.commands:cmd_similar", "top-N resources similar to one", _similar),
-    ("recommend", "trainer.commands:cmd_recommend", "top-N resources for a user", _recommend),
-    ("evaluate", "trainer.commands:cmd_evaluate",
+    ("similar", "trainer.commands.train:cmd_similar", "top-N resources similar to one", _similar),
+    ("recommend", "trainer.commands.train:cmd_recommend", "top-N resources for a user", _recommend),
+    ("evaluate", "trainer.commands.train:cmd_evaluate",
      "held-out metrics for the model and a popularity baseline", _evaluate),
-    ("generate", "trainer.synth:cmd_generate",
+    ("generate", "trainer.data.synth:cmd_generate",
      "write a synthetic GoConqr-like extract (views and resources CSVs)", _generate),
     # -- serving
     ("serve", "recs.serve:cmd_serve", "HTTP API and operator page over the published lists",
@@ -490,13 +490,13 @@ COMMANDS: list[Command] = [
     ("resources", "recs.catalogue:cmd_resources",
      "load resource details (title, folder, subject, tags) into Redis", _resources),
     # -- take-downs, forgetting and the trending list (issue 13)
-    ("hide", "trainer.takedown:cmd_hide",
+    ("hide", "trainer.pipeline.takedown:cmd_hide",
      "take resources out of every list now, until unhidden", _hide),
-    ("unhide", "trainer.takedown:cmd_unhide",
+    ("unhide", "trainer.pipeline.takedown:cmd_unhide",
      "let hidden resources back (their own similar list at once, the rest at the next retrain)",
      _unhide),
-    ("hidden", "trainer.takedown:cmd_hidden", "list the hidden resources", _hidden),
-    ("forget", "trainer.takedown:cmd_forget",
+    ("hidden", "trainer.pipeline.takedown:cmd_hidden", "list the hidden resources", _hidden),
+    ("forget", "trainer.pipeline.takedown:cmd_forget",
      "remove every trace of users: views, counts, factors, lists, queue entries", _forget),
     ("control", "consumers.control:cmd_control",
      "control events (hide, unhide, forget) from Kafka, each applied once", _control),

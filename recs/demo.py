@@ -193,7 +193,7 @@ class Demo:
             self.processes.clear()
 
     def generate(self):
-        from trainer.synth import generate
+        from trainer.data.synth import generate
 
         data = generate(self.s.users, self.s.resources, langs=LANGS, seed=self.s.seed)
         self.paths = data.write(self.out / "data")
@@ -269,7 +269,7 @@ class Demo:
 
     def resources(self, lang: str) -> pd.DataFrame:
         """The resources CSV as ``recs --resources`` reads it (indexed by id)."""
-        from trainer.data import load_resources
+        from trainer.data.extracts import load_resources
 
         if lang not in self._resources:
             self._resources[lang] = load_resources(self.paths[lang]["resources"])

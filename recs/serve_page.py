@@ -82,10 +82,10 @@ async def _published(cache: PageCache, recs: AsyncRecsClient, lang: str, version
 
 async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dict,
                    views: dict[int, int], ids: list[int]) -> dict:
-    """Per recommended id, the views behind it (``trainer.explain``): ALS and EASE split
+    """Per recommended id, the views behind it (``trainer.models.explain``): ALS and EASE split
     their scores exactly; a blend, or a damaged publish, gets no reasons."""
-    from trainer.explain import explain, explain_ease
-    from trainer.foldin import FoldIn
+    from trainer.models.explain import explain, explain_ease
+    from trainer.models.foldin import FoldIn
 
     kind = info.get("model", "als")
     published = await _published(cache, recs, lang, str(info.get("version")))
@@ -108,7 +108,7 @@ async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dic
 async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsClient,
                        lang: str, user: str, n: int) -> dict:
     """The user's list with, per item, the viewed resources that earned it its place
-    (``trainer.explain``), and the user's views. Needs a configured token (personal data)."""
+    (``trainer.models.explain``), and the user's views. Needs a configured token (personal data)."""
     if not config.token:
         raise ApiError(403, "user_lookups_off", "a user's views are personal data: start "
                        "recs serve with --token (or RECS_TOKEN) to look users up")

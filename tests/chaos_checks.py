@@ -37,9 +37,9 @@ import redis
 from store.keys import Keys
 from store.updates import PublishedItems, read_published_items
 from trainer.config import FilterConfig
-from trainer.foldin import FoldIn
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import ALSModel, load_model
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.models.als import ALSModel, load_model
+from trainer.models.foldin import FoldIn
 
 KEYS = Keys()
 SHOWN = 8

@@ -15,8 +15,8 @@ from store.counts import Counts
 from store.keys import Keys
 from tests.chaos_checks import Expected, Settings, check_all
 from trainer.config import TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import OnlineSettings, train_language
 
 pytestmark = pytest.mark.integration
 

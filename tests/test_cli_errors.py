@@ -126,7 +126,7 @@ def test_every_numeric_option_has_a_checked_type():
 def test_defaults_come_from_the_config_dataclasses(capsys):
     from consumers.consume import ConsumerConfig
     from consumers.updater import UpdaterConfig
-    from trainer.online import OnlineSettings
+    from trainer.pipeline.retrain import OnlineSettings
 
     consume = cli.parse_args(["consume"])
     assert (consume.batch_size, consume.batch_timeout, consume.redis_retry_max,

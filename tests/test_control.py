@@ -21,8 +21,8 @@ from store.counts import Counts
 from store.keys import Keys
 from tests.conftest import KAFKA_TEST_CONFIG
 from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import OnlineSettings, train_language
 
 KEYS = Keys()
 

@@ -9,13 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer.blend import BlendModel, zscore_rows
-from trainer.choose import ModelSpec, evaluate_spec, fit_model
 from trainer.config import EaseConfig, FilterConfig, TrainConfig
-from trainer.ease import EASEModel, check_size, ease_input, ease_weights, fit_ease
-from trainer.matrix import apply_filters, build_matrix, holdout_split
-from trainer.model import ALSModel, load_model
-from trainer.synth import generate
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.models.als import ALSModel, load_model
+from trainer.models.blend import BlendModel, zscore_rows
+from trainer.models.ease import EASEModel, check_size, ease_input, ease_weights, fit_ease
+from trainer.quality.choose import ModelSpec, evaluate_spec, fit_model
 
 SMALL_ALS = TrainConfig(factors=8, iterations=5)
 
@@ -60,7 +60,7 @@ def test_a_catalogue_over_the_limit_is_refused_with_one_line_and_auto_falls_back
     check_size(10_000)  # the limit itself fits
 
     matrix = planted_matrix()
-    monkeypatch.setattr("trainer.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
+    monkeypatch.setattr("trainer.models.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
     model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS), "en", threads=1)
     assert kind == "als" and isinstance(model, ALSModel)
     with pytest.raises(InputError, match="O\\(resources\\^2\\)"):

@@ -14,11 +14,11 @@ from store.keys import Keys
 from store.updates import read_published_items
 from tests.helpers import load_counts
 from tests.test_train_online import FLAGS
-from trainer.blend import mix
-from trainer.ease import ease_input
-from trainer.foldin import FoldIn
-from trainer.model import load_model
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.models.als import load_model
+from trainer.models.blend import mix
+from trainer.models.ease import ease_input
+from trainer.models.foldin import FoldIn
 
 pytestmark = pytest.mark.integration
 

@@ -8,16 +8,16 @@ import scipy.sparse as sp
 from implicit.evaluation import ranking_metrics_at_k
 
 from trainer.config import FilterConfig, TrainConfig
-from trainer.evaluate import (
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.models.als import fit
+from trainer.quality.evaluate import (
     PopularityRanker,
     as_implicit,
     evaluate,
     evaluate_model,
     evaluate_popularity,
 )
-from trainer.matrix import apply_filters, build_matrix, holdout_split
-from trainer.model import fit
-from trainer.synth import generate
 
 
 def csr(rows: list[list[int]]) -> sp.csr_matrix:

@@ -1,4 +1,4 @@
-"""The split of an ALS or EASE score over the user's views (trainer.explain): exact."""
+"""The split of an ALS or EASE score over the user's views (trainer.models.explain): exact."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from trainer.explain import explain
-from trainer.foldin import FoldIn
+from trainer.models.explain import explain
+from trainer.models.foldin import FoldIn
 
 
 @pytest.mark.parametrize("scaling", ["linear", "logshare", "bm25"])
@@ -46,8 +46,8 @@ def test_top_cuts_and_unknown_resources_get_no_reasons():
 
 @pytest.mark.parametrize("scaling", ["binary", "log"])
 def test_ease_contributions_sum_to_the_ease_score(scaling):
-    from trainer.ease import ease_input
-    from trainer.explain import explain_ease
+    from trainer.models.ease import ease_input
+    from trainer.models.explain import explain_ease
 
     rng = np.random.default_rng(5)
     ids = np.arange(100, 130)

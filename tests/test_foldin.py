@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from trainer.config import scale_confidence
-from trainer.foldin import FoldIn, fold_in, gram
+from trainer.models.foldin import FoldIn, fold_in, gram
 
 USERS, ITEMS, FACTORS = 120, 60, 8
 

@@ -9,8 +9,9 @@ import scipy.sparse as sp
 
 from core.errors import InputError, ModelFileError
 from trainer.config import FilterConfig, TrainConfig, scale_confidence
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import (
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.data.synth import generate
+from trainer.models.als import (
     FORMAT,
     as_rows,
     fit,
@@ -19,7 +20,6 @@ from trainer.model import (
     similar_by_index,
     top_n,
 )
-from trainer.synth import generate
 
 SMALL = TrainConfig(factors=16, iterations=10, seed=3)
 
@@ -87,7 +87,7 @@ def test_results_do_not_depend_on_the_chunk_size(planted, monkeypatch):
     _, matrix, model = planted
     whole_sim = model.similar_items(matrix.items.ids, n=5)
     whole_rec = model.recommend(matrix.users.ids, n=5)
-    monkeypatch.setattr("trainer.model._CHUNK_CELLS", 7 * len(matrix.items))  # 7 rows a block
+    monkeypatch.setattr("trainer.models.als._CHUNK_CELLS", 7 * len(matrix.items))  # 7 rows a block
     assert np.array_equal(model.similar_items(matrix.items.ids, n=5)[0], whole_sim[0])
     assert np.array_equal(model.recommend(matrix.users.ids, n=5)[0], whole_rec[0])
 

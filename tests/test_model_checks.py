@@ -17,9 +17,9 @@ from core.errors import ModelFileError
 from recs.cli import main
 from recs.localstack import free_port, wait_until
 from trainer.config import FilterConfig, TrainConfig
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import fit, load_model
-from trainer.synth import generate
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.data.synth import generate
+from trainer.models.als import fit, load_model
 
 
 @pytest.fixture(scope="module")

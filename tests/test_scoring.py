@@ -11,9 +11,9 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from recs.cli import main
-from trainer.ann import AnnConfig
-from trainer.model import recommend_by_factors, similar_by_index
-from trainer.scoring import Scorer, ScoringConfig
+from trainer.models.als import recommend_by_factors, similar_by_index
+from trainer.scoring.ann import AnnConfig
+from trainer.scoring.search import Scorer, ScoringConfig
 
 # faiss_min_items=0: exact scoring through faiss even on these small catalogues, so the
 # comparison with the numpy scoring is between two implementations.
@@ -118,7 +118,7 @@ def test_train_publishes_ann_lists_without_viewed_resources(redis_server, tmp_pa
     from store.client import RecsClient
     from tests.helpers import load_counts
     from tests.test_train_online import FLAGS, KEYS, N
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     data = generate(n_users=600, n_resources=150, langs=("en",), seed=4)
     client = redis_server.client()

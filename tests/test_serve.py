@@ -19,8 +19,8 @@ from store.read import DETAIL_FIELDS
 from store.resources import replace_details
 from tests.helpers import publish_views
 from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import OnlineSettings
 
 pytestmark = pytest.mark.integration
 
@@ -459,8 +459,8 @@ def test_any_contract_user_id_round_trips(published, open_server):
 
 
 def test_ease_models_explain_their_lists_too(redis_server, serve_http, tmp_path):
-    from trainer.choose import ModelSpec
     from trainer.config import EaseConfig
+    from trainer.quality.choose import ModelSpec
 
     client = redis_server.client()
     data = generate(n_users=300, n_resources=60, langs=("en",), seed=9)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.spark_engine import java_available
+from trainer.models.spark_als import java_available
 
 try:
     import pyspark  # noqa: F401
@@ -32,7 +32,7 @@ needs_spark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def spark():
-    from trainer import spark_engine
+    from trainer.models import spark_als as spark_engine
 
     spark_engine.configure(spark_engine.SparkSettings(
         master="local[2]", conf={"spark.sql.shuffle.partitions": "4",
@@ -46,7 +46,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def small():
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     return generate(n_users=300, n_resources=60, langs=("en",), seed=3).views_for("en")
 
@@ -58,9 +58,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @needs_spark
 def test_fold_in_reproduces_spark_user_factors(spark, small):
     from trainer.config import FilterConfig, TrainConfig
-    from trainer.foldin import FoldIn
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import fit
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.models.als import fit
+    from trainer.models.foldin import FoldIn
 
     df, _ = apply_filters(small, FilterConfig(0, 0, 2))
     matrix = build_matrix(df)
@@ -150,8 +150,8 @@ def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_pat
     from store.client import RecsClient
     from tests.helpers import load_counts
     from tests.test_train_online import FLAGS, KEYS, LOW, N
-    from trainer.matrix import apply_filters
-    from trainer.synth import generate
+    from trainer.data.matrix import apply_filters
+    from trainer.data.synth import generate
 
     views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
     client = redis_server.client()
@@ -189,7 +189,7 @@ def test_executor_confidence_is_the_implicit_paths(spark, small, scaling):
     import scipy.sparse as sp
 
     from trainer.config import scale_confidence
-    from trainer.spark_cluster import ratings
+    from trainer.pipeline.executors import ratings
 
     got = ratings(spark.createDataFrame(small), scaling, alpha=7.0).toPandas()
     users, u = np.unique(small["user_id"], return_inverse=True)
@@ -211,11 +211,11 @@ def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server)
     from tests.helpers import load_counts
     from tests.test_train_online import KEYS
     from trainer.config import TrainConfig
-    from trainer.online import OnlineSettings
-    from trainer.scoring import ScoringConfig
-    from trainer.spark_cluster import ListTarget, _read_frame, write_user_lists
-    from trainer.spark_engine import factors_array, fit_frame
-    from trainer.synth import generate
+    from trainer.data.synth import generate
+    from trainer.models.spark_als import factors_array, fit_frame
+    from trainer.pipeline.executors import ListTarget, _read_frame, write_user_lists
+    from trainer.pipeline.retrain import OnlineSettings
+    from trainer.scoring.search import ScoringConfig
 
     views = generate(n_users=200, n_resources=50, langs=("en",), seed=8).views_for("en")
     client = redis_server.client()

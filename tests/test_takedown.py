@@ -17,9 +17,9 @@ from store.counts import Counts
 from store.keys import Keys
 from tests.helpers import load_counts
 from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
-from trainer.takedown import settle
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import OnlineSettings, train_language
+from trainer.pipeline.takedown import settle
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +341,7 @@ def test_with_an_ease_model_hidden_resources_leave_every_list_too(redis_client, 
     ALS scores), and a hide during an EASE publish is dropped by the same scripts."""
     from dataclasses import replace
 
-    from trainer.choose import ModelSpec
+    from trainer.quality.choose import ModelSpec
 
     load(redis_client, data, "en")
     ease = replace(settings(tmp_path), spec=ModelSpec(model="ease"))

@@ -22,9 +22,9 @@ from store.counts import Counts
 from store.keys import Keys
 from tests.helpers import load_counts
 from trainer.config import FilterConfig, TrainConfig
-from trainer.matrix import apply_filters
-from trainer.online import OnlineSettings, _second_signal, train_language
-from trainer.synth import generate
+from trainer.data.matrix import apply_filters
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import OnlineSettings, _second_signal, train_language
 
 pytestmark = pytest.mark.integration
 

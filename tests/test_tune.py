@@ -9,14 +9,14 @@ import pytest
 import scipy.sparse as sp
 
 from recs.cli import _explicit, build_parser, main
-from trainer import tune as tune_module
-from trainer.choose import ModelSpec
 from trainer.config import FilterConfig, TrainConfig
-from trainer.data import load_views
-from trainer.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.extracts import load_views
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.quality import tune as tune_module
+from trainer.quality.choose import ModelSpec
+from trainer.quality.tune import tune
 from trainer.settings import apply_settings, spec_from_args
-from trainer.synth import generate
-from trainer.tune import tune
 
 FILTERS = ["--min-item-views", "10", "--max-item-views", "0", "--min-user-views", "3"]
 SMALL = ["--factors", "8", "--iterations", "5", "--threads", "1"]

@@ -24,10 +24,10 @@ from store.keys import Keys
 from store.publish import Lists, Publisher, requeue_touched
 from store.updates import BatchWrite, UpdateQueue, read_published_items, read_views
 from trainer.config import TrainConfig
-from trainer.foldin import FoldIn
-from trainer.matrix import build_matrix
-from trainer.model import fit
-from trainer.synth import generate
+from trainer.data.matrix import build_matrix
+from trainer.data.synth import generate
+from trainer.models.als import fit
+from trainer.models.foldin import FoldIn
 
 pytestmark = pytest.mark.integration
 
@@ -494,7 +494,7 @@ def test_through_the_consumer_and_the_trainer(redis_client, broker, topics, cons
     """Views produced to Kafka reach recommendations through the real commands, and a retrain
     under a stream of views leaves every user on the new model."""
     from consumers.produce import events_from_views, produce_events
-    from trainer.model import load_model
+    from trainer.models.als import load_model
 
     data, _, _ = planted()
     topic, _ = topics

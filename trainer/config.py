@@ -17,7 +17,7 @@ from core.errors import InputError
 Scaling = Literal["linear", "log", "bm25", "logshare"]
 SCALINGS: tuple[str, ...] = ("linear", "log", "bm25", "logshare")
 ENGINES: tuple[str, ...] = ("implicit", "spark", "implicit-gpu")
-"""Who fits ALS: ``implicit`` on the CPU, Spark MLlib (``trainer.spark_engine``), or
+"""Who fits ALS: ``implicit`` on the CPU, Spark MLlib (``trainer.models.spark_als``), or
 ``implicit``'s CUDA build."""
 
 
@@ -99,8 +99,9 @@ class TrainConfig:
 
 EASE_SCALINGS: tuple[str, ...] = ("binary", "log")
 MODELS: tuple[str, ...] = ("als", "ease", "blend", "auto")
-"""``--model``: ALS, EASE (``trainer.ease``), their blend (``trainer.blend``), or ``auto``,
-the best of the three on a validation split (``trainer.choose``)."""
+"""``--model``: ALS, EASE (``trainer.models.ease``), their blend
+(``trainer.models.blend``), or ``auto``, the best of the three on a validation split
+(``trainer.quality.choose``)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ variable, then the tuned settings (``--settings FILE`` offline, the language's s
 online), then the built-in default. ``recs.cli`` records in ``args.explicit`` the dests the
 user gave (flag or variable); :func:`apply_settings` fills only the others.
 
-The settings themselves are a flat dict keyed as ``trainer.tune.TUNABLE`` (``model`` stands
+The settings themselves are a flat dict keyed as ``trainer.quality.tune.TUNABLE`` (``model`` stands
 for ``--model``, whose dest is ``model_kind``).
 """
 
@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from core.errors import InputError
-from trainer.choose import ModelSpec
 from trainer.config import EASE_SCALINGS, MODELS, SCALINGS, EaseConfig, TrainConfig
-from trainer.tune import TUNABLE
+from trainer.quality.choose import ModelSpec
+from trainer.quality.tune import TUNABLE
 
 _TYPES = {"model": str, "factors": int, "regularization": float, "iterations": int,
           "alpha": float, "scaling": str, "ease_l2": float, "ease_scaling": str,

@@ -34,8 +34,8 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from trainer.config import EASE_SCALINGS, EaseConfig
-from trainer.matrix import UtilityMatrix, Vocabulary
-from trainer.model import slot_ids, top_n
+from trainer.data.matrix import UtilityMatrix, Vocabulary
+from trainer.models.als import slot_ids, top_n
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class EASEModel:
                 "rows_indptr": x.indptr.astype(np.int64), "stats": self.stats}
 
     def save(self, model_dir: str | os.PathLike) -> Path:
-        from trainer.model import save_doc
+        from trainer.models.als import save_doc
 
         return save_doc(self.to_dict(), Path(model_dir) / self.filename)
 
@@ -187,7 +187,7 @@ def fit_ease(matrix: UtilityMatrix, config: EaseConfig, lang: str,
 
 
 def from_dict(doc: dict) -> EASEModel:
-    """The model of a checked file document (``trainer.model.load_model`` dispatches here)."""
+    """The model of a checked file document (``trainer.models.als.load_model`` dispatches here)."""
     weights = np.asarray(doc["weights"], dtype=np.float32)
     user_ids, item_ids = np.asarray(doc["user_ids"]), np.asarray(doc["item_ids"])
     n = len(item_ids)
@@ -211,7 +211,7 @@ class EaseRows:
     a row it cannot find: the model was replaced meanwhile, and the version-checked write
     refuses the batch anyway). Rows are cached for the life of this object (one model
     version): at most B itself, 4 x resources^2 bytes. The same duck type as
-    ``trainer.foldin.FoldIn`` for ``recs update``: no user factors (``factors`` is 0)."""
+    ``trainer.models.foldin.FoldIn`` for ``recs update``: no user factors (``factors`` is 0)."""
 
     item_ids: np.ndarray
     scaling: str

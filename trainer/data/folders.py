@@ -1,8 +1,8 @@
 """Views extracts beyond one CSV file, for ``recs train --engine spark --views PATH``: a CSV,
 CSV.gz or Parquet file, or a folder of them (a Spark job's output folder, say).
 
-The rules are the CSV reader's (``trainer.data.load_views``), applied to every file: a bad row
-stops the command naming the file, the row and the problem (or is skipped and reported
+The rules are the CSV reader's (``trainer.data.extracts.load_views``), applied to every file: a
+bad row stops the command naming the file, the row and the problem (or is skipped and reported
 with ``--skip-bad-rows``), and a repeated (user, resource) pair keeps its first row. Across
 the files of a folder, "first" follows the files' names in sorted order, then row order
 within a file. Parquet files are read by Spark's own reader; a Parquet
@@ -18,7 +18,7 @@ import pandas as pd
 
 from core.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
 from core.errors import InputError
-from trainer.data import VIEW_COLUMNS, BadRow, LoadReport, load_views
+from trainer.data.extracts import VIEW_COLUMNS, BadRow, LoadReport, load_views
 
 SKIPPED_NAMES = ("_", ".")
 """Spark's markers (_SUCCESS, _committed...) and hidden/checksum files in an output folder."""
@@ -61,7 +61,7 @@ def load_views_any(path: str | Path, skip_bad_rows: bool = False
 def parquet_views(path: Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, LoadReport]:
     """One Parquet file of ``user_id, resource_id, view_count``, read by Spark and checked
     row by row like a CSV extract."""
-    from trainer.spark_engine import session
+    from trainer.models.spark_als import session
 
     raw = session().read.parquet(str(path)).toPandas()
     missing = [c for c in VIEW_COLUMNS if c not in raw.columns]

@@ -17,14 +17,14 @@ import orjson
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer.choose import evaluate_spec, fit_model, holdout_metrics
+from trainer.commands.present import describe, list_length, render
 from trainer.config import FilterConfig, check_lang
-from trainer.data import load_resources, load_views
-from trainer.evaluate import METRICS
-from trainer.matrix import UtilityMatrix, build_matrix, filtered_matrix
-from trainer.model import as_rows, load_model
-from trainer.present import describe, list_length, render
-from trainer.quality import describe_spec, score_meaning, tuned_evaluation, with_settings_file
+from trainer.data.extracts import load_resources, load_views
+from trainer.data.matrix import UtilityMatrix, build_matrix, filtered_matrix
+from trainer.models.als import as_rows, load_model
+from trainer.quality.choose import evaluate_spec, fit_model, holdout_metrics
+from trainer.quality.evaluate import METRICS
+from trainer.quality.gate import describe_spec, score_meaning, tuned_evaluation, with_settings_file
 from trainer.settings import spec_from_args
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ def _lang(value: str | None) -> str:
 
 
 def _load(path, skip_bad_rows: bool):
-    """One CSV extract (``load_views``), or a folder / Parquet file (``trainer.extracts``)."""
+    """One CSV extract (``load_views``), or a folder / Parquet file (``trainer.data.folders``)."""
     from pathlib import Path
 
     p = Path(path)
     if p.is_dir() or p.suffix == ".parquet":
-        from trainer.extracts import load_views_any
+        from trainer.data.folders import load_views_any
 
         return load_views_any(p, skip_bad_rows)
     return load_views(p, skip_bad_rows=skip_bad_rows)

@@ -1,6 +1,6 @@
 """Publishing EASE and blend models to Redis, and their side of ``recs update``.
 
-ALS is published by ``trainer.online`` itself; this module covers the other kinds with the
+ALS is published by ``trainer.pipeline.retrain`` itself; this module covers the other kinds with the
 same publisher (``store.publish.Publisher``: lists, then one switch, then removal), so every
 contract key keeps its meaning (docs/CONTRACT.md):
 
@@ -13,7 +13,8 @@ contract key keeps its meaning (docs/CONTRACT.md):
   factors and B's rows are both published.
 
 ``updater_model(meta, published, fetch)`` builds what ``recs update`` solves with for each
-kind: ``trainer.foldin.FoldIn`` (ALS), ``trainer.ease.EaseRows`` (EASE) or ``BlendRows``.
+kind: ``trainer.models.foldin.FoldIn`` (ALS), ``trainer.models.ease.EaseRows`` (EASE) or
+``BlendRows``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import scipy.sparse as sp
 
 from store.ease_rows import drop_factors, drop_stale, write_rows
 from store.publish import Lists
-from trainer.blend import BlendModel, mix
-from trainer.ease import EASEModel, EaseRows, ease_input, recommend_rows, similar_rows
-from trainer.foldin import FoldIn
-from trainer.model import slot_ids, top_n
-from trainer.scoring import Scorer, resource_ids, similar_batches
+from trainer.models.als import slot_ids, top_n
+from trainer.models.blend import BlendModel, mix
+from trainer.models.ease import EASEModel, EaseRows, ease_input, recommend_rows, similar_rows
+from trainer.models.foldin import FoldIn
+from trainer.scoring.search import Scorer, resource_ids, similar_batches
 
 ITEM_BATCH = 1024
 USER_BATCH = 2048
@@ -71,7 +72,7 @@ def blend_user_batches(model: BlendModel, n: int, batch: int = USER_BATCH) -> It
 
 def model_info(model, kind: str, settings, seq: int, metrics: dict | None) -> dict:
     """The model hash of an EASE or blend model (docs/CONTRACT.md)."""
-    from trainer.online import model_info as als_info
+    from trainer.pipeline.retrain import model_info as als_info
 
     ease = model if kind == "ease" else model.ease
     if kind == "blend":

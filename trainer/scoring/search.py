@@ -1,5 +1,5 @@
 """Top-N lists for the publisher: exact (faiss flat inner-product search) or approximate
-(``trainer.ann``), chosen per list kind by ``--similar-method`` / ``--recs-method``.
+(``trainer.scoring.ann``), chosen per list kind by ``--similar-method`` / ``--recs-method``.
 
 Invariants, whatever the method:
 
@@ -9,7 +9,7 @@ Invariants, whatever the method:
   ``min(n, resources - 1)``): candidates are over-fetched by the number of excluded
   resources, and a row the approximate index could not fill is scored again exactly;
 - scores are the same dot products (cosines for similar lists) as
-  ``trainer.model.recommend_by_factors`` / ``similar_by_index``: the index stores the factors
+  ``trainer.models.als.recommend_by_factors`` / ``similar_by_index``: the index stores the factors
   uncompressed, so every returned score is exact, only the candidate set is approximate.
 
 Exact search on a large catalogue goes through faiss' ``IndexFlatIP``: the same float32
@@ -59,7 +59,7 @@ class ScoringConfig:
     lists that are not exact."""
     faiss_min_items: int = 8192
     """Exact scoring goes through faiss from this many resources on; below it numpy's
-    matrix product and ``argpartition`` (``trainer.model``) are as fast (measured: equal at
+    matrix product and ``argpartition`` (``trainer.models.als``) are as fast (measured: equal at
     4,000 resources, faiss 2-5x faster at 66,000), and the index costs a build."""
     threads: int = 1
     """faiss' OpenMP threads while scoring. 1 because the publisher scores in a background
@@ -103,9 +103,9 @@ def flat_search(factors: np.ndarray) -> Search:
 
 
 def numpy_search(factors: np.ndarray) -> Search:
-    """Exact inner-product search in numpy (``trainer.model.recommend_by_factors``): matrix
+    """Exact inner-product search in numpy (``trainer.models.als.recommend_by_factors``): matrix
     products in cache-sized blocks and ``argpartition``; for small catalogues."""
-    from trainer.model import recommend_by_factors
+    from trainer.models.als import recommend_by_factors
 
     factors = np.ascontiguousarray(factors, dtype=np.float32)
 
@@ -210,7 +210,7 @@ class Scorer:
             elif method == "exact":
                 self._indexes[kind] = flat_search(factors)
             else:
-                from trainer.ann import AnnConfig, ivf_search
+                from trainer.scoring.ann import AnnConfig, ivf_search
 
                 self._indexes[kind] = ivf_search(factors, self._ann_config or AnnConfig(),
                                                  inner_product=space == "raw")
@@ -288,6 +288,6 @@ def user_batches(model, n: int, scorer: Scorer, batch: int = USER_BATCH,
 
 def resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Column numbers -> resource ids; empty slots (-1 or a -inf score) -> 0."""
-    from trainer.model import slot_ids
+    from trainer.models.als import slot_ids
 
     return slot_ids(ids, idx, (idx < 0) | ~np.isfinite(scores))

@@ -2,15 +2,15 @@
 
 ``recs train [--lang L] [--every SECONDS]`` (:func:`train_online`): for each language, under
 the language's trainer lock (:class:`store.publish.TrainLock`), :func:`train_language` runs
-these steps, each a function returning one result, each timed by ``trainer.timing.timed``:
+these steps, each a function returning one result, each timed by ``trainer.pipeline.timing.timed``:
 
 1. :func:`read_snapshot`: ``seq(lang)`` = S, the users the updater has pending, then the
    counts (:mod:`store.snapshot`) into the offline path's views table;
 2. :func:`prepare`: the platform's filters and the utility matrix, the same path as ``recs
-   train --views`` (``trainer.matrix.filtered_matrix``);
+   train --views`` (``trainer.data.matrix.filtered_matrix``);
 3. :func:`evaluate_online` (``--evaluate``): held-out metrics from a fit on a split
-   (``trainer.choose.holdout_metrics``), then the quality gate;
-4. the fit on everything (``trainer.choose.fit_model``: ALS, EASE or the blend) and the
+   (``trainer.quality.choose.holdout_metrics``), then the quality gate;
+4. the fit on everything (``trainer.quality.choose.fit_model``: ALS, EASE or the blend) and the
    model file in ``--model-dir``, as the offline path does;
 5. :func:`publish` (:class:`store.publish.Publisher`): similar lists, then every user's recs
    and factors (the publisher draws the scored batches in a background thread while it
@@ -21,7 +21,7 @@ these steps, each a function returning one result, each timed by ``trainer.timin
 7. the ``published`` :class:`RunResult` with every step's figures.
 
 ``--engine spark --spark-io executors`` runs the same steps with the read and the user lists
-on Spark executors (``trainer.spark_cluster``).
+on Spark executors (``trainer.pipeline.executors``).
 
 Take-downs (trainer/takedown.py): hidden resources are left out of the counts read in 1;
 one hidden during the run is dropped by the publish scripts themselves, and the lists they
@@ -67,15 +67,15 @@ from store.publish import (
     requeue_touched,
 )
 from store.snapshot import read_languages, read_pending, read_seq, read_views
-from trainer import online_models
-from trainer.choose import ModelSpec, fit_model, holdout_metrics
 from trainer.config import FilterConfig, TrainConfig, check_lang
-from trainer.matrix import FilterReport, UtilityMatrix, filtered_matrix, uncovered_users
-from trainer.model import ALSModel
-from trainer.quality import gate_refuses, online_spec, record_history, with_tuned
-from trainer.scoring import ScoringConfig
-from trainer.takedown import refill_lists
-from trainer.timing import timed
+from trainer.data.matrix import FilterReport, UtilityMatrix, filtered_matrix, uncovered_users
+from trainer.models.als import ALSModel
+from trainer.pipeline import publish as online_models
+from trainer.pipeline.takedown import refill_lists
+from trainer.pipeline.timing import timed
+from trainer.quality.choose import ModelSpec, fit_model, holdout_metrics
+from trainer.quality.gate import gate_refuses, online_spec, record_history, with_tuned
+from trainer.scoring.search import ScoringConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +122,7 @@ class OnlineSettings:
         """``spec`` with ``train`` as its ALS settings (``train`` is the one home of those)."""
         return replace(self.spec, als=self.train)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    """Exact or approximate scoring of the published lists (``trainer.scoring``)."""
+    """Exact or approximate scoring of the published lists (``trainer.scoring.search``)."""
     metrics_port: int = 9102
     """Prometheus port while repeating (``--every``); 0 = off."""
     metrics_address: str = "0.0.0.0"
@@ -130,7 +130,7 @@ class OnlineSettings:
     is in the README)."""
     spark_io: str = "driver"
     """``--engine spark`` only: ``executors`` reads the counts and writes the user lists on
-    Spark executors (``trainer.spark_cluster``); ``driver`` does both here."""
+    Spark executors (``trainer.pipeline.executors``); ``driver`` does both here."""
     redis_url: str = field(default="", repr=False)
     """For Spark executors, which connect to Redis themselves (may hold a password)."""
 
@@ -212,12 +212,12 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: OnlineS
     ``publish_options`` go to :class:`store.publish.Publisher` (chunk sizes, test hooks).
 
     ``--evaluate``: the metrics come from a model fitted on the training part of a seeded
-    hold-out split (``trainer.choose.holdout_metrics``); the published model is then fitted
+    hold-out split (``trainer.quality.choose.holdout_metrics``); the published model is then fitted
     on all pairs, because held-out views are real views the published lists should learn
     from. The metrics therefore describe these hyperparameters on this data, not the exact
     factors published (the ``metrics`` JSON says so with ``"fitted_on": "holdout split"``)."""
     if settings.train.engine == "spark" and settings.spark_io == "executors":
-        from trainer.spark_cluster import train_language_executors
+        from trainer.pipeline.executors import train_language_executors
 
         return train_language_executors(client, keys, lang, settings)
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
@@ -291,7 +291,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, lang: str) -> Snapshot:
 
 
 def prepare(views: pd.DataFrame, settings: OnlineSettings, lang: str) -> Prepared | RunResult:
-    """Step 2: the filters and the utility matrix (``trainer.matrix.filtered_matrix``, as
+    """Step 2: the filters and the utility matrix (``trainer.data.matrix.filtered_matrix``, as
     offline), or the ``empty`` outcome when the filters leave nothing."""
     matrix, report = filtered_matrix(views, settings.filters,
                                      lambda line: log.info("%s: %s", lang, line))
@@ -319,7 +319,7 @@ def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, mo
             kind: str, matrix: UtilityMatrix, settings: OnlineSettings, seq: int,
             metrics: dict | None) -> Published:
     """Step 5: the lists, the switch, the removal of what the model no longer covers, and
-    the quality history. ALS here; EASE and the blend in ``trainer.online_models``."""
+    the quality history. ALS here; EASE and the blend in ``trainer.pipeline.publish``."""
     if kind == "als":
         _write_lists(publisher, model, settings)
         info = model_info(model, settings, seq, metrics)
@@ -380,7 +380,7 @@ def _published_result(lang: str, snap: Snapshot, prepared: Prepared, done: Publi
 def _write_lists(publisher: Publisher, model: ALSModel, settings: OnlineSettings) -> None:
     """Similar lists then user lists, scored as ``settings.scoring`` says, with progress."""
     from core.progress import Progress
-    from trainer import scoring
+    from trainer.scoring import search as scoring
 
     scorer = scoring.Scorer(model.item_factors, settings.scoring)
     log.info("scoring", extra={"fields": {"lang": model.lang, "similar": scorer.similar_method,
@@ -505,7 +505,7 @@ def train_online(args) -> int:
 
 def _repeat(client: redis.Redis, keys: Keys, lang: str | None, settings: OnlineSettings,
             every: float, stop: StopFlag) -> int:
-    from trainer.train_metrics import TrainMetrics
+    from trainer.pipeline.metrics import TrainMetrics
 
     metrics = TrainMetrics()
     metrics.serve(settings.metrics_port, settings.metrics_address)
@@ -545,8 +545,8 @@ def _published(reader: RecsClient, lang: str) -> dict:
 def _show(args, lookup, heading, also: tuple[int, ...] = ()) -> int:
     """Run ``lookup(reader, info, n)`` against the published model and print its rows,
     with titles when ``--resources`` is given. ``heading(resources)`` titles the list."""
-    from trainer.data import load_resources
-    from trainer.present import list_length, render
+    from trainer.commands.present import list_length, render
+    from trainer.data.extracts import load_resources
 
     n = list_length(args)
     reader = RecsClient(connect(args.redis_url), prefix=args.prefix)
@@ -574,7 +574,7 @@ def _details_table(reader: RecsClient, lang: str, ids: list[int]):
 
 def similar_online(args) -> int:
     """``recs similar RESOURCE_ID --lang L``."""
-    from trainer.present import describe
+    from trainer.commands.present import describe
 
     try:
         rid = int(str(args.resource_id).strip())

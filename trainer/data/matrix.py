@@ -1,8 +1,9 @@
 """Views table -> the users x resources utility matrix, the platform's filters, hold-out splits.
 
 The views table everywhere is a DataFrame with columns ``user_id`` (str), ``resource_id``
-(int64) and ``views`` (int64), one row per (user, resource) pair; ``trainer.data.load_views``
-makes one from a CSV extract and the online trainer makes one from the Redis counts.
+(int64) and ``views`` (int64), one row per (user, resource) pair;
+``trainer.data.extracts.load_views`` makes one from a CSV extract and the online trainer
+makes one from the Redis counts.
 
 - ``apply_filters(df, FilterConfig) -> (df, FilterReport)``: the platform's three filters in
   its order, with what each step removed.

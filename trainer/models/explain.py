@@ -1,7 +1,7 @@
 """Why a resource is on a user's list: the viewed resources that contribute most to its score.
 
 Implicit-feedback ALS explains itself exactly (Hu, Koren and Volinsky 2008, section 5). With
-the item factors Y fixed, the user's factors are the fold-in solution (``trainer.foldin``)
+the item factors Y fixed, the user's factors are the fold-in solution (``trainer.models.foldin``)
 
     x_u = W_u Y^T C_u p_u,   W_u = (Y^T C_u Y + reg * I)^-1
 
@@ -20,10 +20,10 @@ previous sweep's item factors; the split is of the fold-in score.
 
 EASE (``--model ease``) explains itself the same way, more simply: the score of item i is
 ``sum_j x_uj * B[j, i]`` over the user's views j, with x_uj the scaled view (1, or
-log(1 + views): ``trainer.ease.ease_input``), so view j's term is ``x_uj * B[j, i]``
+log(1 + views): ``trainer.models.ease.ease_input``), so view j's term is ``x_uj * B[j, i]``
 (:func:`explain_ease`). A ``blend`` mixes z-scored rankings of both and is not split here.
 
-Pure numpy, no Redis: the caller hands in the published item side (``trainer.foldin.FoldIn``,
+Pure numpy, no Redis: the caller hands in the published item side (``trainer.models.foldin.FoldIn``,
 or EASE's rows of B for the viewed resources) and the user's counts.
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer.config import scale_confidence
-from trainer.foldin import FoldIn, gram
+from trainer.models.foldin import FoldIn, gram
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def explain_ease(item_ids: np.ndarray, b_rows: Mapping[int, np.ndarray],
                  top: int = 3, positive_only: bool = True) -> dict[int, list[Reason]]:
     """:func:`explain` for EASE: ``b_rows`` holds B's row (float32 over ``item_ids``) of each
     viewed resource the model knows; ``scaling`` is the model's ``ease_scaling``."""
-    from trainer.ease import ease_input
+    from trainer.models.ease import ease_input
 
     viewed = [j for j in views if j in b_rows]
     if not viewed:

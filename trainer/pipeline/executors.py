@@ -6,11 +6,11 @@
    left out, as the ``implicit`` path leaves them out.
 2. Filters, id numbering and the confidence (every ``--scaling``) run as Spark SQL. Ids
    are numbered as the ``implicit`` path numbers them (sorted ids,
-   ``trainer.matrix.Vocabulary``); resources and users are never cast to Spark's int32,
+   ``trainer.data.matrix.Vocabulary``); resources and users are never cast to Spark's int32,
    only their row numbers are used.
-3. Spark's ALS fits (``trainer.spark_engine``).
+3. Spark's ALS fits (``trainer.models.spark_als``).
 4. The driver collects the item factors (resources x factors, small) and writes the similar
-   lists. Executors score their users against broadcast item factors (``trainer.scoring``)
+   lists. Executors score their users against broadcast item factors (``trainer.scoring.search``)
    and write each user's list and factors with the publisher's whole-list-replace script
    (``store.publish.Publisher.write_users``); they return the ids they wrote. Before each
    round trip an executor checks that the driver's lock still holds the driver's token
@@ -18,7 +18,7 @@
    round trip, and the driver raises ``LockLost`` before the switch, as the ``implicit``
    path's writer does.
 5. The driver does the one switch, the removal of what the new model no longer covers, and
-   the hand-over to the updater, exactly as ``trainer.online.train_language``.
+   the hand-over to the updater, exactly as ``trainer.pipeline.retrain.train_language``.
 
 What the driver still holds (ids and factors, never counts): the user ids (for the
 vocabulary, the list removal and the hand-over) and, for the model file ``recs
@@ -51,7 +51,7 @@ def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[st
     count)."""
     import pandas as pd
 
-    from trainer.spark_engine import distributed
+    from trainer.models.spark_als import distributed
 
     slices = max(1, -(-len(user_ids) // slice_users))
     ids = distributed(spark, pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)}))
@@ -85,7 +85,7 @@ def _read_frames(redis_url: str, prefix: str, lang: str, frames, chunk: int = 25
 
 
 def apply_filters(df, filters):
-    """The platform's three filters (``trainer.matrix.apply_filters``), in Spark."""
+    """The platform's three filters (``trainer.data.matrix.apply_filters``), in Spark."""
     from pyspark.sql import functions as F
 
     if filters.min_item_views or filters.max_item_views:
@@ -153,8 +153,8 @@ def numbered(spark, df):
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from trainer.matrix import Vocabulary
-    from trainer.spark_engine import distributed
+    from trainer.data.matrix import Vocabulary
+    from trainer.models.spark_als import distributed
 
     items = Vocabulary.from_values(
         df.select("resource_id").distinct().toPandas()["resource_id"].to_numpy(np.int64),
@@ -186,7 +186,7 @@ class ListTarget:
     """The consumer seq read before the counts: users forgotten after it get no list."""
     n: int
     scoring: object
-    """``trainer.scoring.ScoringConfig``."""
+    """``trainer.scoring.search.ScoringConfig``."""
 
 
 def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarray,
@@ -224,7 +224,7 @@ def _write_frames(frames, item_ids, item_factors, target: ListTarget):
 
     from store.connection import connect
     from store.publish import Lists, LockFence, Publisher
-    from trainer.scoring import Scorer, resource_ids
+    from trainer.scoring.search import Scorer, resource_ids
 
     scorer = Scorer(item_factors, target.scoring)
     client = connect(target.redis_url)
@@ -256,10 +256,10 @@ def _write_frames(frames, item_ids, item_factors, target: ListTarget):
 
 
 def train_language_executors(client, keys: Keys, lang: str, settings):
-    """``trainer.online.train_language`` with the counts read and the user lists written by
-    Spark executors (see the module docstring); same lock, same steps, same result."""
+    """``trainer.pipeline.retrain.train_language`` with the counts read and the user lists
+    written by Spark executors (see the module docstring); same lock, same steps, same result."""
     from store.publish import TrainLock
-    from trainer.online import locked_result
+    from trainer.pipeline.retrain import locked_result
 
     lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
     if not lock.acquire(wait=settings.lock_wait):
@@ -274,9 +274,9 @@ def train_language_executors(client, keys: Keys, lang: str, settings):
 def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
     from store.control import read_hidden
     from store.snapshot import iter_user_ids, read_pending, read_seq
-    from trainer.online import RunResult
-    from trainer.spark_engine import factors_array, fit_frame
-    from trainer.timing import timed
+    from trainer.models.spark_als import factors_array, fit_frame
+    from trainer.pipeline.retrain import RunResult
+    from trainer.pipeline.timing import timed
 
     times: dict[str, float] = {}
     with timed(times, "read"):
@@ -312,11 +312,11 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
 
 def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: list[int]):
     """The executors' read of ``user_ids``' counts without the ``hidden`` resources' views
-    (as ``trainer.online.read_snapshot``), filtered and numbered: (the raw counts, the
+    (as ``trainer.pipeline.retrain.read_snapshot``), filtered and numbered: (the raw counts, the
     ratings frame, users, items), both frames persisted."""
     from pyspark.sql import functions as F
 
-    from trainer.spark_engine import session
+    from trainer.models.spark_als import session
 
     spark = session()
     # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
@@ -360,8 +360,8 @@ def _driver_model(frame, als, users, items, item_factors, config, lang: str):
 
     import scipy.sparse as sp
 
-    from trainer.model import ALSModel
-    from trainer.spark_engine import factors_array
+    from trainer.models.als import ALSModel
+    from trainer.models.spark_als import factors_array
 
     pairs = frame.select("user", "item").toPandas()
     seen = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["user"], pairs["item"])),
@@ -376,8 +376,8 @@ def _driver_model(frame, als, users, items, item_factors, config, lang: str):
 
 def _publish_rest(publisher, model, settings, seq: int) -> None:
     """On the driver: similar lists, the switch, the removal of what is no longer covered."""
-    from trainer import scoring
-    from trainer.online import model_info
+    from trainer.pipeline.retrain import model_info
+    from trainer.scoring import search as scoring
 
     scorer = scoring.Scorer(model.item_factors, settings.scoring)
     publisher.write_similar(scoring.similar_batches(model, settings.top_n, scorer))

@@ -4,7 +4,7 @@ score(u, i) = w * z_als(u, i) + (1 - w) * z_ease(u, i), where z standardises the
 row over all resources (mean 0, standard deviation 1; a constant row becomes 0). The two
 models' raw scores live on unrelated scales (dot products vs EASE weights), so mixing them
 unnormalised would let one drown the other. ``w`` is chosen on a validation split carved from
-the training data (``trainer.choose``), never on the test split.
+the training data (``trainer.quality.choose``), never on the test split.
 
 Similar lists under the blend are the ALS part's (cosine of item factors): the blend mixes
 per-user rankings, and a resource has no user row to z-score.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.ease import EASEModel
-from trainer.model import ALSModel, slot_ids, top_n
+from trainer.models.als import ALSModel, slot_ids, top_n
+from trainer.models.ease import EASEModel
 
 FORMAT = "recs.blend-model"
 FORMAT_VERSION = 1
@@ -102,14 +102,14 @@ class BlendModel:
                 "als": self.als.to_dict(), "ease": self.ease.to_dict()}
 
     def save(self, model_dir: str | os.PathLike) -> Path:
-        from trainer.model import save_doc
+        from trainer.models.als import save_doc
 
         return save_doc(self.to_dict(), Path(model_dir) / self.filename)
 
 
 def from_dict(doc: dict) -> BlendModel:
-    from trainer import ease
-    from trainer.model import _from_dict
+    from trainer.models import ease
+    from trainer.models.als import _from_dict
 
     weight = float(doc["weight"])
     if not 0.0 <= weight <= 1.0:

@@ -13,14 +13,14 @@ def _engine(args) -> None:
     """Fail early, in one line, when the chosen engine cannot run here; configure Spark."""
     engine = getattr(args, "engine", "implicit")
     if engine == "spark":
-        from trainer import spark_engine
+        from trainer.models import spark_als as spark_engine
 
         spark_engine.require_spark()
         spark_engine.configure(spark_engine.SparkSettings.from_args(args))
     elif engine == "implicit-gpu":
         import implicit.gpu
 
-        from trainer.model import GPU_HINT
+        from trainer.models.als import GPU_HINT
 
         if not implicit.gpu.HAS_CUDA:
             raise InputError(GPU_HINT)
@@ -33,17 +33,17 @@ def cmd_train(args) -> int:
         raise InputError(f"--model-dir: {exc}") from None
     _engine(args)
     if args.views:
-        from trainer.offline import train_offline
+        from trainer.commands.evaluate import train_offline
 
         return train_offline(args)
-    from trainer.online import train_online
+    from trainer.pipeline.retrain import train_online
 
     return train_online(args)
 
 
 def cmd_evaluate(args) -> int:
     _engine(args)
-    from trainer.offline import evaluate_offline
+    from trainer.commands.evaluate import evaluate_offline
 
     return evaluate_offline(args)
 
@@ -60,20 +60,20 @@ def _source(args) -> str:
 
 def cmd_similar(args) -> int:
     if _source(args) == "model":
-        from trainer.offline import similar_offline
+        from trainer.commands.evaluate import similar_offline
 
         return similar_offline(args)
-    from trainer.online import similar_online
+    from trainer.pipeline.retrain import similar_online
 
     return similar_online(args)
 
 
 def cmd_recommend(args) -> int:
     if _source(args) == "model":
-        from trainer.offline import recommend_offline
+        from trainer.commands.evaluate import recommend_offline
 
         return recommend_offline(args)
-    from trainer.online import recommend_online
+    from trainer.pipeline.retrain import recommend_online
 
     return recommend_online(args)
 
@@ -90,12 +90,12 @@ def _redis_errors_as_one_line(run, args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from trainer.quality import tune_command
+    from trainer.quality.gate import tune_command
 
     return _redis_errors_as_one_line(tune_command, args)
 
 
 def cmd_history(args) -> int:
-    from trainer.history import history_command
+    from trainer.commands.history import history_command
 
     return _redis_errors_as_one_line(history_command, args)

@@ -2,7 +2,7 @@
 
 Independent of where scores come from (a model file or Redis): the input is a list of
 ``(resource_id, score)`` best first, plus optionally the resources table from
-``trainer.data.load_resources`` (indexed by id; title, folder, subject, tags).
+``trainer.data.extracts.load_resources`` (indexed by id; title, folder, subject, tags).
 
 - ``render(rows, resources=None, as_json=False, n=None, heading=None) -> str``:
   JSON: an array of ``{"resource_id", "score"}`` objects, plus ``title``, ``subject``,

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from core.errors import InputError, ModelFileError
 from trainer.config import TrainConfig, scale_confidence
-from trainer.matrix import UtilityMatrix, Vocabulary
+from trainer.data.matrix import UtilityMatrix, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def fit(matrix: UtilityMatrix, config: TrainConfig, lang: str, num_threads: int 
         raise diverged
     started = time.perf_counter()
     if config.engine == "spark":
-        from trainer.spark_engine import fit_factors
+        from trainer.models.spark_als import fit_factors
 
         user_factors, item_factors = fit_factors(confidence, config)
     else:
@@ -347,7 +347,7 @@ def load_model(path: str | os.PathLike) -> ALSModel:
 def _readers() -> dict:
     """Format marker -> document reader: ALS here, EASE and blend in their modules (all at
     version 1)."""
-    from trainer import blend, ease
+    from trainer.models import blend, ease
 
     return {FORMAT: _from_dict, ease.FORMAT: ease.from_dict, blend.FORMAT: blend.from_dict}
 

@@ -1,6 +1,6 @@
 """``recs tune``: a seeded Optuna TPE search over the models and their settings.
 
-The objective is NDCG@10 on ``trainer.choose.validation_split`` of the matrix it is given,
+The objective is NDCG@10 on ``trainer.quality.choose.validation_split`` of the matrix it is given,
 and callers give it the TRAINING data only: ``recs evaluate --tune`` passes the training side
 of its test split, so the search never sees a test pair. The first trials are the given
 settings of each searched model (``enqueue``), so the best found is never worse on
@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from core.errors import InputError
-from trainer import ease as ease_module
-from trainer.blend import als_scores, mix
-from trainer.choose import ModelSpec, _ndcg, validation_split
 from trainer.config import EASE_SCALINGS, SCALINGS, EaseConfig
-from trainer.ease import fit_ease
-from trainer.matrix import UtilityMatrix
-from trainer.model import fit
+from trainer.data.matrix import UtilityMatrix
+from trainer.models import ease as ease_module
+from trainer.models.als import fit
+from trainer.models.blend import als_scores, mix
+from trainer.models.ease import fit_ease
+from trainer.quality.choose import ModelSpec, _ndcg, validation_split
 
 log = logging.getLogger(__name__)
 

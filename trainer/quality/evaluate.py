@@ -19,8 +19,8 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from trainer.config import TrainConfig
-from trainer.matrix import UtilityMatrix
-from trainer.model import ALSModel, fit, top_n
+from trainer.data.matrix import UtilityMatrix
+from trainer.models.als import ALSModel, fit, top_n
 
 METRICS = ("precision", "map", "ndcg", "auc")
 

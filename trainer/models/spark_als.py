@@ -8,7 +8,7 @@ its confidence 1 + alpha * |rating| is exactly c.
 What differs, and why the engine is part of the model: Spark's implicit ALS adds
 ``regParam * (number of views of the row)`` to each user's (and resource's) system where
 ``implicit`` adds ``regParam`` alone. The updater's fold-in therefore solves Spark's objective
-for a Spark-trained model (``trainer.foldin``, ``engine="spark"``).
+for a Spark-trained model (``trainer.models.foldin``, ``engine="spark"``).
 
 Ids: Spark's ALS takes int32 ids. Users (strings) and resources (up to 4294967295) are never
 cast: Spark sees the row and column numbers of the matrix's vocabularies, and the factors

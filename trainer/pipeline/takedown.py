@@ -49,7 +49,7 @@ from store.control import (
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.updates import PublishedItems, read_published_items
-from trainer.model import normalise_rows, top_n
+from trainer.models.als import normalise_rows, top_n
 
 log = logging.getLogger("recs.takedown")
 

@@ -19,7 +19,7 @@ each item's views over the training users, which the publisher stores beside the
 Y^T Y + reg * I is the same for every user of one model, so :class:`FoldIn` computes it once
 per model version; each batch then adds only the small per-user term and solves all users'
 f x f systems in one stacked ``np.linalg.solve``. Scoring reuses the trainer's batched top-N
-(``trainer.model.recommend_by_factors``), so folded-in and trained users rank alike.
+(``trainer.models.als.recommend_by_factors``), so folded-in and trained users rank alike.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer.config import SCALINGS, scale_confidence
-from trainer.matrix import Vocabulary
-from trainer.model import recommend_by_factors, slot_ids
+from trainer.data.matrix import Vocabulary
+from trainer.models.als import recommend_by_factors, slot_ids
 
 
 def gram(item_factors: np.ndarray, regularization: float) -> np.ndarray:

@@ -21,13 +21,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer import ease as ease_module
-from trainer.blend import BlendModel, als_scores, mix
 from trainer.config import MODELS, EaseConfig, TrainConfig
-from trainer.ease import fit_ease
-from trainer.evaluate import ranked
-from trainer.matrix import Split, UtilityMatrix, holdout_split
-from trainer.model import fit
+from trainer.data.matrix import Split, UtilityMatrix, holdout_split
+from trainer.models import ease as ease_module
+from trainer.models.als import fit
+from trainer.models.blend import BlendModel, als_scores, mix
+from trainer.models.ease import fit_ease
+from trainer.quality.evaluate import ranked
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def validation_split(matrix: UtilityMatrix, seed: int) -> Split:
 
 
 def _ndcg(score_rows, split: Split, k: int = 10) -> float:
-    from trainer.evaluate import ranking_metrics
+    from trainer.quality.evaluate import ranking_metrics
 
     return ranking_metrics(ScoreRanker(score_rows), split.train.views, split.test, k)["ndcg"]
 
@@ -141,9 +141,9 @@ def holdout_metrics(matrix: UtilityMatrix, spec: ModelSpec, fraction: float, *, 
 
 def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k: int = 10,
                   lang: str = "xx", threads: int = 0) -> dict:
-    """Like ``trainer.evaluate.evaluate`` for any model kind; adds ``"model_kind"`` (and
+    """Like ``trainer.quality.evaluate.evaluate`` for any model kind; adds ``"model_kind"`` (and
     ``"blend_weight"``) for kinds other than ``als``."""
-    from trainer.evaluate import evaluate, evaluate_popularity, ranking_metrics
+    from trainer.quality.evaluate import evaluate, evaluate_popularity, ranking_metrics
 
     if spec.model == "als":  # the historical path and JSON shape, number for number
         return evaluate(train, test, spec.als, k, lang, threads)

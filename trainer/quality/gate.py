@@ -1,6 +1,6 @@
 """Quality around training: ``recs tune``, ``evaluate --tune``, the history, the gate.
 
-- ``recs tune --views FILE [--out FILE]``: a search (``trainer.tune``) on the extract, which
+- ``recs tune --views FILE [--out FILE]``: a search (``trainer.quality.tune``) on the extract, which
   is all training data (the search carves its validation split out of it); the best settings
   go to a JSON file that ``recs train|evaluate --settings FILE`` read.
 - ``recs tune --lang L``: the same on the Redis counts; the settings go to the language's
@@ -19,10 +19,10 @@ import sys
 from dataclasses import replace
 
 from core.errors import InputError
-from trainer.choose import ModelSpec, evaluate_spec
 from trainer.config import check_lang
+from trainer.quality.choose import ModelSpec, evaluate_spec
+from trainer.quality.tune import SEARCHABLE, spec_of, tune
 from trainer.settings import apply_settings, checked, read_settings_file, spec_from_args
-from trainer.tune import SEARCHABLE, spec_of, tune
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def describe_spec(spec: ModelSpec, kind: str, model=None) -> str:
 
 def score_meaning(model) -> str:
     """What a similar list's score is for this kind of model (as in docs/CONTRACT.md)."""
-    from trainer.blend import BlendModel
-    from trainer.ease import EASEModel
+    from trainer.models.blend import BlendModel
+    from trainer.models.ease import EASEModel
 
     if isinstance(model, EASEModel):
         return "EASE weight"
@@ -94,7 +94,7 @@ def tune_command(args) -> int:
     args = with_settings_file(args)
     spec = spec_from_args(args)
     if args.views:
-        from trainer.offline import _prepared
+        from trainer.commands.evaluate import _prepared
 
         matrix, _ = _prepared(args, sys.stderr)
         result = run_search(args, matrix, spec, args.lang or "xx", sys.stderr)
@@ -118,7 +118,7 @@ def _tune_online(args, spec: ModelSpec) -> int:
     from store.quality import write_settings
     from store.snapshot import read_views
     from trainer.config import FilterConfig
-    from trainer.matrix import apply_filters, build_matrix
+    from trainer.data.matrix import apply_filters, build_matrix
 
     lang = check_lang(args.lang)
     keys = Keys(args.prefix)
@@ -209,7 +209,7 @@ def gate_refuses(client, keys, lang: str, settings, metrics: dict):
     logged at WARNING, counted (the run's outcome: ``recs_train_runs_total{outcome="gated"}``
     on the trainer's metrics endpoint), and recorded in the history as not published."""
     from store.quality import read_history
-    from trainer.online import RunResult
+    from trainer.pipeline.retrain import RunResult
 
     reason = gate(metrics, read_history(client, keys, lang), settings.gate_margin)
     if reason is None:
@@ -229,7 +229,7 @@ def record_history(client, keys, lang: str, metrics: dict, info: dict, spec: Mod
                    published: bool = True) -> None:
     """Append the run to the language's capped history (``store.quality``)."""
     from store.quality import append_history
-    from trainer.tune import spec_settings
+    from trainer.quality.tune import spec_settings
 
     kind = metrics.get("model_kind", "als")
     settings = spec_settings(spec, kind)

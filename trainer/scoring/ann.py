@@ -3,7 +3,7 @@
 The resources are clustered into ``nlist`` cells by k-means on their factors; a query scans
 only the ``nprobe`` cells whose centroids score best against it. Vectors are stored
 uncompressed, so every score returned is the exact dot product: only the candidate set is
-approximate, and ``trainer.scoring`` over-fetches candidates, drops excluded resources and
+approximate, and ``trainer.scoring.search`` over-fetches candidates, drops excluded resources and
 rescores exactly any row it could not fill.
 
 Why IVF-Flat and faiss (measured): faiss-cpu ships wheels for every supported Python;
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.scoring import Search
+from trainer.scoring.search import Search
 
 
 @dataclass(frozen=True)
