@@ -29,10 +29,10 @@ KINDS = ("als", "ease", "blend", "auto")
 
 
 def child(csv: Path, kind: str, threads: int) -> dict:
-    from trainer.config import FilterConfig
+    from trainer.config import FilterConfig, ModelSpec
     from trainer.data.extracts import load_views
     from trainer.data.matrix import apply_filters, build_matrix
-    from trainer.quality.choose import ModelSpec, fit_model
+    from trainer.quality.choose import fit_model
 
     df, _ = load_views(csv)
     df, _ = apply_filters(df, FilterConfig())

@@ -81,7 +81,7 @@ def baseline(matrix, config, threads: int, n: int = 20) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from trainer.config import scale_confidence
+    from trainer.models.confidence import scale_confidence
 
     confidence = scale_confidence(matrix.views, config.scaling, config.alpha)
     user_items = matrix.views.tocsr()
@@ -119,12 +119,14 @@ def main() -> None:
     from recs.localstack import RedisServer
     from store.keys import Keys
     from store.snapshot import read_views
-    from trainer.config import FilterConfig, TrainConfig
+    from trainer.config import AlsConfig, FilterConfig
     from trainer.data.matrix import apply_filters, build_matrix
     from trainer.data.synth import generate
     from trainer.models.als import ALSModel
-    from trainer.pipeline.retrain import OnlineSettings, train_language
-    from trainer.scoring.search import Scorer, similar_batches, user_batches
+    from trainer.pipeline.retrain import train_language
+    from trainer.scoring.lists import similar_batches, user_batches
+    from trainer.scoring.search import Scorer
+    from trainer.settings import RetrainConfig
 
     lang = "en"
     keys = Keys()
@@ -144,8 +146,8 @@ def main() -> None:
         print(f"setup: {len(views)} user-resource pairs of {views['user_id'].nunique()} users "
               f"loaded through Counts.apply in {time.perf_counter() - t:.1f} s")
 
-        config = TrainConfig(factors=args.factors, iterations=args.iterations)
-        settings = OnlineSettings(filters=FilterConfig(), train=config, top_n=20,
+        config = AlsConfig(factors=args.factors, iterations=args.iterations)
+        settings = RetrainConfig(filters=FilterConfig(), train=config, top_n=20,
                                   model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
         first = train_language(client, keys, lang, settings)
         print(f"first publish (untimed): {first.message}")

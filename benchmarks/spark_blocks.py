@@ -33,18 +33,21 @@ def main() -> int:
 
     from pyspark.ml.recommendation import ALS
 
-    from trainer.config import FilterConfig, TrainConfig, scale_confidence
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data import spark as spark_engine
     from trainer.data.matrix import filtered_matrix
     from trainer.data.synth import generate
-    from trainer.models import spark_als as spark_engine
+    from trainer.models.confidence import scale_confidence
+    from trainer.models.spark_als import triples
+    from trainer.settings import SparkConfig
 
-    spark_engine.configure(spark_engine.SparkSettings(master=args.master))
+    spark_engine.configure(SparkConfig(master=args.master))
     views = generate(args.users, max(50, args.users // 15), ["en"], seed=1).views_for("en")
     matrix, _ = filtered_matrix(views, FilterConfig(), lambda line: None)
-    config = TrainConfig(factors=40, iterations=50)
+    config = AlsConfig(factors=40, iterations=50)
     confidence = scale_confidence(matrix.views, config.scaling, config.alpha)
     spark = spark_engine.session()
-    frame = spark_engine.distributed(spark, spark_engine.triples(confidence)).cache()
+    frame = spark_engine.distributed(spark, triples(confidence)).cache()
     frame.count()
     print(f"{confidence.shape[0]} users x {confidence.shape[1]} resources, "
           f"{confidence.nnz} ratings, {args.master}", flush=True)

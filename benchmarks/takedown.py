@@ -39,6 +39,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from retrain import load_counts  # noqa: E402 - benchmarks/ is the script's path; after the env
 
+from trainer.config import ModelSpec
+
 
 def list_counts(client, keys, lang: str) -> dict[int, int]:
     """resource -> number of user lists holding it (setup only, to pick resources)."""
@@ -154,9 +156,10 @@ def main() -> None:
 
     from recs.localstack import RedisServer
     from store.keys import Keys
-    from trainer.config import FilterConfig, TrainConfig
+    from trainer.config import AlsConfig, FilterConfig
     from trainer.data.synth import generate
-    from trainer.pipeline.retrain import OnlineSettings, train_language
+    from trainer.pipeline.retrain import train_language
+    from trainer.settings import RetrainConfig
 
     lang, keys = "en", Keys()
     tmp = tempfile.TemporaryDirectory(prefix="recs-bench-takedown-")
@@ -169,8 +172,8 @@ def main() -> None:
                         mean_items=args.mean_items)
         views = data.views_for(lang)
         load_counts(client, keys, views, lang)
-        settings = OnlineSettings(filters=FilterConfig(), train=TrainConfig(
-            factors=args.factors, iterations=args.iterations), top_n=20,
+        settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=AlsConfig(
+            factors=args.factors, iterations=args.iterations)), top_n=20,
             model_dir=str(Path(tmp.name) / "models"))
         result = train_language(client, keys, lang, settings)
         publish = result.fields["publish_seconds"]

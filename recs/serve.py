@@ -34,12 +34,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources as package_files
 from urllib.parse import parse_qs, unquote_to_bytes
 
-import orjson
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -50,61 +47,25 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from recs.serve_base import (
+    JSON,
+    MAX_N,
+    ApiError,
+    ServeConfig,
+    age_seconds,
+    error_response,
+    rendered,
+)
 from store.aclient import AsyncRecsClient, connect_async
 from store.keys import Keys
 
 log = logging.getLogger("recs.serve")
 
-MAX_N = 100
-"""The longest list one request may ask for (published lists hold ``--top-n``, 20)."""
 COOKIE = "recs_token"
 STATIC = {"page.js": "text/javascript", "page.css": "text/css",
           "favicon.svg": "image/svg+xml"}
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What ``recs serve`` needs besides its address."""
-
-    redis_url: str = "redis://localhost:6379/0"
-    """Where the published lists are."""
-    prefix: str = "recs"
-    """Key prefix, as for every other command."""
-    token: str | None = None
-    """Bearer token required by every route but /healthz; None or '' = open (and no user
-    look-ups on the page, since views are personal data)."""
-    redis_timeout: float = 2.0
-    """Seconds before a Redis call gives up (and the request gets a 503)."""
-    kafka_bootstrap_servers: str = ""
-    """Kafka to ask for end offsets, so the page shows the consumer's lag; '' = off (the
-    page then shows the time since the last applied batch of views)."""
-    topic: str = "resource-views"
-    """The views topic the consumer reads."""
-    group: str = "recs"
-    """The consumer group whose applied offsets Redis holds."""
-    kafka_config: tuple[tuple[str, str], ...] = ()
-    """Extra librdkafka settings (security), as for ``recs consume``."""
-
-
-class ApiError(Exception):
-    """A request we answer with ``status`` and ``{"error": error, "detail": detail}``."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-
-
-class JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(status: int, error: str, detail: str) -> JSON:
-    return JSON({"error": error, "detail": detail}, status_code=status)
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -211,26 +172,6 @@ def endpoint(route: str, *, public: bool = False) -> Callable[[Handler], Callabl
         return run
 
     return wrap
-
-
-def rendered(listed) -> list[dict]:
-    """A ``store.aclient.Listed`` as JSON objects, with details where they are loaded."""
-    out = []
-    for rid, score in listed.items:
-        item = {"resource_id": rid, "score": round(score, 6)}
-        item.update(listed.details.get(rid) or {})
-        out.append(item)
-    return out
-
-
-def age_seconds(trained_at) -> float | None:
-    try:
-        when = datetime.fromisoformat(str(trained_at).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round((datetime.now(UTC) - when).total_seconds(), 1)
 
 
 # -- the API -------------------------------------------------------------------------------------
@@ -421,7 +362,7 @@ def cmd_serve(args) -> int:
             finally:
                 restore()
 
-    from consumers.consume import parse_kafka_config
+    from core.options import parse_kafka_config
     from core.redact import register_secret
 
     register_secret(args.token)  # never in a log line, whatever quotes it

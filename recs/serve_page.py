@@ -20,7 +20,7 @@ from html import escape
 
 import numpy as np
 
-from recs.serve import ApiError, ServeConfig, age_seconds, rendered
+from recs.serve_base import ApiError, ServeConfig, age_seconds, rendered
 from store.aclient import AsyncRecsClient, LangStatus
 
 log = logging.getLogger("recs.serve")
@@ -84,8 +84,8 @@ async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dic
                    views: dict[int, int], ids: list[int]) -> dict:
     """Per recommended id, the views behind it (``trainer.models.explain``): ALS and EASE split
     their scores exactly; a blend, or a damaged publish, gets no reasons."""
+    from trainer.models.als import PublishedALS
     from trainer.models.explain import explain, explain_ease
-    from trainer.models.foldin import FoldIn
 
     kind = info.get("model", "als")
     published = await _published(cache, recs, lang, str(info.get("version")))
@@ -98,10 +98,10 @@ async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dic
                 if len(r) == 4 * published.item_ids.size}
         return explain_ease(published.item_ids, rows, views, meta.get("ease_scaling", "binary"),
                             ids)
-    model = FoldIn(item_ids=published.item_ids, item_factors=published.item_factors,
-                   regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
-                   scaling=meta.get("scaling", "linear"), version=published.version,
-                   item_totals=published.item_totals)
+    model = PublishedALS(item_ids=published.item_ids, item_factors=published.item_factors,
+                         regularization=float(meta["regularization"]),
+                         alpha=float(meta["alpha"]), scaling=meta.get("scaling", "linear"),
+                         version=published.version, item_totals=published.item_totals)
     return explain(model, views, ids)
 
 

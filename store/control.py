@@ -1,6 +1,7 @@
 """Take-downs and forgetting, on the Redis side: the atomic control step, and the scripts that
-clean and refill the lists a hidden resource was in. No ALS math here (trainer/takedown.py
-computes the refilled lists) and no Kafka (consumers/control.py feeds control events in).
+clean and refill the lists a hidden resource was in. No ALS math here
+(trainer/pipeline/takedown.py computes the refilled lists) and no Kafka
+(consumers/control.py feeds control events in).
 
 Invariants:
 
@@ -13,9 +14,9 @@ Invariants:
   that moment every list writer drops it inside its own write script (store/publish.py
   REPLACE_LISTS, store/updates.py COMMIT_SCRIPT, :data:`REFILL_LUA`, all reading lists with
   store.lists.LISTS_LUA): a writer that scored before the hide cannot bring it back. The
-  lists that already hold it are found and refilled afterwards (trainer/takedown.py); the
-  queue entry is removed only when that is done, so a crash in between is finished by the
-  next ``recs hide``/``recs control``.
+  lists that already hold it are found and refilled afterwards
+  (trainer/pipeline/takedown.py); the queue entry is removed only when that is done, so a
+  crash in between is finished by the next ``recs hide``/``recs control``.
 - A forget removes, in one step per language, the user's views (their counts taken back
   from ``item_views``), factors, lists and every queue entry, and leaves a tombstone
   ``forgotten(lang)`` sha1(user) -> seq: a publish computed from counts read before that
@@ -26,11 +27,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import redis
 
 from store.counts import GUARDS_LUA, Applied, Guard, mismatches
@@ -287,14 +287,6 @@ def read_hidden(client: redis.Redis, keys: Keys, lang: str) -> dict[int, dict]:
     return out
 
 
-def drop_hidden(views: pd.DataFrame, hidden: Iterable[int]) -> pd.DataFrame:
-    """The views table without the rows of hidden resources."""
-    hidden = list(hidden)
-    if not hidden or views.empty:
-        return views
-    return views[~views["resource_id"].isin(hidden)].reset_index(drop=True)
-
-
 def read_work(client: redis.Redis, keys: Keys, lang: str) -> dict[int, str]:
     """Hides and unhides whose lists are not settled yet: resource_id -> action."""
     return {int(k): _text(v) for k, v in client.hgetall(keys.takedown_work(lang)).items()}
@@ -349,6 +341,18 @@ def find_holders(client: redis.Redis, id_set: str, list_key, rids: Sequence[int]
     if queued:
         flush()
     return out
+
+
+def read_factors_and_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
+                           ) -> tuple[list[bytes | None], list[dict]]:
+    """Each user's published factors (raw bytes, None when absent) and views hash (raw
+    field -> count), in one pipelined round trip: what a refill scores a user's list from."""
+    pipe = client.pipeline(transaction=False)
+    for u in users:
+        pipe.get(keys.factors(lang, u))
+        pipe.hgetall(keys.views(lang, u))
+    replies = pipe.execute()
+    return replies[0::2], replies[1::2]
 
 
 def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, users: bool,

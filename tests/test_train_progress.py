@@ -1,5 +1,5 @@
 """Progress of long steps (core/progress.py) and the trainer's Prometheus metrics
-(trainer/train_metrics.py), served over real HTTP on loopback."""
+(trainer/pipeline/metrics.py), served over real HTTP on loopback."""
 
 from __future__ import annotations
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 
 from core.errors import NotPublishedError
+from store.connection import connect
+from store.keys import Keys
+from store.quality import read_history
 from trainer.config import check_lang
 
 COLUMNS = (("version", 22), ("trained_at", 21), ("model", 6), ("ndcg", 7),
@@ -63,11 +66,7 @@ def plot(history: list[dict], path: str, lang: str) -> None:
     plt.close(fig)
 
 
-def history_command(args) -> int:
-    from store.connection import connect
-    from store.keys import Keys
-    from store.quality import read_history
-
+def cmd_history(args) -> int:
     lang = check_lang(args.lang)
     keys = Keys(args.prefix)
     client = connect(args.redis_url)

@@ -19,13 +19,13 @@ from collections.abc import Iterable
 import orjson
 import pandas as pd
 
+from core.errors import InputError
+
 DETAIL_COLUMNS = ("title", "subject", "tags")
 
 
 def list_length(args) -> int:
     """``args.n`` (how many rows to show, whether read from a model file or Redis), at least 1."""
-    from core.errors import InputError
-
     if args.n < 1:
         raise InputError("-n must be at least 1")
     return args.n

@@ -1,101 +1,63 @@
-"""CLI glue for the trainer's commands: each picks the offline (model file) or the online
-(Redis) path, so neither path's imports load unless used."""
+"""``recs train``: from the Redis counts and publish (``trainer.pipeline.rounds``), or from an
+extract to a model file (``--views FILE``), with what each prints.
+
+Before any work: ``--model-dir`` must exist or be creatable and writable (a fit must never
+end with nowhere to write its model), and the chosen engine must be able to run here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import time
+
+import orjson
 
 from core.errors import InputError
 from core.options import writable_dir
+from trainer.commands.prepare import check_engine, prepared_matrix
+from trainer.config import ModelSpec, check_lang
+from trainer.models.file import save_model
+from trainer.pipeline.rounds import train_from_redis
+from trainer.quality.choose import fit_model, holdout_metrics
+from trainer.settings import EvaluateConfig, RetrainConfig, with_settings_file
 
-
-def _engine(args) -> None:
-    """Fail early, in one line, when the chosen engine cannot run here; configure Spark."""
-    engine = getattr(args, "engine", "implicit")
-    if engine == "spark":
-        from trainer.models import spark_als as spark_engine
-
-        spark_engine.require_spark()
-        spark_engine.configure(spark_engine.SparkSettings.from_args(args))
-    elif engine == "implicit-gpu":
-        import implicit.gpu
-
-        from trainer.models.als import GPU_HINT
-
-        if not implicit.gpu.HAS_CUDA:
-            raise InputError(GPU_HINT)
+log = logging.getLogger(__name__)
 
 
 def cmd_train(args) -> int:
-    try:  # before any work: a fit must never end with nowhere to write its model
+    try:
         writable_dir(args.model_dir)
     except argparse.ArgumentTypeError as exc:
         raise InputError(f"--model-dir: {exc}") from None
-    _engine(args)
+    check_engine(args)
     if args.views:
-        from trainer.commands.evaluate import train_offline
-
-        return train_offline(args)
-    from trainer.pipeline.retrain import train_online
-
-    return train_online(args)
-
-
-def cmd_evaluate(args) -> int:
-    _engine(args)
-    from trainer.commands.evaluate import evaluate_offline
-
-    return evaluate_offline(args)
-
-
-def _source(args) -> str:
-    if args.model and args.lang:
-        raise InputError("give either --model FILE or --lang L, not both")
-    if args.model:
-        return "model"
+        return train_extract(args)
     if args.lang:
-        return "redis"
-    raise InputError("say where to read from: --model FILE or --lang L (published in Redis)")
+        check_lang(args.lang)
+    return train_from_redis(args.redis_url, args.prefix, args.lang, RetrainConfig.from_args(args),
+                            lambda line: print(line, flush=True))
 
 
-def cmd_similar(args) -> int:
-    if _source(args) == "model":
-        from trainer.commands.evaluate import similar_offline
-
-        return similar_offline(args)
-    from trainer.pipeline.retrain import similar_online
-
-    return similar_online(args)
-
-
-def cmd_recommend(args) -> int:
-    if _source(args) == "model":
-        from trainer.commands.evaluate import recommend_offline
-
-        return recommend_offline(args)
-    from trainer.pipeline.retrain import recommend_online
-
-    return recommend_online(args)
-
-
-def _redis_errors_as_one_line(run, args) -> int:
-    import redis
-
-    from core.errors import RecsError
-
-    try:
-        return run(args)
-    except redis.ConnectionError as exc:
-        raise RecsError(f"cannot reach Redis: {exc}") from None
-
-
-def cmd_tune(args) -> int:
-    from trainer.quality.gate import tune_command
-
-    return _redis_errors_as_one_line(tune_command, args)
-
-
-def cmd_history(args) -> int:
-    from trainer.commands.history import history_command
-
-    return _redis_errors_as_one_line(history_command, args)
+def train_extract(args) -> int:
+    """``recs train --views FILE --lang L --model-dir DIR [--model KIND] [--settings FILE]``."""
+    if not args.lang:
+        raise InputError("say which language the extract is in: --lang L (e.g. en)")
+    lang = check_lang(args.lang)
+    args = with_settings_file(args)
+    spec = ModelSpec.from_values(vars(args))
+    matrix, stats = prepared_matrix(args, sys.stdout)
+    if args.evaluate:
+        metrics, _ = holdout_metrics(matrix, spec, args.test_fraction, k=EvaluateConfig.k,
+                                     lang=lang, threads=args.threads)
+        stats["metrics"] = metrics
+        print("held-out metrics (fit on a split): " + orjson.dumps(metrics).decode())
+    started = time.perf_counter()
+    model, kind = fit_model(matrix, spec, lang, threads=args.threads, stats=stats)
+    path = save_model(model, args.model_dir)
+    print(f"trained {kind}: {spec.describe(kind, getattr(model, 'weight', None))} in "
+          f"{time.perf_counter() - started:.1f} s")
+    print(f"model: {path}")
+    log.info("model written", extra={"fields": {"path": str(path), "lang": lang}})
+    return 0

@@ -19,6 +19,7 @@ import pandas as pd
 from core.contract import MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
 from core.errors import InputError
 from trainer.data.extracts import VIEW_COLUMNS, BadRow, LoadReport, load_views
+from trainer.data.spark import session
 
 SKIPPED_NAMES = ("_", ".")
 """Spark's markers (_SUCCESS, _committed...) and hidden/checksum files in an output folder."""
@@ -61,8 +62,6 @@ def load_views_any(path: str | Path, skip_bad_rows: bool = False
 def parquet_views(path: Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, LoadReport]:
     """One Parquet file of ``user_id, resource_id, view_count``, read by Spark and checked
     row by row like a CSV extract."""
-    from trainer.models.spark_als import session
-
     raw = session().read.parquet(str(path)).toPandas()
     missing = [c for c in VIEW_COLUMNS if c not in raw.columns]
     if missing:

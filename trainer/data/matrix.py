@@ -2,21 +2,22 @@
 
 The views table everywhere is a DataFrame with columns ``user_id`` (str), ``resource_id``
 (int64) and ``views`` (int64), one row per (user, resource) pair;
-``trainer.data.extracts.load_views`` makes one from a CSV extract and the online trainer
-makes one from the Redis counts.
+``trainer.data.extracts.load_views`` makes one from a CSV extract and
+``store.snapshot.read_views`` from the Redis counts.
 
 - ``apply_filters(df, FilterConfig) -> (df, FilterReport)``: the platform's three filters in
   its order, with what each step removed.
 - ``build_matrix(df) -> UtilityMatrix``: CSR views (float32, users x resources) plus the two
   ``Vocabulary`` objects mapping rows and columns back to ids.
 - ``holdout_split(matrix, fraction, seed) -> Split``: the platform's ``make_train``.
+- ``drop_hidden(df, hidden)``: taken-down resources left out before the filters;
+  ``uncovered_users(df, matrix)``: who the filters dropped but a model can fold in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,90 +25,7 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from trainer.config import FilterConfig
-
-Missing = Literal["error", "negative"]
-
-
-class Vocabulary:
-    """An ordered set of ids: row/column number <-> id, lenskit-style.
-
-    Ids are kept in the order given (``build_matrix`` gives them sorted ascending) and must be
-    unique. Lookups are vectorised (a hash index), so mapping 500,000 ids costs milliseconds.
-
-    Unknown ids follow an explicit policy, chosen per call (``missing=``):
-    ``"error"`` (the default) raises ``InputError`` naming up to five unknown ids;
-    ``"negative"`` returns -1 for them so the caller can mask or drop them.
-    """
-
-    def __init__(self, ids: Iterable, name: str = "id") -> None:
-        arr = np.asarray(ids if not isinstance(ids, pd.Index) else ids.to_numpy())
-        if arr.dtype.kind in "OUT":
-            arr = arr.astype(str)
-        elif arr.dtype.kind in "iu":
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(f"{name} ids must be integers or strings, not {arr.dtype}")
-        self._ids = arr
-        self._index = pd.Index(arr)
-        if not self._index.is_unique:
-            raise ValueError(f"{name} ids must be unique")
-        self.name = name
-
-    @classmethod
-    def from_values(cls, values: Iterable, name: str = "id") -> Vocabulary:
-        """The sorted distinct values (duplicates allowed in the input)."""
-        return cls(np.unique(np.asarray(values)), name=name)
-
-    @property
-    def ids(self) -> np.ndarray:
-        """The ids in row/column order (int64 for resources, str for users)."""
-        return self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, value) -> bool:
-        return self.number(value, missing="negative") >= 0
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Vocabulary) and np.array_equal(self._ids, other._ids)
-
-    def __repr__(self) -> str:
-        return f"Vocabulary({self.name}, {len(self)} ids)"
-
-    def _normalise(self, values) -> np.ndarray:
-        arr = np.atleast_1d(np.asarray(values))
-        if self._ids.dtype.kind == "U":
-            return arr.astype(str)
-        if arr.dtype.kind in "OUT":
-            # A resource id typed on a command line arrives as a string.
-            try:
-                arr = arr.astype(np.int64)
-            except (ValueError, OverflowError) as exc:
-                raise InputError(f"{self.name} ids must be integers: {exc}") from None
-        return arr
-
-    def numbers(self, values, missing: Missing = "error") -> np.ndarray:
-        """Row/column numbers (int64) of ``values``; see the class docstring for ``missing``."""
-        arr = self._normalise(values)
-        nums = self._index.get_indexer(arr).astype(np.int64)
-        if missing == "error" and (nums < 0).any():
-            unknown = arr[nums < 0]
-            shown = ", ".join(str(v) for v in unknown[:5])
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise InputError(
-                f"unknown {self.name} {shown}{more}: not among the {len(self)} {self.name}s "
-                "the model was trained on (filtered out, or never seen)"
-            )
-        return nums
-
-    def number(self, value, missing: Missing = "error") -> int:
-        """The row/column number of one id."""
-        return int(self.numbers([value], missing=missing)[0])
-
-    def id(self, number: int):
-        """The id at a row/column number (a Python int or str)."""
-        return self._ids[number].item()
+from trainer.data.vocabulary import Vocabulary
 
 
 @dataclass
@@ -325,6 +243,15 @@ def holdout_split(matrix: UtilityMatrix, fraction: float = 0.2, seed: int = 42) 
         test=test,
         users=np.unique(row_of[picked]),
     )
+
+
+def drop_hidden(views: pd.DataFrame, hidden: Iterable[int]) -> pd.DataFrame:
+    """The views table without the rows of hidden resources (a retrain leaves taken-down
+    resources out of the model; their views stay counted, for a restore)."""
+    hidden = list(hidden)
+    if not hidden or views.empty:
+        return views
+    return views[~views["resource_id"].isin(hidden)].reset_index(drop=True)
 
 
 def uncovered_users(df: pd.DataFrame, matrix: UtilityMatrix) -> list[str]:

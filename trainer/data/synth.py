@@ -12,9 +12,9 @@ share its subject.
 Sizes are per language. With the defaults (5,000 users, 800 resources) the platform's filters
 (150 views per resource) keep a few hundred resources per language.
 
-``recs generate --out DIR`` writes, per language, ``views_{lang}.csv`` (``--gzip``:
-``.csv.gz``), ``resources_{lang}.csv`` and ``users_{lang}.csv`` (user_id,subjects: the planted
-answer).
+``recs generate --out DIR`` (``trainer.commands.generate``) writes, per language,
+``views_{lang}.csv`` (``--gzip``: ``.csv.gz``), ``resources_{lang}.csv`` and
+``users_{lang}.csv`` (user_id,subjects: the planted answer).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class SyntheticData:
         """resource id -> subject, for checking similar lists."""
         return self.resources_for(lang)["subject"]
 
-    def write(self, out: str | Path, gzip: bool = False) -> dict[str, dict[str, Path]]:
+    def write(self, out: str | Path = "data/synthetic", gzip: bool = False
+              ) -> dict[str, dict[str, Path]]:
         """Write the per-language CSVs; returns {lang: {"views"|"resources"|"users": path}}."""
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -243,17 +244,3 @@ def generate(n_users: int = 5000, n_resources: int = 800, langs=("en", "es"), se
     views, resources, users = (pd.concat([p[i] for p in parts], ignore_index=True)
                                for i in range(3))
     return SyntheticData(views=views, resources=resources, user_subjects=users)
-
-
-def cmd_generate(args) -> int:
-    """``recs generate``: write the extracts and say where."""
-    data = generate(n_users=args.users, n_resources=args.resources, langs=args.langs,
-                    seed=args.seed, n_subjects=args.subjects,
-                    mean_items=args.mean_items)
-    paths = data.write(args.out, gzip=args.gzip)
-    for lang, p in paths.items():
-        v = data.views[data.views["lang"] == lang]
-        print(f"{lang}: {v['user_id'].nunique()} users, {v['resource_id'].nunique()} resources, "
-              f"{len(v)} user-resource pairs, {int(v['views'].sum())} views -> {p['views']}, "
-              f"{p['resources']}, {p['users']}")
-    return 0

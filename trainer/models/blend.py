@@ -1,28 +1,31 @@
-"""The blend: ALS and EASE scores, each z-scored per user, mixed with one weight.
+"""The blend of ALS and EASE: each user's two score rows z-scored, then mixed with ALS weight w.
 
-score(u, i) = w * z_als(u, i) + (1 - w) * z_ease(u, i), where z standardises the user's score
+score = w * z(ALS scores) + (1 - w) * z(EASE scores), where z standardises each user's score
 row over all resources (mean 0, standard deviation 1; a constant row becomes 0). The two
 models' raw scores live on unrelated scales (dot products vs EASE weights), so mixing them
 unnormalised would let one drown the other. ``w`` is chosen on a validation split carved from
-the training data (``trainer.quality.choose``), never on the test split.
+the training data (``trainer.quality.choose``), never on the test split; a fit here takes it
+given.
 
 Similar lists under the blend are the ALS part's (cosine of item factors): the blend mixes
-per-user rankings, and a resource has no user row to z-score.
+per-user rankings, and a resource has no user row to z-score. The fold-in is the ALS part's
+fold-in and EASE's rows of B, mixed per user exactly as the trainer mixed them.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
-from trainer.models.als import ALSModel, slot_ids, top_n
-from trainer.models.ease import EASEModel
-
-FORMAT = "recs.blend-model"
-FORMAT_VERSION = 1
+from trainer.config import ModelSpec
+from trainer.data.matrix import UtilityMatrix
+from trainer.models.als import ALSModel, PublishedALS, fit
+from trainer.models.base import ListsById
+from trainer.models.ease import EASEModel, PublishedEASE, fit_ease, published_slots
+from trainer.models.rank import mask_seen, top_n_filled
 
 
 def zscore_rows(scores: np.ndarray) -> np.ndarray:
@@ -33,23 +36,36 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-def als_scores(model: ALSModel, rows) -> np.ndarray:
-    """Dense ALS scores (user factors . item factors) of users by row number."""
-    return model.user_factors[np.asarray(rows)] @ model.item_factors.T
-
-
 def mix(als: np.ndarray, ease: np.ndarray, weight: float) -> np.ndarray:
     """The blend of two raw score blocks of the same users."""
     return weight * zscore_rows(als) + (1.0 - weight) * zscore_rows(ease)
 
 
 @dataclass
-class BlendModel:
+class BlendModel(ListsById):
     """ALS and EASE fitted on the same matrix, and the weight of ALS in the mix."""
+
+    family: ClassVar[str] = "blend"
+    scores_by_factors: ClassVar[bool] = False
 
     als: ALSModel
     ease: EASEModel
     weight: float
+
+    @classmethod
+    def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
+            stats: dict | None = None) -> BlendModel:
+        """Both parts on ``matrix`` at the given weight (``spec.blend.weight``: a weight
+        left to choose is ``trainer.quality.choose``'s)."""
+        if spec.blend.weight is None:
+            raise ValueError("a blend is fitted at a given weight: choose it first")
+        als = fit(matrix, spec.als, lang, num_threads=threads, stats=stats)
+        return cls(als=als, ease=fit_ease(matrix, spec.ease, lang), weight=spec.blend.weight)
+
+    @classmethod
+    def published(cls, meta, items, fetch) -> PublishedBlend:
+        return PublishedBlend(als=ALSModel.published(meta, items), ease=EASEModel.published(
+            meta, items, fetch), weight=float(meta["blend_weight"]))
 
     @property
     def users(self):
@@ -75,44 +91,74 @@ class BlendModel:
     def seen(self):
         return self.als.seen
 
-    def score_rows(self, rows) -> np.ndarray:
-        return mix(als_scores(self.als, rows), self.ease.score_rows(rows), self.weight)
-
-    def recommend(self, user_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n unviewed resources per user id; same shapes and -1 slots as ALSModel's."""
-        rows = self.users.numbers(user_ids)
-        scores = self.score_rows(rows)
-        block = self.seen[rows].tocsr()
-        hit = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        scores[hit, block.indices] = -np.inf
-        idx, val = top_n(scores, min(n, scores.shape[1]))
-        idx[~np.isfinite(val)] = -1
-        return slot_ids(self.items.ids, idx, idx < 0, -1), val
-
-    def similar_items(self, resource_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The ALS part's cosine neighbours (see the module docstring)."""
-        return self.als.similar_items(resource_ids, n)
+    @property
+    def user_factors(self) -> np.ndarray:
+        """The ALS part's: what the updater folds the ALS part of a user in from."""
+        return self.als.user_factors
 
     @property
-    def filename(self) -> str:
-        return self.als.filename.replace("cf_ALSModel_", f"cf_Blend_w{self.weight:g}_", 1)
+    def item_factors(self) -> np.ndarray:
+        return self.als.item_factors
 
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "weight": float(self.weight),
-                "als": self.als.to_dict(), "ease": self.ease.to_dict()}
+    @property
+    def item_rows(self) -> np.ndarray:
+        return self.ease.weights
 
-    def save(self, model_dir: str | os.PathLike) -> Path:
-        from trainer.models.als import save_doc
+    @property
+    def similar_factors(self) -> np.ndarray:
+        return self.als.item_factors
 
-        return save_doc(self.to_dict(), Path(model_dir) / self.filename)
+    def score_rows(self, rows) -> np.ndarray:
+        return mix(self.als.score_rows(rows), self.ease.score_rows(rows), self.weight)
+
+    def recommend_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n unviewed columns of users by row number."""
+        scores = mask_seen(self.score_rows(rows), self.seen[rows])
+        return top_n_filled(scores, min(n, scores.shape[1]))
+
+    def similar_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ALS part's cosine neighbours (see the module docstring)."""
+        return self.als.similar_rows(rows, n)
+
+    def settings_fields(self) -> dict:
+        ease = self.ease.config
+        return {**self.als.settings_fields(), "ease_l2": ease.l2, "ease_scaling": ease.scaling,
+                "blend_weight": self.weight}
 
 
-def from_dict(doc: dict) -> BlendModel:
-    from trainer.models import ease
-    from trainer.models.als import _from_dict
+@dataclass
+class PublishedBlend:
+    """``recs update`` under a blend: the ALS fold-in for the ALS part, B's rows for EASE,
+    mixed per user exactly as the trainer mixed them."""
 
-    weight = float(doc["weight"])
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"blend weight {weight} is not in [0, 1]")
-    return BlendModel(als=_from_dict(doc["als"]), ease=ease.from_dict(doc["ease"]),
-                      weight=weight)
+    als: PublishedALS
+    ease: PublishedEASE
+    weight: float
+
+    @property
+    def version(self) -> str:
+        return self.als.version
+
+    @property
+    def items(self) -> int:
+        return self.als.items
+
+    @property
+    def factors(self) -> int:
+        return self.als.factors
+
+    def views_from_arrays(self, lengths, resource_ids, values) -> sp.csr_matrix:
+        return self.als.views_from_arrays(lengths, resource_ids, values)
+
+    def views_matrix(self, counts) -> sp.csr_matrix:
+        return self.als.views_matrix(counts)
+
+    def fold_in(self, views: sp.csr_matrix) -> np.ndarray:
+        return self.als.fold_in(views)
+
+    def recommend(self, user_factors, views: sp.csr_matrix, n: int):
+        x, ease_scores = self.ease.scores(views)
+        als_scores = np.asarray(user_factors, dtype=np.float32) @ self.als.item_factors.T
+        scores = mix(als_scores.reshape(x.shape[0], -1), ease_scores, self.weight)
+        idx, vals = top_n_filled(mask_seen(scores, views), min(n, self.items))
+        return published_slots(self.als.item_ids, idx, vals, x)

@@ -17,30 +17,30 @@ Invariants:
 - ``similar`` lists under EASE are rows of B: ``similar(j)`` ranks resources i by B[j, i],
   the weight a view of j adds to i's score (the list a user who viewed only j would get).
   Scores are those weights: unbounded reals, comparable within one model only.
+- The fold-in is exact and stateless (:class:`PublishedEASE`): the updater needs only the
+  rows of B of the resources a user viewed; there are no user factors.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer.config import EASE_SCALINGS, EaseConfig
-from trainer.data.matrix import UtilityMatrix, Vocabulary
-from trainer.models.als import slot_ids, top_n
+from trainer.config import EASE_SCALINGS, EaseConfig, ModelSpec
+from trainer.data.matrix import UtilityMatrix
+from trainer.data.vocabulary import Vocabulary
+from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
+from trainer.models.rank import mask_seen, slot_ids, top_n, top_n_filled
 
 log = logging.getLogger(__name__)
 
-FORMAT = "recs.ease-model"
-FORMAT_VERSION = 1
 EASE_MAX_RESOURCES = 10_000
 """Largest catalogue EASE fits: ~1.2 GB at the peak of the fit, B itself 400 MB in float32."""
 
@@ -93,8 +93,11 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
 
 
 @dataclass
-class EASEModel:
+class EASEModel(ListsById):
     """A trained EASE model for one language."""
+
+    family: ClassVar[str] = "ease"
+    scores_by_factors: ClassVar[bool] = False
 
     weights: np.ndarray
     """B, float32, resources x resources, rows and columns in ``items`` order."""
@@ -107,6 +110,18 @@ class EASEModel:
     trained_at: str
     stats: dict = field(default_factory=dict)
 
+    @classmethod
+    def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
+            stats: dict | None = None) -> EASEModel:
+        return fit_ease(matrix, spec.ease, lang, stats=stats)
+
+    @classmethod
+    def published(cls, meta, items, fetch) -> PublishedEASE:
+        """The fold-in of the published model ``meta``: ``fetch(resource_ids)`` reads rows of
+        B (``store.ease_rows.read_rows`` of its version)."""
+        return PublishedEASE(item_ids=items.item_ids, scaling=meta["ease_scaling"],
+                             fetch=fetch, version=items.version)
+
     @property
     def seen(self) -> sp.csr_matrix:
         """1.0 where the user viewed the resource in training."""
@@ -114,47 +129,46 @@ class EASEModel:
         seen.data[:] = 1.0
         return seen
 
+    @property
+    def user_factors(self) -> None:
+        return None
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """No factors: items x 0 (the model hash says ``factors`` 0)."""
+        return np.zeros((len(self.items), 0), dtype=np.float32)
+
+    @property
+    def item_rows(self) -> np.ndarray:
+        return self.weights
+
+    @property
+    def similar_factors(self) -> None:
+        return None
+
     def score_rows(self, rows) -> np.ndarray:
         """Dense scores (float32) of users by row number, nothing excluded."""
         return np.asarray(self.rows[np.asarray(rows)] @ self.weights, dtype=np.float32)
 
-    def recommend(self, user_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n unviewed resources per user id; same shapes and -1 slots as ALSModel's."""
-        rows = self.users.numbers(user_ids)
-        idx, scores = recommend_rows(self.rows[rows], self.weights, n)
-        return slot_ids(self.items.ids, idx, idx < 0, -1), scores
+    def recommend_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n unviewed columns of users by row number."""
+        return recommend_rows(self.rows[rows], self.weights, n)
 
-    def similar_items(self, resource_ids, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n resources by B[j, i] for each resource j, itself excluded."""
-        rows = self.items.numbers(resource_ids)
-        idx, scores = similar_rows(self.weights, rows, n)
-        return self.items.ids[idx], scores
+    def similar_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n resources by B[j, i] for resources j by row number, themselves excluded."""
+        return similar_rows(self.weights, rows, n)
 
-    @property
-    def filename(self) -> str:
-        return f"cf_EASEModel_l2{self.config.l2:g}_{self.config.scaling}_{self.lang}.dump"
-
-    def to_dict(self) -> dict:
-        x = self.rows.tocsr()
-        return {"format": FORMAT, "version": FORMAT_VERSION, "lang": self.lang,
-                "trained_at": self.trained_at, "config": asdict(self.config),
-                "weights": np.ascontiguousarray(self.weights, dtype=np.float32),
-                "user_ids": np.asarray(self.users.ids, dtype=str),
-                "item_ids": np.asarray(self.items.ids, dtype=np.int64),
-                "rows_data": x.data.astype(np.float32), "rows_indices": x.indices.astype(np.int32),
-                "rows_indptr": x.indptr.astype(np.int64), "stats": self.stats}
-
-    def save(self, model_dir: str | os.PathLike) -> Path:
-        from trainer.models.als import save_doc
-
-        return save_doc(self.to_dict(), Path(model_dir) / self.filename)
+    def settings_fields(self) -> dict:
+        return {"factors": 0, "ease_l2": self.config.l2, "ease_scaling": self.config.scaling}
 
 
 def recommend_rows(x: sp.csr_matrix, weights: np.ndarray, n: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Top-n column numbers and scores of each scaled row times B, the row's own resources
     excluded (-1 / -inf where nothing is left)."""
-    return recommend_rows_with(x.tocsr(), weights, x.tocsr(), n)
+    x = x.tocsr()
+    dense = np.asarray(x @ weights, dtype=np.float32).reshape(x.shape[0], -1)
+    return top_n_filled(mask_seen(dense, x), min(n, weights.shape[1]))
 
 
 def similar_rows(weights: np.ndarray, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,50 +182,28 @@ def similar_rows(weights: np.ndarray, rows, n: int) -> tuple[np.ndarray, np.ndar
 def fit_ease(matrix: UtilityMatrix, config: EaseConfig, lang: str,
              stats: dict | None = None) -> EASEModel:
     """EASE on the matrix's views; refuses catalogues above ``EASE_MAX_RESOURCES``."""
-    users, items = matrix.shape
-    if users == 0 or items == 0 or matrix.nnz == 0:
-        raise InputError(f"nothing to train on: {users} users x {items} resources after the "
-                         "filters (lower --min-item-views / --min-user-views for small extracts)")
-    check_size(items)
+    check_trainable(matrix)
+    check_size(matrix.shape[1])
     started = time.perf_counter()
     x = ease_input(matrix.views, config.scaling)
     weights = ease_weights(x, config.l2)
-    seconds = time.perf_counter() - started
-    run_stats = {"users": users, "items": items, "nnz": matrix.nnz,
-                 "sparsity": matrix.sparsity, "train_seconds": round(seconds, 3)}
+    run_stats = fit_stats(matrix, time.perf_counter() - started)
     log.info("trained EASE", extra={"fields": {"lang": lang, **run_stats}})
     run_stats.update(stats or {})
     return EASEModel(weights=weights, rows=x, users=matrix.users, items=matrix.items,
-                     config=config, lang=lang, stats=run_stats,
-                     trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-
-
-def from_dict(doc: dict) -> EASEModel:
-    """The model of a checked file document (``trainer.models.als.load_model`` dispatches here)."""
-    weights = np.asarray(doc["weights"], dtype=np.float32)
-    user_ids, item_ids = np.asarray(doc["user_ids"]), np.asarray(doc["item_ids"])
-    n = len(item_ids)
-    if weights.shape != (n, n):
-        raise ValueError(f"B has shape {weights.shape}, expected {n} x {n}")
-    rows = sp.csr_matrix((doc["rows_data"], doc["rows_indices"], doc["rows_indptr"]),
-                         shape=(len(user_ids), n))
-    return EASEModel(weights=weights, rows=rows, users=Vocabulary(user_ids, name="user"),
-                     items=Vocabulary(item_ids, name="resource"),
-                     config=EaseConfig(**dict(doc["config"])), lang=str(doc["lang"]),
-                     trained_at=str(doc["trained_at"]), stats=dict(doc.get("stats") or {}))
-
+                     config=config, lang=lang, stats=run_stats, trained_at=utc_now())
 
 
 @dataclass
-class EaseRows:
-    """The updater's side of a published EASE model: a user's list is their scaled view row
-    times B, exact, and needs only the rows of B of the resources the user viewed.
+class PublishedEASE(ItemSide):
+    """A published EASE model as the updater folds users into it: a user's list is their
+    scaled view row times B, exact, and needs only the rows of B of the resources the user
+    viewed. There are no user factors (``factors`` is 0).
 
     ``fetch(resource_ids)`` returns those rows as raw little-endian float32 bytes (None for
     a row it cannot find: the model was replaced meanwhile, and the version-checked write
     refuses the batch anyway). Rows are cached for the life of this object (one model
-    version): at most B itself, 4 x resources^2 bytes. The same duck type as
-    ``trainer.models.foldin.FoldIn`` for ``recs update``: no user factors (``factors`` is 0)."""
+    version): at most B itself, 4 x resources^2 bytes."""
 
     item_ids: np.ndarray
     scaling: str
@@ -219,37 +211,15 @@ class EaseRows:
     version: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
 
+    factors: ClassVar[int] = 0
+
     def __post_init__(self) -> None:
-        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        self.index_items()
         if self.scaling not in EASE_SCALINGS:
             raise ValueError(f"unknown EASE scaling {self.scaling!r}")
-        self._index = Vocabulary(self.item_ids, name="resource")
 
-    factors = 0
-
-    @property
-    def items(self) -> int:
-        return self.item_ids.size
-
-    def views_from_arrays(self, lengths, resource_ids, values) -> sp.csr_matrix:
-        """users x items counts; resources the model does not know are dropped."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        rows = np.repeat(np.arange(lengths.size), lengths)
-        cols = self._index.numbers(np.asarray(resource_ids, dtype=np.int64), missing="negative")
-        known = cols >= 0
-        out = sp.csr_matrix((np.asarray(values, dtype=np.float32)[known],
-                             (rows[known], cols[known])), shape=(lengths.size, self.items))
-        out.sum_duplicates()
-        return out
-
-    def views_matrix(self, counts) -> sp.csr_matrix:
-        counts = list(counts)
-        lengths = [len(c) for c in counts]
-        ids = [k for c in counts for k in c]
-        values = [v for c in counts for v in c.values()]
-        return self.views_from_arrays(lengths, np.asarray(ids, dtype=np.int64), values)
-
-    def solve(self, views: sp.csr_matrix) -> np.ndarray:
+    def fold_in(self, views: sp.csr_matrix) -> np.ndarray:
+        """No factors to solve: users x 0."""
         return np.zeros((views.shape[0], 0), dtype=np.float32)
 
     def weights_of(self, columns: np.ndarray) -> np.ndarray:
@@ -268,26 +238,28 @@ class EaseRows:
             out[i] = self._cache[c]
         return out
 
-    def recommend(self, user_factors, views: sp.csr_matrix, n: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """(resource ids, scores) users x min(n, items), best first; empty slots 0 / 0.0, and
-        a user with no known views gets only empty slots (as FoldIn.recommend)."""
+    def scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(X, the scaled rows of ``views``; X @ B, dense, users x items), from the rows of B
+        of the viewed resources only."""
         x = ease_input(views, self.scaling)
         columns = np.unique(x.indices)
         local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
                               shape=(x.shape[0], len(columns)))
-        idx, scores = recommend_rows_with(local, self.weights_of(columns), x, n)
-        empty = (idx < 0) | (np.diff(x.indptr) == 0)[:, None]
-        return slot_ids(self.item_ids, idx, empty), np.where(empty, 0.0, scores).astype(np.float32)
+        dense = np.asarray(local @ self.weights_of(columns), dtype=np.float32)
+        return x, dense.reshape(x.shape[0], -1)
+
+    def recommend(self, user_factors, views: sp.csr_matrix, n: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(resource ids, scores) users x min(n, items), best first; empty slots 0 / 0.0, and
+        a user with no known views gets only empty slots (as ``PublishedALS.recommend``)."""
+        x, dense = self.scores(views)
+        idx, scores = top_n_filled(mask_seen(dense, x), min(n, self.items))
+        return published_slots(self.item_ids, idx, scores, x)
 
 
-def recommend_rows_with(local: sp.csr_matrix, rows_of_b: np.ndarray, x: sp.csr_matrix, n: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """``recommend_rows`` when only the needed rows of B are at hand: ``local`` is x on
-    those rows' columns, ``x`` the full rows (for excluding viewed resources)."""
-    dense = np.asarray(local @ rows_of_b, dtype=np.float32).reshape(x.shape[0], -1)
-    hit = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    dense[hit, x.indices] = -np.inf
-    idx, val = top_n(dense, min(n, rows_of_b.shape[1]))
-    idx[~np.isfinite(val)] = -1
-    return idx, val
+def published_slots(item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray,
+                    x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Lists as the updater writes them: ids and scores, 0 / 0.0 in empty slots and for every
+    slot of a user without known views (a row of ``x`` with no entries)."""
+    empty = (idx < 0) | (np.diff(x.indptr) == 0)[:, None]
+    return slot_ids(item_ids, idx, empty), np.where(empty, 0.0, scores).astype(np.float32)

@@ -1,7 +1,8 @@
 """Why a resource is on a user's list: the viewed resources that contribute most to its score.
 
 Implicit-feedback ALS explains itself exactly (Hu, Koren and Volinsky 2008, section 5). With
-the item factors Y fixed, the user's factors are the fold-in solution (``trainer.models.foldin``)
+the item factors Y fixed, the user's factors are the fold-in solution
+(``trainer.models.als.PublishedALS``)
 
     x_u = W_u Y^T C_u p_u,   W_u = (Y^T C_u Y + reg * I)^-1
 
@@ -23,8 +24,8 @@ EASE (``--model ease``) explains itself the same way, more simply: the score of 
 log(1 + views): ``trainer.models.ease.ease_input``), so view j's term is ``x_uj * B[j, i]``
 (:func:`explain_ease`). A ``blend`` mixes z-scored rankings of both and is not split here.
 
-Pure numpy, no Redis: the caller hands in the published item side (``trainer.models.foldin.FoldIn``,
-or EASE's rows of B for the viewed resources) and the user's counts.
+Pure numpy, no Redis: the caller hands in the published item side (``PublishedALS``, or
+EASE's rows of B for the viewed resources) and the user's counts.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from trainer.config import scale_confidence
-from trainer.models.foldin import FoldIn, gram
+from trainer.models.als import PublishedALS, gram
+from trainer.models.confidence import scale_confidence
+from trainer.models.ease import ease_input
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Reason:
     """contribution / the fold-in score (the contributions sum to 1 in shares)."""
 
 
-def explain(model: FoldIn, views: Mapping[int, int], recommended: Sequence[int],
+def explain(model: PublishedALS, views: Mapping[int, int], recommended: Sequence[int],
             top: int = 3, positive_only: bool = True) -> dict[int, list[Reason]]:
     """For each recommended resource, the ``top`` viewed resources with the largest
     contributions to its score, largest first; ``positive_only`` leaves out views that
@@ -77,8 +79,6 @@ def explain_ease(item_ids: np.ndarray, b_rows: Mapping[int, np.ndarray],
                  top: int = 3, positive_only: bool = True) -> dict[int, list[Reason]]:
     """:func:`explain` for EASE: ``b_rows`` holds B's row (float32 over ``item_ids``) of each
     viewed resource the model knows; ``scaling`` is the model's ``ease_scaling``."""
-    from trainer.models.ease import ease_input
-
     viewed = [j for j in views if j in b_rows]
     if not viewed:
         return {int(r): [] for r in recommended}

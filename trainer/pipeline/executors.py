@@ -10,15 +10,15 @@
    only their row numbers are used.
 3. Spark's ALS fits (``trainer.models.spark_als``).
 4. The driver collects the item factors (resources x factors, small) and writes the similar
-   lists. Executors score their users against broadcast item factors (``trainer.scoring.search``)
+   lists. Executors score their users against broadcast item factors (``trainer.scoring``)
    and write each user's list and factors with the publisher's whole-list-replace script
    (``store.publish.Publisher.write_users``); they return the ids they wrote. Before each
    round trip an executor checks that the driver's lock still holds the driver's token
-   (``store.publish.LockFence``): once the lock changes hands, no executor writes another
+   (``store.train_lock.LockFence``): once the lock changes hands, no executor writes another
    round trip, and the driver raises ``LockLost`` before the switch, as the ``implicit``
    path's writer does.
 5. The driver does the one switch, the removal of what the new model no longer covers, and
-   the hand-over to the updater, exactly as ``trainer.pipeline.retrain.train_language``.
+   the hand-over to the updater, as ``trainer.pipeline.retrain`` does.
 
 What the driver still holds (ids and factors, never counts): the user ids (for the
 vocabulary, the list removal and the hand-over) and, for the model file ``recs
@@ -31,12 +31,36 @@ ship it with ``spark.submit.pyFiles``), and let them reach Redis.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
+from core.errors import InputError
+from store.connection import connect
+from store.control import read_hidden
+from store.handover import requeue_touched
 from store.keys import Keys
+from store.publish import Lists, Publisher
+from store.snapshot import iter_user_ids, read_pending, read_seq, read_views_of
+from store.train_lock import LockFence, LockLost, TrainLock
+from trainer.config import SCALINGS, AlsConfig, ScoringConfig
+from trainer.data.spark import distributed, session
+from trainer.data.vocabulary import Vocabulary
+from trainer.models.als import ALSModel
+from trainer.models.base import utc_now
+from trainer.models.confidence import BM25_B, BM25_K1
+from trainer.models.file import save_model
+from trainer.models.spark_als import factors_array, fit_frame
+from trainer.pipeline.publish import model_info
+from trainer.pipeline.run import RunResult
+from trainer.pipeline.timing import timed
+from trainer.scoring.lists import resource_ids, scorer_for, similar_batches
+from trainer.scoring.search import Scorer
+from trainer.settings import RetrainConfig
 
 SLICE_USERS = 2000
 """Users per executor task when reading counts (each read in script calls of 250)."""
@@ -49,10 +73,6 @@ def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[st
     """A Spark DataFrame (user_id, resource_id, views) of ``user_ids``' counts, read by the
     executors in slices of ``slice_users`` (Arrow batches in and out: no Python object per
     count)."""
-    import pandas as pd
-
-    from trainer.models.spark_als import distributed
-
     slices = max(1, -(-len(user_ids) // slice_users))
     ids = distributed(spark, pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)}))
     return ids.repartition(slices).mapInPandas(
@@ -62,22 +82,15 @@ def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[st
 def _read_frames(redis_url: str, prefix: str, lang: str, frames, chunk: int = 250):
     """On an executor: the counts of the users in ``frames`` (pandas batches of user ids)
     as (user_id, resource_id, views) frames, one per script call."""
-    import pandas as pd
-
-    from store.connection import connect
-    from store.snapshot import READ_VIEWS, _parse_ints
-
     keys = Keys(prefix)
     client = connect(redis_url)
     try:
-        script = client.register_script(READ_VIEWS)
         for frame in frames:
             users = frame["user_id"].tolist()
             for s in range(0, len(users), chunk):
                 part = users[s:s + chunk]
-                sizes, flat = script(keys=[keys.views(lang, u) for u in part])
-                pairs = _parse_ints(flat).reshape(-1, 2)
-                owners = np.repeat(np.asarray(part, dtype=object), _parse_ints(sizes))
+                sizes, pairs = read_views_of(client, keys, lang, part)
+                owners = np.repeat(np.asarray(part, dtype=object), sizes)
                 yield pd.DataFrame({"user_id": owners, "resource_id": pairs[:, 0],
                                     "views": pairs[:, 1]})
     finally:
@@ -105,12 +118,10 @@ def apply_filters(df, filters):
 
 def ratings(df, scaling: str, alpha: float):
     """(user_id, resource_id, rating) with rating = alpha * f(views): Spark's confidence
-    1 + rating is ``trainer.config.scale_confidence``'s c, for every scaling it offers."""
+    1 + rating is ``trainer.models.confidence.scale_confidence``'s c, for every scaling it
+    offers."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from core.errors import InputError
-    from trainer.config import SCALINGS
 
     if scaling == "linear":
         f = F.col("views").cast("double")
@@ -129,12 +140,8 @@ def _bm25(df):
     """``scale_confidence``'s bm25 in Spark SQL: (the frame with each resource's total
     views, the weight column). Two numbers reach the driver: resources and their mean
     total."""
-    import math
-
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from trainer.config import BM25_B, BM25_K1
 
     totals = df.groupBy("resource_id").agg(F.sum("views").alias("total"))
     items, mean = totals.agg(F.count("*"), F.avg("total")).first()
@@ -150,11 +157,7 @@ def _bm25(df):
 def numbered(spark, df):
     """(user, item, rating) with int32 row numbers from sorted-id vocabularies, plus the two
     ``Vocabulary`` objects (ids only reach the driver, never counts)."""
-    import pandas as pd
     from pyspark.sql import functions as F
-
-    from trainer.data.matrix import Vocabulary
-    from trainer.models.spark_als import distributed
 
     items = Vocabulary.from_values(
         df.select("resource_id").distinct().toPandas()["resource_id"].to_numpy(np.int64),
@@ -185,19 +188,16 @@ class ListTarget:
     seq: int
     """The consumer seq read before the counts: users forgotten after it get no list."""
     n: int
-    scoring: object
-    """``trainer.scoring.search.ScoringConfig``."""
+    scoring: ScoringConfig
 
 
 def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarray,
                      target: ListTarget) -> list[str]:
     """Executors score and write every user's list and factors; returns the ids written.
-    ``store.publish.LockLost`` if the lock changed hands while they wrote."""
+    ``store.train_lock.LockLost`` if the lock changed hands while they wrote."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
-
-    from store.publish import LockLost
 
     seen = frame.groupBy("user").agg(F.collect_list("item").alias("items"),
                                      F.first("user_id").alias("user_id"))
@@ -219,13 +219,6 @@ def write_user_lists(frame, model, item_ids: np.ndarray, item_factors: np.ndarra
 def _write_frames(frames, item_ids, item_factors, target: ListTarget):
     """On an executor: one partition's users (pandas batches of user_id, features, items),
     scored and written a batch at a time; yields the ids written, once all are."""
-    import pandas as pd
-    import scipy.sparse as sp
-
-    from store.connection import connect
-    from store.publish import Lists, LockFence, Publisher
-    from trainer.scoring.search import Scorer, resource_ids
-
     scorer = Scorer(item_factors, target.scoring)
     client = connect(target.redis_url)
     publisher = Publisher(client, Keys(target.prefix), target.lang, seq=target.seq,
@@ -255,43 +248,24 @@ def _write_frames(frames, item_ids, item_factors, target: ListTarget):
     yield pd.DataFrame({"user_id": pd.Series(written, dtype=object)})
 
 
-def train_language_executors(client, keys: Keys, lang: str, settings):
-    """``trainer.pipeline.retrain.train_language`` with the counts read and the user lists
-    written by Spark executors (see the module docstring); same lock, same steps, same result."""
-    from store.publish import TrainLock
-    from trainer.pipeline.retrain import locked_result
-
-    lock = TrainLock(client, keys.train_lock(lang), ttl=settings.lock_ttl)
-    if not lock.acquire(wait=settings.lock_wait):
-        return locked_result(lock, lang)
-    try:
-        with lock.kept_alive():
-            return _train_and_publish(client, keys, lang, settings, lock)
-    finally:
-        lock.release()
-
-
-def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
-    from store.control import read_hidden
-    from store.snapshot import iter_user_ids, read_pending, read_seq
-    from trainer.models.spark_als import factors_array, fit_frame
-    from trainer.pipeline.retrain import RunResult
-    from trainer.pipeline.timing import timed
-
+def steps(client, keys: Keys, lang: str, settings: RetrainConfig, lock: TrainLock
+          ) -> RunResult:
+    """The retrain of ``trainer.pipeline.retrain`` with the counts read and the user lists
+    written by Spark executors (see the module docstring): same lock, same outcome."""
     times: dict[str, float] = {}
     with timed(times, "read"):
         seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
         user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
         hidden = list(read_hidden(client, keys, lang))
-        read = _read_frame(keys, lang, settings, user_ids, hidden) if user_ids else None
+        read = read_frame(keys, lang, settings, user_ids, hidden) if user_ids else None
     if read is None:
         return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
     raw, frame, users, items = read
     if len(users) == 0:
         return RunResult(lang, "empty", {}, f"{lang}: nothing to train on after the filters")
     with timed(times, "fit"):
-        als = fit_frame(frame.select("user", "item", "rating"), settings.train)
-        item_factors = factors_array(als.itemFactors, len(items), settings.train.factors)
+        als = fit_frame(frame.select("user", "item", "rating"), settings.spec.als)
+        item_factors = factors_array(als.itemFactors, len(items), settings.spec.als.factors)
     lock.check()
     with timed(times, "publish"):
         publisher, model, path, handover = _publish_executors(
@@ -310,13 +284,11 @@ def _train_and_publish(client, keys: Keys, lang: str, settings, lock):
                      f"{times['publish']:.1f} s)")
 
 
-def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: list[int]):
+def read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: list[int]):
     """The executors' read of ``user_ids``' counts without the ``hidden`` resources' views
-    (as ``trainer.pipeline.retrain.read_snapshot``), filtered and numbered: (the raw counts, the
-    ratings frame, users, items), both frames persisted."""
+    (as ``trainer.pipeline.retrain.read_snapshot``), filtered and numbered: (the raw counts,
+    the ratings frame, users, items), both frames persisted."""
     from pyspark.sql import functions as F
-
-    from trainer.models.spark_als import session
 
     spark = session()
     # Persisted: every later job (vocabularies, fit, lists, model file) sees one read of
@@ -327,8 +299,8 @@ def _read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: li
         raw = raw.join(F.broadcast(gone), "resource_id", "left_anti")
     raw = raw.persist()
     counts = apply_filters(raw, settings.filters)
-    frame, users, items = numbered(spark, ratings(counts, settings.train.scaling,
-                                                  settings.train.alpha))
+    frame, users, items = numbered(spark, ratings(counts, settings.spec.als.scaling,
+                                                  settings.spec.als.alpha))
     return raw, frame.persist(), users, items
 
 
@@ -336,8 +308,6 @@ def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, se
                        pending):
     """User lists from the executors, then the model file and the rest on the driver, then
     the hand-over; returns (publisher, model, model file path, hand-over counts)."""
-    from store.publish import Publisher, requeue_touched
-
     frame, als, users, items, item_factors = fitted
     publisher = Publisher(client, keys, lang, lock=lock, seq=seq)
     target = ListTarget(settings.redis_url, keys.prefix, lang, lock.key, lock.token, seq,
@@ -346,41 +316,32 @@ def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, se
     publisher.add_users_written(write_user_lists(frame, als, items.ids, item_factors, target))
     publisher.report.seconds["users"] = round(time.perf_counter() - started, 3)
     lock.check()
-    model = _driver_model(frame, als, users, items, item_factors, settings.train, lang)
-    path = model.save(settings.model_dir)
+    model = _driver_model(frame, als, users, items, item_factors, settings.spec.als, lang)
+    path = save_model(model, settings.model_dir)
     _publish_rest(publisher, model, settings, seq)
     handover = requeue_touched(client, keys, lang, seq, pending, publisher.users_written)
     return publisher, model, path, handover
 
 
-def _driver_model(frame, als, users, items, item_factors, config, lang: str):
+def _driver_model(frame, als, users, items, item_factors, config: AlsConfig, lang: str):
     """The model file's content: user factors and viewed resources collected to the driver
     (after the lists are out), so ``recs similar/recommend --model`` read it like any other."""
-    from datetime import UTC, datetime
-
-    import scipy.sparse as sp
-
-    from trainer.models.als import ALSModel
-    from trainer.models.spark_als import factors_array
-
     pairs = frame.select("user", "item").toPandas()
     seen = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["user"], pairs["item"])),
                          shape=(len(users), len(items)))
     return ALSModel(
         user_factors=factors_array(als.userFactors, len(users), config.factors),
         item_factors=item_factors, users=users, items=items, config=config, lang=lang,
-        trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seen=seen,
+        trained_at=utc_now(), seen=seen,
         stats={"engine": "spark", "spark_io": "executors", "users": len(users),
                "items": len(items), "nnz": int(seen.nnz)})
 
 
-def _publish_rest(publisher, model, settings, seq: int) -> None:
+def _publish_rest(publisher: Publisher, model: ALSModel, settings: RetrainConfig,
+                  seq: int) -> None:
     """On the driver: similar lists, the switch, the removal of what is no longer covered."""
-    from trainer.pipeline.retrain import model_info
-    from trainer.scoring import search as scoring
-
-    scorer = scoring.Scorer(model.item_factors, settings.scoring)
-    publisher.write_similar(scoring.similar_batches(model, settings.top_n, scorer))
+    scorer = scorer_for(model, settings.scoring)
+    publisher.write_similar(similar_batches(model, settings.top_n, scorer))
     publisher.switch(model_info(model, settings, seq, None), model.items.ids,
                      model.item_factors)
     publisher.remove_uncovered(seq)

@@ -1,5 +1,5 @@
-"""Take-downs: clean and refill every list a hidden resource was in; ``recs hide``, ``unhide``,
-``hidden`` and ``forget``.
+"""Take-downs: clean and refill every list a hidden resource was in (the commands ``recs
+hide``, ``unhide``, ``hidden`` and ``forget`` are ``trainer.commands.takedown``'s).
 
 The hide itself is one atomic step (store/control.py); from then on every list writer drops
 the resource inside its own write script, so it can only still be in lists written BEFORE
@@ -25,7 +25,6 @@ in between is finished by the next ``recs hide``/``unhide`` or by ``recs control
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Collection
@@ -34,22 +33,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from core.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
-from core.errors import InputError, RecsError
-from store.connection import connect
 from store.control import (
-    Control,
-    ControlOp,
     find_holders,
+    read_factors_and_views,
     read_hidden,
     read_work,
     work_done,
     write_refilled,
 )
 from store.keys import Keys
-from store.snapshot import read_languages
-from store.updates import PublishedItems, read_published_items
-from trainer.models.als import normalise_rows, top_n
+from store.updates import PublishedItems, read_model_kind, read_published_items
+from trainer.models.rank import normalise_rows, top_n
 
 log = logging.getLogger("recs.takedown")
 
@@ -81,8 +75,8 @@ def als_published(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems 
     recomputed from factors alone); None for EASE and blend models or nothing usable, whose
     lists are then only cleaned (they fill up again at the user's next update or the next
     retrain)."""
-    kind = client.hget(keys.model(lang), "model")
-    if kind is not None and kind.decode() != "als":
+    kind = read_model_kind(client, keys, lang)
+    if kind is not None and kind != "als":
         return None
     try:
         return read_published_items(client, keys, lang)
@@ -179,16 +173,11 @@ def _refill_users(client, keys: Keys, lang: str, pub: PublishedItems | None, use
     done = cleaned = 0
     for s in range(0, len(users), USER_CHUNK):
         part = users[s:s + USER_CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for u in part:
-            pipe.get(keys.factors(lang, u))
-            pipe.hgetall(keys.views(lang, u))
-        replies = pipe.execute()
-        raw = [f if f is not None and len(f) == fb else bytes(fb) for f in replies[0::2]]
+        stored, viewed = read_factors_and_views(client, keys, lang, part)
+        raw = [f if f is not None and len(f) == fb else bytes(fb) for f in stored]
         factors = np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(part), -1)
         scores = factors @ pub.item_factors.T
         scores[:, hidden_cols] = -np.inf
-        viewed = replies[1::2]
         owner = np.repeat(np.arange(len(part)), [len(v) for v in viewed])
         flat = np.fromiter((int(k) for v in viewed for k in v), dtype=np.int64,
                            count=len(owner))
@@ -229,87 +218,3 @@ def _refill_similar(client, keys: Keys, lang: str, pub: PublishedItems | None, i
                                 ids=[int(i) for i in ids[rows]], members=members, scores=vals,
                                 top_n=n, create=create)
     return done, cleaned + more
-
-
-# -- the commands ---------------------------------------------------------------------------
-
-
-def _resource_ids(values: list[str]) -> list[str]:
-    out = []
-    for v in values:
-        text = str(v).strip()
-        if not (text.isascii() and text.isdigit() and 0 < int(text) <= 0xFFFFFFFF):
-            raise InputError(f"resource id {v!r} is not an integer in 1..4294967295")
-        out.append(str(int(text)))
-    return out
-
-
-def _langs(client, keys: Keys, lang: str | None) -> list[str]:
-    if lang is not None and not valid_lang(lang):
-        raise InputError(f"--lang {lang!r} is not a language code (2 or 3 lowercase letters)")
-    return [lang] if lang else read_languages(client, keys)
-
-
-def _client(args) -> redis.Redis:
-    client = connect(args.redis_url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
-    return client
-
-
-def _hide_or_unhide(args, action: str) -> int:
-    rids = _resource_ids(args.resource_ids)
-    client, keys = _client(args), Keys(args.prefix)
-    langs = _langs(client, keys, args.lang)
-    started = time.perf_counter()
-    Control(client, keys).run([ControlOp(action, rid, args.lang, getattr(args, "reason", None))
-                               for rid in rids])
-    for lang in langs:
-        r = settle(client, keys, lang)
-        print(f"{lang}: {action} {' '.join(rids)}: {r.users_refilled} user lists and "
-              f"{r.similar_refilled} similar lists refilled, {r.users_cleaned + r.similar_cleaned}"
-              f" cleaned, {r.restored} similar lists restored", flush=True)
-    if not langs:
-        print(f"no languages in Redis yet: nothing to {action}")
-    log.info(f"{action} done", extra={"fields": {"resources": rids, "langs": langs,
-                                                  "seconds": round(time.perf_counter() - started,
-                                                                   3)}})
-    return 0
-
-
-def cmd_hide(args) -> int:
-    """``recs hide RESOURCE_ID... [--lang L] [--reason TEXT]``."""
-    return _hide_or_unhide(args, "hide")
-
-
-def cmd_unhide(args) -> int:
-    """``recs unhide RESOURCE_ID... [--lang L]``."""
-    return _hide_or_unhide(args, "unhide")
-
-
-def cmd_hidden(args) -> int:
-    """``recs hidden --lang L [--json]``: the hidden resources, with reason and time."""
-    client, keys = _client(args), Keys(args.prefix)
-    hidden = read_hidden(client, keys, _langs(client, keys, args.lang)[0])
-    rows = [{"resource_id": rid, **meta} for rid, meta in sorted(hidden.items())]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            print(f"{row['resource_id']}\t{row.get('ts')}\t{row.get('reason', '')}")
-    return 0
-
-
-def cmd_forget(args) -> int:
-    """``recs forget USER_ID... [--lang L]``: remove every trace of these users."""
-    for user in args.user_ids:
-        if not (0 < len(user) <= MAX_USER_ID_LENGTH and not CONTROL_CHARACTERS.search(user)):
-            raise InputError(f"user id {user[:40]!r} is not a valid user id")
-    client, keys = _client(args), Keys(args.prefix)
-    _langs(client, keys, args.lang)
-    Control(client, keys).run([ControlOp("forget", u, args.lang) for u in args.user_ids])
-    print(f"forgot {len(args.user_ids)} user(s) in "
-          f"{args.lang or 'every language'}", flush=True)
-    return 0

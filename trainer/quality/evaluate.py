@@ -5,7 +5,8 @@ as that function defines them), so the two rows of a report are computed by the 
 the ALS model as an ``implicit`` model object, the baseline as ``PopularityRanker``, a tiny
 object with the one method ``ranking_metrics_at_k`` calls (``recommend``).
 
-- ``ranking_metrics(ranker, train, test, k)``: the metrics of any such ranker.
+- ``ranking_metrics(ranker, train, test, k)``: the metrics of any such ranker;
+  ``ScoreRanker(score_rows)`` makes one of any model's dense ``score_rows``.
 - ``evaluate(train, test, config, k, lang) -> dict``: fit on ``train`` (a ``UtilityMatrix``),
   score on ``test`` (binary CSR, same shape), return the ``recs evaluate --json`` object:
   ``{"k", "model": {precision, map, ndcg, auc}, "popularity": {...}, "users", "items"}``
@@ -18,9 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer.config import TrainConfig
+from trainer.config import AlsConfig
 from trainer.data.matrix import UtilityMatrix
-from trainer.models.als import ALSModel, fit, top_n
+from trainer.models.als import ALSModel, fit
+from trainer.models.rank import mask_seen, top_n
 
 METRICS = ("precision", "map", "ndcg", "auc")
 
@@ -50,11 +52,21 @@ def ranked(scores: np.ndarray, user_items, n: int, filter_seen: bool
     already-viewed cells of ``user_items`` set to -inf when ``filter_seen``, then the top
     ``n`` (column numbers int32, scores), as ``ranking_metrics_at_k`` expects."""
     if filter_seen:
-        block = user_items.tocsr()
-        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        scores[rows, block.indices] = -np.inf
+        mask_seen(scores, user_items)
     ids, vals = top_n(scores, n)
     return ids.astype(np.int32), vals
+
+
+class ScoreRanker:
+    """Any model with ``score_rows(rows)`` as the ``recommend`` that implicit's
+    ``ranking_metrics_at_k`` calls (train rows excluded, like implicit's own)."""
+
+    def __init__(self, score_rows) -> None:
+        self.score_rows = score_rows
+
+    def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, **_ignored):
+        scores = np.array(self.score_rows(np.atleast_1d(userid)), dtype=np.float32)
+        return ranked(scores, user_items, N, filter_already_liked_items)
 
 
 def as_implicit(model: ALSModel, num_threads: int = 0):
@@ -89,7 +101,7 @@ def evaluate_popularity(train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10
     return ranking_metrics(PopularityRanker(train), train, test, k)
 
 
-def evaluate(train: UtilityMatrix, test: sp.csr_matrix, config: TrainConfig, k: int = 10,
+def evaluate(train: UtilityMatrix, test: sp.csr_matrix, config: AlsConfig, k: int = 10,
              lang: str = "xx", num_threads: int = 0) -> dict:
     """Fit on ``train``, score model and popularity on ``test``; see the module docstring."""
     if test.shape != train.shape:

@@ -1,38 +1,38 @@
 """``recs tune``: a seeded Optuna TPE search over the models and their settings.
 
-The objective is NDCG@10 on ``trainer.quality.choose.validation_split`` of the matrix it is given,
+The objective is NDCG@10 on ``trainer.quality.choose.validation_split`` of the matrix it is
+given,
 and callers give it the TRAINING data only: ``recs evaluate --tune`` passes the training side
 of its test split, so the search never sees a test pair. The first trials are the given
 settings of each searched model (``enqueue``), so the best found is never worse on
 validation than where the search started. A run is repeatable: the sampler and every fit
 are seeded (Optuna's timeout is the one thing that can cut a run shorter).
 
-Settings are a flat dict keyed like the command line's options (``TUNABLE``): what
-``recs train --settings FILE`` reads, and what the online settings hash holds.
+Settings are a flat dict keyed like the command line's options
+(``trainer.config.ModelSpec.settings``): what ``recs train --settings FILE`` reads, and what
+a language's settings hash holds.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 from core.errors import InputError
-from trainer.config import EASE_SCALINGS, SCALINGS, EaseConfig
+from trainer.config import EASE_SCALINGS, SCALINGS, ModelSpec
 from trainer.data.matrix import UtilityMatrix
 from trainer.models import ease as ease_module
 from trainer.models.als import fit
-from trainer.models.blend import als_scores, mix
+from trainer.models.base import utc_now
+from trainer.models.blend import mix
 from trainer.models.ease import fit_ease
-from trainer.quality.choose import ModelSpec, _ndcg, validation_split
+from trainer.quality.choose import validation_ndcg, validation_split
+from trainer.settings import SearchConfig
 
 log = logging.getLogger(__name__)
 
-SEARCHABLE: tuple[str, ...] = ("als", "ease", "blend")
-ALS_KEYS = ("factors", "regularization", "iterations", "alpha", "scaling")
-EASE_KEYS = ("ease_l2", "ease_scaling")
-TUNABLE: tuple[str, ...] = ("model", *ALS_KEYS, *EASE_KEYS, "blend_weight")
+TUNABLE: tuple[str, ...] = tuple(ModelSpec.tuned_keys())
 """Settings keys, each named as the option's dest (``model`` is ``--model``)."""
 
 
@@ -48,28 +48,16 @@ class TuneResult:
     def document(self, seed: int) -> dict:
         """The settings JSON / hash content: settings plus how they were found."""
         return {**self.settings, "validation_ndcg": round(self.ndcg, 5), "trials": self.trials,
-                "seed": seed, "tuned_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                "seed": seed, "tuned_at": utc_now()}
 
 
-def spec_settings(spec: ModelSpec, model: str) -> dict:
-    """The flat settings of ``spec`` for one model kind (an enqueued first trial)."""
-    out: dict = {"model": model}
-    if model in ("als", "blend"):
-        out.update({k: getattr(spec.als, k) for k in ALS_KEYS})
-    if model in ("ease", "blend"):
-        out.update(ease_l2=spec.ease.l2, ease_scaling=spec.ease.scaling)
-    if model == "blend":
-        out["blend_weight"] = 0.5 if spec.blend_weight is None else spec.blend_weight
+def first_trial(spec: ModelSpec, model: str) -> dict:
+    """The given settings of ``spec`` for one model kind, as an enqueued first trial (a
+    blend weight left to choose starts at 0.5)."""
+    out = spec.settings(model)
+    if out.get("blend_weight", 0.5) is None:
+        out["blend_weight"] = 0.5
     return out
-
-
-def spec_of(settings: dict, base: ModelSpec) -> ModelSpec:
-    """``base`` with ``settings`` (TUNABLE keys; others ignored) applied."""
-    als = replace(base.als, **{k: settings[k] for k in ALS_KEYS if k in settings})
-    ease = EaseConfig(**{**asdict(base.ease), **{k[5:]: settings[k] for k in EASE_KEYS
-                                                   if k in settings}})
-    return ModelSpec(model=settings.get("model", base.model), als=als, ease=ease,
-                     blend_weight=settings.get("blend_weight", base.blend_weight))
 
 
 def _suggest(trial, models: tuple[str, ...]) -> dict:
@@ -92,22 +80,22 @@ def _suggest(trial, models: tuple[str, ...]) -> dict:
 def validation_score(matrix: UtilityMatrix, settings: dict, base: ModelSpec, lang: str = "xx",
                      threads: int = 0) -> float:
     """NDCG@10 on the validation split of ``matrix`` of one trial's settings."""
-    spec = spec_of(settings, base)
+    spec = base.with_settings(settings)
     split = validation_split(matrix, base.als.seed)
     kind = spec.model
     als = fit(split.train, spec.als, lang, num_threads=threads) if kind != "ease" else None
     ease = fit_ease(split.train, spec.ease, lang) if kind != "als" else None
     if kind == "als":
-        return _ndcg(lambda rows: als_scores(als, rows), split)
+        return validation_ndcg(als.score_rows, split)
     if kind == "ease":
-        return _ndcg(ease.score_rows, split)
-    return _ndcg(lambda rows: mix(als_scores(als, rows), ease.score_rows(rows),
-                                  spec.blend_weight), split)
+        return validation_ndcg(ease.score_rows, split)
+    return validation_ndcg(lambda rows: mix(als.score_rows(rows), ease.score_rows(rows),
+                                            spec.blend.weight), split)
 
 
-def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = SEARCHABLE,
-         trials: int = 30, timeout: float | None = None, lang: str = "xx", threads: int = 0,
-         say=print) -> TuneResult:
+def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = SearchConfig.models,
+         trials: int = SearchConfig.trials, timeout: float | None = None, lang: str = "xx",
+         threads: int = 0, say=print) -> TuneResult:
     """Search ``models``' settings on ``matrix`` (training data only); ``say`` gets a line
     per trial."""
     import optuna
@@ -122,7 +110,7 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = SEARC
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=base.als.seed))
     for model in models:
-        study.enqueue_trial(spec_settings(base, model))
+        study.enqueue_trial(first_trial(base, model))
     started = time.perf_counter()
 
     def objective(trial) -> float:

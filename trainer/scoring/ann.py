@@ -11,47 +11,16 @@ hnswlib 0.8 needs a compiler. On clustered factors IVF-Flat reached higher recal
 HNSW in less build and query time, and on trained factors HNSW over the same-norm vectors
 (below) recalled only 0.81 at efSearch 128 where IVF reached 0.97. Users' lists ask for the
 largest inner products; the item vectors get one extra coordinate that makes their norms
-equal (:func:`same_norm`), which turns that into a nearest-neighbour search.
+equal (:func:`same_norm`), which turns that into a nearest-neighbour search. The settings are
+``trainer.config.AnnConfig``; the search returned has the shape of
+``trainer.scoring.search.Search``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from trainer.scoring.search import Search
-
-
-@dataclass(frozen=True)
-class AnnConfig:
-    """IVF-Flat settings; the defaults are sized from the catalogue."""
-
-    cells_per_sqrt: float = 4.0
-    """nlist = cells_per_sqrt * sqrt(resources): about sqrt(resources) / 4 resources a cell."""
-    probe_share: float = 1 / 32
-    """Similar lists: nprobe = this share of nlist (at least ``min_probe``), the share of
-    the catalogue scanned per query. Resource-resource neighbours cluster well: recall@20
-    0.9997 at 11% scanned on trained factors (benchmarks/scale.py)."""
-    recs_probe_share: float = 1 / 4
-    """Users' lists (inner products): the same share, larger because a user's best
-    resources spread over many cells; on trained factors recall@20 was 0.90 at 11% and
-    0.97 at 28% scanned."""
-    min_probe: int = 16
-    """Fewest cells scanned per query."""
-    train_sample: int = 64
-    """k-means trains on at most this many resources per cell (faiss wants 39 or more):
-    k-means on every one of 1M resources would cost minutes for no better cells."""
-    seed: int = 42
-    """k-means seed, so a rerun builds the same cells."""
-
-    def nlist(self, items: int) -> int:
-        # faiss wants at least 39 training points a cell.
-        return max(1, min(items // 39, int(self.cells_per_sqrt * math.sqrt(items))))
-
-    def nprobe(self, nlist: int, share: float) -> int:
-        return max(1, min(nlist, max(self.min_probe, int(nlist * share))))
+from trainer.config import AnnConfig
 
 
 def same_norm(factors: np.ndarray) -> np.ndarray:
@@ -65,7 +34,7 @@ def same_norm(factors: np.ndarray) -> np.ndarray:
 
 
 def ivf_search(factors: np.ndarray, config: AnnConfig | None = None,
-               inner_product: bool = False) -> Search:
+               inner_product: bool = False):
     """An approximate search over ``factors`` (rows = result columns): cosine neighbours of
     unit vectors, or with ``inner_product`` the largest inner products with any query."""
     import faiss

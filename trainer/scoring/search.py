@@ -1,5 +1,6 @@
-"""Top-N lists for the publisher: exact (faiss flat inner-product search) or approximate
-(``trainer.scoring.ann``), chosen per list kind by ``--similar-method`` / ``--recs-method``.
+"""Top-N search over factors for the publisher: exact (faiss flat inner-product search) or
+approximate (``trainer.scoring.ann``), chosen per list kind by ``--similar-method`` /
+``--recs-method`` (``trainer.config.ScoringConfig``).
 
 Invariants, whatever the method:
 
@@ -9,7 +10,7 @@ Invariants, whatever the method:
   ``min(n, resources - 1)``): candidates are over-fetched by the number of excluded
   resources, and a row the approximate index could not fill is scored again exactly;
 - scores are the same dot products (cosines for similar lists) as
-  ``trainer.models.als.recommend_by_factors`` / ``similar_by_index``: the index stores the factors
+  ``trainer.models.rank.recommend_by_factors`` / ``similar_by_index``: the index stores the factors
   uncompressed, so every returned score is exact, only the candidate set is approximate.
 
 Exact search on a large catalogue goes through faiss' ``IndexFlatIP``: the same float32
@@ -24,69 +25,17 @@ and nobody pays for the heaviest viewer's ``k``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
-from core.errors import InputError
-
-METHODS: tuple[str, ...] = ("exact", "ann", "auto")
+from trainer.config import AnnConfig, ScoringConfig
+from trainer.models.rank import normalise_rows, recommend_by_factors
+from trainer.scoring.ann import ivf_search
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """(queries float32 q x f, k) -> (scores q x k, column numbers q x k, -1 where none)."""
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    """How the publisher scores similar lists and user lists."""
-
-    similar_method: str = "auto"
-    """``exact``, ``ann`` (approximate nearest neighbours over item factors) or ``auto``
-    (``ann`` from ``ann_min_items`` resources on, exact below)."""
-    recs_method: str = "auto"
-    """The same choice for users' lists."""
-    ann_min_items: int = 100_000
-    """``auto`` scores similar lists with the approximate index from this many resources on.
-    Below it exact search is fast enough (measured: benchmarks/scale.py) and has no recall
-    loss to explain."""
-    recs_ann_min_items: int = 50_000
-    """The same for users' lists. Higher: on trained factors recall@20 >= 0.95 needs a
-    quarter of the catalogue scanned per user. End to end (``benchmarks/scale.py``) that was
-    no faster than exact at 5,647 resources and 1.6x faster at 16,660 and at 55,359 (827k
-    users: 147 s -> 90 s, recall@20 0.983); below 50,000 the saving is seconds, not worth
-    lists that are not exact."""
-    faiss_min_items: int = 8192
-    """Exact scoring goes through faiss from this many resources on; below it numpy's
-    matrix product and ``argpartition`` (``trainer.models.als``) are as fast (measured: equal at
-    4,000 resources, faiss 2-5x faster at 66,000), and the index costs a build."""
-    threads: int = 1
-    """faiss' OpenMP threads while scoring. 1 because the publisher scores in a background
-    thread while the main one waits on Redis; more threads only contend on a small machine."""
-
-    def __post_init__(self) -> None:
-        for name in ("similar_method", "recs_method"):
-            if getattr(self, name) not in METHODS:
-                raise InputError(f"--{name.replace('_', '-')} must be one of "
-                                 f"{', '.join(METHODS)}")
-        if min(self.ann_min_items, self.recs_ann_min_items, self.threads) < 1:
-            raise InputError("--ann-min-items, --recs-ann-min-items and scoring threads must "
-                             "be at least 1")
-
-    def resolve(self, method: str, items: int, threshold: int | None = None) -> str:
-        """``exact`` or ``ann`` for a catalogue of ``items`` resources; ``auto`` switches at
-        ``threshold`` (default ``ann_min_items``)."""
-        if method == "auto":
-            return "ann" if items >= (threshold or self.ann_min_items) else "exact"
-        return method
-
-    @classmethod
-    def from_args(cls, args) -> ScoringConfig:
-        """From ``recs train``'s scoring flags (their defaults are this class's fields)."""
-        return cls(similar_method=args.similar_method, recs_method=args.recs_method,
-                   ann_min_items=args.ann_min_items, recs_ann_min_items=args.recs_ann_min_items,
-                   threads=args.scoring_threads)
 
 
 def flat_search(factors: np.ndarray) -> Search:
@@ -103,10 +52,8 @@ def flat_search(factors: np.ndarray) -> Search:
 
 
 def numpy_search(factors: np.ndarray) -> Search:
-    """Exact inner-product search in numpy (``trainer.models.als.recommend_by_factors``): matrix
-    products in cache-sized blocks and ``argpartition``; for small catalogues."""
-    from trainer.models.als import recommend_by_factors
-
+    """Exact inner-product search in numpy (``trainer.models.rank.recommend_by_factors``):
+    matrix products in cache-sized blocks and ``argpartition``; for small catalogues."""
     factors = np.ascontiguousarray(factors, dtype=np.float32)
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,12 +118,6 @@ def _drop_excluded(cols: np.ndarray, scores: np.ndarray, exclude: sp.csr_matrix,
     return idx, val, kept.sum(axis=1)
 
 
-def unit_rows(factors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32); zero rows stay zero."""
-    norms = np.linalg.norm(factors, axis=1, keepdims=True)
-    return (factors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
 class Scorer:
     """One model's item side, indexed once for every batch of the publish.
 
@@ -197,7 +138,7 @@ class Scorer:
 
     def unit(self) -> np.ndarray:
         if self._unit is None:
-            self._unit = unit_rows(self._raw)
+            self._unit = normalise_rows(self._raw)
         return self._unit
 
     def _index(self, kind: str) -> Search:
@@ -210,8 +151,6 @@ class Scorer:
             elif method == "exact":
                 self._indexes[kind] = flat_search(factors)
             else:
-                from trainer.scoring.ann import AnnConfig, ivf_search
-
                 self._indexes[kind] = ivf_search(factors, self._ann_config or AnnConfig(),
                                                  inner_product=space == "raw")
         return self._indexes[kind]
@@ -251,43 +190,3 @@ class _faiss_threads:
         import faiss
 
         faiss.omp_set_num_threads(self.before)
-
-
-USER_BATCH = 4096
-"""Users per published batch (the faiss search blocks its score matrix itself)."""
-ITEM_BATCH = 2048
-
-
-def similar_batches(model, n: int, scorer: Scorer, batch: int = ITEM_BATCH) -> Iterator:
-    """Every resource's top-n cosine neighbours (itself excluded), a batch at a time, as
-    ``store.publish.Lists``."""
-    from store.publish import Lists
-
-    ids = model.items.ids
-    for start in range(0, len(ids), batch):
-        rows = np.arange(start, min(start + batch, len(ids)))
-        idx, scores = scorer.similar_lists(rows, n)
-        yield Lists(ids=ids[rows], members=resource_ids(ids, idx, scores), scores=scores)
-
-
-def user_batches(model, n: int, scorer: Scorer, batch: int = USER_BATCH,
-                 progress: Callable[[int], None] | None = None) -> Iterator:
-    """Every user's top-n unviewed resources, with their factors (``store.publish.Lists``);
-    ``progress(users done)`` after each batch."""
-    from store.publish import Lists
-
-    ids, users, seen = model.items.ids, model.users.ids, model.seen.tocsr()
-    for start in range(0, len(users), batch):
-        part = slice(start, min(start + batch, len(users)))
-        idx, scores = scorer.user_lists(model.user_factors[part], seen[part], n)
-        yield Lists(ids=users[part].tolist(), members=resource_ids(ids, idx, scores),
-                    scores=scores, factors=model.user_factors[part])
-        if progress is not None:
-            progress(part.stop)
-
-
-def resource_ids(ids: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Column numbers -> resource ids; empty slots (-1 or a -inf score) -> 0."""
-    from trainer.models.als import slot_ids
-
-    return slot_ids(ids, idx, (idx < 0) | ~np.isfinite(scores))
