@@ -119,7 +119,7 @@ def main() -> None:
     from recs.localstack import RedisServer
     from store.keys import Keys
     from store.snapshot import read_views
-    from trainer.config import AlsConfig, FilterConfig
+    from trainer.config import AlsConfig, FilterConfig, ModelSpec
     from trainer.data.matrix import apply_filters, build_matrix
     from trainer.data.synth import generate
     from trainer.models.als import ALSModel
@@ -147,8 +147,8 @@ def main() -> None:
               f"loaded through Counts.apply in {time.perf_counter() - t:.1f} s")
 
         config = AlsConfig(factors=args.factors, iterations=args.iterations)
-        settings = RetrainConfig(filters=FilterConfig(), train=config, top_n=20,
-                                  model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
+        settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=config), top_n=20,
+                                 model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
         first = train_language(client, keys, lang, settings)
         print(f"first publish (untimed): {first.message}")
         df, _ = apply_filters(read_views(client, keys, lang), settings.filters)

@@ -29,6 +29,7 @@ from recs.cli_options import (
     scoring,
     search,
     split,
+    topics,
     trending,
 )
 from trainer.settings import SPARK_IO, EvaluateConfig, RetrainConfig
@@ -38,11 +39,7 @@ SERVE = "recs.serve_base:ServeConfig"
 
 def _consume(p: argparse.ArgumentParser) -> None:
     kafka(p)
-    p.add_argument("--topic", default=Default(CONSUMER, "topic"), help="[RECS_TOPIC]" + D)
-    p.add_argument("--dlq-topic", default=Default(CONSUMER, "dlq_topic"),
-                   help="[RECS_DLQ_TOPIC]" + D)
-    p.add_argument("--group", default=Default(CONSUMER, "group"),
-                   help="consumer group id [RECS_GROUP]" + D)
+    topics(p, CONSUMER)
     consumer_loop(p, CONSUMER)
 
 
@@ -200,12 +197,7 @@ def _forget(p: argparse.ArgumentParser) -> None:
 
 def _control(p: argparse.ArgumentParser) -> None:
     kafka(p)
-    p.add_argument("--control-topic", default=Default(CONTROL, "topic"),
-                   help="[RECS_CONTROL_TOPIC]" + D)
-    p.add_argument("--control-dlq-topic", default=Default(CONTROL, "dlq_topic"),
-                   help="[RECS_CONTROL_DLQ_TOPIC]" + D)
-    p.add_argument("--control-group", default=Default(CONTROL, "group"),
-                   help="[RECS_CONTROL_GROUP]" + D)
+    topics(p, CONTROL, "control-")
     consumer_loop(p, CONTROL)
 
 

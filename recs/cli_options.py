@@ -167,6 +167,17 @@ def kafka(p: argparse.ArgumentParser) -> None:
                    help="warn when no broker has been reachable for this many seconds" + D)
 
 
+def topics(p: argparse.ArgumentParser, config: str, prefix: str = "") -> None:
+    """A consumer loop's topic, dead-letter topic and group (``prefix``: ``control-`` for
+    ``recs control``'s own options)."""
+    for name, field, what in (("topic", "topic", "the topic read"),
+                              ("dlq-topic", "dlq_topic", "the dead-letter topic"),
+                              ("group", "group", "the consumer group id")):
+        option = f"--{prefix}{name}"
+        variable = "RECS_" + option[2:].upper().replace("-", "_")
+        p.add_argument(option, default=Default(config, field), help=f"{what} [{variable}]" + D)
+
+
 def consumer_loop(p: argparse.ArgumentParser, config: str) -> None:
     """What both consumer loops take (``recs consume``, ``recs control``): batches, metrics,
     Redis retries, the idle check; the batch size and metrics port are ``config``'s."""

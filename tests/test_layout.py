@@ -13,6 +13,9 @@
 - ``trainer/``'s packages each import only those below them in ``TRAINER_ORDER`` (or
   themselves): a new package must be placed in the order.
 - No source file over ``MAX_FILE_LINES`` lines outside ``tests/`` and ``benchmarks/``.
+- ``trainer/`` sends no Redis command itself (it reaches Redis through ``store/``): no call
+  of a Redis command method on a name that holds a client or a pipeline (``client``, ``pipe``,
+  ``redis``: the names this code base gives them).
 """
 
 from __future__ import annotations
@@ -379,3 +382,41 @@ def test_the_file_length_check_counts_lines_and_skips_tests(tmp_path):
     (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * MAX_FILE_LINES)
     (tmp_path / "tests" / "long.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
     assert _long_files(tmp_path) == [f"pkg/long.py ({MAX_FILE_LINES + 1} lines)"]
+
+
+# -- (h) the trainer reaches Redis only through store/ ------------------------------------------
+
+REDIS_HOLDERS = ("client", "pipe", "redis")
+REDIS_METHODS = {"pipeline", "register_script", "execute", "get", "set", "exists", "delete",
+                 "hget", "hgetall", "hset", "hmget", "smembers", "sscan", "sscan_iter",
+                 "zadd", "zrange", "zscore", "zscan_iter", "eval", "evalsha", "scan"}
+
+
+def _redis_calls(sources) -> list[str]:
+    found = []
+    for rel, tree in sources:
+        if not rel.startswith("trainer/"):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in REDIS_METHODS):
+                continue
+            holder = node.func.value
+            name = holder.id if isinstance(holder, ast.Name) else getattr(holder, "attr", "")
+            if name in REDIS_HOLDERS:
+                found.append(f"{rel}:{node.lineno} calls {name}.{node.func.attr}")
+    return found
+
+
+def test_the_trainer_sends_no_redis_command_itself():
+    _none(_redis_calls(_sources()), "trainer/ talks to Redis past store/")
+
+
+def test_the_redis_check_sees_the_clients_and_pipelines_of_the_trainer():
+    tree = ast.parse("pipe = client.pipeline(transaction=False)\npipe.execute()\n"
+                     "reader.redis.exists(key)\nclient.register_script(S)\n"
+                     "settings.get('x')\nclient.close()\n")
+    found = [f.split(" ", 1)[1] for f in _redis_calls([("trainer/x.py", tree),
+                                                        ("store/y.py", tree)])]
+    assert found == ["calls client.pipeline", "calls pipe.execute", "calls redis.exists",
+                     "calls client.register_script"]
