@@ -52,7 +52,7 @@ from confluent_kafka import Consumer, Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumers.batch import Batch, PartitionState  # noqa: E402
-from consumers.consume import ConsumerConfig, StreamConsumer  # noqa: E402
+from consumers.consume import ConsumerConfig, StreamConsumer
 from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.produce import produce_events  # noqa: E402
 from consumers.writer import BatchWriter, DeadLetters  # noqa: E402

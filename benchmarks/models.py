@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/models.py [--users 60000 ...]
 
 The parent writes the extract once, then runs each model kind in a fresh child process
-(alternating kinds, ``--repeat`` rounds), each timing ``trainer.choose.fit_model`` on the
+(alternating kinds, ``--repeat`` rounds), each timing ``trainer.quality.choose.fit_model`` on the
 filtered matrix (the same call ``recs train --model KIND`` makes) and reading its own peak
 resident memory at the end. Printed per kind: median fit seconds, the ratio to ALS's median in
 the same run (the baseline), and the peak RSS of the child (the whole process). ``auto`` and
@@ -29,10 +29,10 @@ KINDS = ("als", "ease", "blend", "auto")
 
 
 def child(csv: Path, kind: str, threads: int) -> dict:
-    from trainer.choose import ModelSpec, fit_model
-    from trainer.config import FilterConfig
-    from trainer.data import load_views
-    from trainer.matrix import apply_filters, build_matrix
+    from trainer.config import FilterConfig, ModelSpec
+    from trainer.data.extracts import load_views
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.quality.choose import fit_model
 
     df, _ = load_views(csv)
     df, _ = apply_filters(df, FilterConfig())
@@ -58,7 +58,7 @@ def main() -> int:
         print(json.dumps(child(args.csv, args.child, args.threads)))
         return 0
 
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="recs-bench-") as tmp:
         data = generate(args.users, args.resources, ["en"], seed=1, mean_items=args.mean_items)

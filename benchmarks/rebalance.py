@@ -31,7 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recs.localstack import KafkaCluster, RecsProcess, RedisServer, wait_until  # noqa: E402
+from recs.localstack import RedisServer  # noqa: E402
+from recs.localstack_kafka import KafkaCluster  # noqa: E402
+from recs.localstack_process import RecsProcess, wait_until  # noqa: E402
 from store.keys import Keys  # noqa: E402
 from tests.conftest import recs_env  # noqa: E402
 from tests.test_consume import Stream, assigned, make_events  # noqa: E402

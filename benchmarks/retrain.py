@@ -5,7 +5,7 @@
 
 Setup (untimed): a redis-server from ``recs.localstack`` (AOF on, as in production, but
 no automatic AOF rewrite: its forked child would steal a core at a random moment); a
-synthetic extract (``trainer.synth``; the defaults leave 58,184 users, 3,840 resources and
+synthetic extract (``trainer.data.synth``; the defaults leave 58,184 users, 3,840 resources and
 495,413 non-zeros after the platform's filters) written into the counts through the
 consumer's own write path (``store.counts.Counts.apply``, 2,000 users per batch); one first
 ``train_language`` so that the timed runs replace a live model, as every retrain does.
@@ -15,7 +15,7 @@ Then ``--repeat`` rounds, each timing, in the same process:
 - ``baseline``: on the same filtered matrix, ``implicit``'s ALS fit (same hyperparameters,
   confidence and threads) plus ``model.recommend(userids, user_items, N=20)`` for all users
   in batches of 4,096. Nothing is read from or written to Redis.
-- ``recs``: ``trainer.online.train_language``: SSCAN + scripted reads of the counts, the
+- ``recs``: ``trainer.pipeline.retrain.train_language``: SSCAN + scripted reads of the counts, the
   filters, the matrix, the fit, the model file, similar lists of every resource and recs +
   factors of every user scored and published, the switch, removal of uncovered keys and the
   hand-over to the updater.
@@ -81,7 +81,7 @@ def baseline(matrix, config, threads: int, n: int = 20) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from trainer.config import scale_confidence
+    from trainer.models.confidence import scale_confidence
 
     confidence = scale_confidence(matrix.views, config.scaling, config.alpha)
     user_items = matrix.views.tocsr()
@@ -119,12 +119,14 @@ def main() -> None:
     from recs.localstack import RedisServer
     from store.keys import Keys
     from store.snapshot import read_views
-    from trainer.config import FilterConfig, TrainConfig
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import ALSModel
-    from trainer.online import OnlineSettings, train_language
-    from trainer.scoring import Scorer, similar_batches, user_batches
-    from trainer.synth import generate
+    from trainer.config import AlsConfig, FilterConfig, ModelSpec
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.data.synth import generate
+    from trainer.models.als import ALSModel
+    from trainer.pipeline.retrain import train_language
+    from trainer.scoring.lists import similar_batches, user_batches
+    from trainer.scoring.search import Scorer
+    from trainer.settings import RetrainConfig
 
     lang = "en"
     keys = Keys()
@@ -144,9 +146,9 @@ def main() -> None:
         print(f"setup: {len(views)} user-resource pairs of {views['user_id'].nunique()} users "
               f"loaded through Counts.apply in {time.perf_counter() - t:.1f} s")
 
-        config = TrainConfig(factors=args.factors, iterations=args.iterations)
-        settings = OnlineSettings(filters=FilterConfig(), train=config, top_n=20,
-                                  model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
+        config = AlsConfig(factors=args.factors, iterations=args.iterations)
+        settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=config), top_n=20,
+                                 model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
         first = train_language(client, keys, lang, settings)
         print(f"first publish (untimed): {first.message}")
         df, _ = apply_filters(read_views(client, keys, lang), settings.filters)

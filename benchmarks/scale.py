@@ -7,11 +7,11 @@
     ... --merge a/scale.csv b/scale.csv --out docs (runs made apart, one CSV and chart)
 
 For each size the parent generates a synthetic language (about 15 users per resource,
-``trainer.synth``), starts a redis-server (``recs.localstack``), loads the counts with the
+``trainer.data.synth``), starts a redis-server (``recs.localstack``), loads the counts with the
 backfill path, then runs each configuration in a fresh child process (so none inherits
 another's memory): the implicit engine with exact and with approximate (``ann``) scoring at
 every size, Spark (``local[2]``, exact scoring) up to ``--spark-max-users``. Each child runs
-``trainer.online.train_language`` (read, filters, fit, save, publish) and reports:
+``trainer.pipeline.retrain.train_language`` (read, filters, fit, save, publish) and reports:
 
 - read / matrix / fit / publish seconds (publish split into similar lists, user lists...);
 - peak RSS of the Python process (``VmHWM``; the Spark JVM is a separate process and is
@@ -22,7 +22,7 @@ every size, Spark (``local[2]``, exact scoring) up to ``--spark-max-users``. Eac
 - ``ann`` rows: recall@20 of the approximate user lists and similar lists against exact ones
   on a sample (2,000 users, 2,000 resources);
 - ``implicit``/exact rows: the speed-up of the faiss exact scoring over the previous numpy
-  scoring (``trainer.model.recommend_by_factors``) on a sample of users, with the share of
+  scoring (``trainer.models.als.recommend_by_factors``) on a sample of users, with the share of
   identical list entries (a ratio in one process, as the project's benchmarks are).
 
 Writes ``scale.csv`` and ``scale.png`` (matplotlib) into ``--out`` and prints the rows. Load
@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trainer.config import ModelSpec
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 COLUMNS = ["users", "resources", "nnz", "engine", "method", "read_s", "matrix_s", "fit_s",
@@ -54,20 +56,22 @@ COLUMNS = ["users", "resources", "nnz", "engine", "method", "read_s", "matrix_s"
 def child(args) -> dict:
     """One configuration against the loaded Redis; prints one JSON row."""
     from store.keys import Keys
-    from trainer.config import FilterConfig, TrainConfig
-    from trainer.online import OnlineSettings, train_language
-    from trainer.scoring import ScoringConfig
+    from trainer.config import AlsConfig, FilterConfig, ScoringConfig
+    from trainer.pipeline.retrain import train_language
+    from trainer.settings import RetrainConfig
 
     client = _client(args.redis_url)
     counts_bytes = client.info("memory")["used_memory"]
     engine, _, spark_io = args.engine.partition("-")  # spark-executors: --spark-io executors
     if engine == "spark":
-        from trainer import spark_engine
+        from trainer.data import spark as spark_engine
+        from trainer.settings import SparkConfig
 
-        spark_engine.configure(spark_engine.SparkSettings(master="local[2]"))
-    settings = OnlineSettings(
+        spark_engine.configure(SparkConfig(master="local[2]"))
+    settings = RetrainConfig(
         filters=FilterConfig(), top_n=20, model_dir=args.model_dir,
-        train=TrainConfig(factors=args.factors, iterations=args.iterations, engine=engine),
+        spec=ModelSpec(als=AlsConfig(factors=args.factors, iterations=args.iterations,
+                                     engine=engine)),
         scoring=ScoringConfig(similar_method=args.method, recs_method=args.method),
         spark_io=spark_io or "driver", redis_url=args.redis_url)
     captured = {}
@@ -137,23 +141,24 @@ def _sampled_bytes(client, key_of, lang: str, ids, sample: int = 300) -> int:
 
 
 def _keep_model(captured: dict) -> None:
-    """Keep the fitted model for the sample measurements (wraps the online path's fit)."""
-    import trainer.online as online
+    """Keep the fitted model for the sample measurements (wraps the retrain's fit)."""
+    import trainer.pipeline.retrain as retrain
 
-    fit_model = online.fit_model
+    fit_model = retrain.fit_model
 
     def keeping(*a, **kw):
         model, kind = fit_model(*a, **kw)
         captured["model"] = model
         return model, kind
 
-    online.fit_model = keeping
+    retrain.fit_model = keeping
 
 
 def _recall(model, sample: int = 2000) -> dict:
     import numpy as np
 
-    from trainer.scoring import Scorer, ScoringConfig
+    from trainer.config import ScoringConfig
+    from trainer.scoring.search import Scorer
 
     rng = np.random.default_rng(0)
     users = rng.choice(len(model.users), min(sample, len(model.users)), replace=False)
@@ -169,8 +174,9 @@ def _recall(model, sample: int = 2000) -> dict:
 
 
 def _exact_speedup(model, sample: int = 20000) -> dict:
-    from trainer.model import recommend_by_factors
-    from trainer.scoring import Scorer, ScoringConfig
+    from trainer.config import ScoringConfig
+    from trainer.models.rank import recommend_by_factors
+    from trainer.scoring.search import Scorer
 
     rows = slice(0, min(sample, len(model.users)))
     uf, seen = model.user_factors[rows], model.seen[rows]
@@ -204,7 +210,7 @@ def one_size(users: int, args, out_rows: list[dict]) -> None:
     from consumers.backfill import backfill
     from recs.localstack import RedisServer
     from store.keys import Keys
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="recs-scale-") as tmp:
         data = generate(users, max(50, users // 15), ["en"], seed=1)
@@ -282,8 +288,9 @@ def scoring_only(items_list: list[int], sample: int, factors: int, threads: int 
     import numpy as np
     import scipy.sparse as sp
 
-    from trainer.model import recommend_by_factors
-    from trainer.scoring import Scorer, ScoringConfig
+    from trainer.config import ScoringConfig
+    from trainer.models.rank import recommend_by_factors
+    from trainer.scoring.search import Scorer
 
     rng = np.random.default_rng(1)
     rows = []
@@ -351,7 +358,9 @@ def similar_to_redis(items: int, factors: int, threads: int, sample: int = 2000)
     from recs.localstack import RedisServer
     from store.keys import Keys
     from store.publish import Publisher
-    from trainer.scoring import Scorer, ScoringConfig, similar_batches
+    from trainer.config import ScoringConfig
+    from trainer.scoring.lists import similar_batches
+    from trainer.scoring.search import Scorer
 
     rng = np.random.default_rng(1)
     item_f = clustered(rng, rng.standard_normal((max(16, items // 300), factors)), items)

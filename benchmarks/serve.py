@@ -201,7 +201,8 @@ def main() -> int:
                     help="resources in the title-search catalogue (0: no title rows)")
     args = ap.parse_args()
 
-    from recs.localstack import RecsProcess, RedisServer, free_port
+    from recs.localstack import RedisServer
+    from recs.localstack_process import RecsProcess, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     redis_server = RedisServer(tmp / "redis").start()

@@ -33,7 +33,8 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recs.localstack import Broker, KafkaCluster, RedisServer  # noqa: E402
+from recs.localstack import Broker, RedisServer  # noqa: E402
+from recs.localstack_kafka import KafkaCluster  # noqa: E402
 from tests.chaos_run import ChaosConfig, run_chaos, summary  # noqa: E402
 
 

@@ -4,7 +4,7 @@ default of 10 blocks (the baseline, fitted in the same run).
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/spark_blocks.py [--users 20000] \
         [--blocks 10,2,4] [--master local[2]]
 
-``trainer.spark_engine.fit_frame`` uses ``defaultParallelism`` blocks (the task slots);
+``trainer.models.spark_als.fit_frame`` uses ``defaultParallelism`` blocks (the task slots);
 this shows what that choice is worth against 10 on this machine. Same synthetic language
 as ``benchmarks/scale.py`` (about 15 users per resource, platform filters, 40 factors,
 50 iterations); the ratings frame is built and cached, and a short fit warms the JVM,
@@ -33,18 +33,21 @@ def main() -> int:
 
     from pyspark.ml.recommendation import ALS
 
-    from trainer import spark_engine
-    from trainer.config import FilterConfig, TrainConfig, scale_confidence
-    from trainer.matrix import filtered_matrix
-    from trainer.synth import generate
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data import spark as spark_engine
+    from trainer.data.matrix import filtered_matrix
+    from trainer.data.synth import generate
+    from trainer.models.confidence import scale_confidence
+    from trainer.models.spark_als import triples
+    from trainer.settings import SparkConfig
 
-    spark_engine.configure(spark_engine.SparkSettings(master=args.master))
+    spark_engine.configure(SparkConfig(master=args.master))
     views = generate(args.users, max(50, args.users // 15), ["en"], seed=1).views_for("en")
     matrix, _ = filtered_matrix(views, FilterConfig(), lambda line: None)
-    config = TrainConfig(factors=40, iterations=50)
+    config = AlsConfig(factors=40, iterations=50)
     confidence = scale_confidence(matrix.views, config.scaling, config.alpha)
     spark = spark_engine.session()
-    frame = spark_engine.distributed(spark, spark_engine.triples(confidence)).cache()
+    frame = spark_engine.distributed(spark, triples(confidence)).cache()
     frame.count()
     print(f"{confidence.shape[0]} users x {confidence.shape[1]} resources, "
           f"{confidence.nnz} ratings, {args.master}", flush=True)

@@ -5,7 +5,7 @@ cleaned and refilled, what the refill costs, and the trending refresh's cost per
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/takedown.py [--users 78000 ...]
 
 Setup (untimed): a redis-server from ``recs.localstack`` (AOF on, automatic rewrite off, as
-in benchmarks/retrain.py); a synthetic extract (``trainer.synth``; the defaults leave about
+in benchmarks/retrain.py); a synthetic extract (``trainer.data.synth``; the defaults leave about
 58,000 users and 3,800 resources after the platform's filters) loaded through the
 consumer's write path; one ``train_language`` (40 factors; fewer iterations than production,
 which changes nothing measured here).
@@ -14,7 +14,7 @@ Timed, in the same process:
 
 - ``hide``: for the resources in the most lists, a median one and a rarely listed one, the
   time from the hide script to the last affected list refilled (``Control.run`` +
-  ``trainer.takedown.settle``), split into finding the lists (a server-side scan of the
+  ``trainer.pipeline.takedown.settle``), split into finding the lists (a server-side scan of the
   published lists, one ZSCORE each) and recomputing + writing them. Target < 5 s. Each
   hidden resource is unhidden again before the next one.
 - ``bulk``: ``--bulk`` ids (10,000) hidden at once, ``--bulk-listed`` (200) of them
@@ -44,6 +44,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import slowlog  # noqa: E402 - benchmarks/ is the script's path; after the env
 from retrain import load_counts  # noqa: E402
 
+from trainer.config import ModelSpec
+
 
 def list_counts(client, keys, lang: str) -> dict[int, int]:
     """resource -> number of user lists holding it (setup only, to pick resources)."""
@@ -72,7 +74,7 @@ def read_all_lists(client, keys, lang: str) -> float:
 
 def time_hide(client, keys, lang: str, rid: int) -> dict:
     from store.control import Control, ControlOp
-    from trainer.takedown import settle
+    from trainer.pipeline.takedown import settle
 
     control = Control(client, keys)
     t = time.perf_counter()
@@ -92,7 +94,7 @@ def time_bulk(client, keys, lang: str, real: list[int], total: int) -> dict:
     the model) to the last list refilled, then the unhide of them all; each with its
     longest Redis command."""
     from store.control import Control, ControlOp
-    from trainer.takedown import settle
+    from trainer.pipeline.takedown import settle
 
     unknown = range(4_100_000_000, 4_100_000_000 + total - len(real))
     ids = [str(r) for r in [*real, *unknown]]
@@ -155,10 +157,10 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
 
 def scripts() -> dict[str, str]:
     """Name -> source of every script a hide, a refill or a refresh runs."""
-    from store import control, counts, trending
+    from store import control, counts, settle, trending
 
-    return {"CONTROL": control.CONTROL_LUA, "BEGIN": control.BEGIN_LUA,
-            "SCAN": control.SCAN_LUA, "REFILL": control.REFILL_LUA, "DONE": control.DONE_LUA,
+    return {"CONTROL": control.CONTROL_LUA, "BEGIN": settle.BEGIN_LUA,
+            "SCAN": settle.SCAN_LUA, "REFILL": settle.REFILL_LUA, "DONE": settle.DONE_LUA,
             "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
             "TRENDING FINISH": trending.FINISH_LUA}
 
@@ -184,9 +186,10 @@ def main() -> None:
 
     from recs.localstack import RedisServer
     from store.keys import Keys
-    from trainer.config import FilterConfig, TrainConfig
-    from trainer.online import OnlineSettings, train_language
-    from trainer.synth import generate
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data.synth import generate
+    from trainer.pipeline.retrain import train_language
+    from trainer.settings import RetrainConfig
 
     lang, keys = "en", Keys()
     tmp = tempfile.TemporaryDirectory(prefix="recs-bench-takedown-")
@@ -199,8 +202,8 @@ def main() -> None:
                         mean_items=args.mean_items)
         views = data.views_for(lang)
         load_counts(client, keys, views, lang)
-        settings = OnlineSettings(filters=FilterConfig(), train=TrainConfig(
-            factors=args.factors, iterations=args.iterations), top_n=20,
+        settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=AlsConfig(
+            factors=args.factors, iterations=args.iterations)), top_n=20,
             model_dir=str(Path(tmp.name) / "models"))
         result = train_language(client, keys, lang, settings)
         publish = result.fields["publish_seconds"]

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trainer.models.file import save_model
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -41,11 +43,12 @@ def _peak_rss_mb() -> float:
 def child_bare(csv: Path, threads: int, factors: int, iterations: int) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
 
-    from trainer.config import FilterConfig, TrainConfig, scale_confidence
-    from trainer.data import load_views
-    from trainer.matrix import apply_filters, build_matrix
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data.extracts import load_views
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.models.confidence import scale_confidence
 
-    config = TrainConfig(factors=factors, iterations=iterations)
+    config = AlsConfig(factors=factors, iterations=iterations)
     df, _ = load_views(csv)
     df, _ = apply_filters(df, FilterConfig())
     matrix = build_matrix(df)
@@ -64,10 +67,10 @@ def child_path(csv: Path, threads: int, factors: int, iterations: int, out: Path
     imports = time.perf_counter()
     import implicit.cpu.als  # noqa: F401  (fit imports it lazily)
 
-    from trainer.config import FilterConfig, TrainConfig
-    from trainer.data import load_views
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import fit
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data.extracts import load_views
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.models.als import fit
 
     imports = time.perf_counter() - imports
     stages = {}
@@ -86,10 +89,10 @@ def child_path(csv: Path, threads: int, factors: int, iterations: int, out: Path
     stage("apply_filters")
     matrix = build_matrix(df)
     stage("build_matrix")
-    model = fit(matrix, TrainConfig(factors=factors, iterations=iterations), "en",
+    model = fit(matrix, AlsConfig(factors=factors, iterations=iterations), "en",
                 num_threads=threads, stats={"filters": report.as_dict()})
     stage("fit (scaling + implicit)")
-    path = model.save(out)
+    path = save_model(model, out)
     stage("save")
     ids, scores = model.similar_items(model.items.ids, n=20)
     stage("similar top-20, all resources")
@@ -131,7 +134,7 @@ def main() -> int:
                                     args.out)))
         return 0
 
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="recs-bench-") as tmp:
         data = generate(args.users, args.resources, ["en"], seed=1, mean_items=args.mean_items)

@@ -7,12 +7,12 @@ Everything runs for real on loopback (recs.localstack): redis-server, the broker
 update`` as subprocesses. The model is GoConqr-sized (4,000
 resources x 40 factors) with random item factors: the fold-in's cost does not depend on the
 values. Users' histories are heavy-tailed (lognormal, mean ~14 resources) over Zipf-popular
-resources, like trainer.synth's.
+resources, like trainer.data.synth's.
 
 1. Backlog. ``--backlog`` users' counts go into Redis through the consumer's own write path
    (store/counts.py, the Lua step that also queues them in dirty), then ONE ``recs update``
    process starts. Rate = users cleared / time from its first commit to an empty queue
-   (polled every 20 ms). Baseline in the same run: the fold-in math alone (FoldIn.solve +
+   (polled every 20 ms). Baseline in the same run: the fold-in math alone (PublishedALS.solve +
    top-N in this process, no Redis) on 5,000 of the same users, in the same batch size.
 2. Latency. With the updater still running, ``recs consume`` starts and events arrive at a
    steady ``--rate`` per second for ``--seconds``: half for fresh users (never seen), half for
@@ -150,13 +150,12 @@ def run(args, kind: str) -> None:
     """Both phases on one broker (``kind``), from a fresh stack."""
     from confluent_kafka import Producer
 
-    from consumers.updater import _views_matrix
     from recs.localstack import LocalStack
     from store.counts import Counts
     from store.keys import Keys
     from store.publish import Publisher
-    from store.updates import read_published_items, read_views
-    from trainer.foldin import FoldIn
+    from store.updates import read_published_items, read_views, views_arrays
+    from trainer.models.als import PublishedALS
 
     rng = np.random.default_rng(args.seed)
     keys = Keys()
@@ -190,14 +189,14 @@ def run(args, kind: str) -> None:
               f"written in {time.perf_counter() - t:.1f} s")
 
         published = read_published_items(client, keys, LANG)
-        model = FoldIn(published.item_ids, published.item_factors, 0.01, 50.0, "log",
-                       published.version)
+        model = PublishedALS(published.item_ids, published.item_factors, 0.01, 50.0, "log",
+                             published.version)
         sample = names[:5000]
         raws = read_views(client, keys, LANG, sample)
         t = time.perf_counter()
         for s in range(0, len(sample), args.batch_size):
-            views = _views_matrix(model, raws[s:s + args.batch_size])
-            model.recommend(model.solve(views), views, 20)
+            views = model.views_from_arrays(*views_arrays(raws[s:s + args.batch_size]))
+            model.recommend(model.fold_in(views), views, 20)
         math_rate = len(sample) / (time.perf_counter() - t)
 
         updater = _start(["update", "--redis-url", stack.redis.url, "--metrics-port", "0",

@@ -41,10 +41,11 @@ import redis
 from consumers.retry import backoff, retry_redis
 from core.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
 from core.errors import InputError, RecsError
+from core.progress import Progress
 from store.connection import connect
 from store.counts import Applied, Counts, Parked
 from store.keys import Keys
-from trainer.data import load_views
+from trainer.data.extracts import load_views
 
 log = logging.getLogger("recs.backfill")
 
@@ -218,8 +219,6 @@ def _now() -> str:
 
 
 def cmd_backfill(args) -> int:
-    from core.progress import Progress
-
     client = connect(args.redis_url)
     progress: Progress | None = None
 

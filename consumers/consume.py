@@ -36,123 +36,43 @@ poll still hands out are dropped and their partitions sought back after the writ
 Three parts, as arroyo splits its processor from its strategies: the batch in hand and the
 offsets per partition (consumers/batch.py, no I/O), the writer (consumers/writer.py: dead
 letters, then the guarded script, retried while Redis is away) and the loop here (poll,
-rebalance callbacks, pause/resume; Kafka commits only after a write succeeded). A
-:class:`Flavour` picks the batch, the store script and an optional settle step: ``recs
-control`` (consumers/control.py) is this loop with another flavour.
+pause/resume; Kafka commits only after a write succeeded), with its rebalance callbacks in
+consumers/rebalance.py, its Kafka clients in consumers/kafka_clients.py and its settings in
+consumers/config.py. A :class:`Flavour` picks the batch, the store script and an optional
+settle step: ``recs control`` (consumers/control.py) is this loop with another flavour.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
     KafkaException,
-    Producer,
     TopicPartition,
 )
 
-from consumers.batch import Batch, PartitionState
-from consumers.kafkalog import KafkaLog
+from consumers.batch import Batch
+from consumers.config import ConsumerConfig
+from consumers.kafka_clients import kafka_clients, start_and_protocol
 from consumers.metrics import ConsumerMetrics
+from consumers.rebalance import RebalanceCallbacks, StopBeforeReading
 from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters, Store
-from core.errors import InputError
 from core.signals import on_stop_signals
 from store.connection import connect
 from store.counts import Counts, Parked, read_offsets
 from store.keys import Keys
 
 __all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
-           "cmd_consume", "parse_kafka_config"]
+           "cmd_consume"]
 
 log = logging.getLogger("recs.consume")
 
-@dataclass
-class ConsumerConfig:
-    """Everything ``recs consume`` can be told (flags and RECS_* env vars)."""
-
-    bootstrap_servers: str = "localhost:9092"
-    """Kafka bootstrap servers."""
-    topic: str = "resource-views"
-    """Topic of view events."""
-    dlq_topic: str = "resource-views.dlq"
-    """Dead-letter topic: invalid events, bytes unchanged, header ``error`` = reason."""
-    group: str = "recs"
-    """Consumer group id; also names the offsets hash in Redis."""
-    redis_url: str = "redis://localhost:6379/0"
-    """Redis URL (password and rediss:// allowed)."""
-    prefix: str = "recs"
-    """Redis key prefix."""
-    batch_size: int = 5000
-    """Messages per batch at most (valid and invalid alike)."""
-    batch_timeout: float = 0.05
-    """Seconds after its first message a batch is written even if not full. Under load
-    batches fill by size long before; on a quiet topic this bounds how stale counts are."""
-    metrics_port: int = 9100
-    """Prometheus port; 0 = no HTTP server."""
-    metrics_address: str = "0.0.0.0"
-    """Address the metrics server listens on: every interface by default, so a Prometheus in
-    another container can scrape it (the metrics carry counts, no secrets); 127.0.0.1 keeps
-    it on this host."""
-    broker_warn_after: float = 30.0
-    """Seconds without any reachable Kafka broker before a WARNING (consumers/kafkalog.py)."""
-    kafka_config: dict[str, str] = field(default_factory=dict)
-    """Extra librdkafka settings for the consumer and the dead-letter producer (SASL, SSL,
-    timeouts...). ``enable.auto.commit`` is always false."""
-    retry_initial: float = 0.1
-    """First wait in seconds before retrying a failed Redis call or dead-letter flush."""
-    retry_max: float = 5.0
-    """Cap in seconds of the doubling retry wait."""
-    offset_check_interval: float = 5.0
-    """While idle, compare the offsets Redis holds with ours this often (seconds), so a Redis
-    that lost writes is noticed even when no new event arrives."""
-    revoke_timeout: float = 10.0
-    """How long a revocation may spend writing the batch in hand before dropping it (the
-    group waits for us meanwhile; the offsets in Redis make dropping safe)."""
-    until_drained: bool = False
-    """Exit 0 once every assigned partition is read up to its end and written (batch jobs,
-    the benchmark)."""
-
-    @classmethod
-    def from_args(cls, args) -> ConsumerConfig:
-        if args.batch_size < 1 or args.batch_timeout <= 0:
-            raise InputError("--batch-size must be >= 1 and --batch-timeout > 0")
-        return cls(
-            bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
-            dlq_topic=args.dlq_topic, group=args.group, redis_url=args.redis_url,
-            prefix=args.prefix, batch_size=args.batch_size, batch_timeout=args.batch_timeout,
-            metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-            broker_warn_after=args.broker_warn_after,
-            kafka_config=parse_kafka_config(args.kafka_config),
-            retry_max=args.redis_retry_max, offset_check_interval=args.offset_check_interval,
-            until_drained=args.until_drained,
-        )
-
-
-def parse_kafka_config(items: list[str]) -> dict[str, str]:
-    """``["k=v", ...]`` -> ``{"k": "v"}``; a value may itself contain ``=``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError("--kafka-config: expected KEY=VALUE (the value is not shown)")
-        out[key.strip()] = value.strip()
-    return out
-
-
 class _Abandoned(Exception):
     """The batch in hand must be dropped (partitions revoked or lost while writing it)."""
-
-
-class _StopNow(Exception):
-    """Asked to stop while waiting for Redis to learn where to start: leave without reading."""
 
 
 @dataclass(frozen=True)
@@ -169,11 +89,12 @@ class Flavour:
     """Run after each batch written outside a rebalance callback, and at each idle check."""
 
 
-class StreamConsumer:
+class StreamConsumer(RebalanceCallbacks):
     """One member of the consumer group. ``run()`` until ``stop()`` (or drained).
 
-    The loop alone lives here (poll, rebalance callbacks, pause/resume, Kafka commits);
-    the batch in hand is ``self.batch`` and writing it is ``self.writer``'s."""
+    The loop alone lives here (poll, pause/resume, Kafka commits; the rebalance callbacks
+    are :class:`~consumers.rebalance.RebalanceCallbacks`'); the batch in hand is
+    ``self.batch`` and writing it is ``self.writer``'s."""
 
     def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None,
                  flavour: Flavour = Flavour()) -> None:
@@ -183,8 +104,8 @@ class StreamConsumer:
         self.keys = Keys(config.prefix)
         self.redis = connect(config.redis_url)
         self.offsets_key = self.keys.offsets(config.group, config.topic)
-        self._start, self._incremental = _start_and_protocol(config.kafka_config)
-        self.consumer, self.producer = _clients(config)
+        self._start, self._incremental = start_and_protocol(config.kafka_config)
+        self.consumer, self.producer = kafka_clients(config)
         self.batch = flavour.new_batch()
         self.writer = BatchWriter(
             flavour.store(self.redis, self.keys), self.offsets_key,
@@ -218,7 +139,7 @@ class StreamConsumer:
             self._loop()
             self._flush()
             self._commit(asynchronous=False)
-        except _StopNow:
+        except StopBeforeReading:
             log.warning("stopped while Redis was unreachable; nothing was read")
             self.batch.clear()
         except BaseException:
@@ -440,82 +361,6 @@ class StreamConsumer:
     def _drained(self) -> bool:
         return self._assigned_once and self.batch.drained()
 
-    # -- rebalancing --------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned_once = True
-        if not partitions:  # a cooperative rebalance that gave us nothing new
-            self._assign(consumer, partitions)
-            return
-        held = self.writer.call(
-            lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic),
-            self._sleep_unless_stopping, "redis unavailable during assignment, retrying")
-        for tp in partitions:
-            offset = held.get(tp.partition)
-            tp.offset = self._start if offset is None else offset
-            self.batch.owned[tp.partition] = PartitionState(offset)
-        self._assign(consumer, partitions)
-        # librdkafka keeps a partition's pause flag across unassign/assign: one revoked
-        # while a Redis outage had it paused would otherwise stay silent forever.
-        consumer.resume(partitions)
-        self.metrics.rebalances.labels("assign").inc()
-        log.info("partitions assigned", extra={"fields": {
-            "partitions": sorted(tp.partition for tp in partitions),
-            "offsets": {str(tp.partition): held.get(tp.partition) for tp in partitions}}})
-
-    def _sleep_unless_stopping(self, seconds: float) -> None:
-        """The wait between Redis attempts in ``_on_assign``: we cannot poll there, so just
-        sleep (an outage longer than max.poll.interval.ms makes librdkafka leave the group,
-        and we join again afterwards: slow but safe). A stop request leaves at once: these
-        partitions are not read yet, and the offsets in Redis make dropping a batch safe."""
-        if self._stopping:
-            raise _StopNow()
-        time.sleep(seconds)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._flushing:  # called from inside our own retry loop: let it drop the batch
-            self._forget(partitions, "revoke")
-            self._abandon = True
-        else:
-            self._flush(in_callback=True)  # drops the batch itself if Redis stays down
-            self._commit(asynchronous=True)
-            self._forget(partitions, "revoke")
-        self._unassign(consumer, partitions)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Another member may own them already: write nothing (the guard would refuse
-        # anyway); what we read is replayed by whoever owns them now.
-        self._forget(partitions, "lost")
-        if self._flushing:
-            self._abandon = True
-        else:
-            self._discard_batch()
-        self._unassign(consumer, partitions)
-
-    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._incremental:
-            consumer.incremental_assign(partitions)
-        else:
-            consumer.assign(partitions)
-
-    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._incremental:
-            consumer.incremental_unassign(partitions)
-        else:
-            consumer.unassign()
-
-    def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
-        owned = self.batch.owned
-        gone = [tp.partition for tp in partitions if tp.partition in owned]
-        for p in gone:
-            del owned[p]
-            self._strays.discard(p)
-            with contextlib.suppress(KeyError):
-                self.metrics.lag.remove(self.cfg.topic, str(p))
-        if gone:
-            self.metrics.rebalances.labels(kind).inc()
-            log.info(f"partitions {'revoked' if kind == 'revoke' else 'lost'}",
-                     extra={"fields": {"partitions": sorted(gone)}})
-
     def _close(self) -> None:
         try:
             self.consumer.close()  # leaves the group (on_revoke runs with nothing in hand)
@@ -525,58 +370,6 @@ class StreamConsumer:
         self.redis.close()
 
 
-def _start_and_protocol(extra: dict[str, str]) -> tuple[int, bool]:
-    """Where a partition without offsets in Redis starts; whether the group assigns
-    incrementally (cooperative or the KIP-848 protocol)."""
-    reset = str(extra.get("auto.offset.reset", "earliest")).lower()
-    start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
-    incremental = ("cooperative" in str(extra.get("partition.assignment.strategy", ""))
-                   or str(extra.get("group.protocol", "")).lower() == "consumer")
-    return start, incremental
-
-
-def _clients(config: ConsumerConfig) -> tuple[Consumer, Producer]:
-    """The group member and the dead-letter producer."""
-    extra = dict(config.kafka_config)
-    if str(extra.pop("enable.auto.commit", "false")).lower() in ("true", "1"):
-        log.warning("enable.auto.commit ignored: offsets are recorded in Redis")
-    consumer = Consumer({
-        "bootstrap.servers": config.bootstrap_servers,
-        "group.id": config.group,
-        "auto.offset.reset": "earliest",
-        # Views should reach the updater within a fraction of a second; librdkafka's
-        # 500 ms default fetch wait dominates that on quiet topics.
-        "fetch.wait.max.ms": 100,
-        **extra,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,  # how --until-drained knows a partition's end
-        "on_commit": _on_commit,
-        **KafkaLog("consumer", config.broker_warn_after).settings(extra),
-    })
-    producer_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
-    producer = Producer({
-        "bootstrap.servers": config.bootstrap_servers,
-        "acks": "all",
-        "linger.ms": 20,
-        **producer_extra,
-        **KafkaLog("dlq-producer", None).settings(producer_extra),
-    })
-    return consumer, producer
-
-
-# librdkafka warns about (and ignores) consumer-only settings given to a producer; leave
-# the common ones out of the dead-letter producer so its log stays quiet.
-_CONSUMER_ONLY = {
-    "group.id", "group.instance.id", "session.timeout.ms", "heartbeat.interval.ms",
-    "max.poll.interval.ms", "auto.offset.reset", "partition.assignment.strategy",
-    "fetch.min.bytes", "fetch.max.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes",
-    "queued.min.messages", "queued.max.messages.kbytes", "isolation.level", "group.protocol",
-    "enable.partition.eof", "check.crcs", "group.remote.assignor", "fetch.error.backoff.ms",
-    "coordinator.query.interval.ms", "auto.commit.interval.ms", "enable.auto.offset.store",
-}
-
-
 def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
     """Views the counts script parked in the quarantine: one ERROR line per key."""
     for p in parked:
@@ -584,11 +377,6 @@ def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
         log.error("views parked in the quarantine: their key refuses increments; fix or "
                   "delete it, then run `recs repair`", extra={"fields": {
                       "lang": p.lang, "user": p.user or None, "reason": p.reason}})
-
-
-def _on_commit(err, partitions) -> None:
-    if err is not None:
-        log.debug("kafka commit failed", extra={"fields": {"error": str(err)}})
 
 
 def run_until_signalled(consumer: StreamConsumer) -> int:

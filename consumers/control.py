@@ -11,7 +11,7 @@ resource ends unhidden); use the resource id (or user id) as the message key so 
 resource's events share a partition.
 
 After each batch, and when idle, the lists of queued hides are cleaned and refilled
-(trainer/takedown.py ``settle``); the queue lives in Redis, so a crash between the two is
+(trainer/pipeline/takedown.py ``settle``); the queue lives in Redis, so a crash between the two is
 finished by the restart.
 """
 
@@ -23,13 +23,15 @@ from dataclasses import dataclass
 import redis
 
 from consumers.batch import OrderedBatch
-from consumers.consume import ConsumerConfig, Flavour, StreamConsumer, run_until_signalled
+from consumers.config import ConsumerConfig
+from consumers.consume import Flavour, StreamConsumer, run_until_signalled
 from consumers.events import InvalidEvent, json_object
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
-from store.control import Control, ControlOp, read_work
+from store.control import Control, ControlOp
 from store.keys import Keys
+from store.settle import read_work
 from store.snapshot import read_languages
-from trainer.takedown import settle
+from trainer.pipeline.takedown import settle
 
 log = logging.getLogger("recs.control")
 

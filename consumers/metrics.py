@@ -1,4 +1,4 @@
-"""Prometheus metrics of the consumer, in a registry of their own.
+"""Prometheus metrics of the consumer and of the updater, each in a registry of its own.
 
 A registry per consumer (rather than prometheus-client's global one) lets tests and the
 benchmark run several consumers in one process. Counters move once per batch, never once
@@ -61,6 +61,39 @@ class ConsumerMetrics:
             "increment (recs repair re-applies them)", ["lang"], registry=r)
         self.rebalances = Counter(
             "recs_consumer_rebalances", "partition assignment changes", ["kind"], registry=r)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose /metrics on ``port`` (a daemon thread); 0 means no server."""
+        serve_metrics(self.registry, port, addr)
+
+
+class UpdaterMetrics:
+    """Prometheus metrics of one updater, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.users = Counter(
+            "recs_update_users", "Users whose factors and recs were written, by outcome "
+            "(updated; no_factors: views only on resources the model does not know)",
+            ["lang", "outcome"], registry=self.registry)
+        self.skipped = Counter(
+            "recs_update_skipped_users", "Claimed users not written, by reason (stale_model: "
+            "a new model was published during the solve; lease_lost: another updater took "
+            "them over; bad_views_key: their views key is not a hash)",
+            ["lang", "reason"], registry=self.registry)
+        self.batch_seconds = Histogram(
+            "recs_update_batch_seconds", "Claim to commit time of one batch", ["lang"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry)
+        self.pending = Gauge(
+            "recs_update_pending_users", "Users waiting for an update (dirty backlog)",
+            ["lang"], registry=self.registry)
+        self.model_switches = Counter(
+            "recs_update_model_switches", "Times a newly published model version was loaded",
+            ["lang"], registry=self.registry)
+        self.model_items = Gauge(
+            "recs_update_model_items", "Resources in the model version in use", ["lang"],
+            registry=self.registry)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose /metrics on ``port`` (a daemon thread); 0 means no server."""

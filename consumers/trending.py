@@ -9,9 +9,8 @@ import time
 
 import redis
 
-from core.errors import RecsError
 from core.signals import StopFlag, on_stop_signals
-from store.connection import connect
+from store.connection import connect_checked
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.trending import Trending, TrendingConfig
@@ -32,11 +31,7 @@ def refresh_once(trending: Trending, lang: str | None) -> dict[str, int]:
 
 
 def cmd_trending(args) -> int:
-    client = connect(args.redis_url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
+    client = connect_checked(args.redis_url)
     trending = Trending(client, Keys(args.prefix), TrendingConfig.from_args(args))
     if not args.every:
         for lang, length in refresh_once(trending, args.lang).items():

@@ -3,9 +3,10 @@
 A learner who just opened three Spanish vocabulary resources should see Spanish in their
 recommendations now, not after the next retrain. The consumer queues every (language, user)
 with new views in ``dirty(lang)``; this loop takes them in leased batches
-(store/updates.py), reads their counts, solves their factors against the published item
-factors (trainer/foldin.py: exactly ``implicit``'s ``recalculate_user``), and writes factors
-and recommendations with a script that refuses if the model version changed meanwhile.
+(store/updates.py), reads their counts, folds them into the published model (the model
+family's fold-in, ``trainer.models``: for ALS exactly ``implicit``'s ``recalculate_user``),
+and writes factors and recommendations with a script that refuses if the model version
+changed meanwhile.
 
 Several updaters may run at once (the leases split the work); one that dies mid-batch, even
 by SIGKILL, only delays its users until the lease expires. Item factors are cached per model
@@ -27,20 +28,19 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain
 
 import numpy as np
 import redis
-import scipy.sparse as sp
 
+from consumers.config import UpdaterConfig
+from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
-from core.errors import InputError, RecsError
 from core.signals import StopFlag, on_stop_signals
-from store.connection import connect, transient
+from store.connection import connect_checked, transient
 from store.ease_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
-from store.trending import Trending, TrendingConfig
+from store.trending import Trending
 from store.updates import (
     BatchWrite,
     Claim,
@@ -48,9 +48,10 @@ from store.updates import (
     model_version,
     read_published_items,
     read_views,
+    views_arrays,
 )
-from trainer.foldin import FoldIn
-from trainer.online_models import updater_model
+from trainer.models.base import FoldIn
+from trainer.models.registry import published_model
 
 log = logging.getLogger("recs.updater")
 
@@ -65,95 +66,6 @@ class _Progress:
 
     at: float
     updated: int
-
-
-@dataclass(frozen=True)
-class UpdaterConfig:
-    """Settings of one ``recs update`` process (flags / ``RECS_*`` environment)."""
-
-    redis_url: str = "redis://localhost:6379/0"
-    """Where the counts, the queue and the published model live."""
-    prefix: str = "recs"
-    """Key prefix (store/keys.py)."""
-    langs: tuple[str, ...] = ()
-    """Languages to update; empty means every language in ``recs:langs``."""
-    batch_size: int = 500
-    """Users claimed, solved and written together; bigger batches amortise the round trips,
-    smaller ones cut the latency of a single view."""
-    poll_interval: float = 0.02
-    """Seconds to sleep when no language has pending users (the latency floor when idle)."""
-    top_n: int = 20
-    """Recommendations kept per user (N of the contract)."""
-    lease_seconds: float = 30.0
-    """How long a claim holds a user; must exceed a batch's time by far. It is how long the
-    users of an updater that died mid-batch wait before another updater takes them."""
-    metrics_port: int = 9101
-    """Prometheus endpoint port; 0 turns it off."""
-    metrics_address: str = "0.0.0.0"
-    """Address the metrics server listens on (README "Metrics" says why every interface)."""
-    langs_refresh_seconds: float = 5.0
-    """How often ``recs:langs`` is re-read to find languages that appeared."""
-    progress_log_seconds: float = 30.0
-    """How often a progress line (users updated, pending backlog) is logged at INFO."""
-    trending: TrendingConfig = TrendingConfig()
-    """The trending list this loop refreshes every ``trending.every`` seconds (0: never)."""
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
-        if self.top_n < 1:
-            raise InputError("--top-n must be at least 1")
-        if not self.poll_interval >= 0:
-            raise InputError("--poll-interval must be 0 or more seconds")
-        if not self.lease_seconds > 0:
-            raise InputError("--lease-seconds must be positive")
-        if not 0 <= self.metrics_port <= 65535:
-            raise InputError("--metrics-port must be 0 (off) or a TCP port")
-
-    @classmethod
-    def from_args(cls, args) -> UpdaterConfig:
-        return cls(
-            redis_url=args.redis_url, prefix=args.prefix, langs=tuple(args.lang or ()),
-            batch_size=args.batch_size, poll_interval=args.poll_interval, top_n=args.top_n,
-            lease_seconds=args.lease_seconds, metrics_port=args.metrics_port,
-            metrics_address=args.metrics_address, trending=TrendingConfig.from_args(args),
-        )
-
-
-class UpdaterMetrics:
-    """Prometheus metrics of one updater, in their own registry."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.users = Counter(
-            "recs_update_users", "Users whose factors and recs were written, by outcome "
-            "(updated; no_factors: views only on resources the model does not know)",
-            ["lang", "outcome"], registry=self.registry)
-        self.skipped = Counter(
-            "recs_update_skipped_users", "Claimed users not written, by reason (stale_model: "
-            "a new model was published during the solve; lease_lost: another updater took "
-            "them over; bad_views_key: their views key is not a hash)",
-            ["lang", "reason"], registry=self.registry)
-        self.batch_seconds = Histogram(
-            "recs_update_batch_seconds", "Claim to commit time of one batch", ["lang"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry)
-        self.pending = Gauge(
-            "recs_update_pending_users", "Users waiting for an update (dirty backlog)",
-            ["lang"], registry=self.registry)
-        self.model_switches = Counter(
-            "recs_update_model_switches", "Times a newly published model version was loaded",
-            ["lang"], registry=self.registry)
-        self.model_items = Gauge(
-            "recs_update_model_items", "Resources in the model version in use", ["lang"],
-            registry=self.registry)
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, addr=addr, registry=self.registry)
 
 
 @dataclass(frozen=True)
@@ -207,7 +119,7 @@ class Updater:
             published = read_published_items(self.client, self.keys, lang)
             if published is None:
                 return None
-            model = updater_model(published.meta, published, partial(
+            model = published_model(published.meta, published, partial(
                 read_rows, self.client, self.keys, lang, published.version))
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))
@@ -289,8 +201,8 @@ class Updater:
     def _solve(self, model: FoldIn, claim: Claim) -> tuple[BatchWrite, int]:
         raw = read_views(self.client, self.keys, claim.lang, claim.users)
         skip = self._unreadable(claim, raw)
-        views = _views_matrix(model, raw)
-        factors = model.solve(views)
+        views = model.views_from_arrays(*views_arrays(raw))
+        factors = model.fold_in(views)
         # Spare candidates: the commit drops resources hidden since the model was trained.
         members, scores = model.recommend(factors, views, self.config.top_n + SPARE_CANDIDATES)
         known = np.diff(views.indptr) > 0
@@ -435,50 +347,11 @@ class Updater:
         return self.updated - before
 
 
-def _views_matrix(model: FoldIn, raw: list[dict[bytes, bytes]]) -> sp.csr_matrix:
-    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
-    try:
-        ids = np.array(list(chain.from_iterable(raw)), dtype=np.bytes_).astype(np.int64)
-        with np.errstate(over="ignore"):  # a huge hand-written value: inf, caught below
-            counts = np.array(list(chain.from_iterable(h.values() for h in raw)),
-                              dtype=np.bytes_).astype(np.float32)
-    except ValueError:
-        ids = None
-    if ids is None or not ((counts >= 1) & (counts < 2.0**53)).all():
-        # Only a hand-edited hash gets here: drop the fields that are not counts.
-        return model.views_matrix([_parse_slowly(h) for h in raw])
-    return model.views_from_arrays(lengths, ids, counts)
-
-
-def _parse_slowly(h: dict[bytes, bytes]) -> dict[int, float]:
-    out = {}
-    for k, v in h.items():
-        try:
-            count = float(v)
-            if not 1 <= count < 2.0**53:
-                raise ValueError(count)
-            out[int(k)] = count
-        except ValueError:
-            log.warning("ignoring a views field that is not a count",
-                        extra={"fields": {"field": k[:40], "value": v[:40]}})
-    return out
-
-
 def cmd_update(args) -> int:
     config = UpdaterConfig.from_args(args)
-    client = connect(config.redis_url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
+    client = connect_checked(config.redis_url)
     metrics = UpdaterMetrics()
-    if config.metrics_port:
-        try:
-            metrics.serve(config.metrics_port, config.metrics_address)
-        except OSError as exc:
-            raise InputError(f"metrics on {config.metrics_address}:{config.metrics_port}: "
-                             f"{exc.strerror or exc} (choose another --metrics-port, 0 = off, "
-                             "or --metrics-address)") from None
+    metrics.serve(config.metrics_port, config.metrics_address)
     stop = StopFlag()
 
     def first(name: str) -> None:

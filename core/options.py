@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.contract import valid_lang
+from core.errors import InputError
 
 
 def _number(kind: type, lo: float | None, hi: float | None, what: str) -> Callable[[str], float]:
@@ -249,3 +250,14 @@ def redis_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{mask_url(value)!r}: ssl_* settings need a "
                                          "rediss:// URL")
     return value
+
+
+def parse_kafka_config(items: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; a value may itself contain ``=``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--kafka-config: expected KEY=VALUE (the value is not shown)")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,6 +1,6 @@
 """``recs resources load FILE --lang L``: the platform's resources extract into Redis.
 
-The CSV is read by ``trainer.data.load_resources`` (the same reader and checks as
+The CSV is read by ``trainer.data.extracts.load_resources`` (the same reader and checks as
 ``--resources FILE``), checked (:func:`check_catalogue`: never empty, no control
 characters) and written by ``store.resources.replace_details`` with its title index: the
 language's whole catalogue is replaced at once, so readers never see half of one.
@@ -39,7 +39,7 @@ def check_catalogue(table, path) -> None:
 
 
 def cmd_resources(args) -> int:
-    from trainer.data import load_resources
+    from trainer.data.extracts import load_resources
 
     table = load_resources(args.file)
     check_catalogue(table, args.file)

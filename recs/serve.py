@@ -29,17 +29,14 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources as package_files
-from urllib.parse import parse_qs, unquote_to_bytes
+from urllib.parse import parse_qs
 
 import orjson
 import redis
@@ -51,16 +48,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from recs.serve_base import (
+    API_HEADERS,
+    JSON,
+    ApiError,
+    ServeConfig,
+    age_seconds,
+    error_response,
+    rendered,
+)
 from recs.serve_guard import Throttle
+from recs.serve_input import lang_of, n_of, raw_segments, resource_id_of, small_int, user_id_of
 from store.aclient import AsyncRecsClient, connect_async, pool_exhausted
 from store.connection import permission_denied
 from store.keys import Keys
 
 log = logging.getLogger("recs.serve")
 
-MAX_N = 100
-"""The longest list one request may ask for (published lists hold ``--top-n``, 20)."""
 MAX_HEAD_BYTES = 16 * 1024
 """Bytes of a request line and headers accepted (uvicorn answers 400 past them)."""
 KEEP_ALIVE_SECONDS = 5
@@ -70,122 +74,8 @@ MAX_LOGIN_BODY = 4096
 COOKIE = "recs_token"
 STATIC = {"page.js": "text/javascript", "page.css": "text/css",
           "favicon.svg": "image/svg+xml"}
-API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
                 **API_HEADERS}
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What ``recs serve`` needs besides its address."""
-
-    redis_url: str = "redis://localhost:6379/0"
-    """Where the published lists are."""
-    prefix: str = "recs"
-    """Key prefix, as for every other command."""
-    token: str | None = None
-    """Bearer token required by every route but /healthz; None or '' = open (and no user
-    look-ups on the page, since views are personal data)."""
-    redis_timeout: float = 2.0
-    """Seconds before a Redis call gives up (and the request gets a 503)."""
-    redis_connections: int = 64
-    """Redis connections in the pool; requests beyond them wait for one."""
-    redis_wait: float = 10.0
-    """Seconds a request waits for a free Redis connection when every one is busy (load,
-    not an outage) before it gets 503 ``busy``."""
-    max_connections: int = 2048
-    """Client connections held at once; past it, requests get 503 and new connections are
-    answered 503 and closed at once (also lowered to fit the open-file limit)."""
-    header_timeout: float = 10.0
-    """Seconds a client has to send a whole request head (and a login form's body)."""
-    kafka_bootstrap_servers: str = ""
-    """Kafka to ask for end offsets, so the page shows the consumer's lag; '' = off (the
-    page then shows the time since the last applied batch of views)."""
-    topic: str = "resource-views"
-    """The views topic the consumer reads."""
-    group: str = "recs"
-    """The consumer group whose applied offsets Redis holds."""
-    kafka_config: tuple[tuple[str, str], ...] = ()
-    """Extra librdkafka settings (security), as for ``recs consume``."""
-
-
-class ApiError(Exception):
-    """A request we answer with ``status`` and ``{"error": error, "detail": detail}``."""
-
-    def __init__(self, status: int, error: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-        self.headers = headers or {}
-
-
-class JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(status: int, error: str, detail: str,
-                   headers: dict[str, str] | None = None) -> JSON:
-    return JSON({"error": error, "detail": detail}, status_code=status,
-                headers={**API_HEADERS, **(headers or {})})
-
-
-# -- input -------------------------------------------------------------------------------------
-
-
-def lang_of(segment: str) -> str:
-    if not valid_lang(segment):
-        raise ApiError(400, "bad_language",
-                       f"{segment!r} is not a language code (2 or 3 lowercase letters)")
-    return segment
-
-
-def small_int(text: str, digits: int) -> int | None:
-    """``text`` as an int when it is 1..``digits`` ASCII digits (so int() never sees a
-    5,000-digit number), else None."""
-    text = text.strip()
-    return int(text) if 0 < len(text) <= digits and text.isascii() and text.isdigit() else None
-
-
-def n_of(request: Request, default: int = 10) -> int:
-    raw = request.query_params.get("n")
-    if raw is None:
-        return default
-    n = small_int(raw, 3)
-    if n is None or not 1 <= n <= MAX_N:
-        raise ApiError(400, "bad_n", f"n={raw[:20]!r}: expected an integer in 1..{MAX_N}")
-    return n
-
-
-def resource_id_of(segment: str) -> int:
-    rid = small_int(segment, 10) if segment == segment.strip() else None
-    if rid is None or not 1 <= rid <= MAX_RESOURCE_ID:
-        raise ApiError(400, "bad_resource_id", f"{segment[:20]!r} is not a resource id "
-                                               f"(an integer in 1..{MAX_RESOURCE_ID})")
-    return rid
-
-
-def raw_segments(request: Request) -> list[bytes]:
-    """The request path split on ``/`` BEFORE percent-decoding (``%2F`` stays inside its
-    segment). uvicorn passes the target as ``raw_path``; other servers may not."""
-    raw = request.scope.get("raw_path")
-    if not raw:
-        raw = request.scope["path"].encode()
-    return raw.split(b"?", 1)[0].split(b"/")
-
-
-def user_id_of(segment: bytes) -> str:
-    """One percent-encoded segment as a user id the contract allows, else 400."""
-    try:
-        user = unquote_to_bytes(segment).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "bad_user_id", "the user id is not UTF-8 once decoded") from None
-    if not user or len(user) > MAX_USER_ID_LENGTH or CONTROL_CHARACTERS.search(user):
-        raise ApiError(400, "bad_user_id", f"a user id is 1..{MAX_USER_ID_LENGTH} characters "
-                                           "without control characters")
-    return user
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -291,26 +181,6 @@ def endpoint(route: str, *, public: bool = False) -> Callable[[Handler], Callabl
         return run
 
     return wrap
-
-
-def rendered(listed) -> list[dict]:
-    """A ``store.aclient.Listed`` as JSON objects, with details where they are loaded."""
-    out = []
-    for rid, score in listed.items:
-        item = {"resource_id": rid, "score": round(score, 6)}
-        item.update(listed.details.get(rid) or {})
-        out.append(item)
-    return out
-
-
-def age_seconds(trained_at) -> float | None:
-    try:
-        when = datetime.fromisoformat(str(trained_at).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round((datetime.now(UTC) - when).total_seconds(), 1)
 
 
 # -- the API -------------------------------------------------------------------------------------
@@ -509,58 +379,3 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
     app.state.metrics = Metrics()
     app.state.cache = PageCache()
     return app
-
-
-def server_config(app: Starlette, config: ServeConfig, host: str, port: int):
-    """uvicorn's settings for ``app``: its own knobs for the connection cap, the request
-    head size and idle keep-alive, and recs.serve_guard's protocol for the rest (the
-    request-head deadline, the cap enforced at accept time)."""
-    import uvicorn
-
-    from recs.serve_guard import guarded, open_file_budget
-
-    cap = open_file_budget(config.max_connections, config.redis_connections)
-    if cap < config.max_connections:
-        log.warning("connection cap lowered to fit the open-file limit",
-                    extra={"fields": {"max_connections": cap}})
-    return uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, server_header=False,
-        lifespan="on", http=guarded(config.header_timeout, cap, MAX_HEAD_BYTES),
-        limit_concurrency=cap, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS)
-
-
-def cmd_serve(args) -> int:
-    """``recs serve``: run the app on ``--host``/``--port``. The first SIGTERM/SIGINT lets
-    requests in flight finish and exits 0, like every service; a second stops at once."""
-    import uvicorn
-
-    from core.signals import on_stop_signals
-    from recs.serve_guard import RateLimited
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):  # ours, not uvicorn's (which re-raises the signal at exit)
-            restore = on_stop_signals(lambda name: setattr(self, "should_exit", True))
-            try:
-                yield
-            finally:
-                restore()
-
-    from consumers.consume import parse_kafka_config
-    from core.redact import register_secret
-
-    register_secret(args.token)  # never in a log line, whatever quotes it
-    for handler in logging.getLogger().handlers:  # a flood of one message cannot fill a disk
-        handler.addFilter(RateLimited())
-    config = ServeConfig(
-        redis_url=args.redis_url, prefix=args.prefix, token=args.token or None,
-        redis_connections=args.redis_connections, max_connections=args.max_connections,
-        header_timeout=args.header_timeout,
-        kafka_bootstrap_servers=args.kafka_bootstrap_servers, topic=args.topic,
-        group=args.group, kafka_config=tuple(parse_kafka_config(args.kafka_config).items()))
-    log.info("serving", extra={"fields": {"host": args.host, "port": args.port,
-                                          "token": "set" if config.token else "none"}})
-    Server(server_config(create_app(config), config, args.host, args.port)).run()
-    log.info("stopped")
-    return 0

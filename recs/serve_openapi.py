@@ -5,7 +5,7 @@ that every route of the app is described and every described route exists."""
 
 from __future__ import annotations
 
-from recs.serve import MAX_N
+from recs.serve_base import MAX_N
 
 _ERROR = {"type": "object", "required": ["error", "detail"],
           "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}

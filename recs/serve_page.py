@@ -20,7 +20,7 @@ from html import escape
 
 import numpy as np
 
-from recs.serve import ApiError, ServeConfig, age_seconds, rendered
+from recs.serve_base import ApiError, ServeConfig, age_seconds, rendered
 from store.aclient import AsyncRecsClient, LangStatus
 
 log = logging.getLogger("recs.serve")
@@ -57,10 +57,10 @@ async def _published(cache: PageCache, recs: AsyncRecsClient, lang: str, version
 
 async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dict,
                    views: dict[int, int], ids: list[int]) -> dict:
-    """Per recommended id, the views behind it (``trainer.explain``): ALS and EASE split
+    """Per recommended id, the views behind it (``trainer.models.explain``): ALS and EASE split
     their scores exactly; a blend, or a damaged publish, gets no reasons."""
-    from trainer.explain import explain, explain_ease
-    from trainer.foldin import FoldIn
+    from trainer.models.als import PublishedALS
+    from trainer.models.explain import explain, explain_ease
 
     kind = info.get("model", "als")
     published = await _published(cache, recs, lang, str(info.get("version")))
@@ -73,17 +73,17 @@ async def _reasons(cache: PageCache, recs: AsyncRecsClient, lang: str, info: dic
                 if len(r) == 4 * published.item_ids.size}
         return explain_ease(published.item_ids, rows, views, meta.get("ease_scaling", "binary"),
                             ids)
-    model = FoldIn(item_ids=published.item_ids, item_factors=published.item_factors,
-                   regularization=float(meta["regularization"]), alpha=float(meta["alpha"]),
-                   scaling=meta.get("scaling", "linear"), version=published.version,
-                   item_totals=published.item_totals)
+    model = PublishedALS(item_ids=published.item_ids, item_factors=published.item_factors,
+                         regularization=float(meta["regularization"]),
+                         alpha=float(meta["alpha"]), scaling=meta.get("scaling", "linear"),
+                         version=published.version, item_totals=published.item_totals)
     return explain(model, views, ids)
 
 
 async def explain_user(config: ServeConfig, cache: PageCache, recs: AsyncRecsClient,
                        lang: str, user: str, n: int) -> dict:
     """The user's list with, per item, the viewed resources that earned it its place
-    (``trainer.explain``), and the user's views. Needs a configured token (personal data)."""
+    (``trainer.models.explain``), and the user's views. Needs a configured token (personal data)."""
     if not config.token:
         raise ApiError(403, "user_lookups_off", "a user's views are personal data: start "
                        "recs serve with --token (or RECS_TOKEN) to look users up")

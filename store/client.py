@@ -106,6 +106,14 @@ class RecsClient:
         ``metrics`` when evaluated) with numbers as numbers; None if nothing is published."""
         return decode_model(self.redis.hgetall(self.keys.model(lang)))
 
+    def knows_user(self, lang: str, user_id: str) -> bool:
+        """Whether the published model holds this user's factors (a covered user whose list
+        happens to be empty, rather than a user the model does not cover)."""
+        return bool(self.redis.exists(self.keys.factors(lang, user_id)))
+
+    def close(self) -> None:
+        self.redis.close()
+
     def details(self, lang: str, resource_ids) -> dict[int, dict]:
         """Title, folder, subject and tags of each resource loaded with ``recs resources
         load`` (one HMGET); resources without details are left out."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import redis
 
+from core.errors import RecsError
+
 
 def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) -> redis.Redis:
     """A client for ``url``. Responses stay bytes unless asked: ids and blobs are parsed by
@@ -15,6 +17,17 @@ def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) 
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
+
+
+def connect_checked(url: str) -> redis.Redis:
+    """A client for ``url`` that has answered a PING; one ``RecsError`` line when Redis cannot
+    be reached or refuses the credentials."""
+    client = connect(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
+    return client
 
 
 # Error replies that pass once the server recovers (a failover, memory freed, a slow script,

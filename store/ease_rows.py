@@ -11,7 +11,7 @@ only replaces the model hash, whose ``version`` names the rows hash to read. Aft
 so no reader waits on a 400 MB DEL). The version is added to ``ease_versions`` before any
 row is written, so rows of a publish that crashed are found and freed by the next one.
 While both versions exist Redis holds B twice: plan 8 x resources^2 bytes of memory
-(800 MB at the 10,000-resource limit of ``trainer.ease``).
+(800 MB at the 10,000-resource limit of ``trainer.models.ease``).
 """
 
 from __future__ import annotations

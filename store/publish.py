@@ -26,33 +26,28 @@ any point leaves a readable model. How:
 3. :meth:`Publisher.remove_uncovered` deletes the lists of ids the new model does not cover:
    the published SETs minus what step 1 wrote, sparing users with views newer than the
    counts the model was trained on (the updater is about to fold them into the new model).
-4. :func:`requeue_touched` hands users with views newer than the counts to the updater, and
-   settles the users it had pending when the counts were read.
+4. ``store.handover.requeue_touched`` hands users with views newer than the counts to the
+   updater, and settles the users it had pending when the counts were read.
 
-Only one trainer publishes a language at a time: :class:`TrainLock` is SET NX PX with a
-random token, renewed by a background thread while the holder works, released by
-compare-and-delete.
+Only one trainer publishes a language at a time (``store.train_lock.TrainLock``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import queue
 import secrets
-import socket
-import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import redis
 
+from core.prefetch import prefetched
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
+from store.train_lock import LockFence, LockLost, TrainLock
 
 log = logging.getLogger(__name__)
 
@@ -120,168 +115,6 @@ end
 if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
 return cut
 """
-
-REQUEUE_TOUCHED = """
--- KEYS[1]: touched(lang). KEYS[2]: dirty(lang).
--- ARGV[1]: seq S read before the counts. ARGV[2]: at most this many entries to trim.
--- ARGV[3]: '1' to queue the users touched after S (the first call), '0' to only trim.
--- Views of batches after S may be missing from the counts the new model was trained on:
--- queue those users for the updater (score = their touched seq, never lowering a dirty
--- score) so it folds them into the new model. Entries up to S are in the model: trim them,
--- a bounded number per call (a first retrain may trim every user; one ZREMRANGEBYSCORE of
--- that many would stall readers). Scores only grow, so trimming later is as good as now.
--- Returns {users queued, entries trimmed}.
-local queued = 0
-if ARGV[3] == '1' then
-  local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-  for i = 1, #later, 2 do
-    redis.call('ZADD', KEYS[2], 'GT', later[i + 1], later[i])
-  end
-  queued = #later / 2
-end
-local n = math.min(redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]), tonumber(ARGV[2]))
-if n > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1) end
-return {queued, n}
-"""
-
-SETTLE_PENDING = """
--- KEYS[1]: dirty(lang). KEYS[2] (optional): forgotten(lang); a user forgotten after S is
--- never queued again. ARGV[1]: seq S read before the counts. ARGV[2]: c.
--- ARGV[3 .. 2+c]: users that were pending (dirty) when the counts were read and that the
--- new model covers; ARGV[3+c ..]: pending users it does not cover.
--- Runs after the new model is live. A pending user no longer in dirty was finished by the
--- updater meanwhile, perhaps against the old model after this publish wrote them: queue
--- them again (score S). A covered user still dirty at a score <= S has every view in the
--- new model, which just published their lists: drop them from the queue (an updater
--- holding them fails its version check and writes nothing). Users with newer views have a
--- score > S and stay. Returns {queued again, dropped}.
-local s = tonumber(ARGV[1])
-local covered = tonumber(ARGV[2])
-local again, dropped = 0, 0
-for i = 3, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  local gone = KEYS[2] and redis.call('ZSCORE', KEYS[2], redis.sha1hex(ARGV[i]))
-  if not score then
-    if not (gone and tonumber(gone) > s) then
-      redis.call('ZADD', KEYS[1], s, ARGV[i])
-      again = again + 1
-    end
-  elseif i <= 2 + covered and tonumber(score) <= s then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    dropped = dropped + 1
-  end
-end
-return {again, dropped}
-"""
-
-RENEW_LOCK = """
--- KEYS[1]: the lock. ARGV[1]: our token. ARGV[2]: new expiry in ms.
--- Extends the lock only while it is still ours (it may have expired and been retaken).
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-RELEASE_LOCK = """
--- KEYS[1]: the lock. ARGV[1]: our token. Deletes it only if it is still ours.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-class LockLost(RuntimeError):
-    """The trainer's lock expired or was taken over: stop before switching the model."""
-
-
-class TrainLock:
-    """One trainer per language: ``SET lock token NX PX ttl``, renewed while held.
-
-    Use :meth:`acquire`, then ``with lock.kept_alive():`` around the work, then
-    :meth:`release` (also in ``finally``). If a renewal finds the lock gone (the process
-    stalled past the ttl and another trainer took over), :attr:`lost` turns true and
-    :meth:`check` raises :class:`LockLost`."""
-
-    def __init__(self, client: redis.Redis, key: str, ttl: float = 60.0) -> None:
-        self.client = client
-        self.key = key
-        self.ttl_ms = max(1000, int(ttl * 1000))
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
-        self.held = False
-        self.lost = False
-        self._renew = client.register_script(RENEW_LOCK)
-        self._release = client.register_script(RELEASE_LOCK)
-
-    def acquire(self, wait: float = 0.0, poll: float = 0.5,
-                should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Take the lock, waiting up to ``wait`` seconds for its holder; False if not."""
-        deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            if self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
-                self.held, self.lost = True, False
-                return True
-            if time.monotonic() >= deadline or should_stop():
-                return False
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-
-    def holder(self) -> str | None:
-        """The token of whoever holds the lock now (for log lines)."""
-        value = self.client.get(self.key)
-        return value.decode() if value is not None else None
-
-    def renew(self) -> bool:
-        ok = bool(self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
-        if not ok and self.held:
-            self.lost = True
-        return ok
-
-    def check(self) -> None:
-        if self.lost or not self.held:
-            raise LockLost(f"lost the lock {self.key} (expired or taken over); not publishing")
-
-    def release(self) -> None:
-        if self.held:
-            with contextlib.suppress(redis.RedisError):
-                self._release(keys=[self.key], args=[self.token])
-        self.held = False
-
-    @contextlib.contextmanager
-    def kept_alive(self) -> Iterator[TrainLock]:
-        """Renew every ttl/3 from a background thread for the duration of the block."""
-        stop = threading.Event()
-
-        def renew_loop() -> None:
-            while not stop.wait(self.ttl_ms / 3000):
-                try:
-                    if not self.renew():
-                        log.error("trainer lock lost", extra={"fields": {"key": self.key}})
-                        return
-                except redis.RedisError as exc:  # try again next tick; ttl covers two misses
-                    log.warning("could not renew the trainer lock: %s", exc)
-
-        thread = threading.Thread(target=renew_loop, name="train-lock", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            stop.set()
-            thread.join()
-
-
-class LockFence:
-    """A trainer lock seen from a process that does not hold it (a Spark executor writing
-    lists for the driver that does): :meth:`check` asks Redis whether the lock still holds
-    the holder's token, so writes stop once another trainer has taken over."""
-
-    def __init__(self, client: redis.Redis, key: str, token: str) -> None:
-        self.client, self.key, self.token = client, key, token
-
-    def check(self) -> None:
-        if self.client.get(self.key) != self.token.encode():
-            raise LockLost(f"lost the lock {self.key} (expired or taken over); not publishing")
-
 
 @dataclass
 class Lists:
@@ -523,106 +356,6 @@ class Publisher:
         self.report.refolded_users += len(alive)
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)
         return len(stale_items), len(stale_users)
-
-
-@dataclass
-class Handover:
-    """What :func:`requeue_touched` changed in the updater's queue."""
-
-    newer: int = 0
-    """Users with views after the counts were read, queued for the updater."""
-    again: int = 0
-    """Pending users the updater finished during the publish, queued again."""
-    dropped: int = 0
-    """Pending users fully covered by the new model, taken off the queue."""
-
-
-def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
-                    pending: Sequence[str] = (), covered: Collection[str] = (),
-                    chunk: int = 1000) -> Handover:
-    """After the new model is live, settle the updater's queue for ``lang``:
-
-    - every user whose views are newer than ``seq`` is queued (:data:`REQUEUE_TOUCHED`), and
-      ``touched`` is trimmed;
-    - ``pending`` (users dirty when the counts were read) are settled against ``covered``
-      (the users the new model has lists for): see :data:`SETTLE_PENDING`.
-    """
-    out = Handover()
-    settle = client.register_script(SETTLE_PENDING)
-    requeue = client.register_script(REQUEUE_TOUCHED)
-    requeue_keys = [keys.touched(lang), keys.dirty(lang)]
-    mine = [u for u in pending if u in covered]
-    others = [u for u in pending if u not in covered]
-    pipe = client.pipeline(transaction=False)
-    for group, is_covered in ((mine, True), (others, False)):
-        for s in range(0, len(group), chunk):
-            part = group[s:s + chunk]
-            settle(keys=[keys.dirty(lang), keys.forgotten(lang)],
-                   args=[seq, len(part) if is_covered else 0, *part], client=pipe)
-    requeue(keys=requeue_keys, args=[seq, chunk, 1], client=pipe)
-    *settled, (queued, trimmed) = pipe.execute()
-    for again, dropped in settled:
-        out.again += int(again)
-        out.dropped += int(dropped)
-    while int(trimmed) >= chunk:
-        _, trimmed = requeue(keys=requeue_keys, args=[seq, chunk, 0])
-    out.newer = int(queued)
-    return out
-
-
-def queue_for_updater(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str],
-                      seq: int, chunk: int = 1000) -> int:
-    """Queue ``users`` in ``dirty(lang)`` at score ``seq`` (never lowering a higher score), so
-    the updater folds them into the model now live; returns how many."""
-    pipe = client.pipeline(transaction=False)
-    for s in range(0, len(users), chunk):
-        pipe.zadd(keys.dirty(lang), dict.fromkeys(users[s:s + chunk], seq), gt=True)
-    pipe.execute()
-    return len(users)
-
-
-def prefetched(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate ``items`` in a background thread, up to ``depth`` items ahead.
-
-    The publisher's producer scores (numpy, which releases the GIL) and builds script
-    arguments while the consuming thread waits on Redis, so Redis is never idle waiting for
-    the client. An exception in the producer is raised in the consumer; a consumer that
-    stops early stops the producer."""
-    out: queue.Queue = queue.Queue(depth)
-    done = object()
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="publish-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _field(value) -> str:

@@ -21,14 +21,18 @@ the next claim takes them. Nothing here knows ALS: factors arrive as bytes, recs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import redis
 
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
+
+log = logging.getLogger("recs.updater")
 
 # KEYS[1] dirty(lang)   ZSET user -> seq of the user's latest unprocessed views
 # KEYS[2] claims(lang)  ZSET user -> lease deadline (ms, Redis server time)
@@ -274,6 +278,12 @@ def model_version(client: redis.Redis, keys: Keys, lang: str, pipeline=None) -> 
     return None if pipeline is not None or value is None else _text(value)
 
 
+def read_model_kind(client: redis.Redis, keys: Keys, lang: str) -> str | None:
+    """The published model's family (its hash's ``model`` field; None: not recorded)."""
+    value = client.hget(keys.model(lang), "model")
+    return None if value is None else _text(value)
+
+
 def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems | None:
     """The model hash, item factors and item ids of ``lang``; None when not published.
 
@@ -325,6 +335,44 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
     for user in users:
         pipe.hgetall(keys.views(lang, user))
     return pipe.execute(raise_on_error=False)
+
+
+def views_arrays(raw: Sequence[dict[bytes, bytes]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hashes :func:`read_views` returns as flat arrays: (fields per user, resource ids
+    int64, counts float32); user ``u`` owns the next ``lengths[u]`` entries. A field that is
+    not a resource id with a count in 1..2**53-1 (only a hand-edited hash holds one) is
+    dropped with a WARNING."""
+    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    try:
+        ids = np.array(list(chain.from_iterable(raw)), dtype=np.bytes_).astype(np.int64)
+        with np.errstate(over="ignore"):  # a huge hand-written value: inf, caught below
+            counts = np.array(list(chain.from_iterable(h.values() for h in raw)),
+                              dtype=np.bytes_).astype(np.float32)
+    except ValueError:
+        ids = None
+    if ids is not None and ((counts >= 1) & (counts < 2.0**53)).all():
+        return lengths, ids, counts
+    parsed = [_counts_of(h) for h in raw]
+    lengths = np.fromiter(map(len, parsed), dtype=np.int64, count=len(parsed))
+    ids = np.fromiter((k for c in parsed for k in c), dtype=np.int64, count=int(lengths.sum()))
+    counts = np.fromiter((v for c in parsed for v in c.values()), dtype=np.float32,
+                         count=ids.size)
+    return lengths, ids, counts
+
+
+def _counts_of(h: dict[bytes, bytes]) -> dict[int, float]:
+    out = {}
+    for k, v in h.items():
+        try:
+            count = float(v)
+            if not 1 <= count < 2.0**53:
+                raise ValueError(count)
+            out[int(k)] = count
+        except ValueError:
+            log.warning("ignoring a views field that is not a count",
+                        extra={"fields": {"field": k[:40], "value": v[:40]}})
+    return out
 
 
 def _text(value) -> str:

@@ -18,7 +18,7 @@ tests/chaos_run.py), each check returns its problems (none: it holds):
   is the top N by cosine of the published item factors, with those scores;
 - user lists: a user has factors if and only if they viewed a resource the live model knows;
   the factors are the trainer's for that user (trained on these very counts) or the fold-in
-  of the user's counts against the published item factors (trainer/foldin.py, recomputed
+  of the user's counts against the published item factors (trainer/models/als.py, recomputed
   here); the list is whole (N, or all the unviewed resources the model has), holds no
   resource the user viewed, and is the top N of those factors with those scores;
 - queue: nothing left in the updater's ``dirty``/``claims``, no trainer lock held.
@@ -37,9 +37,9 @@ import redis
 from store.keys import Keys
 from store.updates import PublishedItems, read_published_items
 from trainer.config import FilterConfig
-from trainer.foldin import FoldIn
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import ALSModel, load_model
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.models.als import ALSModel, PublishedALS
+from trainer.models.file import load_model
 
 KEYS = Keys()
 SHOWN = 8
@@ -218,7 +218,7 @@ class Live:
     lang: str
     published: PublishedItems
     model: ALSModel
-    foldin: FoldIn
+    foldin: PublishedALS
 
 
 def live_model(client: redis.Redis, lang: str, model_dir: Path, expected: Expected,
@@ -241,7 +241,7 @@ def live_model(client: redis.Redis, lang: str, model_dir: Path, expected: Expect
                    f"seq {seq}")
     _check_training_matrix(lang, model, expected, settings, check)
     meta = published.meta
-    foldin = FoldIn(published.item_ids, published.item_factors, float(meta["regularization"]),
+    foldin = PublishedALS(published.item_ids, published.item_factors, float(meta["regularization"]),
                     float(meta["alpha"]), meta["scaling"], published.version,
                     published.item_totals)
     return Live(lang, published, model, foldin)
@@ -352,7 +352,7 @@ def check_users(client: redis.Redis, live: Live, expected: Expected, top_n: int,
                    f"knows have no factors, e.g. {sorted(set(known) - with_factors)[:3]}")
     users = sorted(set(known) & with_factors)
     views = fi.views_matrix([counts[u] for u in users])
-    folded = fi.solve(views)
+    folded = fi.fold_in(views)
     raw = client.mget([KEYS.factors(lang, u) for u in users]) if users else []
     lists = _lists(client, [KEYS.recs(lang, u) for u in users])
     by_updater = 0

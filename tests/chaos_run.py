@@ -40,7 +40,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from recs.localstack import Broker, RecsProcess, RedisServer, wait_until
+from recs.localstack import Broker, RedisServer
+from recs.localstack_process import RecsProcess, wait_until
 from store.keys import Keys
 from tests.chaos_checks import Check, Expected, Settings, check_all
 from tests.conftest import KAFKA_TEST_CONFIG as KAFKA_CONFIG

@@ -21,15 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from recs.localstack import (
-    Broker,
-    KafkaCluster,
-    KafkaUnavailable,
-    RecsProcess,
-    RedisServer,
-    java_binary,
-    kafka_jars,
-)
+from recs.localstack import Broker, RedisServer
+from recs.localstack_kafka import KafkaCluster, KafkaUnavailable, java_binary, kafka_jars
+from recs.localstack_process import RecsProcess
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -215,7 +209,7 @@ def serve_http():
 
     import uvicorn
 
-    from recs.localstack import free_port
+    from recs.localstack_process import free_port
     from recs.serve import create_app
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []

@@ -35,9 +35,9 @@ def load_counts(client, views: pd.DataFrame, lang: str, *, keys: Keys = KEYS,
 
 def publish_views(client, views: pd.DataFrame, lang: str, settings, *, keys: Keys = KEYS,
                   **publish_options) -> dict[str, dict[int, int]]:
-    """``load_counts`` then ``trainer.online.train_language``, which must publish; returns
+    """``load_counts`` then ``trainer.pipeline.retrain.train_language``, which must publish; returns
     the counts written, as {user: {resource: views}}."""
-    from trainer.online import train_language
+    from trainer.pipeline.retrain import train_language
 
     by_user = load_counts(client, views, lang, keys=keys)
     result = train_language(client, keys, lang, settings, publish_options=publish_options or None)

@@ -19,7 +19,7 @@ from store.connection import connect
 from store.keys import Keys
 from tests.conftest import KAFKA_TEST_CONFIG
 from tests.test_serve import call
-from trainer.synth import generate
+from trainer.data.synth import generate
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,10 @@ from consumers.updater import Updater, UpdaterConfig
 from store.counts import Counts
 from store.keys import Keys
 from tests.chaos_checks import Expected, Settings, check_all
-from trainer.config import TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
+from trainer.config import AlsConfig, ModelSpec
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import train_language
+from trainer.settings import RetrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +41,10 @@ def test_the_checks_pass_on_a_settled_system_and_catch_each_fault(redis_client, 
     expected.invalid = {b"bad-1", b"bad-2"}
     dead = [(b"bad-1", b"not_json"), (b"bad-2", b"invalid_count"), (b"bad-2", b"invalid_count")]
     assert Counts(redis_client, KEYS).apply(KEYS.offsets("g", "t"), [], {"en": batch}) == {}
-    settings = OnlineSettings(filters=SETTINGS.filters, top_n=SETTINGS.top_n,
+    settings = RetrainConfig(filters=SETTINGS.filters, top_n=SETTINGS.top_n,
                               model_dir=str(tmp_path),
-                              train=TrainConfig(factors=SETTINGS.factors,
-                                                iterations=SETTINGS.iterations))
+                              spec=ModelSpec(als=AlsConfig(factors=SETTINGS.factors,
+                                                iterations=SETTINGS.iterations)))
     assert train_language(redis_client, KEYS, "en", settings).outcome == "published"
     Updater(redis_client, UpdaterConfig(metrics_port=0, top_n=SETTINGS.top_n)).drain()
     assert failing(redis_client, expected, dead, tmp_path) == set()

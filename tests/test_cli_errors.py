@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from core import options as o
 from core.redact import mask_url, redact, register_secret
 from recs import cli
-from recs.localstack import free_port
+from recs.cli_options import Default
+from recs.localstack_process import free_port
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -111,10 +112,10 @@ def test_bad_variable_is_one_line(command, env, option, capsys):
 def test_every_numeric_option_has_a_checked_type():
     parser = cli.build_parser()
     unchecked = []
-    for sub in cli._subparsers(parser):
+    for sub in cli.subparsers(parser):
         for action in sub._actions:
             default = action.default
-            if isinstance(default, cli._From):
+            if isinstance(default, Default):
                 default = default.value()
             numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
             if action.type in (int, float) or (numeric and getattr(
@@ -124,9 +125,8 @@ def test_every_numeric_option_has_a_checked_type():
 
 
 def test_defaults_come_from_the_config_dataclasses(capsys):
-    from consumers.consume import ConsumerConfig
-    from consumers.updater import UpdaterConfig
-    from trainer.online import OnlineSettings
+    from consumers.config import ConsumerConfig, UpdaterConfig
+    from trainer.settings import RetrainConfig
 
     consume = cli.parse_args(["consume"])
     assert (consume.batch_size, consume.batch_timeout, consume.redis_retry_max,
@@ -138,7 +138,7 @@ def test_defaults_come_from_the_config_dataclasses(capsys):
         UpdaterConfig.lease_seconds, UpdaterConfig.metrics_port, UpdaterConfig.top_n)
     train = cli.parse_args(["train"])
     assert (train.lock_ttl, train.model_dir, train.threads) == (
-        OnlineSettings.lock_ttl, OnlineSettings.model_dir, OnlineSettings.threads)
+        RetrainConfig.lock_ttl, RetrainConfig.model_dir, RetrainConfig.threads)
     assert cli.main(["consume", "--help"]) == 0
     help_text = capsys.readouterr().out
     assert f"(default {ConsumerConfig.batch_size})" in help_text
@@ -155,7 +155,7 @@ def test_a_flag_wins_over_a_repeatable_variable(monkeypatch):
 
 
 def test_kafka_config_variable_carries_any_value(monkeypatch):
-    from consumers.consume import parse_kafka_config
+    from core.options import parse_kafka_config
 
     forms = {
         '{"sasl.password": "a,b=c", "security.protocol": "SASL_SSL", "linger.ms": 5}':

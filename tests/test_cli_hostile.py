@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from recs.cli import COMMANDS, build_parser, main, parse_args
-from recs.localstack import free_port
+from recs.localstack_process import free_port
 from store.client import RecsClient
 from store.keys import Keys
 from store.resources import replace_details

@@ -522,7 +522,7 @@ def test_the_compose_kafka_is_the_version_and_protocol_the_tests_prove():
     """The image is the Apache Kafka the Kafka tests run (tests/kafka/pom.xml), and ``recs
     consume`` joins with the group protocol tests/test_rebalance.py runs, with none of the
     settings librdkafka refuses under it."""
-    from recs.localstack import kafka_version
+    from recs.localstack_kafka import kafka_version
 
     doc = load_compose(COMPOSE_FILE.read_text())
     tags = {str(s["image"]).split(":", 1)[1] for s in doc["services"].values()

@@ -20,10 +20,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.consume import parse_kafka_config
 from consumers.produce import events_from_views, produce_events
 from core.errors import InputError
-from recs.localstack import free_port, wait_until
+from core.options import parse_kafka_config
+from recs.localstack_process import free_port, wait_until
 from store.keys import Keys
 from tests.conftest import KAFKA_TEST_CONFIG
 

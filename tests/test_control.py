@@ -16,13 +16,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumers.control import parse_control
 from consumers.events import InvalidEvent
-from recs.localstack import wait_until
+from recs.localstack_process import wait_until
 from store.counts import Counts
 from store.keys import Keys
 from tests.conftest import KAFKA_TEST_CONFIG
-from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
+from trainer.config import AlsConfig, FilterConfig, ModelSpec
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import train_language
+from trainer.settings import RetrainConfig
 
 KEYS = Keys()
 
@@ -78,9 +79,9 @@ def test_control_events_apply_exactly_once_in_order_through_a_sigkill(
     for user, rid, n in zip(views["user_id"], views["resource_id"], views["views"], strict=True):
         by_user.setdefault(str(user), {})[int(rid)] = int(n)
     Counts(redis_client, KEYS).apply(KEYS.offsets("t", "v"), [], {"en": by_user})
-    train_language(redis_client, KEYS, "en", OnlineSettings(
+    train_language(redis_client, KEYS, "en", RetrainConfig(
         filters=FilterConfig(min_item_views=10, max_item_views=0, min_user_views=3),
-        train=TrainConfig(factors=8, iterations=4), top_n=10, model_dir=str(tmp_path)))
+        spec=ModelSpec(als=AlsConfig(factors=8, iterations=4)), top_n=10, model_dir=str(tmp_path)))
     totals = {int(k): int(v) for k, v in redis_client.hgetall(KEYS.item_views("en")).items()}
 
     rnd = random.Random(4)

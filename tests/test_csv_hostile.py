@@ -7,7 +7,7 @@ import pytest
 
 from core.contract import MAX_CSV_COUNT
 from core.errors import InputError
-from trainer.data import load_views
+from trainer.data.extracts import load_views
 
 HEADER = "user_id,resource_id,view_count\n"
 

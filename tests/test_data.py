@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.errors import InputError
-from trainer.data import load_resources, load_views
+from trainer.data.extracts import load_resources, load_views
 
 HEADER = "user_id,resource_id,view_count\n"
 

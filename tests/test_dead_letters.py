@@ -13,7 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumers.events import MAX_VALUE_BYTES
-from recs.localstack import SaslUsers, free_port, wait_until
+from recs.localstack_kafka import SaslUsers
+from recs.localstack_process import free_port, wait_until
 from store.keys import Keys
 from tests.conftest import KAFKA, KAFKA_TEST_CONFIG, own_kafka, recs_env
 from tests.test_consume import Stream, consume_env_with, make_events, metric, stop_cleanly

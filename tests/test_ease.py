@@ -10,15 +10,16 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from tests.helpers import assert_top_k
-from trainer.blend import BlendModel, zscore_rows
-from trainer.choose import ModelSpec, evaluate_spec, fit_model
-from trainer.config import EaseConfig, FilterConfig, TrainConfig
-from trainer.ease import EASEModel, check_size, ease_input, ease_weights, fit_ease
-from trainer.matrix import apply_filters, build_matrix, holdout_split
-from trainer.model import ALSModel, load_model
-from trainer.synth import generate
+from trainer.config import AlsConfig, EaseConfig, FilterConfig, ModelSpec
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.models.als import ALSModel
+from trainer.models.blend import BlendModel, zscore_rows
+from trainer.models.ease import EASEModel, check_size, ease_input, ease_weights, fit_ease
+from trainer.models.file import load_model, model_doc, save_model
+from trainer.quality.choose import evaluate_spec, fit_model
 
-SMALL_ALS = TrainConfig(factors=8, iterations=5)
+SMALL_ALS = AlsConfig(factors=8, iterations=5)
 
 
 def tiny():
@@ -62,7 +63,7 @@ def test_a_catalogue_over_the_limit_is_refused_with_one_line_and_auto_falls_back
     check_size(10_000)  # the limit itself fits
 
     matrix = planted_matrix()
-    monkeypatch.setattr("trainer.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
+    monkeypatch.setattr("trainer.models.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
     model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS), "en", threads=1)
     assert kind == "als" and isinstance(model, ALSModel)
     with pytest.raises(InputError, match="O\\(resources\\^2\\)"):
@@ -112,7 +113,7 @@ def test_every_model_kind_beats_popularity_and_saves_a_loadable_file(kind, tmp_p
     assert result["model"]["ndcg"] > 1.3 * result["popularity"]["ndcg"]
 
     model, fitted = fit_model(matrix, spec, "en", threads=1)
-    back = load_model(model.save(tmp_path))
+    back = load_model(save_model(model, tmp_path))
     assert type(back) is type(model)
     users = matrix.users.ids[:15]
     assert np.array_equal(back.recommend(users, 10)[0], model.recommend(users, 10)[0])
@@ -128,7 +129,7 @@ def test_a_damaged_ease_file_is_a_model_file_error(tmp_path):
     from core.errors import ModelFileError
 
     model = fit_ease(tiny()[0], EaseConfig(l2=1.0), "en")
-    doc = model.to_dict()
+    doc = model_doc(model)
     doc["weights"] = np.zeros((2, 2), dtype=np.float32)
     joblib.dump(doc, tmp_path / "bad.dump")
     with pytest.raises(ModelFileError, match="damaged"):

@@ -14,11 +14,11 @@ from store.keys import Keys
 from store.updates import read_published_items
 from tests.helpers import assert_top_k, load_counts
 from tests.test_train_online import FLAGS
-from trainer.blend import mix
-from trainer.ease import ease_input
-from trainer.foldin import FoldIn
-from trainer.model import load_model
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.models.als import PublishedALS
+from trainer.models.blend import mix
+from trainer.models.ease import ease_input
+from trainer.models.file import load_model
 
 pytestmark = pytest.mark.integration
 
@@ -139,11 +139,11 @@ def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client,
     views = new_views(redis_client, data)
     assert Updater(redis_client, UpdaterConfig(metrics_port=0, top_n=N)).drain() >= len(views)
     published = read_published_items(redis_client, KEYS, LANG)
-    foldin = FoldIn(published.item_ids, published.item_factors, float(meta["regularization"]),
+    foldin = PublishedALS(published.item_ids, published.item_factors, float(meta["regularization"]),
                     float(meta["alpha"]), meta["scaling"], published.version)
     for user in views:
         counts = counts_of(redis_client, user)
-        factors = foldin.solve(foldin.views_matrix([counts]))
+        factors = foldin.fold_in(foldin.views_matrix([counts]))
         ease_scores, viewed = fresh_ease_scores(blend.ease, counts)
         scores = mix((factors @ published.item_factors.T).reshape(1, -1),
                      ease_scores.reshape(1, -1), 0.4).ravel()

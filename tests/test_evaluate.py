@@ -7,17 +7,17 @@ import pytest
 import scipy.sparse as sp
 from implicit.evaluation import ranking_metrics_at_k
 
-from trainer.config import FilterConfig, TrainConfig
-from trainer.evaluate import (
+from trainer.config import AlsConfig, FilterConfig
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.models.als import fit
+from trainer.quality.evaluate import (
     PopularityRanker,
     as_implicit,
     evaluate,
     evaluate_model,
     evaluate_popularity,
 )
-from trainer.matrix import apply_filters, build_matrix, holdout_split
-from trainer.model import fit
-from trainer.synth import generate
 
 
 def csr(rows: list[list[int]]) -> sp.csr_matrix:
@@ -107,7 +107,7 @@ def split():
 
 
 def test_model_path_is_implicits_ranking_metrics(split):
-    model = fit(split.train, TrainConfig(factors=12, iterations=8), "en", num_threads=1)
+    model = fit(split.train, AlsConfig(factors=12, iterations=8), "en", num_threads=1)
     ours = evaluate_model(model, split.train.views, split.test, k=10, num_threads=1)
     theirs = ranking_metrics_at_k(as_implicit(model, 1), split.train.views, split.test, K=10,
                                   show_progress=False)
@@ -129,7 +129,7 @@ def test_popularity_path_matches_the_definitions(split):
 
 
 def test_model_beats_popularity_on_planted_subjects(split):
-    result = evaluate(split.train, split.test, TrainConfig(factors=12, iterations=8), k=10,
+    result = evaluate(split.train, split.test, AlsConfig(factors=12, iterations=8), k=10,
                       num_threads=1)
     assert set(result) == {"k", "model", "popularity", "users", "items"}
     assert set(result["model"]) == set(result["popularity"]) == {"precision", "map", "ndcg",

@@ -1,4 +1,4 @@
-"""The split of an ALS or EASE score over the user's views (trainer.explain): exact."""
+"""The split of an ALS or EASE score over the user's views (trainer.models.explain): exact."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from trainer.explain import explain
-from trainer.foldin import FoldIn
+from trainer.models.als import PublishedALS
+from trainer.models.explain import explain
 
 
 @pytest.mark.parametrize("scaling", ["linear", "logshare", "bm25"])
 def test_contributions_sum_to_the_fold_in_score(scaling):
     rng = np.random.default_rng(3)
     ids = rng.choice(np.arange(1, 10**6), size=60, replace=False)
-    model = FoldIn(item_ids=ids, item_factors=rng.normal(size=(60, 6)).astype(np.float32),
+    model = PublishedALS(item_ids=ids, item_factors=rng.normal(size=(60, 6)).astype(np.float32),
                    regularization=0.1, alpha=20.0, scaling=scaling,
                    item_totals=rng.integers(1, 500, size=60).astype(np.float32))
     views = {int(ids[i]): int(c) for i, c in zip([1, 4, 9, 20], [1, 7, 2, 30], strict=True)}
-    factors = model.solve(model.views_matrix([views]))[0].astype(np.float64)
+    factors = model.fold_in(model.views_matrix([views]))[0].astype(np.float64)
     targets = [int(ids[30]), int(ids[41]), int(ids[4])]
     reasons = explain(model, views, targets, top=len(views), positive_only=False)
     for rid in targets:
@@ -34,7 +34,7 @@ def test_contributions_sum_to_the_fold_in_score(scaling):
 
 def test_top_cuts_and_unknown_resources_get_no_reasons():
     rng = np.random.default_rng(4)
-    model = FoldIn(item_ids=np.arange(1, 21), item_factors=rng.normal(size=(20, 4)),
+    model = PublishedALS(item_ids=np.arange(1, 21), item_factors=rng.normal(size=(20, 4)),
                    regularization=0.05, alpha=10.0, scaling="log")
     views = {1: 3, 2: 1, 3: 5, 4: 2}
     every = explain(model, views, [7], top=4, positive_only=False)[7]
@@ -46,8 +46,8 @@ def test_top_cuts_and_unknown_resources_get_no_reasons():
 
 @pytest.mark.parametrize("scaling", ["binary", "log"])
 def test_ease_contributions_sum_to_the_ease_score(scaling):
-    from trainer.ease import ease_input
-    from trainer.explain import explain_ease
+    from trainer.models.ease import ease_input
+    from trainer.models.explain import explain_ease
 
     rng = np.random.default_rng(5)
     ids = np.arange(100, 130)

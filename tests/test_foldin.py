@@ -8,8 +8,8 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from tests.helpers import assert_top_k
-from trainer.config import scale_confidence
-from trainer.foldin import FoldIn, fold_in, gram
+from trainer.models.als import PublishedALS, fold_in, gram
+from trainer.models.confidence import scale_confidence
 
 USERS, ITEMS, FACTORS = 120, 60, 8
 
@@ -32,12 +32,12 @@ def _fit(views: sp.csr_matrix, scaling: str, alpha: float, reg: float) -> Altern
 
 
 def _foldin(model: AlternatingLeastSquares, scaling: str, alpha: float, reg: float,
-            item_totals=None) -> FoldIn:
+            item_totals=None) -> PublishedALS:
     ids = np.arange(1000, 1000 + ITEMS)  # resource ids are not row numbers
-    return FoldIn(ids, model.item_factors, reg, alpha, scaling, "v1", item_totals=item_totals)
+    return PublishedALS(ids, model.item_factors, reg, alpha, scaling, "v1", item_totals=item_totals)
 
 
-def _as_counts(fi: FoldIn, views: sp.csr_matrix) -> list[dict[int, int]]:
+def _as_counts(fi: PublishedALS, views: sp.csr_matrix) -> list[dict[int, int]]:
     return [
         {int(fi.item_ids[i]): int(v) for i, v in zip(row.indices, row.data, strict=True)}
         for row in views
@@ -54,11 +54,11 @@ def test_fold_in_equals_implicit_recalculate_user(scaling, alpha):
     fi = _foldin(model, scaling, alpha, reg)
     users = np.array([0, 5, 17, 42, 99])
     expected = model.recalculate_user(users, scale_confidence(views[users], scaling, alpha))
-    got = fi.solve(fi.views_matrix(_as_counts(fi, views[users])))
+    got = fi.fold_in(fi.views_matrix(_as_counts(fi, views[users])))
     assert got.dtype == np.float32 and got.shape == (users.size, FACTORS)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
     # ...and one user at a time gives the same as the stacked batch.
-    np.testing.assert_allclose(fi.solve(views[users[2:3]]), got[2:3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fi.fold_in(views[users[2:3]]), got[2:3], rtol=1e-5, atol=1e-6)
     # The tolerance tells the conventions apart: reg scaled by the user's number of
     # interactions (as some ALS implementations do) lands far outside it.
     conf = scale_confidence(views[users], scaling, alpha)
@@ -76,12 +76,12 @@ def test_fold_in_equals_partial_fit_users_for_brand_new_users():
     newcomers = _views(seed=11, users=4)  # users the model never saw
     new_ids = np.arange(USERS, USERS + 4)
     model.partial_fit_users(new_ids, scale_confidence(newcomers, "log", alpha))
-    got = fi.solve(fi.views_matrix(_as_counts(fi, newcomers)))
+    got = fi.fold_in(fi.views_matrix(_as_counts(fi, newcomers)))
     np.testing.assert_allclose(got, model.user_factors[new_ids], rtol=1e-3, atol=1e-5)
     # A newcomer's one single view is enough for factors.
     single = sp.csr_matrix(([3.0], ([0], [7])), shape=(1, ITEMS), dtype=np.float32)
     expected = model.recalculate_user(0, scale_confidence(single, "log", alpha))
-    np.testing.assert_allclose(fi.solve(single)[0], expected, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fi.fold_in(single)[0], expected, rtol=1e-3, atol=1e-5)
 
 
 def test_bm25_fold_in_equals_implicit_given_training_item_totals():
@@ -93,7 +93,7 @@ def test_bm25_fold_in_equals_implicit_given_training_item_totals():
     users = np.array([1, 2, 3, 60])
     # Confidences of these rows as computed over the whole training matrix.
     expected = model.recalculate_user(users, scale_confidence(views, "bm25", alpha)[users])
-    np.testing.assert_allclose(fi.solve(views[users]), expected, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fi.fold_in(views[users]), expected, rtol=1e-3, atol=1e-5)
     with pytest.raises(ValueError, match="item_totals"):
         _foldin(model, "bm25", alpha, reg)
 
@@ -106,7 +106,7 @@ def test_unknown_resources_are_ignored_and_only_unknown_gives_no_recs():
     known = {1003: 4, 1010: 1}
     mixed = {**known, 999_999: 50, 5: 2}
     only_unknown = {999_999: 3, 4_294_967_295: 1}
-    x = fi.solve(fi.views_matrix([known, mixed, only_unknown, {}]))
+    x = fi.fold_in(fi.views_matrix([known, mixed, only_unknown, {}]))
     np.testing.assert_array_equal(x[0], x[1])
     assert x[0].any()
     assert not x[2].any() and not x[3].any()
@@ -118,7 +118,7 @@ def test_recommend_matches_a_full_sort_and_excludes_viewed():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((30, FACTORS)).astype(np.float32)
     y = rng.standard_normal((ITEMS, FACTORS)).astype(np.float32)
-    fi = FoldIn(np.arange(1000, 1000 + ITEMS), y, 0.1, 1.0, "log")
+    fi = PublishedALS(np.arange(1000, 1000 + ITEMS), y, 0.1, 1.0, "log")
     viewed = sp.random(30, ITEMS, density=0.3, random_state=2, format="csr")
     scores = x @ y.T
     ids, all_scores = fi.recommend(x, viewed, 7)
@@ -131,7 +131,7 @@ def test_recommend_matches_a_full_sort_and_excludes_viewed():
 
 
 def test_recommend_lists_are_short_when_few_items_remain():
-    fi = FoldIn(np.array([10, 20, 30]), np.eye(3, FACTORS), 0.1, 1.0, "log")
+    fi = PublishedALS(np.array([10, 20, 30]), np.eye(3, FACTORS), 0.1, 1.0, "log")
     x = np.ones((2, FACTORS), dtype=np.float32)
     viewed = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 0]], dtype=np.float32))
     ids, scores = fi.recommend(x, viewed, 5)
@@ -147,7 +147,7 @@ def test_fold_in_of_empty_rows_is_zero_without_solving():
 
 
 def test_rows_of_maps_ids_and_marks_unknown():
-    fi = FoldIn(np.array([50, 7, 4_294_967_295]), np.ones((3, 2)), 0.1, 1.0, "linear")
+    fi = PublishedALS(np.array([50, 7, 4_294_967_295]), np.ones((3, 2)), 0.1, 1.0, "linear")
     np.testing.assert_array_equal(fi.rows_of([7, 4_294_967_295, 8, 50]), [1, 2, -1, 0])
 
 
@@ -159,8 +159,8 @@ def test_spark_engine_fold_in_solves_the_count_scaled_objective():
     views = sp.csr_matrix(rng.integers(0, 3, (5, 30)) * (rng.random((5, 30)) < 0.3),
                           dtype=np.float32)
     reg = 2.0
-    got = FoldIn(item_ids=np.arange(1, 31), item_factors=y, regularization=reg, alpha=10.0,
-                 scaling="log", engine="spark").solve(views)
+    got = PublishedALS(item_ids=np.arange(1, 31), item_factors=y, regularization=reg, alpha=10.0,
+                 scaling="log", engine="spark").fold_in(views)
     conf = scale_confidence(views, "log", 10.0).toarray().astype(np.float64)
     for u in range(5):
         seen = conf[u] > 0
@@ -168,6 +168,6 @@ def test_spark_engine_fold_in_solves_the_count_scaled_objective():
         a = (y.T * c) @ y + reg * seen.sum() * np.eye(4)
         want = np.linalg.solve(a, (y.T * c) @ seen.astype(float)) if seen.any() else 0 * y[0]
         np.testing.assert_allclose(got[u], want, rtol=1e-4, atol=1e-5)
-    implicit_objective = FoldIn(item_ids=np.arange(1, 31), item_factors=y, regularization=reg,
-                                alpha=10.0, scaling="log").solve(views)
+    implicit_objective = PublishedALS(item_ids=np.arange(1, 31), item_factors=y, regularization=reg,
+                                alpha=10.0, scaling="log").fold_in(views)
     assert not np.allclose(implicit_objective, got, atol=1e-3)

@@ -25,7 +25,7 @@ from core.contract import (
     valid_lang,
 )
 from core.errors import InputError
-from trainer.data import load_views
+from trainer.data.extracts import load_views
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

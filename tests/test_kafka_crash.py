@@ -18,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from recs.localstack import wait_until
+from recs.localstack_process import wait_until
 from tests.conftest import KAFKA_TEST_CONFIG, own_kafka, recs_env
 from tests.test_consume import Stream, invalid_messages, make_events, stop_cleanly, total_views
 from tests.test_dead_letters import read_dlq

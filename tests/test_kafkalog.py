@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from consumers.kafkalog import KafkaLog, RateLimited
-from recs.localstack import free_port, wait_until
+from recs.localstack_process import free_port, wait_until
 
 
 class Clock:

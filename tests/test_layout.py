@@ -6,7 +6,16 @@
   Kafka; no library module imports the command-line layer (the CLI, the demo, the embedded
   stack, the HTTP server), not even inside a function.
 - No import cycle between the top-level packages, counting module-level imports only (the
-  ones that run when a package is imported).
+  ones that run when a package is imported); and none between files, counting every import
+  (inside functions too).
+- No private name (``_x``) imported from another file of the project, and none read off an
+  imported project module (``module._x``).
+- ``trainer/``'s packages each import only those below them in ``TRAINER_ORDER`` (or
+  themselves): a new package must be placed in the order.
+- No source file over ``MAX_FILE_LINES`` lines outside ``tests/`` and ``benchmarks/``.
+- ``trainer/`` sends no Redis command itself (it reaches Redis through ``store/``): no call
+  of a Redis command method on a name that holds a client or a pipeline (``client``, ``pipe``,
+  ``redis``: the names this code base gives them).
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "consumers", "trainer", "store", "recs")
 LIBRARY = ("consumers", "trainer", "store")
 MAX_LINES = 60
+MAX_FILE_LINES = 400
+SOURCE_SUFFIXES = (".py", ".js", ".css", ".html", ".sh", ".lua")
+OUTSIDE_LIMIT = ("tests", "benchmarks", ".venv", "build", "out", "data")
 
 # The command-line layer: imported by tests, benchmarks and each other, never by a library
 # module. Prefixes: "recs.serve" covers recs.serve_kafka, recs.serve_page, ...
@@ -31,6 +43,10 @@ def _sources() -> Iterator[tuple[str, ast.Module]]:
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             yield rel, ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+
+
+def _none(found: list[str], heading: str) -> None:
+    assert not found, heading + ":\n  " + "\n  ".join(found)
 
 
 def _module_name(rel: str) -> str:
@@ -154,8 +170,7 @@ def _layer_violations(sources) -> list[str]:
 
 
 def test_each_layer_imports_only_what_it_may():
-    violations = _layer_violations(_sources())
-    assert not violations, "layering broken:\n  " + "\n  ".join(violations)
+    _none(_layer_violations(_sources()), "layering broken")
 
 
 def test_the_layer_check_sees_imports_inside_functions_and_from_imports():
@@ -220,3 +235,188 @@ def test_the_cycle_check_finds_a_cycle_and_builds_the_package_graph():
     recs = ast.parse("from trainer import config\n")
     graph = _package_graph([("trainer/x.py", trainer), ("recs/cli.py", recs)])
     assert graph == {"trainer": {"core"}, "recs": {"trainer"}}
+
+
+# -- (d) no cycle between files -------------------------------------------------------------
+
+def _module_graph(sources) -> dict[str, set[str]]:
+    """module -> the project modules it imports, anywhere in the file."""
+    graph: dict[str, set[str]] = {}
+    for rel, tree in sources:
+        here = _module_name(rel)
+        for _, name in _imports(rel, tree, module_level=False):
+            if name in MODULES and name != here:
+                graph.setdefault(here, set()).add(name)
+    return graph
+
+
+def test_no_import_cycle_between_files():
+    cycle = _cycle(_module_graph(_sources()))
+    assert cycle is None, f"import cycle between files: {' -> '.join(cycle)}"
+
+
+def test_the_file_cycle_check_sees_imports_inside_functions():
+    a = ast.parse("from trainer.pipeline import publish\n")
+    b = ast.parse("def f():\n    from trainer.pipeline.retrain import train_language\n")
+    graph = _module_graph([("trainer/pipeline/retrain.py", a), ("trainer/pipeline/publish.py", b)])
+    assert _cycle(graph) == ["trainer.pipeline.publish", "trainer.pipeline.retrain",
+                             "trainer.pipeline.publish"]
+
+
+# -- (e) no private name across files ---------------------------------------------------------
+
+def _private_imports(sources) -> list[str]:
+    found = []
+    for rel, tree in sources:
+        modules = set()  # names this file binds to project modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                for name in _imported(rel, node):
+                    if name in MODULES and name.split(".")[-1] in {a.name for a in node.names}:
+                        alias = next(a for a in node.names if a.name == name.split(".")[-1])
+                        modules.add(alias.asname or alias.name)
+                if _imported(rel, node)[0].split(".")[0] in PACKAGES:
+                    found += [f"{rel}:{node.lineno} imports {a.name}" for a in node.names
+                              if _private(a.name)]
+            elif isinstance(node, ast.Import):
+                modules.update(a.asname for a in node.names if a.asname
+                               and a.name.split(".")[0] in PACKAGES)
+        found += [f"{rel}:{node.lineno} reads {node.value.id}.{node.attr}"
+                  for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                  and isinstance(node.value, ast.Name) and node.value.id in modules
+                  and _private(node.attr)]
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_no_private_name_crosses_files():
+    _none(_private_imports(_sources()), "private names used across files")
+
+
+def test_the_private_name_check_sees_from_imports_and_module_attributes():
+    tree = ast.parse("from store.snapshot import _parse_ints, read_views\n"
+                     "from trainer.models import ease as ease_module\n"
+                     "import trainer.pipeline.retrain as retrain\n"
+                     "x = ease_module._cache, retrain._steps, retrain.train_language\n"
+                     "from numpy import _private_thing\n")
+    found = [f.split(" ", 1)[1] for f in _private_imports([("trainer/x.py", tree)])]
+    assert sorted(found) == ["imports _parse_ints", "reads ease_module._cache",
+                             "reads retrain._steps"]
+
+
+# -- (f) trainer's packages, each above the ones it imports --------------------------------
+
+TRAINER_ORDER = {"trainer": 0, "trainer.data": 1, "trainer.models": 2, "trainer.scoring": 3,
+                 "trainer.quality": 3, "trainer.pipeline": 4, "trainer.commands": 5}
+"""Lowest first; a package imports only those of a lower number (``trainer`` is config.py
+and settings.py; scoring and quality are siblings: neither imports the other)."""
+
+
+def _trainer_unit(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else "trainer"
+
+
+def _upward_imports(sources) -> list[str]:
+    found = []
+    for rel, tree in sources:
+        here = _module_name(rel)
+        if not here.startswith("trainer."):
+            continue
+        unit = _trainer_unit(here)
+        if unit not in TRAINER_ORDER:
+            found.append(f"{rel}: package {unit} is not in TRAINER_ORDER")
+            continue
+        for line, name in _imports(rel, tree, module_level=False):
+            there = _trainer_unit(name) if name.startswith("trainer.") else None
+            if there is None or there == unit:
+                continue
+            if TRAINER_ORDER.get(there, 99) >= TRAINER_ORDER[unit]:
+                found.append(f"{rel}:{line} imports {name} ({unit} is not above {there})")
+    return found
+
+
+def test_each_trainer_package_imports_only_those_below_it():
+    _none(_upward_imports(_sources()), "trainer/ imports up or sideways")
+
+
+def test_the_order_check_refuses_up_sideways_and_unplaced_packages():
+    up = ast.parse("from trainer.pipeline.retrain import train_language\n")
+    side = ast.parse("def f():\n    from trainer.quality.choose import fit_model\n")
+    down = ast.parse("from trainer.models.rank import top_n\nfrom trainer.config import X\n")
+    found = _upward_imports([("trainer/models/als.py", up), ("trainer/scoring/lists.py", side),
+                             ("trainer/scoring/search.py", down),
+                             ("trainer/extra/thing.py", down)])
+    assert [f.split(" (")[0].split(": ")[0] for f in found] == [
+        "trainer/models/als.py:1 imports trainer.pipeline.retrain",
+        "trainer/scoring/lists.py:2 imports trainer.quality.choose",
+        "trainer/extra/thing.py"]
+
+
+# -- (g) file length ------------------------------------------------------------------------
+
+def _long_files(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (not path.is_file() or path.suffix not in SOURCE_SUFFIXES
+                or rel.parts[0] in OUTSIDE_LIMIT or rel.parts[0].startswith(".")):
+            continue
+        lines = len(path.read_text(encoding="utf-8", errors="replace").splitlines())
+        if lines > MAX_FILE_LINES:
+            found.append(f"{rel.as_posix()} ({lines} lines)")
+    return found
+
+
+def test_no_source_file_is_over_400_lines():
+    _none(_long_files(ROOT), f"files over {MAX_FILE_LINES} lines (split them)")
+
+
+def test_the_file_length_check_counts_lines_and_skips_tests(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "pkg" / "long.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * MAX_FILE_LINES)
+    (tmp_path / "tests" / "long.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    assert _long_files(tmp_path) == [f"pkg/long.py ({MAX_FILE_LINES + 1} lines)"]
+
+
+# -- (h) the trainer reaches Redis only through store/ ------------------------------------------
+
+REDIS_HOLDERS = ("client", "pipe", "redis")
+REDIS_METHODS = {"pipeline", "register_script", "execute", "get", "set", "exists", "delete",
+                 "hget", "hgetall", "hset", "hmget", "smembers", "sscan", "sscan_iter",
+                 "zadd", "zrange", "zscore", "zscan_iter", "eval", "evalsha", "scan"}
+
+
+def _redis_calls(sources) -> list[str]:
+    found = []
+    for rel, tree in sources:
+        if not rel.startswith("trainer/"):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in REDIS_METHODS):
+                continue
+            holder = node.func.value
+            name = holder.id if isinstance(holder, ast.Name) else getattr(holder, "attr", "")
+            if name in REDIS_HOLDERS:
+                found.append(f"{rel}:{node.lineno} calls {name}.{node.func.attr}")
+    return found
+
+
+def test_the_trainer_sends_no_redis_command_itself():
+    _none(_redis_calls(_sources()), "trainer/ talks to Redis past store/")
+
+
+def test_the_redis_check_sees_the_clients_and_pipelines_of_the_trainer():
+    tree = ast.parse("pipe = client.pipeline(transaction=False)\npipe.execute()\n"
+                     "reader.redis.exists(key)\nclient.register_script(S)\n"
+                     "settings.get('x')\nclient.close()\n")
+    found = [f.split(" ", 1)[1] for f in _redis_calls([("trainer/x.py", tree),
+                                                        ("store/y.py", tree)])]
+    assert found == ["calls client.pipeline", "calls pipe.execute", "calls redis.exists",
+                     "calls client.register_script"]

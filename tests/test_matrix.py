@@ -8,7 +8,8 @@ import pytest
 
 from core.errors import InputError
 from trainer.config import FilterConfig
-from trainer.matrix import Vocabulary, apply_filters, build_matrix, holdout_split
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.vocabulary import Vocabulary
 
 
 def frame(rows) -> pd.DataFrame:

@@ -9,20 +9,15 @@ import scipy.sparse as sp
 
 from core.errors import InputError, ModelFileError
 from tests.helpers import assert_top_k
-from trainer.config import FilterConfig, TrainConfig, scale_confidence
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import (
-    FORMAT,
-    as_rows,
-    fit,
-    load_model,
-    recommend_by_factors,
-    similar_by_index,
-    top_n,
-)
-from trainer.synth import generate
+from trainer.config import AlsConfig, FilterConfig
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.data.synth import generate
+from trainer.models.als import fit
+from trainer.models.confidence import scale_confidence
+from trainer.models.file import FORMATS, load_model, model_doc, model_filename, save_model
+from trainer.models.rank import as_rows, recommend_by_factors, similar_by_index, top_n
 
-SMALL = TrainConfig(factors=16, iterations=10, seed=3)
+SMALL = AlsConfig(factors=16, iterations=10, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +103,7 @@ def test_results_do_not_depend_on_the_chunk_size(planted, monkeypatch):
     _, matrix, model = planted
     whole_sim = model.similar_items(matrix.items.ids, n=5)
     whole_rec = model.recommend(matrix.users.ids, n=5)
-    monkeypatch.setattr("trainer.model._CHUNK_CELLS", 7 * len(matrix.items))  # 7 rows a block
+    monkeypatch.setattr("trainer.models.rank._CHUNK_CELLS", 7 * len(matrix.items))  # 7 rows a block
     chunked_sim = model.similar_items(matrix.items.ids, n=5)
     chunked_rec = model.recommend(matrix.users.ids, n=5)
     for r in range(len(matrix.items)):
@@ -149,7 +144,7 @@ def test_recommend_by_factors_marks_empty_slots():
 
 def test_model_file_round_trip_and_name(planted, tmp_path):
     _, _, model = planted
-    path = model.save(tmp_path)
+    path = save_model(model, tmp_path)
     assert path.name == "cf_ALSModel_fa16_re0.01_it10_al50_en.dump"
     loaded = load_model(path)
     assert np.array_equal(loaded.item_factors, model.item_factors)
@@ -163,7 +158,7 @@ def test_model_file_round_trip_and_name(planted, tmp_path):
     assert loaded.similar_items(q, 5)[0].tolist() == model.similar_items(q, 5)[0].tolist()
     # Only plain data in the file: numpy arrays, str, numbers, dicts.
     doc = joblib.load(path)
-    assert doc["format"] == FORMAT and isinstance(doc["config"], dict)
+    assert doc["format"] == FORMATS["als"] and isinstance(doc["config"], dict)
     assert {type(v) for v in doc.values()} <= {np.ndarray, str, int, dict}
 
 
@@ -172,7 +167,7 @@ def test_non_default_scaling_is_in_the_name(planted):
     from dataclasses import replace
 
     other = replace(model, config=replace(model.config, scaling="linear", alpha=40.5))
-    assert other.filename == "cf_ALSModel_fa16_re0.01_it10_al40.5_sclinear_en.dump"
+    assert model_filename(other) == "cf_ALSModel_fa16_re0.01_it10_al40.5_sclinear_en.dump"
 
 
 def test_foreign_files_are_rejected(planted, tmp_path):
@@ -185,7 +180,7 @@ def test_foreign_files_are_rejected(planted, tmp_path):
     joblib.dump({"user_factors": np.zeros((2, 2))}, other)
     with pytest.raises(ModelFileError, match="format marker"):
         load_model(other)
-    doc = model.to_dict()
+    doc = model_doc(model)
     joblib.dump({**doc, "version": 99}, other)
     with pytest.raises(ModelFileError, match="version 99"):
         load_model(other)
@@ -205,7 +200,7 @@ def test_foreign_files_are_rejected(planted, tmp_path):
 def test_nan_factors_are_rejected(planted):
     _, matrix, _ = planted
     with pytest.raises(InputError, match="diverged"):
-        fit(matrix, TrainConfig(factors=4, iterations=2, alpha=1e38, scaling="linear"), "en")
+        fit(matrix, AlsConfig(factors=4, iterations=2, alpha=1e38, scaling="linear"), "en")
 
 
 def test_empty_matrix_is_a_clear_error(planted):

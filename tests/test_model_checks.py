@@ -15,20 +15,22 @@ import pytest
 
 from core.errors import ModelFileError
 from recs.cli import main
-from recs.localstack import free_port, wait_until
-from trainer.config import FilterConfig, TrainConfig
-from trainer.matrix import apply_filters, build_matrix
-from trainer.model import fit, load_model
-from trainer.synth import generate
+from recs.localstack_process import free_port, wait_until
+from trainer.config import AlsConfig, FilterConfig
+from trainer.data.matrix import apply_filters, build_matrix
+from trainer.data.synth import generate
+from trainer.models import file as model_files
+from trainer.models.als import fit
+from trainer.models.file import load_model
 
 
 @pytest.fixture(scope="module")
 def model_doc():
     data = generate(n_users=200, n_resources=40, langs=["en"], seed=5, n_subjects=3)
     df, _ = apply_filters(data.views_for("en"), FilterConfig(5, 0, 2))
-    model = fit(build_matrix(df), TrainConfig(factors=4, iterations=3, seed=1), "en",
+    model = fit(build_matrix(df), AlsConfig(factors=4, iterations=3, seed=1), "en",
                 num_threads=1)
-    return model.to_dict()
+    return model_files.model_doc(model)
 
 
 def _damaged(doc: dict) -> list[tuple[str, dict]]:

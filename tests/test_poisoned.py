@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from consumers.produce import produce_events
-from recs.localstack import wait_until
+from recs.localstack_process import wait_until
 from store.counts import Counts
 from store.keys import Keys
 from store.quarantine import read_entries, repair

@@ -5,15 +5,9 @@ import threading
 import numpy as np
 import pytest
 
+from store.handover import requeue_touched
 from store.keys import Keys
-from store.publish import (
-    Lists,
-    LockLost,
-    Publisher,
-    TrainLock,
-    prefetched,
-    requeue_touched,
-)
+from store.publish import Lists, LockLost, Publisher, TrainLock, prefetched
 
 pytestmark = pytest.mark.integration
 

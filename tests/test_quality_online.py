@@ -12,8 +12,8 @@ from store.keys import Keys
 from store.quality import append_history, read_history, read_settings, write_settings
 from tests.helpers import load_counts
 from tests.test_train_online import FLAGS
-from trainer.quality import gate
-from trainer.synth import generate
+from trainer.data.synth import generate
+from trainer.quality.gate import gate
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from recs.localstack import wait_until
+from recs.localstack_process import wait_until
 from tests.conftest import KAFKA, KAFKA_TEST_CONFIG, recs_env
 from tests.test_consume import Stream, assigned, make_events, stop_cleanly
 

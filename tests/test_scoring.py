@@ -1,4 +1,4 @@
-"""Scoring the published lists (trainer/scoring.py, trainer/ann.py): exact faiss search agrees
+"""Scoring the published lists (trainer/scoring/): exact faiss search agrees
 with the numpy scoring, approximate lists keep every invariant (viewed resources never in a
 user's list, the resource never in its own similar list, lists full length), and
 ``recs train --recs-method/--similar-method`` publishes through them."""
@@ -11,9 +11,9 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from recs.cli import main
-from trainer.ann import AnnConfig
-from trainer.model import recommend_by_factors, similar_by_index
-from trainer.scoring import Scorer, ScoringConfig
+from trainer.config import AnnConfig, ScoringConfig
+from trainer.models.rank import recommend_by_factors, similar_by_index
+from trainer.scoring.search import Scorer
 
 # faiss_min_items=0: exact scoring through faiss even on these small catalogues, so the
 # comparison with the numpy scoring is between two implementations.
@@ -118,7 +118,7 @@ def test_train_publishes_ann_lists_without_viewed_resources(redis_server, tmp_pa
     from store.client import RecsClient
     from tests.helpers import load_counts
     from tests.test_train_online import FLAGS, KEYS, N
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     data = generate(n_users=600, n_resources=150, langs=("en",), seed=4)
     client = redis_server.client()

@@ -8,7 +8,7 @@ from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
 from store.connection import connect
 from store.keys import Keys
-from trainer.synth import generate
+from trainer.data.synth import generate
 
 pytestmark = pytest.mark.integration
 

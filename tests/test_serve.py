@@ -18,9 +18,9 @@ from store.keys import Keys
 from store.read import DETAIL_FIELDS
 from store.resources import replace_details
 from tests.helpers import publish_views
-from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings
-from trainer.synth import generate
+from trainer.config import AlsConfig, FilterConfig, ModelSpec
+from trainer.data.synth import generate
+from trainer.settings import RetrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,9 @@ def published(module_redis, tmp_path_factory):
     client = module_redis.client()
     client.flushall()
     data = generate(n_users=600, n_resources=120, langs=("en",), seed=5)
-    settings = OnlineSettings(
+    settings = RetrainConfig(
         filters=FilterConfig(min_item_views=5, max_item_views=0, min_user_views=3),
-        train=TrainConfig(factors=8, iterations=6), top_n=10, evaluate=True,
+        spec=ModelSpec(als=AlsConfig(factors=8, iterations=6)), top_n=10, evaluate=True,
         model_dir=str(tmp_path_factory.mktemp("models")))
     by_user = publish_views(client, data.views_for("en"), "en", settings)
     table = data.resources_for("en")
@@ -376,7 +376,7 @@ def test_recs_serve_runs_from_the_environment_and_stops_on_sigterm(redis_server,
     import os
     import time
 
-    from recs.localstack import free_port
+    from recs.localstack_process import free_port
 
     port = free_port()
     env = {**os.environ, "RECS_REDIS_URL": redis_server.url, "RECS_PORT": str(port),
@@ -469,12 +469,11 @@ def test_any_contract_user_id_round_trips(published, open_server):
 
 
 def test_ease_models_explain_their_lists_too(redis_server, serve_http, tmp_path):
-    from trainer.choose import ModelSpec
-    from trainer.config import EaseConfig
+    from trainer.config import EaseConfig, ModelSpec
 
     client = redis_server.client()
     data = generate(n_users=300, n_resources=60, langs=("en",), seed=9)
-    settings = OnlineSettings(
+    settings = RetrainConfig(
         filters=FilterConfig(min_item_views=3, max_item_views=0, min_user_views=3),
         spec=ModelSpec(model="ease", ease=EaseConfig()), top_n=5, model_dir=str(tmp_path))
     by_user = publish_views(client, data.views_for("en"), "en", settings)

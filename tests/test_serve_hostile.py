@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from recs.localstack import free_port, wait_until
+from recs.localstack_process import free_port, wait_until
 from recs.serve import ServeConfig
 from store.keys import Keys
 from store.resources import replace_details

@@ -7,7 +7,7 @@ import pytest
 from store.counts import Counts
 from store.keys import Keys
 from store.snapshot import read_languages, read_pending, read_seq, read_views
-from trainer.matrix import build_matrix
+from trainer.data.matrix import build_matrix
 
 pytestmark = pytest.mark.integration
 

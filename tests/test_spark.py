@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.spark_engine import java_available
+from trainer.config import ModelSpec
+from trainer.data.spark import java_available
+from trainer.models.file import model_filename
 
 try:
     import pyspark  # noqa: F401
@@ -32,9 +34,10 @@ needs_spark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def spark():
-    from trainer import spark_engine
+    from trainer.data import spark as spark_engine
+    from trainer.settings import SparkConfig
 
-    spark_engine.configure(spark_engine.SparkSettings(
+    spark_engine.configure(SparkConfig(
         master="local[2]", conf={"spark.sql.shuffle.partitions": "4",
                                  "spark.default.parallelism": "4"}))
     session = spark_engine.session()
@@ -46,7 +49,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def small():
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     return generate(n_users=300, n_resources=60, langs=("en",), seed=3).views_for("en")
 
@@ -57,22 +60,21 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @needs_spark
 def test_fold_in_reproduces_spark_user_factors(spark, small):
-    from trainer.config import FilterConfig, TrainConfig
-    from trainer.foldin import FoldIn
-    from trainer.matrix import apply_filters, build_matrix
-    from trainer.model import fit
+    from trainer.config import AlsConfig, FilterConfig
+    from trainer.data.matrix import apply_filters, build_matrix
+    from trainer.models.als import PublishedALS, fit
 
     df, _ = apply_filters(small, FilterConfig(0, 0, 2))
     matrix = build_matrix(df)
     # A strong penalty makes the two objectives far apart, so the check can fail.
-    config = TrainConfig(factors=8, iterations=10, regularization=1.0, engine="spark")
+    config = AlsConfig(factors=8, iterations=10, regularization=1.0, engine="spark")
     model = fit(matrix, config, "en")
-    assert model.stats["engine"] == "spark" and "_spark_" in model.filename
+    assert model.stats["engine"] == "spark" and "_spark_" in model_filename(model)
 
     def folded(engine: str) -> np.ndarray:
-        return FoldIn(item_ids=model.items.ids, item_factors=model.item_factors,
-                      regularization=config.regularization, alpha=config.alpha,
-                      scaling=config.scaling, engine=engine).solve(matrix.views)
+        return PublishedALS(item_ids=model.items.ids, item_factors=model.item_factors,
+                            regularization=config.regularization, alpha=config.alpha,
+                            scaling=config.scaling, engine=engine).fold_in(matrix.views)
 
     spark_cos = cosines(folded("spark"), model.user_factors)
     assert spark_cos.min() >= 0.99, spark_cos.min()
@@ -150,8 +152,8 @@ def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_pat
     from store.client import RecsClient
     from tests.helpers import load_counts
     from tests.test_train_online import FLAGS, KEYS, LOW, N
-    from trainer.matrix import apply_filters
-    from trainer.synth import generate
+    from trainer.data.matrix import apply_filters
+    from trainer.data.synth import generate
 
     views = generate(n_users=500, n_resources=120, langs=("en",), seed=6).views_for("en")
     client = redis_server.client()
@@ -188,8 +190,8 @@ def test_executors_read_counts_and_write_user_lists(spark, redis_server, tmp_pat
 def test_executor_confidence_is_the_implicit_paths(spark, small, scaling):
     import scipy.sparse as sp
 
-    from trainer.config import scale_confidence
-    from trainer.spark_cluster import ratings
+    from trainer.models.confidence import scale_confidence
+    from trainer.pipeline.executors import ratings
 
     got = ratings(spark.createDataFrame(small), scaling, alpha=7.0).toPandas()
     users, u = np.unique(small["user_id"], return_inverse=True)
@@ -210,22 +212,21 @@ def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server)
     from store.publish import LockLost
     from tests.helpers import load_counts
     from tests.test_train_online import KEYS
-    from trainer.config import TrainConfig
-    from trainer.online import OnlineSettings
-    from trainer.scoring import ScoringConfig
-    from trainer.spark_cluster import ListTarget, _read_frame, write_user_lists
-    from trainer.spark_engine import factors_array, fit_frame
-    from trainer.synth import generate
+    from trainer.config import AlsConfig, ScoringConfig
+    from trainer.data.synth import generate
+    from trainer.models.spark_als import factors_array, fit_frame
+    from trainer.pipeline.executors import ListTarget, read_frame, write_user_lists
+    from trainer.settings import RetrainConfig
 
     views = generate(n_users=200, n_resources=50, langs=("en",), seed=8).views_for("en")
     client = redis_server.client()
     client.flushdb()
     load_counts(client, views, "en")
-    settings = OnlineSettings(redis_url=redis_server.url,
-                              train=TrainConfig(factors=8, iterations=2))
-    raw, frame, users, items = _read_frame(KEYS, "en", settings, sorted(views["user_id"].unique()
+    settings = RetrainConfig(redis_url=redis_server.url,
+                             spec=ModelSpec(als=AlsConfig(factors=8, iterations=2)))
+    raw, frame, users, items = read_frame(KEYS, "en", settings, sorted(views["user_id"].unique()
                                                                          .astype(str)), [])
-    als = fit_frame(frame.select("user", "item", "rating"), settings.train)
+    als = fit_frame(frame.select("user", "item", "rating"), settings.spec.als)
     item_factors = factors_array(als.itemFactors, len(items), 8)
     lock = KEYS.train_lock("en")
     target = ListTarget(redis_server.url, KEYS.prefix, "en", lock, "driver-token", 0, 5,

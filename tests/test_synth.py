@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from trainer.config import FilterConfig
-from trainer.data import load_resources, load_views
-from trainer.matrix import apply_filters
-from trainer.synth import generate
+from trainer.data.extracts import load_resources, load_views
+from trainer.data.matrix import apply_filters
+from trainer.data.synth import generate
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

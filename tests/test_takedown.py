@@ -12,14 +12,16 @@ import pytest
 
 from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
-from store.control import Control, ControlOp, write_refilled
+from store.control import Control, ControlOp
 from store.counts import Counts
 from store.keys import Keys
+from store.settle import write_refilled
 from tests.helpers import assert_top_k, load_counts
-from trainer.config import FilterConfig, TrainConfig
-from trainer.online import OnlineSettings, train_language
-from trainer.synth import generate
-from trainer.takedown import settle
+from trainer.config import AlsConfig, FilterConfig, ModelSpec
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import train_language
+from trainer.pipeline.takedown import settle
+from trainer.settings import RetrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +39,8 @@ def load(client, data, lang: str) -> None:
     load_counts(client, data.views_for(lang), lang)
 
 
-def settings(tmp_path) -> OnlineSettings:
-    return OnlineSettings(filters=FILTERS, train=TrainConfig(factors=8, iterations=5),
+def settings(tmp_path) -> RetrainConfig:
+    return RetrainConfig(filters=FILTERS, spec=ModelSpec(als=AlsConfig(factors=8, iterations=5)),
                           top_n=N, model_dir=str(tmp_path / "models"))
 
 
@@ -342,7 +344,7 @@ def test_with_an_ease_model_hidden_resources_leave_every_list_too(redis_client, 
     ALS scores), and a hide during an EASE publish is dropped by the same scripts."""
     from dataclasses import replace
 
-    from trainer.choose import ModelSpec
+    from trainer.config import ModelSpec
 
     load(redis_client, data, "en")
     ease = replace(settings(tmp_path), spec=ModelSpec(model="ease"))

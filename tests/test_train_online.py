@@ -21,10 +21,12 @@ from recs.cli import main
 from store.counts import Counts
 from store.keys import Keys
 from tests.helpers import load_counts
-from trainer.config import FilterConfig, TrainConfig
-from trainer.matrix import apply_filters
-from trainer.online import OnlineSettings, _second_signal, train_language
-from trainer.synth import generate
+from trainer.config import AlsConfig, FilterConfig, ModelSpec
+from trainer.data.matrix import apply_filters
+from trainer.data.synth import generate
+from trainer.pipeline.retrain import train_language
+from trainer.pipeline.rounds import stop_at_once
+from trainer.settings import RetrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +48,8 @@ def train(server, tmp_path, *extra) -> int:
                  *FLAGS, *extra])
 
 
-def settings(tmp_path, filters=LOW, **kw) -> OnlineSettings:
-    return OnlineSettings(filters=filters, train=TrainConfig(factors=16, iterations=8),
+def settings(tmp_path, filters=LOW, **kw) -> RetrainConfig:
+    return RetrainConfig(filters=filters, spec=ModelSpec(als=AlsConfig(factors=16, iterations=8)),
                           top_n=N, model_dir=str(tmp_path / "models"), **kw)
 
 
@@ -360,7 +362,7 @@ def test_a_second_signal_stops_at_once():
     """The trainer's routing, with real signals: the first asks for a stop after the run in
     hand, the second unwinds at once (through the lock's ``finally``)."""
     stop = StopFlag()
-    restore = on_stop_signals(lambda name: stop.set(), _second_signal)
+    restore = on_stop_signals(lambda name: stop.set(), stop_at_once)
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.wait(5)

@@ -1,5 +1,5 @@
 """Progress of long steps (core/progress.py) and the trainer's Prometheus metrics
-(trainer/train_metrics.py), served over real HTTP on loopback."""
+(trainer/pipeline/metrics.py), served over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import InputError
 from core.progress import Progress
-from trainer.train_metrics import TrainMetrics
+from trainer.pipeline.metrics import TrainMetrics
 
 
 def test_a_terminal_gets_a_bar_ending_in_a_newline():
@@ -71,7 +71,7 @@ def test_every_serves_metrics_of_the_last_run(redis_server, tmp_path):
 
     from tests.helpers import load_counts
     from tests.test_train_online import FLAGS
-    from trainer.synth import generate
+    from trainer.data.synth import generate
 
     client = redis_server.client()
     views = generate(n_users=600, n_resources=150, langs=("en",), seed=4).views_for("en")
@@ -104,7 +104,7 @@ def test_every_serves_metrics_of_the_last_run(redis_server, tmp_path):
 def test_a_gated_run_is_counted_by_its_outcome():
     from prometheus_client import generate_latest
 
-    from trainer.train_metrics import TrainMetrics
+    from trainer.pipeline.metrics import TrainMetrics
 
     metrics = TrainMetrics()
     metrics.record("en", "gated", {"reason": "below popularity"}, now=0.0)

@@ -8,15 +8,14 @@ import json
 import pytest
 import scipy.sparse as sp
 
-from recs.cli import _explicit, build_parser, main
-from trainer import tune as tune_module
-from trainer.choose import ModelSpec
-from trainer.config import FilterConfig, TrainConfig
-from trainer.data import load_views
-from trainer.matrix import apply_filters, build_matrix, holdout_split
-from trainer.settings import apply_settings, spec_from_args
-from trainer.synth import generate
-from trainer.tune import tune
+from recs.cli import main, parse_args
+from trainer.config import AlsConfig, FilterConfig, ModelSpec
+from trainer.data.extracts import load_views
+from trainer.data.matrix import apply_filters, build_matrix, holdout_split
+from trainer.data.synth import generate
+from trainer.quality import tune as tune_module
+from trainer.quality.tune import tune
+from trainer.settings import apply_tuned
 
 FILTERS = ["--min-item-views", "10", "--max-item-views", "0", "--min-user-views", "3"]
 SMALL = ["--factors", "8", "--iterations", "5", "--threads", "1"]
@@ -47,7 +46,8 @@ def test_the_search_inside_evaluate_never_sees_a_test_pair(views_csv, monkeypatc
     """Records every matrix the search fits on or scores against; none may hold a test pair.
     (Fails if ``recs evaluate --tune`` handed the search the whole matrix.)"""
     seen: list[tuple[str, sp.csr_matrix]] = []
-    real_fit, real_fit_ease, real_ndcg = tune_module.fit, tune_module.fit_ease, tune_module._ndcg
+    real_fit, real_fit_ease = tune_module.fit, tune_module.fit_ease
+    real_ndcg = tune_module.validation_ndcg
 
     def fit(matrix, *a, **kw):
         seen.append(("fit", matrix.views))
@@ -64,7 +64,7 @@ def test_the_search_inside_evaluate_never_sees_a_test_pair(views_csv, monkeypatc
 
     monkeypatch.setattr(tune_module, "fit", fit)
     monkeypatch.setattr(tune_module, "fit_ease", fit_ease)
-    monkeypatch.setattr(tune_module, "_ndcg", ndcg)
+    monkeypatch.setattr(tune_module, "validation_ndcg", ndcg)
     assert main(["evaluate", "--views", str(views_csv), *FILTERS, *SMALL, "--tune",
                  "--trials", "4", "--seed", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -81,7 +81,7 @@ def test_the_search_inside_evaluate_never_sees_a_test_pair(views_csv, monkeypatc
 
 def test_a_tune_is_seeded_and_reports_every_trial(views_csv):
     matrix = matrix_of(views_csv)
-    base = ModelSpec(als=TrainConfig(factors=8, iterations=5, seed=4))
+    base = ModelSpec(als=AlsConfig(factors=8, iterations=5, seed=4))
     lines: list[str] = []
     first = tune(matrix, base, trials=6, threads=1, say=lines.append)
     again = tune(matrix, base, trials=6, threads=1, say=lambda _: None)
@@ -96,9 +96,7 @@ def test_a_tune_is_seeded_and_reports_every_trial(views_csv):
 def parsed(argv, monkeypatch, env=None):
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    args = build_parser().parse_args(argv)
-    args.explicit = _explicit(argv)
-    return args
+    return parse_args(argv)
 
 
 def test_precedence_flag_then_variable_then_tuned_then_default(monkeypatch):
@@ -107,17 +105,17 @@ def test_precedence_flag_then_variable_then_tuned_then_default(monkeypatch):
     # --factors 40 is the built-in default's value, given on purpose: still a given flag.
     args = parsed(["train", "--views", "v.csv", "--factors", "40", "--ease-l2", "150"],
                   monkeypatch, {"RECS_ALPHA": "3", "RECS_MODEL_KIND": "ease"})
-    spec = spec_from_args(apply_settings(args, tuned))
+    spec = ModelSpec.from_values(vars(apply_tuned(args, tuned)))
     assert spec.als.factors == 40            # flag
     assert spec.ease.l2 == 150.0             # flag
     assert spec.als.alpha == 3.0             # RECS_ALPHA
     assert spec.model == "ease"              # RECS_MODEL_KIND
     assert spec.als.regularization == 0.5 and spec.als.iterations == 12  # tuned
-    assert spec.blend_weight == 0.25         # tuned
+    assert spec.blend.weight == 0.25         # tuned
     assert spec.als.scaling == "logshare"    # nobody set it: built-in default
     # Without tuned settings everything not given is the default.
-    plain = spec_from_args(parsed(["train", "--views", "v.csv"], monkeypatch))
-    assert plain == ModelSpec(model="ease", als=TrainConfig(alpha=3.0))
+    plain = ModelSpec.from_values(vars(parsed(["train", "--views", "v.csv"], monkeypatch)))
+    assert plain == ModelSpec(model="ease", als=AlsConfig(alpha=3.0))
 
 
 def test_tune_writes_settings_that_train_and_evaluate_read(views_csv, tmp_path, capsys):

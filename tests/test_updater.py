@@ -20,14 +20,14 @@ import pytest
 
 from consumers.updater import Updater, UpdaterConfig
 from store.counts import Counts
+from store.handover import requeue_touched
 from store.keys import Keys
-from store.publish import Lists, Publisher, requeue_touched
+from store.publish import Lists, Publisher
 from store.updates import BatchWrite, UpdateQueue, read_published_items, read_views
-from trainer.config import TrainConfig
-from trainer.foldin import FoldIn
-from trainer.matrix import build_matrix
-from trainer.model import fit
-from trainer.synth import generate
+from trainer.config import AlsConfig
+from trainer.data.matrix import build_matrix
+from trainer.data.synth import generate
+from trainer.models.als import PublishedALS, fit
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,9 @@ def stored_recs(client, user: str, lang: str = LANG) -> list[int]:
     return [int(m) for m in client.zrevrange(KEYS.recs(lang, user), 0, -1)]
 
 
-def current_foldin(client, lang: str = LANG) -> FoldIn:
+def current_foldin(client, lang: str = LANG) -> PublishedALS:
     p = read_published_items(client, KEYS, lang)
-    return FoldIn(p.item_ids, p.item_factors, float(p.meta["regularization"]),
+    return PublishedALS(p.item_ids, p.item_factors, float(p.meta["regularization"]),
                   float(p.meta["alpha"]), p.meta["scaling"], p.version)
 
 
@@ -77,7 +77,7 @@ def expected_factors(client, users: list[str], lang: str = LANG) -> np.ndarray:
     fi = current_foldin(client, lang)
     raw = read_views(client, KEYS, lang, users)
     counts = [{int(k): int(v) for k, v in h.items()} for h in raw]
-    return fi.solve(fi.views_matrix(counts))
+    return fi.fold_in(fi.views_matrix(counts))
 
 
 def batch_of(n_users: int, factors: int, recs: list[int]) -> BatchWrite:
@@ -145,7 +145,7 @@ def planted():
     data = generate(n_users=700, n_resources=120, langs=(LANG,), seed=3, n_subjects=5,
                     mean_items=10.0, off_subject=0.05)
     matrix = build_matrix(data.views_for(LANG))
-    model = fit(matrix, TrainConfig(factors=8, regularization=REG, iterations=15, alpha=ALPHA),
+    model = fit(matrix, AlsConfig(factors=8, regularization=REG, iterations=15, alpha=ALPHA),
                 LANG, num_threads=1)
     return data, matrix, model
 
@@ -427,16 +427,16 @@ def test_a_retrain_during_updates_leaves_every_user_on_the_new_model(
     try:
         wait_for(lambda: redis_client.scard(KEYS.published_users(LANG)) > 500, 30,
                  "the updater at work")
-        # The trainer's protocol (trainer/online.py): read seq, note who is pending, read the
-        # counts, train, write every user's lists, switch, hand newer views back.
+        # The trainer's protocol (trainer/pipeline/retrain.py): read seq, note who is pending,
+        # read the counts, train, write every user's lists, switch, hand newer views back.
         seq = int(redis_client.get(KEYS.seq(LANG)))
         pending = sorted({m.decode() for key in (KEYS.dirty(LANG), KEYS.claims(LANG))
                           for m in redis_client.zrange(key, 0, -1)})
         new_items = rng.standard_normal((200, 12)).astype(np.float32) * 0.3
-        trained = FoldIn(item_ids, new_items, REG, ALPHA, "log")
+        trained = PublishedALS(item_ids, new_items, REG, ALPHA, "log")
         raw = read_views(redis_client, KEYS, LANG, users)
         counts = trained.views_matrix([{int(k): int(v) for k, v in h.items()} for h in raw])
-        user_factors = trained.solve(counts)
+        user_factors = trained.fold_in(counts)
         members, scores = trained.recommend(user_factors, counts, 20)
         publisher = Publisher(redis_client, KEYS, LANG, entries_per_call=200,
                               calls_per_round_trip=2,
@@ -495,7 +495,7 @@ def test_through_the_consumer_and_the_trainer(redis_client, broker, topics, cons
     """Views produced to Kafka reach recommendations through the real commands, and a retrain
     under a stream of views leaves every user on the new model."""
     from consumers.produce import events_from_views, produce_events
-    from trainer.model import load_model
+    from trainer.models.file import load_model
 
     data, _, _ = planted()
     topic, _ = topics

@@ -1,24 +1,35 @@
-"""Typed settings for filtering and training, and the view -> confidence scaling.
+"""Every setting of the trainer and its default, typed and checked where it is built.
 
-The command line fills these from flags and ``RECS_*`` environment variables; library
-callers build them directly. Defaults are the platform's, except ``scaling`` (see below).
+The command line reads its defaults from these classes (``recs/cli_options.py``) and which
+value wins (flag, ``RECS_*`` variable, tuned settings, default) is decided in one function,
+``trainer.settings.resolve``; library callers build the classes directly. Each class checks
+its values in ``__post_init__`` with one clear line (``InputError``), so a value is checked
+the same way whoever gives it.
+
+A model family's settings class names its keys in the tuned settings (the file ``recs tune
+--out`` writes and the language's settings hash): ``KEY_PREFIX`` + field, for the fields in
+``TUNED``. :class:`ModelSpec`, a model and the settings of every family, round-trips to those
+flat settings (:meth:`ModelSpec.settings`, :meth:`ModelSpec.with_settings`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
-import scipy.sparse as sp
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar, Literal
 
 from core.errors import InputError
+from core.options import lang as lang_option
 
 Scaling = Literal["linear", "log", "bm25", "logshare"]
 SCALINGS: tuple[str, ...] = ("linear", "log", "bm25", "logshare")
 ENGINES: tuple[str, ...] = ("implicit", "spark", "implicit-gpu")
-"""Who fits ALS: ``implicit`` on the CPU, Spark MLlib (``trainer.spark_engine``), or
+"""Who fits ALS: ``implicit`` on the CPU, Spark MLlib (``trainer.models.spark_als``), or
 ``implicit``'s CUDA build."""
+EASE_SCALINGS: tuple[str, ...] = ("binary", "log")
+SCORING_METHODS: tuple[str, ...] = ("exact", "ann", "auto")
 
 
 @dataclass(frozen=True)
@@ -46,9 +57,17 @@ class FilterConfig:
                    min_user_views=args.min_user_views)
 
 
+# -- the model families' settings -------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class AlsConfig:
     """ALS hyperparameters (Hu, Koren and Volinsky 2008) and the confidence scaling."""
+
+    KEY_PREFIX: ClassVar[str] = ""
+    TUNED: ClassVar[dict[str, type]] = {"factors": int, "regularization": float,
+                                        "iterations": int, "alpha": float, "scaling": str}
+    CHOICES: ClassVar[dict[str, tuple]] = {"scaling": SCALINGS}
 
     factors: int = 40
     """Latent dimensions per user and per resource."""
@@ -71,7 +90,7 @@ class TrainConfig:
     alpha 10 and 200. Like linear and log it depends on the user's own row only, so folding
     in one user gives the same confidences as training."""
     seed: int = 42
-    """Seeds the factor initialisation, so a run can be repeated."""
+    """Seeds the factor initialisation and the splits, so a run can be repeated."""
     engine: str = "implicit"
     """One of ``ENGINES``. Spark's implicit ALS scales the regularization by each user's
     (and resource's) number of views, so the engine is part of the objective: the fold-in
@@ -82,30 +101,17 @@ class TrainConfig:
             raise InputError("--factors and --iterations must be at least 1")
         if not (self.regularization >= 0 and self.alpha > 0):  # also rejects NaN
             raise InputError("--regularization must be >= 0 and --alpha > 0")
-        if self.scaling not in SCALINGS:
-            raise InputError(f"unknown scaling {self.scaling!r}; choose one of "
-                             f"{', '.join(SCALINGS)}")
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine {self.engine!r}; choose one of "
-                             f"{', '.join(ENGINES)}")
-
-    @classmethod
-    def from_args(cls, args) -> TrainConfig:
-        """From parsed ``recs`` flags (``--factors`` ... ``--scaling``, ``--seed``)."""
-        return cls(factors=args.factors, regularization=args.regularization,
-                   iterations=args.iterations, alpha=args.alpha, scaling=args.scaling,
-                   seed=args.seed, engine=getattr(args, "engine", "implicit"))
-
-
-EASE_SCALINGS: tuple[str, ...] = ("binary", "log")
-MODELS: tuple[str, ...] = ("als", "ease", "blend", "auto")
-"""``--model``: ALS, EASE (``trainer.ease``), their blend (``trainer.blend``), or ``auto``,
-the best of the three on a validation split (``trainer.choose``)."""
+        one_of("scaling", self.scaling, SCALINGS)
+        one_of("engine", self.engine, ENGINES)
 
 
 @dataclass(frozen=True)
 class EaseConfig:
-    """EASE's two settings."""
+    """EASE's two settings (``trainer.models.ease``)."""
+
+    KEY_PREFIX: ClassVar[str] = "ease_"
+    TUNED: ClassVar[dict[str, type]] = {"l2": float, "scaling": str}
+    CHOICES: ClassVar[dict[str, tuple]] = {"scaling": EASE_SCALINGS}
 
     l2: float = 200.0
     """lambda in P = (X^T X + lambda I)^-1; larger shrinks B toward 0 (measured: 200 is the
@@ -116,65 +122,198 @@ class EaseConfig:
     def __post_init__(self) -> None:
         if not self.l2 > 0:  # also rejects NaN
             raise InputError("--ease-l2 must be above 0")
-        if self.scaling not in EASE_SCALINGS:
-            raise InputError(f"unknown EASE scaling {self.scaling!r}; choose one of "
-                             f"{', '.join(EASE_SCALINGS)}")
+        one_of("EASE scaling", self.scaling, EASE_SCALINGS)
 
 
-# implicit's bm25_weight defaults, the seed's BM25 setting.
-BM25_K1 = 100.0
-BM25_B = 0.8
+@dataclass(frozen=True)
+class BlendConfig:
+    """The blend of ALS and EASE (``trainer.models.blend``)."""
+
+    KEY_PREFIX: ClassVar[str] = "blend_"
+    TUNED: ClassVar[dict[str, type]] = {"weight": float}
+    CHOICES: ClassVar[dict[str, tuple]] = {}
+
+    weight: float | None = None
+    """ALS's weight in the mix (EASE's is 1 - weight); None: chosen on a validation split
+    of the training data."""
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
+            raise InputError("--blend-weight must be between 0 and 1")
 
 
-def scale_confidence(views: sp.csr_matrix, scaling: str, alpha: float,
-                     item_totals: np.ndarray | None = None) -> sp.csr_matrix:
-    """Confidence matrix c = 1 + alpha * f(views), same sparsity as ``views``.
+FAMILY_CONFIGS: dict[str, type] = {"als": AlsConfig, "ease": EaseConfig, "blend": BlendConfig}
+"""Each model family's settings class, by the family's name (``trainer.models.registry``
+holds the families themselves, under the same names)."""
+MODEL_PARTS: dict[str, tuple[str, ...]] = {"als": ("als",), "ease": ("ease",),
+                                           "blend": ("als", "ease", "blend"),
+                                           "auto": ("als", "ease", "blend")}
+"""The families whose settings a model uses: a blend fits ALS and EASE."""
+MODELS: tuple[str, ...] = (*FAMILY_CONFIGS, "auto")
+"""``--model``: a family, or ``auto``: the best of ALS, EASE and their blend on a validation
+split of the training data (``trainer.quality.choose``)."""
+MODEL_DEST = "model_kind"
+"""The option ``--model`` of the training commands keeps its value here (``--model FILE``
+of ``recs similar`` holds a path); its variable is ``RECS_MODEL_KIND``."""
 
-    ``implicit`` takes these values as the confidence c itself (preference = c > 0), so the
-    1 + belongs here. float32 because that is what ``implicit`` trains in.
 
-    ``bm25`` is ``implicit.nearest_neighbours.bm25_weight`` (K1=100, B=0.8) of the resources x
-    users matrix: its idf term needs only the user's own row, but its length norm needs each
-    resource's total views over all training users. Those are ``views``' column sums unless
-    ``item_totals`` gives them, which is how fold-in scores a few users' rows exactly as
-    training scored them. The other scalings ignore ``item_totals``.
-    """
-    out = views.tocsr().astype(np.float32)  # a copy: the caller's matrix stays as it was
-    per_user = np.diff(out.indptr)
-    if scaling == "linear":
-        weighted = out.data
-    elif scaling == "log":
-        weighted = np.log1p(out.data)
-    elif scaling == "logshare":
-        logs = np.log1p(out.data.astype(np.float64))
-        rows = np.repeat(np.arange(out.shape[0]), per_user)
-        user_logs = np.bincount(rows, weights=logs, minlength=out.shape[0])
-        weighted = logs / np.where(user_logs > 0, user_logs, 1.0)[rows]
-    elif scaling == "bm25":
-        if item_totals is None:
-            item_totals = np.bincount(out.indices, weights=out.data, minlength=out.shape[1])
-        totals = np.asarray(item_totals, dtype=np.float64)
-        mean = totals.mean() if totals.size and totals.mean() > 0 else 1.0
-        length_norm = (1.0 - BM25_B) + BM25_B * totals / mean
-        idf = np.log(float(out.shape[1])) - np.log1p(per_user.astype(np.float64))
-        rows = np.repeat(np.arange(out.shape[0]), per_user)
-        data = out.data.astype(np.float64)
-        weighted = (data * (BM25_K1 + 1.0) / (BM25_K1 * length_norm[out.indices] + data)
-                    * idf[rows])
-    else:
-        raise ValueError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
-    out.data = (1.0 + alpha * weighted).astype(np.float32)
-    return out
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model and the settings of every family, as ``recs tune`` stores them."""
+
+    model: str = "als"
+    """``als``, ``ease``, ``blend`` or ``auto``."""
+    als: AlsConfig = field(default_factory=AlsConfig)
+    ease: EaseConfig = field(default_factory=EaseConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+
+    def __post_init__(self) -> None:
+        one_of("model", self.model, MODELS)
+
+    def settings(self, kind: str | None = None, *, tuned_only: bool = True) -> dict:
+        """The flat settings of ``kind`` (default: this spec's model): ``model`` and each
+        used family's fields by key (only the tuned ones unless ``tuned_only`` is off)."""
+        kind = kind or self.model
+        out: dict = {"model": kind}
+        for family in MODEL_PARTS[kind]:
+            config = getattr(self, family)
+            names = config.TUNED if tuned_only else [f.name for f in fields(config)]
+            out.update({config.KEY_PREFIX + name: getattr(config, name) for name in names})
+        return out
+
+    def with_settings(self, flat: Mapping) -> ModelSpec:
+        """This spec with every known key of ``flat`` applied (typed values; other keys are
+        ignored)."""
+        parts = {}
+        for family in FAMILY_CONFIGS:
+            config = getattr(self, family)
+            given = {f.name: flat[config.KEY_PREFIX + f.name] for f in fields(config)
+                     if config.KEY_PREFIX + f.name in flat}
+            if given:
+                parts[family] = replace(config, **given)
+        return replace(self, model=flat.get("model", self.model), **parts)
+
+    @classmethod
+    def from_values(cls, values: Mapping) -> ModelSpec:
+        """The spec of parsed options (keys as the options' dests: ``model_kind`` for
+        ``--model``)."""
+        flat = {("model" if k == MODEL_DEST else k): v for k, v in values.items()}
+        return cls().with_settings(flat)
+
+    @staticmethod
+    def tuned_keys() -> dict[str, tuple[type, tuple]]:
+        """Every key the tuned settings may hold: (type, choices or ())."""
+        out: dict[str, tuple[type, tuple]] = {"model": (str, MODELS)}
+        for config in FAMILY_CONFIGS.values():
+            for name, kind in config.TUNED.items():
+                out[config.KEY_PREFIX + name] = (kind, config.CHOICES.get(name, ()))
+        return out
+
+    def describe(self, kind: str | None = None, weight: float | None = None) -> str:
+        """One line naming what is fitted (``weight``: the blend's, once chosen)."""
+        kind = kind or self.model
+        ease = f"EASE(l2={self.ease.l2:g}, scaling={self.ease.scaling})"
+        if kind == "als":
+            return str(self.als)
+        if kind == "ease":
+            return ease
+        weight = self.blend.weight if weight is None else weight
+        chosen = "chosen on validation" if weight is None else f"{weight:g}"
+        return f"blend (ALS weight {chosen}) of {self.als} and {ease}"
+
+
+# -- scoring the published lists ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How the publisher scores similar lists and user lists (``trainer.scoring``)."""
+
+    similar_method: str = "auto"
+    """``exact``, ``ann`` (approximate nearest neighbours over item factors) or ``auto``
+    (``ann`` from ``ann_min_items`` resources on, exact below)."""
+    recs_method: str = "auto"
+    """The same choice for users' lists."""
+    ann_min_items: int = 100_000
+    """``auto`` scores similar lists with the approximate index from this many resources on.
+    Below it exact search is fast enough (measured: benchmarks/scale.py) and has no recall
+    loss to explain."""
+    recs_ann_min_items: int = 50_000
+    """The same for users' lists. Higher: on trained factors recall@20 >= 0.95 needs a
+    quarter of the catalogue scanned per user. End to end (``benchmarks/scale.py``) that was
+    no faster than exact at 5,647 resources and 1.6x faster at 16,660 and at 55,359 (827k
+    users: 147 s -> 90 s, recall@20 0.983); below 50,000 the saving is seconds, not worth
+    lists that are not exact."""
+    faiss_min_items: int = 8192
+    """Exact scoring goes through faiss from this many resources on; below it numpy's
+    matrix product and ``argpartition`` (``trainer.models.rank``) are as fast (measured:
+    equal at 4,000 resources, faiss 2-5x faster at 66,000), and the index costs a build."""
+    threads: int = 1
+    """faiss' OpenMP threads while scoring. 1 because the publisher scores in a background
+    thread while the main one waits on Redis; more threads only contend on a small machine."""
+
+    def __post_init__(self) -> None:
+        for name in ("similar_method", "recs_method"):
+            if getattr(self, name) not in SCORING_METHODS:
+                raise InputError(f"--{name.replace('_', '-')} must be one of "
+                                 f"{', '.join(SCORING_METHODS)}")
+        if min(self.ann_min_items, self.recs_ann_min_items, self.threads) < 1:
+            raise InputError("--ann-min-items, --recs-ann-min-items and scoring threads must "
+                             "be at least 1")
+
+    def resolve(self, method: str, items: int, threshold: int | None = None) -> str:
+        """``exact`` or ``ann`` for a catalogue of ``items`` resources; ``auto`` switches at
+        ``threshold`` (default ``ann_min_items``)."""
+        if method == "auto":
+            return "ann" if items >= (threshold or self.ann_min_items) else "exact"
+        return method
+
+    @classmethod
+    def from_args(cls, args) -> ScoringConfig:
+        return cls(similar_method=args.similar_method, recs_method=args.recs_method,
+                   ann_min_items=args.ann_min_items, recs_ann_min_items=args.recs_ann_min_items,
+                   threads=args.scoring_threads)
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """IVF-Flat settings (``trainer.scoring.ann``); the defaults are sized from the catalogue."""
+
+    cells_per_sqrt: float = 4.0
+    """nlist = cells_per_sqrt * sqrt(resources): about sqrt(resources) / 4 resources a cell."""
+    probe_share: float = 1 / 32
+    """Similar lists: nprobe = this share of nlist (at least ``min_probe``), the share of
+    the catalogue scanned per query. Resource-resource neighbours cluster well: recall@20
+    0.9997 at 11% scanned on trained factors (benchmarks/scale.py)."""
+    recs_probe_share: float = 1 / 4
+    """Users' lists (inner products): the same share, larger because a user's best
+    resources spread over many cells; on trained factors recall@20 was 0.90 at 11% and
+    0.97 at 28% scanned."""
+    min_probe: int = 16
+    """Fewest cells scanned per query."""
+    train_sample: int = 64
+    """k-means trains on at most this many resources per cell (faiss wants 39 or more):
+    k-means on every one of 1M resources would cost minutes for no better cells."""
+    seed: int = 42
+    """k-means seed, so a rerun builds the same cells."""
+
+    def nlist(self, items: int) -> int:
+        # faiss wants at least 39 training points a cell.
+        return max(1, min(items // 39, int(self.cells_per_sqrt * math.sqrt(items))))
+
+    def nprobe(self, nlist: int, share: float) -> int:
+        return max(1, min(nlist, max(self.min_probe, int(nlist * share))))
+
+
+def one_of(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
 def check_lang(lang: str) -> str:
     """``lang`` if it is a valid language code, else an InputError: the command line's own
     check (``core.options.lang``, the contract's rule and its one message) for a value that
     reached a library function without going through the parser."""
-    import argparse
-
-    from core.options import lang as lang_option
-
     try:
         return lang_option(lang)
     except argparse.ArgumentTypeError as exc:
