@@ -71,6 +71,8 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     appendonly: bool = True
+    extra_args: tuple[str, ...] = ()
+    """More redis-server settings (``--key-load-delay 1000`` makes a restart load slowly)."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -80,7 +82,8 @@ class RedisServer:
     def client(self, **kwargs) -> redis.Redis:
         return redis.Redis(host=LOOPBACK, port=self.port, **kwargs)
 
-    def start(self) -> RedisServer:
+    def start(self, wait_loaded: bool = True) -> RedisServer:
+        """Start it; with ``wait_loaded``, return once it has loaded its data and answers."""
         # redis-server chdirs into --dir before opening its log: paths must be absolute.
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,11 +93,14 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
             "--dbfilename", "dump.rdb", "--logfile", str(self.workdir / "redis.log"),
+            *self.extra_args,
         ]
         # A session of its own: Ctrl-C in the terminal is for the caller, who stops us.
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         wait_for_port(self.port, self.proc, 15, "redis-server")
+        if not wait_loaded:
+            return self
         # Loading an AOF or RDB happens after the port opens: wait until it answers.
         deadline = time.monotonic() + 15
         client = self.client()

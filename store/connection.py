@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from core.errors import RecsError
+
+LOADING_WAIT = 60.0
+"""Seconds a command waits at start-up for a Redis that is loading its data (a restart with
+a large AOF or RDB): it is coming up, unlike one that refuses connections."""
 
 
 def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) -> redis.Redis:
@@ -19,15 +25,23 @@ def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) 
     )
 
 
-def connect_checked(url: str) -> redis.Redis:
+def connect_checked(url: str, loading_wait: float = LOADING_WAIT) -> redis.Redis:
     """A client for ``url`` that has answered a PING; one ``RecsError`` line when Redis cannot
-    be reached or refuses the credentials."""
+    be reached or refuses the credentials. A Redis still loading its data is waited for, up
+    to ``loading_wait`` seconds: a service restarted with its Redis must not exit for that."""
     client = connect(url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
-    return client
+    deadline = time.monotonic() + loading_wait
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.exceptions.BusyLoadingError as exc:
+            if time.monotonic() > deadline:
+                raise RecsError(f"Redis is still loading its data after {loading_wait:g}s "
+                                f"({exc})") from None
+            time.sleep(0.1)
+        except redis.RedisError as exc:
+            raise RecsError(f"cannot reach Redis ({type(exc).__name__}: {exc})") from None
 
 
 # Error replies that pass once the server recovers (a failover, memory freed, a slow script,
