@@ -536,17 +536,19 @@ def test_through_the_consumer_and_the_trainer(redis_client, broker, topics, cons
             yield {"user_id": users[rng.integers(len(users))],
                    "resource_id": int(rng.choice(items)), "lang": LANG}
 
+    produced = total + len(picks)  # every view sent so far; each counts exactly once
     produce_events(broker.bootstrap, topic, stream(300))
+    produced += 300
     retrain = subprocess.Popen(train, env=consume_env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     while retrain.poll() is None:
         produce_events(broker.bootstrap, topic, stream(50))
+        produced += 50
     assert retrain.returncode == 0
     produce_events(broker.bootstrap, topic, stream(200))
-    total = sum(int(v) for v in redis_client.hvals(KEYS.item_views(LANG)))
-    wait_for(lambda: total + 200 <= sum(int(v) for v in
-                                        redis_client.hvals(KEYS.item_views(LANG))), 30,
-             "the last views to be counted")
+    produced += 200
+    wait_for(lambda: sum(int(v) for v in redis_client.hvals(KEYS.item_views(LANG))) == produced,
+             30, "every view to be counted")
     wait_for(lambda: redis_client.zcard(KEYS.dirty(LANG)) == 0, 60, "an empty backlog")
     updater_proc.send(signal.SIGTERM)
     assert updater_proc.wait(20) == 0
