@@ -24,9 +24,12 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 
 from store import titles
+from store.connection import no_primary, parsed, sentinel_settings
 from store.keys import Keys
 from store.read import (
     Scored,
@@ -115,13 +118,37 @@ def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
     timeouts so that a Redis that is away turns into a quick 503, not a hung request, and a
     pool of ``connections`` that a request waits on (``wait`` seconds at most) when all are
     busy: a full pool is load, not an outage. A command that finds its pooled connection
-    dead (a Redis restart) is sent once more on a fresh one; every command here is a read."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=wait, decode_responses=False,
+    dead (a Redis restart, a failover) is sent once more on a fresh one; every command here
+    is a read. ``redis+sentinel://`` reads from the primary the Sentinels name, asked for
+    again on each new connection (so the retry after a failover reaches the new primary)."""
+    settings = dict(
+        max_connections=connections, timeout=wait, decode_responses=False,
         socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         retry_on_error=[redis.ConnectionError])
-    return aioredis.Redis.from_pool(pool)
+    target = parsed(url)
+    if target is None:
+        return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **settings))
+    sentinel = _Sentinel(list(target.sentinels),
+                         sentinel_kwargs=sentinel_settings(target, timeout))
+    return sentinel.master_for(target.service, connection_pool_class=_BlockingSentinelPool,
+                               db=target.db, username=target.username,
+                               password=target.password, **settings)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The Sentinel pool (a new connection asks for the primary) with the blocking pool's
+    bounded size and wait: the same load behaviour as a plain URL's pool."""
+
+
+class _Sentinel(AsyncSentinel):
+    async def discover_master(self, service_name: str):
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            hosts = [(s.connection_pool.connection_kwargs.get("host"),
+                      s.connection_pool.connection_kwargs.get("port")) for s in self.sentinels]
+            raise MasterNotFoundError(no_primary(service_name, hosts)) from None
 
 
 def pool_exhausted(exc: BaseException) -> bool:

@@ -1,12 +1,22 @@
-"""Opening Redis connections from a URL (``redis://``, ``rediss://``, password included)."""
+"""Opening Redis connections from a URL: ``redis://``, ``rediss://``, ``unix://`` (redis-py's
+own), and ``redis+sentinel://`` (core/redis_urls.py): the primary a set of Sentinels
+manages, asked for again on every new connection, so a client rides a failover.
+
+Invariants: every command reaches Redis through ``connect`` (or store/aclient.py's
+``connect_async``), so every command understands the same URLs; ``redis+cluster://`` is
+refused here with one line (``ClusterUnsupported``) until every script is slot-safe
+(docs/CLUSTER.md); no message quotes a password.
+"""
 
 from __future__ import annotations
 
 import time
 
 import redis
+import redis.sentinel
 
-from core.errors import RecsError
+from core.errors import InputError, RecsError
+from core.redis_urls import CLUSTER_UNSUPPORTED, ClusterTarget, SentinelTarget, special
 
 LOADING_WAIT = 60.0
 """Seconds a command waits at start-up for a Redis that is loading its data (a restart with
@@ -16,13 +26,71 @@ a large AOF or RDB): it is coming up, unlike one that refuses connections."""
 def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) -> redis.Redis:
     """A client for ``url``. Responses stay bytes unless asked: ids and blobs are parsed by
     the callers that know their types, and raw float32 factors must not be decoded."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-    )
+    settings = {"decode_responses": decode_responses, "socket_timeout": timeout,
+                "socket_connect_timeout": timeout, "health_check_interval": 30}
+    target = parsed(url)
+    if target is None:
+        return redis.Redis.from_url(url, **settings)
+    sentinel = _Sentinel(list(target.sentinels),
+                         sentinel_kwargs=sentinel_settings(target, timeout))
+    return sentinel.master_for(target.service, db=target.db, username=target.username,
+                               password=target.password, **settings)
+
+
+class ClusterUnsupported(InputError):
+    """A ``redis+cluster://`` URL given to a command (see ``CLUSTER_UNSUPPORTED``)."""
+
+
+def parsed(url: str) -> SentinelTarget | None:
+    """The Sentinel target of a ``redis+sentinel://`` URL, None for redis-py's own URLs;
+    ``InputError`` for a malformed one and ``ClusterUnsupported`` for ``redis+cluster://``."""
+    try:
+        target = special(url)
+    except ValueError as exc:
+        raise InputError(f"not a valid Redis URL ({exc})") from None
+    if isinstance(target, ClusterTarget):
+        raise ClusterUnsupported(CLUSTER_UNSUPPORTED)
+    return target
+
+
+def no_primary(service: str, sentinels) -> str:
+    """What ``MasterNotFoundError`` says instead of redis-py's repr of every client."""
+    where = ",".join(f"{h}:{p}" for h, p in sentinels)
+    return (f"no Sentinel of {where} names a primary for {service!r} (unreachable, not "
+            "monitoring that name, or the primary is down and not yet replaced)")
+
+
+class _Sentinel(redis.sentinel.Sentinel):
+    def discover_master(self, service_name: str):
+        try:
+            return super().discover_master(service_name)
+        except redis.sentinel.MasterNotFoundError:
+            hosts = [(s.connection_pool.connection_kwargs.get("host"),
+                      s.connection_pool.connection_kwargs.get("port")) for s in self.sentinels]
+            raise redis.sentinel.MasterNotFoundError(no_primary(service_name, hosts)) from None
+
+
+def sentinel_settings(target: SentinelTarget, timeout: float) -> dict:
+    """How the Sentinels themselves are reached: the same timeouts, and the Redis servers'
+    credentials only when the URL says ``sentinel_auth=yes``."""
+    out: dict = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if target.sentinel_auth:
+        out.update(username=target.username, password=target.password)
+    return out
+
+
+def connect_cluster(url: str, timeout: float = 10.0):
+    """A ``redis.cluster.RedisCluster`` for a ``redis+cluster://`` URL. For the loopback
+    cluster harness (tests/redis_cluster.py) and the conversion to come: no command uses
+    it yet (``connect`` refuses the URL)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    target = special(url)
+    if not isinstance(target, ClusterTarget):
+        raise InputError("not a redis+cluster:// URL")
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                        username=target.username, password=target.password,
+                        socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def connect_checked(url: str, loading_wait: float = LOADING_WAIT) -> redis.Redis:

@@ -137,6 +137,21 @@ def r(module_redis: RedisServer):
     client.close()
 
 
+@pytest.fixture
+def sentinel_redis(tmp_path: Path):
+    """A primary, a replica and three redis-sentinels on loopback (tests/sentinel.py); its
+    ``url`` is the ``redis+sentinel://`` URL, its ``client()`` the current primary's."""
+    import shutil
+
+    from tests.sentinel import SentinelRedis
+
+    if not shutil.which("redis-sentinel"):
+        pytest.skip("needs Debian's redis-sentinel (.ci/run installs it)")
+    stack = SentinelRedis(tmp_path / "sentinel").start()
+    yield stack
+    stack.stop()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """The session's broker (KAFKA says which); tests may pause and resume it, not kill it."""
