@@ -1,0 +1,77 @@
+"""A Redis Cluster on loopback for tests: 3 primaries and 3 replicas of Debian's redis-server
+(``--cluster-enabled yes``), formed by ``redis-cli --cluster create ... --cluster-replicas 1``.
+
+Every node's port is free and below 55536 with its bus port (port + 10000) free too, chosen
+at run time. ``start()`` returns once ``CLUSTER INFO`` says ``cluster_state:ok`` on every
+node and each primary has its replica; ``stop()`` ends them all. No command of ``recs`` runs
+on it yet (docs/CLUSTER.md): it is the harness the slot-safe store will be tested on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from recs.localstack import RedisServer
+from recs.localstack_process import LOOPBACK, wait_until
+from tests.sentinel import free_low_port
+
+BUS_OFFSET = 10000
+
+
+@dataclass
+class RedisCluster:
+    """Six cluster-enabled redis-servers in ``workdir``, formed into one cluster."""
+
+    workdir: Path
+    size: int = 6
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> RedisCluster:
+        taken: set[int] = set()
+        for i in range(self.size):
+            port = free_low_port((0, BUS_OFFSET), taken)
+            self.nodes.append(RedisServer(self.workdir / f"node-{i}", port=port, extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000")).start())
+        cli = shutil.which("redis-cli") or "redis-cli"
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"{LOOPBACK}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}"
+                               f"{done.stderr[-2000:]}")
+        wait_until(self.formed, 60, "cluster_state:ok on every node", interval=0.2)
+        return self
+
+    def formed(self) -> bool:
+        """Every node says ``cluster_state:ok`` and knows 3 primaries with a replica each."""
+        for node in self.nodes:
+            client = node.client(decode_responses=True)
+            try:
+                if client.cluster("info").get("cluster_state") != "ok":
+                    return False
+                primaries = [n for n in client.cluster("nodes").values()
+                             if "master" in n["flags"]]
+                replicas = [n for n in client.cluster("nodes").values()
+                            if "slave" in n["flags"]]
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            if len(primaries) != self.size // 2 or len(replicas) != self.size // 2:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
