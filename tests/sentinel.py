@@ -191,7 +191,8 @@ class SentinelRedis:
                 return False
             finally:
                 info.close()
-            if int(master.get("num-other-sentinels", 0)) < 2 or int(master.get("num-slaves", 0)) < 1:
+            if (int(master.get("num-other-sentinels", 0)) < 2
+                    or int(master.get("num-slaves", 0)) < 1):
                 return False
         return True
 

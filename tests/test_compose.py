@@ -186,7 +186,9 @@ def _has_healthcheck(service: dict) -> bool:
 def compose_problems(doc: dict, dockerfile: str) -> list[str]:
     """Everything wrong with a parsed compose file (and the Dockerfile it builds); [] if none."""
     problems: list[str] = []
-    services: dict[str, dict] = doc.get("services") or {}
+    everything: dict[str, dict] = doc.get("services") or {}
+    # The default stack (what `docker compose up` starts); profiles are checked apart.
+    services = {n: s for n, s in everything.items() if not s.get("profiles")}
     if not services:
         return ["no services"]
     read = env_names_read()
@@ -318,16 +320,20 @@ def compose_problems(doc: dict, dockerfile: str) -> list[str]:
     if missing:
         problems.append(f"no service runs recs {sorted(missing)}")
 
+    from tests.compose_profiles import profile_problems
+
+    problems += profile_problems(everything)
+
     # Every service: a restart policy, health checks where others wait for health, known deps.
-    for name, service in services.items():
+    for name, service in everything.items():
         if "restart" not in service:
             problems.append(f"{name}: no restart policy")
         if name in kafka_nodes + redis_nodes and not _has_healthcheck(service):
             problems.append(f"{name}: no health check")
         for dep, condition in _depends_on(service).items():
-            if dep not in services:
+            if dep not in everything:
                 problems.append(f"{name}: depends on unknown service {dep}")
-            elif condition == "service_healthy" and not _has_healthcheck(services[dep]):
+            elif condition == "service_healthy" and not _has_healthcheck(everything[dep]):
                 problems.append(f"{name}: waits for {dep} to be healthy, which has no check")
         for source, _ in _mounts(service):
             if not source.startswith((".", "/", "~")) and source not in declared_volumes:
@@ -378,7 +384,8 @@ def _compose_cli() -> list[str] | None:
 
 def _compose_config(cli: list[str], path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
-    return subprocess.run([*cli, "-f", str(path), "config"], cwd=path.parent, env=env,
+    return subprocess.run([*cli, "-f", str(path), "--profile", "sentinel", "--profile",
+                           "cluster", "config"], cwd=path.parent, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -485,6 +492,21 @@ S = "services"
         (_set((S, "serve", "environment", "RECS_PORT"), "8080"), "port 8080 is not exposed"),
         (_set((S, "serve", "environment", "RECS_HOST"), "127.0.0.1"), "unreachable"),
         (_set((S, "serve", "environment", "RECS_PORT"), "http"), "does not parse"),
+        (_set((S, "sentinel-3"), _DELETE), "needs 3 sentinels"),
+        (_set((S, "sentinel-2", "healthcheck"), _DELETE), "sentinel-2: no health check"),
+        (_set((S, "sentinel-1", "command"), ["sentinel monitor recs redis-primary 6379 1 "
+                                             "redis-sentinel"]), "quorum 2"),
+        (_set((S, "redis-replica", "command"), ["redis-server", "--appendonly", "yes"]),
+         "one primary and a replica"),
+        (_set((S, "redis-primary", "healthcheck"), _DELETE), "redis-primary: no health check"),
+        (_set((S, "redis-node-6"), _DELETE), "needs 6 cluster nodes"),
+        (_set((S, "redis-node-2", "healthcheck"), _DELETE), "redis-node-2: no health check"),
+        (_set((S, "redis-cluster-init", "command"), ["redis-cli --cluster create x"]),
+         "--cluster-replicas 1"),
+        (_set((S, "redis-cluster-init", "depends_on", "redis-node-4"), _DELETE),
+         "redis-node-4 being service_healthy"),
+        (_set((S, "redis-cluster-init", "restart"), "always"), "one-shot"),
+        (_set((S, "redis-cluster-init"), _DELETE), "--cluster create"),
     ],
 )
 def test_the_checker_rejects_broken_copies(change, complaint):
