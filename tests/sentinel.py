@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import shutil
 import socket
 import subprocess
@@ -66,13 +67,16 @@ class Relay:
 
     def __init__(self, target_port: int, port: int) -> None:
         self.port, self.target_port = port, target_port
-        self.frozen = threading.Event()
+        self.frozen, self.paused = threading.Event(), threading.Event()
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server((LOOPBACK, port))
         threading.Thread(target=self._accept, daemon=True).start()
 
     def freeze(self) -> None:
+        """Stop passing the primary's bytes on; returns once the pump has stopped, so every
+        write the primary makes from now on is one the replica never gets."""
         self.frozen.set()
+        self.paused.wait(10)
 
     def close(self) -> None:
         for s in [self._listener, *self._sockets]:
@@ -98,12 +102,19 @@ class Relay:
                              daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_primary: bool) -> None:
-        with contextlib.suppress(OSError):
+        # Short waits for data (select, not a socket timeout, which would also bound the
+        # other pump's sends): the primary's side looks at ``frozen`` between reads, so
+        # freeze() never races a read already waiting for the next write.
+        with contextlib.suppress(OSError, ValueError):  # ValueError: select on a closed one
             while True:
-                while from_primary and self.frozen.is_set():
+                if from_primary and self.frozen.is_set():
+                    self.paused.set()
                     if source.fileno() < 0:
                         return
                     time.sleep(0.05)
+                    continue
+                if not select.select([source], [], [], 0.05)[0]:
+                    continue
                 data = source.recv(65536)
                 if not data:
                     break
