@@ -16,7 +16,7 @@ from store.ctr import read_ctr
 from store.keys import Keys
 from tests.clicks_model import T0, expected, redis_counts, workload
 from tests.conftest import KAFKA_TEST_CONFIG
-from tests.test_consume import metric, stop_cleanly
+from tests.test_consume import metric
 
 pytestmark = pytest.mark.integration
 
