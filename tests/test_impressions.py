@@ -11,6 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumers.impression_events import REASONS
 from recs.localstack_process import free_port, wait_until
 from store.ctr import read_ctr
 from store.keys import Keys
@@ -134,6 +135,7 @@ def test_invalid_impressions_go_to_the_dead_letter_topic_unchanged(env, broker, 
                                                                    start_recs):
     topic, dlq = env["RECS_IMPRESSIONS_TOPIC"], env["RECS_IMPRESSIONS_DLQ_TOPIC"]
     bad = invalid_impressions()
+    assert {reason for *_, reason in bad} == set(REASONS)
     valid = [{"impression_id": f"ok-{k}", "user_id": f"u{k}", "lang": "en", "list": "similar",
               "resource_id": "42", "items": ["7", 8], "ts": T0} for k in range(20)]
     produce(broker.bootstrap, topic, [(k, v) for k, v, _ in bad] + as_messages(valid))
