@@ -136,10 +136,10 @@ local n_click_langs = tonumber(ARGV[i + 5])
 i = i + 6
 
 -- Impressions already in the window that these touches click: counted, pair removed.
-local function click_impressions(impw, user, rids, by, ctr_p, exp_p)
+local function click_impressions(impw, user, rids, by, ctr_p, exp_p, held)
   local fields = {}
   for k, rid in ipairs(rids) do fields[k] = 'r:' .. rid end
-  local held, records = hmget(impw, fields), {}
+  local records = {}
   for k, rid in ipairs(rids) do
     if held[k] then
       local kept = {}
@@ -168,11 +168,7 @@ local function click_impressions(impw, user, rids, by, ctr_p, exp_p)
 end
 
 -- The touches join the view window (for impressions consumed later); the cap evicts.
-local function remember_views(vieww, rids, by)
-  local fields = {}
-  for k, rid in ipairs(rids) do fields[k] = rid end
-  fields[#rids + 1] = 'q'
-  local held = hmget(vieww, fields)
+local function remember_views(vieww, rids, by, held)
   local sets, seen = {}, {}
   for k, rid in ipairs(rids) do
     local ts = words(held[k])
@@ -196,6 +192,30 @@ local function remember_views(vieww, rids, by)
   redis.call('PEXPIRE', vieww, ttl)
 end
 
+-- The user's unclicked pairs of these resources, and their view window entries (and 'q');
+-- nil when either key holds another type.
+local function window_reads(impw, vieww, rids)
+  local f1, f2 = {}, {}
+  for k, rid in ipairs(rids) do
+    f1[k] = 'r:' .. rid
+    f2[k] = rid
+  end
+  f2[#rids + 1] = 'q'
+  local shown, viewed = {}, {}
+  for s = 1, #f2, 1000 do
+    local e = math.min(s + 999, #f2)
+    local a = redis.pcall('HMGET', vieww, unpack(f2, s, e))
+    if a['err'] then return nil end
+    for k = 1, #a do viewed[s + k - 1] = a[k] end
+    if s <= #f1 then
+      local b = redis.pcall('HMGET', impw, unpack(f1, s, math.min(e, #f1)))
+      if b['err'] then return nil end
+      for k = 1, #b do shown[s + k - 1] = b[k] end
+    end
+  end
+  return shown, viewed
+end
+
 for _ = 1, n_click_langs do
   local impw_p, vieww_p, ctr_p, exp_p = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local n_users = tonumber(ARGV[i + 4])
@@ -205,19 +225,22 @@ for _ = 1, n_click_langs do
     local first = i + 2
     i = first + 3 * n_t
     local impw, vieww = impw_p .. user, vieww_p .. user
-    if n_t > 0 and usable(impw) and usable(vieww) then
-      local rids, by = {}, {}
-      for j = first, i - 3, 3 do
-        local rid = ARGV[j]
-        if not by[rid] then
-          by[rid] = {}
-          rids[#rids + 1] = rid
-        end
-        local list = by[rid]
-        list[#list + 1] = j
+    local rids, by = {}, {}
+    for j = first, i - 3, 3 do
+      local rid = ARGV[j]
+      if not by[rid] then
+        by[rid] = {}
+        rids[#rids + 1] = rid
       end
-      click_impressions(impw, user, rids, by, ctr_p, exp_p)
-      remember_views(vieww, rids, by)
+      local list = by[rid]
+      list[#list + 1] = j
+    end
+    -- Both windows read first, under pcall: a key of another type (an error table here)
+    -- skips the user before anything of theirs is written (no TYPE calls on the hot path).
+    local shown, viewed = window_reads(impw, vieww, rids)
+    if shown then
+      click_impressions(impw, user, rids, by, ctr_p, exp_p, shown)
+      remember_views(vieww, rids, by, viewed)
     end
   end
 end
