@@ -110,8 +110,8 @@ def _default(action: argparse.Action):
 
 def _from_env(command: argparse.ArgumentParser, action: argparse.Action, text: str):
     """A ``RECS_*`` variable's value for ``action``, checked like its flag."""
-    if isinstance(action, argparse._StoreTrueAction):
-        return text.strip().lower() in _TRUE
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        return text.strip().lower() in _TRUE  # the value of the option's dest
     if isinstance(action, argparse._AppendAction):
         return _env_items(action, text)
     value = command._get_value(action, text)

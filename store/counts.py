@@ -69,7 +69,7 @@ local function check_guards(guard)
 end
 """
 
-APPLY_LUA = GUARDS_LUA + """
+COUNT_VIEWS_LUA = GUARDS_LUA + """
 -- Apply one batch of view counts, guarded by compare-and-set fields of one hash.
 -- KEYS[1]  langs SET
 -- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
@@ -122,6 +122,7 @@ local function variadic(cmd, key, args)
 end
 
 local parked, counted = {0}, false
+local extra_reply = {}  -- (lang, list, clicks) triples a click section adds to the reply
 local function park(lang, q_key, field, user, reason, views)
   redis.call('HSET', q_key, field, cjson.encode({user = user, reason = reason, views = views}))
   parked[1] = parked[1] + 1
@@ -207,7 +208,10 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
     variadic('ZADD', touched_key, scored)
   end
 end
+"""
 
+SET_GUARDS_LUA = """
+-- The guards are set last (after the counts and any section a store inserts before this).
 local sets = {}
 for g = 2, 1 + 3 * n, 3 do
   if ARGV[g + 2] ~= '' then
@@ -218,11 +222,19 @@ end
 if #sets > 0 then
   variadic('HSET', guard, sets)
 end
-if parked[1] > 0 then
+if parked[1] > 0 or #extra_reply > 0 then
+  if #extra_reply > 0 then
+    parked[#parked + 1] = 'clicks'
+    for _, v in ipairs(extra_reply) do parked[#parked + 1] = v end
+  end
   return parked
 end
 return {}
 """
+
+APPLY_LUA = COUNT_VIEWS_LUA + SET_GUARDS_LUA
+"""The views script: counts, then guards (store/attribution.py inserts click attribution
+between the two, the ARGV of its section following the views')."""
 
 
 def _opt(value: str | int | None) -> str | int:
@@ -266,6 +278,10 @@ class Applied:
 
     refused: dict[str, str | None] = dataclasses.field(default_factory=dict)
     parked: list[Parked] = dataclasses.field(default_factory=list)
+    counted: dict[tuple[str, str], tuple[int, int]] = dataclasses.field(default_factory=dict)
+    """Impressions script only: ``{(lang, list): (impressions, clicks)}`` counted."""
+    duplicates: int = 0
+    """Impressions script only: impressions whose id was already in the user's window."""
 
 
 class Counts:
@@ -282,20 +298,27 @@ class Counts:
         or None}`` of the guards that failed (nothing written). Views parked in the
         quarantine count as applied here; use :meth:`write` to learn about them."""
         return mismatches(self._apply(keys=[self.keys.langs, guard_key],
-                                      args=apply_args(self.keys, guards, views)))
+                                      args=self._args(guards, views)))
 
     def write(self, guard_key: str, guards: Sequence[Guard], views: Views) -> Applied:
         """:meth:`apply`, also reporting the users whose views were quarantined."""
-        reply = self._apply(keys=[self.keys.langs, guard_key],
-                            args=apply_args(self.keys, guards, views))
+        reply = self._apply(keys=[self.keys.langs, guard_key], args=self._args(guards, views))
         return parse_reply(reply)
+
+    def _args(self, guards: Sequence[Guard], views) -> list:
+        """The script's ARGV (a store with more sections appends theirs)."""
+        return apply_args(self.keys, guards, views)
 
 
 def parse_reply(reply: list) -> Applied:
     """The script's raw reply as :class:`Applied`."""
     if reply and isinstance(reply[0], int):
         text = [v.decode() if isinstance(v, bytes) else v for v in reply[1:]]
-        return Applied(parked=[Parked(*text[j:j + 3]) for j in range(0, len(text), 3)])
+        n = 3 * reply[0]
+        clicks = text[n + 1:]  # after the 'clicks' marker: (lang, list, clicks) triples
+        return Applied(parked=[Parked(*text[j:j + 3]) for j in range(0, n, 3)],
+                       counted={(clicks[j], clicks[j + 1]): (0, int(clicks[j + 2]))
+                                for j in range(0, len(clicks), 3)})
     return Applied(refused=mismatches(reply))
 
 
