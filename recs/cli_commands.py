@@ -226,7 +226,7 @@ COMMANDS: list[Command] = [
     # -- streaming
     ("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis",
      _consume),
-    ("update", "consumers.updater:cmd_update",
+    ("update", "consumers.update_command:cmd_update",
      "fold users with new views into the current model between retrains", _update),
     ("backfill", "consumers.backfill:cmd_backfill",
      "load a views CSV extract into the Redis counts", _backfill),
