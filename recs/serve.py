@@ -219,8 +219,10 @@ async def users(request: Request, recs: AsyncRecsClient) -> Response:
     found = await recs.recommend(lang, user, n)
     if not found.published:
         raise ApiError(404, "no_model", f"no model is published for {lang!r}")
+    tag = found.tag
     return JSON({"lang": lang, "user_id": user, "source": found.source,
-                 "items": rendered(found)})
+                 "model_version": tag.model_version, "arm": tag.arm,
+                 "experiment": tag.experiment, "items": rendered(found)})
 
 
 @endpoint("model")

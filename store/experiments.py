@@ -192,3 +192,45 @@ def drop_arm(client: redis.Redis, arm_keys, lang: str) -> None:
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Which model version, arm and experiment a user's list came from (the fields an
+    impression event carries)."""
+
+    model_version: str
+    arm: str
+    experiment: str | None
+
+
+def queue_tag_reads(pipe, keys: Keys, lang: str, arm_names: list[str]) -> None:
+    """Queue, on a MULTI pipeline after the list read, what :func:`tag_of` decodes: the
+    experiment hash, the language's model version, each named arm's model version."""
+    pipe.hgetall(keys.experiment(lang))
+    pipe.hget(keys.model(lang), "version")
+    for name in arm_names:
+        pipe.hget(keys.arm(name).model(lang), "version")
+
+
+def tag_of(lang: str, user_id: str, arm_names: list[str], replies: list, source: str
+           ) -> tuple[Tag | None, Experiment | None]:
+    """The :class:`Tag` of a list read in the same MULTI as ``replies`` (from
+    :func:`queue_tag_reads` with ``arm_names``); (None, experiment) when the running
+    experiment's arms are not ``arm_names`` (read again with its arms). A user whose arm has
+    no model published yet gets the default arm's list, and is tagged so; a trending list
+    has no model version."""
+    experiment = decode(lang, replies[0])
+    version = _text(replies[1]) if replies[1] is not None else ""
+    if experiment is None or not experiment.running:
+        return Tag(version if source == "personal" else "", "default", None), experiment
+    if [a.name for a in experiment.arms[1:]] != arm_names:
+        return None, experiment
+    arm = experiment.arm_of(user_id)
+    if arm is not experiment.default:
+        arm_version = replies[2 + arm_names.index(arm.name)]
+        if arm_version is None:
+            arm = experiment.default
+        else:
+            version = _text(arm_version)
+    return Tag(version if source == "personal" else "", arm.name, experiment.id), experiment

@@ -225,3 +225,47 @@ def test_hide_and_forget_reach_every_arm(redis_server, redis_client, data, tmp_p
     gone = groups["b"][1]
     assert main(["forget", "--redis-url", redis_server.url, gone]) == 0
     assert not [k for k in redis_client.scan_iter(count=1000) if gone.encode() in k]
+
+
+# -- reading a list with its model version and arm ------------------------------------------------
+
+
+def test_a_list_is_read_with_its_arm_and_model_version_in_one_multi(
+        redis_server, redis_client, data, tmp_path, serve_http):
+    from urllib.request import urlopen
+
+    from recs.serve import ServeConfig
+    from store.client import RecsClient
+
+    client = RecsClient(redis_client)
+    load_counts(redis_client, data.views_for("en"), "en")
+    train_language(redis_client, KEYS, "en", settings(tmp_path))
+    user = next(iter(redis_client.smembers(KEYS.published_users("en")))).decode()
+    before = redis_client.hget(KEYS.model("en"), "version").decode()
+    rows, source, tag = client.for_user_tagged("en", user, 5)
+    assert source == "personal" and len(rows) == 5
+    assert (tag.model_version, tag.arm, tag.experiment) == (before, "default", None)
+
+    assert start(redis_server, "a=als:1,b=ease:1") == 0
+    e = running(redis_client, KEYS, "en")
+    groups = {}
+    for u in sorted(m.decode() for m in redis_client.smembers(KEYS.published_users("en"))):
+        groups.setdefault(e.arm_of(u).name, u)
+    # Before arm b's model is published its users get (and are told) the default arm.
+    assert client.for_user_tagged("en", groups["b"], 5)[2].arm == "a"
+    train_language(redis_client, KEYS, "en", settings(tmp_path))
+    versions = {"a": redis_client.hget(KEYS.model("en"), "version").decode(),
+                "b": redis_client.hget(KEYS.arm("b").model("en"), "version").decode()}
+    base = serve_http(ServeConfig(redis_url=redis_server.url))
+    for arm, user in groups.items():
+        rows, source, tag = client.for_user_tagged("en", user, 5)
+        assert (tag.model_version, tag.arm, tag.experiment) == (versions[arm], arm, "exp1")
+        assert [r.resource_id for r in rows] == members(redis_client, KEYS.recs("en", user))[:5]
+        with urlopen(f"{base}/v1/en/users/{user}/recommendations?n=5") as answer:
+            body = json.loads(answer.read())
+        assert (body["model_version"], body["arm"], body["experiment"]) == (
+            versions[arm], arm, "exp1")
+    assert cli(redis_server, "stop", "--lang", "en") == 0
+    assert not redis_client.exists(KEYS.arm("b").model("en"))  # the arm's item side is freed
+    assert client.for_user_tagged("en", groups["b"], 5)[2] == tag.__class__(
+        versions["a"], "default", None)
