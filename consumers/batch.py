@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from consumers.events import MAX_VALUE_BYTES, InvalidEvent, parse_event
+from consumers.events import MAX_VALUE_BYTES, InvalidEvent, parse_view
 
 log = logging.getLogger("recs.consume")
 
@@ -83,11 +83,18 @@ class DeadLetter:
 
 
 class Batch:
-    """The views batch: events aggregated per language, user and resource."""
+    """The views batch: events aggregated per language, user and resource. ``touches`` (a
+    :class:`TouchBatch`'s) also keeps each view's time and impression id, for clicks."""
+
+    touches: Any = None
 
     def __init__(self) -> None:
         self.owned: dict[int, PartitionState] = {}
         self.clear()
+
+    def payload(self) -> Any:
+        """What the store writes (consumers/writer.py)."""
+        return self.items
 
     def clear(self) -> None:
         self.items: Any = {}
@@ -98,7 +105,7 @@ class Batch:
     # -- reading ---------------------------------------------------------------------------
     def add(self, msgs: list) -> list[DeadLetter]:
         """Take ``msgs`` in; returns the dead letters they gave (to send before writing)."""
-        owned, views, parse = self.owned, self.items, parse_event
+        owned, views, parse, touches = self.owned, self.items, parse_view, self.touches
         dead: list[DeadLetter] = []
         valid = view_sum = skipped = events = 0
         for m in msgs:
@@ -114,10 +121,20 @@ class Batch:
                 continue
             part.read = offset + 1
             try:
-                lang, user, rid, n = parse(m.value())
+                lang, user, rid, n, ts, imp = parse(m.value())
             except InvalidEvent as exc:
                 dead.append(self.dead_letter(m, exc.reason))
                 continue
+            if touches is not None:
+                # The view's own time, else the broker's: the same on every replay.
+                touch = (rid, ts or m.timestamp()[1], imp or "")
+                seen = touches.get(lang)
+                if seen is None:
+                    touches[lang] = {user: [touch]}
+                elif user in seen:
+                    seen[user].append(touch)
+                else:
+                    seen[user] = [touch]
             users = views.get(lang)
             if users is None:
                 users = views[lang] = {}
@@ -191,6 +208,18 @@ class Batch:
     def drained(self) -> bool:
         """Every owned partition's fetch reported its end at the offset we have written."""
         return all(part.eof >= part.read for part in self.owned.values())
+
+
+class TouchBatch(Batch):
+    """The views batch of a consumer that attributes clicks (store/attribution.py): the
+    counts and, per language and user, every view's ``(resource_id, t, impression_id)``."""
+
+    def clear(self) -> None:
+        super().clear()
+        self.touches = {}
+
+    def payload(self) -> Any:
+        return self.items, self.touches
 
 
 class OrderedBatch(Batch):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from core.errors import InputError
 from core.options import parse_kafka_config
+from store.attribution import AttributionConfig
 from store.trending import TrendingConfig
 
 
@@ -57,6 +58,12 @@ class ConsumerConfig:
     until_drained: bool = False
     """Exit 0 once every assigned partition is read up to its end and written (batch jobs,
     the benchmark)."""
+    clicks: bool = True
+    """``recs consume``: attribute clicks to impressions (keeps a view window per user;
+    docs/CONTRACT.md "Clicks"). ``--no-clicks`` turns it off."""
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    """The click window and the window caps, the same for ``recs consume`` and ``recs
+    impressions``."""
 
     @classmethod
     def from_args(cls, args) -> ConsumerConfig:
@@ -70,8 +77,19 @@ class ConsumerConfig:
             broker_warn_after=args.broker_warn_after,
             kafka_config=parse_kafka_config(args.kafka_config),
             retry_max=args.redis_retry_max, offset_check_interval=args.offset_check_interval,
-            until_drained=args.until_drained,
+            until_drained=args.until_drained, clicks=getattr(args, "clicks", True),
+            attribution=attribution_from_args(args),
         )
+
+
+def attribution_from_args(args) -> AttributionConfig:
+    """The ``--click-window`` and cap flags (the defaults where a command has none)."""
+    d = AttributionConfig()
+    return AttributionConfig(
+        window=getattr(args, "click_window", d.window),
+        impression_cap=getattr(args, "impression_cap", d.impression_cap),
+        view_cap=getattr(args, "view_cap", d.view_cap),
+        state_ttl=getattr(args, "click_state_ttl", d.state_ttl))
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 
 import redis
 from confluent_kafka import (
@@ -55,15 +54,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.batch import Batch
 from consumers.config import ConsumerConfig
+from consumers.flavour import Flavour, views_flavour
 from consumers.kafka_clients import kafka_clients, start_and_protocol
 from consumers.metrics import ConsumerMetrics
 from consumers.rebalance import RebalanceCallbacks, StopBeforeReading
-from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters, Store
+from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters
 from core.signals import on_stop_signals
 from store.connection import connect
-from store.counts import Counts, Parked, read_offsets
+from store.counts import Parked, read_offsets
 from store.keys import Keys
 
 __all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
@@ -75,20 +74,6 @@ class _Abandoned(Exception):
     """The batch in hand must be dropped (partitions revoked or lost while writing it)."""
 
 
-@dataclass(frozen=True)
-class Flavour:
-    """What a consumer loop reads and writes: the views consumer by default; ``recs
-    control`` swaps the batch (validation, no aggregation), the store (its guarded script)
-    and adds a settle step, and every rule of the loop holds for both."""
-
-    new_batch: Callable[[], Batch] = Batch
-    """The batch in hand (consumers/batch.py): parses, validates and aggregates messages."""
-    store: Callable[[redis.Redis, Keys], Store] = Counts
-    """The guarded script that writes a batch and its offsets (consumers/writer.py)."""
-    settle: Callable[[StreamConsumer], None] | None = None
-    """Run after each batch written outside a rebalance callback, and at each idle check."""
-
-
 class StreamConsumer(RebalanceCallbacks):
     """One member of the consumer group. ``run()`` until ``stop()`` (or drained).
 
@@ -97,9 +82,9 @@ class StreamConsumer(RebalanceCallbacks):
     ``self.batch`` and writing it is ``self.writer``'s."""
 
     def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None,
-                 flavour: Flavour = Flavour()) -> None:
+                 flavour: Flavour | None = None) -> None:
         self.cfg = config
-        self.flavour = flavour
+        self.flavour = flavour = flavour or views_flavour(config)
         self.metrics = metrics or ConsumerMetrics()
         self.keys = Keys(config.prefix)
         self.redis = connect(config.redis_url)
@@ -227,6 +212,8 @@ class StreamConsumer(RebalanceCallbacks):
             return
         if applied.parked:
             report_parked(applied.parked, self.metrics)
+        if self.flavour.on_written is not None:
+            self.flavour.on_written(self, applied)
         self._written(started)
         batch.written(guards)
         self.metrics.batch_in_hand.set(0)

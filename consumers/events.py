@@ -1,16 +1,22 @@
 """View events (shared/CONTRACT.md section 1): validation, as pure functions.
 
 ``parse_event(value)`` turns one Kafka message value into ``(lang, user_id, resource_id,
-count)`` or raises :class:`InvalidEvent` whose ``reason`` is a short code (it becomes the
+count)`` (``parse_view`` also gives the view's ``ts`` and ``impression_id``, for click
+attribution) or raises :class:`InvalidEvent` whose ``reason`` is a short code (it becomes the
 dead-letter ``error`` header and a metrics label). The consumer calls it once per message,
 so it is written for speed: one ``orjson.loads``, then exact ``type(...) is`` checks (a JSON
 ``true`` is a bool, and a bool is not an int here) and C-level string predicates before
 any regular expression.
 
-Fields the contract does not name, and ``ts``, are ignored: they change no count.
+Fields the contract does not name are ignored, and so is a ``ts`` that is not a positive
+integer (it was never validated: old producers' events stay valid); a malformed
+``impression_id`` is invalid. Impression events (docs/CONTRACT.md, issue 19) are
+``consumers/impression_events.py``'s.
 """
 
 from __future__ import annotations
+
+import re
 
 import orjson
 
@@ -38,7 +44,13 @@ REASONS = (
     "missing_lang",
     "invalid_lang",       # not 2-3 lowercase ASCII letters
     "invalid_count",      # present but not an integer in 1..MAX_COUNT
+    "invalid_impression_id",  # present but not 1..64 characters of [A-Za-z0-9_.:-]
 )
+
+MAX_TS = 32503680000000
+"""The latest epoch-ms timestamp an event may carry (year 3000)."""
+IMPRESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""An impression id (docs/CONTRACT.md, issue 19): safe in Redis fields and Lua lists."""
 
 
 
@@ -73,6 +85,12 @@ def json_object(value: bytes | None) -> dict:
 
 def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
     """``(lang, user_id, resource_id, count)`` of a valid event value; raises InvalidEvent."""
+    return parse_view(value)[:4]
+
+
+def parse_view(value: bytes | None) -> tuple[str, str, int, int, int | None, str | None]:
+    """``(lang, user_id, resource_id, count, ts or None, impression_id or None)`` of a valid
+    event value; raises InvalidEvent."""
     doc = json_object(value)
 
     user = doc.get("user_id")
@@ -99,7 +117,13 @@ def parse_event(value: bytes | None) -> tuple[str, str, int, int]:
         count = 1
     elif type(count) is not int or not 0 < count <= MAX_COUNT:
         raise InvalidEvent("invalid_count")
-    return lang, user, rid, count
+    imp = doc.get("impression_id")
+    if imp is not None and (type(imp) is not str or IMPRESSION_ID.fullmatch(imp) is None):
+        raise InvalidEvent("invalid_impression_id")
+    ts = doc.get("ts")
+    if type(ts) is not int or not 0 < ts <= MAX_TS:
+        ts = None
+    return lang, user, rid, count, ts, imp
 
 
 def _resource_id_from(rid: object) -> int:
@@ -119,10 +143,12 @@ def valid_user_id(user: object) -> bool:
 
 
 def encode_event(user_id: str, resource_id: int, lang: str, count: int = 1,
-                 ts: int | None = None) -> bytes:
+                 ts: int | None = None, impression_id: str | None = None) -> bytes:
     """The contract's JSON value for one event (what producers send)."""
     doc: dict[str, object] = {"user_id": user_id, "resource_id": resource_id, "lang": lang,
                               "count": count}
     if ts is not None:
         doc["ts"] = ts
+    if impression_id is not None:
+        doc["impression_id"] = impression_id
     return orjson.dumps(doc)

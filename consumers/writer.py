@@ -121,7 +121,8 @@ class BatchWriter:
         ``refused`` non-empty: nothing was written)."""
         self.dead_letters.deliver(batch.dead, wait)
         guards = batch.guards()
-        applied = self.call(lambda: self.store.write(self.guard_key, guards, batch.items), wait)
+        payload = batch.payload()
+        applied = self.call(lambda: self.store.write(self.guard_key, guards, payload), wait)
         return guards, applied
 
     def call(self, call, wait: Wait, message: str = "redis unavailable, retrying"):

@@ -69,7 +69,7 @@ local function check_guards(guard)
 end
 """
 
-APPLY_LUA = GUARDS_LUA + """
+COUNT_VIEWS_LUA = GUARDS_LUA + """
 -- Apply one batch of view counts, guarded by compare-and-set fields of one hash.
 -- KEYS[1]  langs SET
 -- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
@@ -207,7 +207,10 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
     variadic('ZADD', touched_key, scored)
   end
 end
+"""
 
+SET_GUARDS_LUA = """
+-- The guards are set last (after the counts and any section a store inserts before this).
 local sets = {}
 for g = 2, 1 + 3 * n, 3 do
   if ARGV[g + 2] ~= '' then
@@ -223,6 +226,10 @@ if parked[1] > 0 then
 end
 return {}
 """
+
+APPLY_LUA = COUNT_VIEWS_LUA + SET_GUARDS_LUA
+"""The views script: counts, then guards (store/attribution.py inserts click attribution
+between the two, the ARGV of its section following the views')."""
 
 
 def _opt(value: str | int | None) -> str | int:
@@ -266,6 +273,10 @@ class Applied:
 
     refused: dict[str, str | None] = dataclasses.field(default_factory=dict)
     parked: list[Parked] = dataclasses.field(default_factory=list)
+    counted: dict[tuple[str, str], tuple[int, int]] = dataclasses.field(default_factory=dict)
+    """Impressions script only: ``{(lang, list): (impressions, clicks)}`` counted."""
+    duplicates: int = 0
+    """Impressions script only: impressions whose id was already in the user's window."""
 
 
 class Counts:
@@ -282,13 +293,16 @@ class Counts:
         or None}`` of the guards that failed (nothing written). Views parked in the
         quarantine count as applied here; use :meth:`write` to learn about them."""
         return mismatches(self._apply(keys=[self.keys.langs, guard_key],
-                                      args=apply_args(self.keys, guards, views)))
+                                      args=self._args(guards, views)))
 
     def write(self, guard_key: str, guards: Sequence[Guard], views: Views) -> Applied:
         """:meth:`apply`, also reporting the users whose views were quarantined."""
-        reply = self._apply(keys=[self.keys.langs, guard_key],
-                            args=apply_args(self.keys, guards, views))
+        reply = self._apply(keys=[self.keys.langs, guard_key], args=self._args(guards, views))
         return parse_reply(reply)
+
+    def _args(self, guards: Sequence[Guard], views) -> list:
+        """The script's ARGV (a store with more sections appends theirs)."""
+        return apply_args(self.keys, guards, views)
 
 
 def parse_reply(reply: list) -> Applied:

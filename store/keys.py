@@ -221,6 +221,37 @@ class Keys:
         """HASH ``at`` -> Redis time (ms) of the last trending refresh."""
         return f"{self.prefix}:{lang}:_trending_state"
 
+    # -- internal: impressions, clicks and their counters (store/impressions.py, issue 19) --
+    def ctr(self, lang: str, cell: str) -> str:
+        """HASH ``impressions``, ``clicks``, ``p{k}`` (clicks at 1-based position k) of one
+        cell ``day|list|model|arm|experiment`` (consumers/impression_events.py)."""
+        return f"{self.prefix}:{lang}:_ctr:{cell}"
+
+    def ctr_users(self, lang: str, cell: str) -> str:
+        """HyperLogLog of the user ids shown a list of ``cell``."""
+        return f"{self.prefix}:{lang}:_ctr_users:{cell}"
+
+    def ctr_items(self, lang: str, cell: str) -> str:
+        """HyperLogLog of the resource ids shown in ``cell`` (coverage)."""
+        return f"{self.prefix}:{lang}:_ctr_items:{cell}"
+
+    def ctr_cells(self, lang: str) -> str:
+        """SET of every cell with counters (so readers need no SCAN)."""
+        return f"{self.prefix}:{lang}:_ctr_cells"
+
+    def experiment_users(self, lang: str, experiment: str, arm: str) -> str:
+        """HASH ``i:{user_id}`` -> impressions, ``c:{user_id}`` -> clicks of one arm's users."""
+        return f"{self.prefix}:{lang}:_exp_users:{experiment}|{arm}"
+
+    def impression_window(self, lang: str, user_id: str) -> str:
+        """HASH: one user's recent impressions (store/impressions.py: ``i:{id}`` records,
+        ``r:{resource_id}`` unclicked (impression, position) pairs, ``q`` their order)."""
+        return f"{self.prefix}:{lang}:_impw:{user_id}"
+
+    def view_window(self, lang: str, user_id: str) -> str:
+        """HASH: one user's recently viewed resources (``{resource_id}`` -> last view times
+        and impression ids, ``q`` their order), for impressions consumed after the view."""
+        return f"{self.prefix}:{lang}:_vieww:{user_id}"
 
 @dataclass(frozen=True)
 class ArmKeys(Keys):

@@ -1,0 +1,47 @@
+"""What a consumer loop (consumers/consume.py) reads and writes: a :class:`Flavour` picks
+the batch, the store script and optional settle and report steps. ``views_flavour`` is
+``recs consume``'s (the counts, with click attribution unless turned off); ``recs control``
+(consumers/control.py) and ``recs impressions`` (consumers/impressions.py) have theirs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from consumers.batch import Batch, TouchBatch
+from consumers.config import ConsumerConfig
+from consumers.writer import Store
+from store.attribution import ClickCounts
+from store.counts import Applied, Counts
+from store.keys import Keys
+
+if TYPE_CHECKING:
+    from consumers.consume import StreamConsumer
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What a consumer loop reads and writes: the views consumer by default; ``recs
+    control`` swaps the batch (validation, no aggregation), the store (its guarded script)
+    and adds a settle step, and every rule of the loop holds for both."""
+
+    new_batch: Callable[[], Batch] = Batch
+    """The batch in hand (consumers/batch.py): parses, validates and aggregates messages."""
+    store: Callable[[redis.Redis, Keys], Store] = Counts
+    """The guarded script that writes a batch and its offsets (consumers/writer.py)."""
+    settle: Callable[[StreamConsumer], None] | None = None
+    """Run after each batch written outside a rebalance callback, and at each idle check."""
+    on_written: Callable[[StreamConsumer, Applied], None] | None = None
+    """Run after each batch written, with what the script answered (metrics)."""
+
+
+def views_flavour(config: ConsumerConfig) -> Flavour:
+    """``recs consume``'s flavour: the view counts, with click attribution unless
+    ``config.clicks`` is off."""
+    if not config.clicks:
+        return Flavour()
+    return Flavour(new_batch=TouchBatch,
+                   store=lambda client, keys: ClickCounts(client, keys, config.attribution))
