@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import redis
 
@@ -18,8 +18,9 @@ from store.attribution import ClickCounts
 from store.counts import Applied, Counts
 from store.keys import Keys
 
-if TYPE_CHECKING:
-    from consumers.consume import StreamConsumer
+# The loop (consumers.consume.StreamConsumer) is passed to the steps as ``Any``: naming
+# it here would make the two modules import each other.
+Loop = Any
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class Flavour:
     """The batch in hand (consumers/batch.py): parses, validates and aggregates messages."""
     store: Callable[[redis.Redis, Keys], Store] = Counts
     """The guarded script that writes a batch and its offsets (consumers/writer.py)."""
-    settle: Callable[[StreamConsumer], None] | None = None
+    settle: Callable[[Loop], None] | None = None
     """Run after each batch written outside a rebalance callback, and at each idle check."""
-    on_written: Callable[[StreamConsumer, Applied], None] | None = None
+    on_written: Callable[[Loop, Applied], None] | None = None
     """Run after each batch written, with what the script answered (metrics)."""
 
 

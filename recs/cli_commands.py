@@ -13,12 +13,14 @@ from core import options as o
 from recs.cli_options import (
     CONSUMER,
     CONTROL,
+    IMPRESSIONS,
     SEED,
     SYNTH,
     THREADS,
     UPDATER,
     D,
     Default,
+    clicks,
     consumer_loop,
     extract,
     gate,
@@ -41,6 +43,16 @@ def _consume(p: argparse.ArgumentParser) -> None:
     kafka(p)
     topics(p, CONSUMER)
     consumer_loop(p, CONSUMER)
+    clicks(p)
+    p.add_argument("--no-clicks", dest="clicks", action="store_false",
+                   help="attribute no clicks to impressions (keeps no view window)")
+
+
+def _impressions(p: argparse.ArgumentParser) -> None:
+    kafka(p)
+    topics(p, IMPRESSIONS, "impressions-")
+    consumer_loop(p, IMPRESSIONS)
+    clicks(p)
 
 
 def _update(p: argparse.ArgumentParser) -> None:
@@ -273,6 +285,9 @@ COMMANDS: list[Command] = [
     ("hidden", "trainer.commands.takedown:cmd_hidden", "list the hidden resources", _hidden),
     ("forget", "trainer.commands.takedown:cmd_forget",
      "remove every trace of users: views, counts, factors, lists, queue entries", _forget),
+    ("impressions", "consumers.impressions:cmd_impressions",
+     "impression events from Kafka -> impression and click counters, each once",
+     _impressions),
     ("control", "consumers.control:cmd_control",
      "control events (hide, unhide, forget) from Kafka, each applied once", _control),
     ("trending", "consumers.trending:cmd_trending",

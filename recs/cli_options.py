@@ -35,6 +35,8 @@ from trainer.settings import EvaluateConfig, LookupConfig, RetrainConfig, Search
 CONSUMER = "consumers.config:ConsumerConfig"
 UPDATER = "consumers.config:UpdaterConfig"
 CONTROL = "consumers.control:ControlDefaults"
+IMPRESSIONS = "consumers.impressions:ImpressionDefaults"
+ATTRIBUTION = "store.attribution:AttributionConfig"
 SYNTH = "trainer.data.synth:generate"
 SEED = o.int_range(0, 2**32 - 1)  # numpy's RandomState, which implicit seeds, takes no more
 THREADS = o.int_range(0, 1024)
@@ -199,6 +201,23 @@ def consumer_loop(p: argparse.ArgumentParser, config: str) -> None:
                         "(recs control: and settle queued hides)" + D)
     p.add_argument("--until-drained", action="store_true",
                    help="exit once every assigned partition is written up to its end")
+
+
+def clicks(p: argparse.ArgumentParser) -> None:
+    """Click attribution (``recs consume`` and ``recs impressions``: give both the same)."""
+    g = p.add_argument_group("clicks (docs/CONTRACT.md: give recs consume and recs "
+                             "impressions the same values)")
+    g.add_argument("--click-window", type=o.positive_float,
+                   default=Default(ATTRIBUTION, "window"),
+                   help="seconds after an impression a view of a shown resource is a click" + D)
+    g.add_argument("--impression-cap", type=o.positive_int,
+                   default=Default(ATTRIBUTION, "impression_cap"),
+                   help="impressions kept per user for attribution" + D)
+    g.add_argument("--view-cap", type=o.positive_int, default=Default(ATTRIBUTION, "view_cap"),
+                   help="viewed resources kept per user for attribution" + D)
+    g.add_argument("--click-state-ttl", type=o.positive_float,
+                   default=Default(ATTRIBUTION, "state_ttl"),
+                   help="seconds a user's attribution windows live after their last write" + D)
 
 
 def metrics(p: argparse.ArgumentParser, config: str) -> None:

@@ -239,6 +239,8 @@ def invalid_messages() -> list[tuple[bytes | None, bytes | None, str]]:
         (b"k10", with_(lang="EN"), "invalid_lang"),
         (b"k11", with_(count=0), "invalid_count"),
         (b"k12", with_(count=2.5), "invalid_count"),
+        (b"k13", with_(impression_id="has space"), "invalid_impression_id"),
+        (b"k14", with_(impression_id=7), "invalid_impression_id"),
     ]
 
 

@@ -9,6 +9,7 @@ from consumers.events import (
     InvalidEvent,
     encode_event,
     parse_event,
+    parse_view,
     valid_lang,
     valid_user_id,
 )
@@ -90,6 +91,8 @@ INVALID = [
     *invalid("lang", "missing_lang", _DROP, None),
     *invalid("lang", "invalid_lang", "EN", "e", "engl", "e1", "én", "e-n", "", 12),
     *invalid("count", "invalid_count", 0, -1, 10001, 1.0, "2", True, [1]),
+    *invalid("impression_id", "invalid_impression_id", "", "a b", "x" * 65, "a|b", "a/b", 7,
+             True, ["i"]),
 ]
 
 
@@ -118,3 +121,12 @@ def test_helpers_share_the_rules():
     assert valid_lang("es") and valid_lang("por")
     assert not valid_lang("ES") and not valid_lang("e") and not valid_lang(None)
     assert parse_event(encode_event("u", 7, "es", 3, ts=1)) == ("es", "u", 7, 3)
+
+
+def test_a_view_gives_its_time_and_impression_id_for_clicks():
+    value = encode_event("u", 7, "es", 3, ts=1764201600000, impression_id="imp:1.a-b_c")
+    assert parse_view(value) == ("es", "u", 7, 3, 1764201600000, "imp:1.a-b_c")
+    # A ts that is not a positive integer was never validated: still a valid view, no time.
+    for ts in ("soon", -1, 0, 1.5, None):
+        doc = orjson.loads(encode_event("u", 7, "es"))
+        assert parse_view(orjson.dumps({**doc, "ts": ts}))[4:] == (None, None)

@@ -1,0 +1,86 @@
+"""``recs impressions``: the impression topic (default ``resource-impressions``) -> the
+impression and click counters (docs/CONTRACT.md "Impressions and clicks"), each impression
+exactly once.
+
+It is the views consumer's loop (consumers/consume.py) with the batch and the store swapped,
+so every rule of that loop holds unchanged: the partition offsets live in Redis and are set
+by the same script as the counters (store/impressions.py, guarded like the view counts), a
+crash or SIGKILL at any point resumes from what Redis holds, a Redis that lost writes is
+replayed from what it holds, invalid events go to the dead-letter topic (default
+``resource-impressions.dlq``) with an ``error`` header. Impressions of one batch are applied
+in offset order (a user's window evicts in consumption order); the app keys them by user id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from consumers.batch import OrderedBatch
+from consumers.config import ConsumerConfig
+from consumers.consume import Flavour, StreamConsumer, run_until_signalled
+from consumers.impression_events import parse_impression
+from store.counts import Applied
+from store.impressions import Impressions
+
+
+@dataclass(frozen=True)
+class ImpressionDefaults:
+    """Where ``recs impressions`` differs from ``recs consume`` (every other setting, and
+    what each means, is :class:`consumers.config.ConsumerConfig`'s)."""
+
+    topic: str = "resource-impressions"
+    """Topic of impression events (docs/CONTRACT.md)."""
+    dlq_topic: str = "resource-impressions.dlq"
+    """Dead-letter topic for invalid impression events."""
+    group: str = "recs-impressions"
+    """Consumer group id (not the views consumers': one rebalance never stalls both)."""
+    batch_size: int = 2000
+    """Events per batch at most. An impression costs the script ~4 writes per shown
+    resource, so this bounds how long one call holds Redis."""
+    metrics_port: int = 9104
+    """Prometheus port; 0 = no HTTP server."""
+
+
+class ImpressionMetrics:
+    """The impression consumer's own counters, in the loop's registry."""
+
+    def __init__(self, registry) -> None:
+        self.counted = Counter("recs_impressions_counted", "impressions counted",
+                               ["lang", "list"], registry=registry)
+        self.clicks = Counter(
+            "recs_clicks_counted", "clicks counted by the impression consumer (the views "
+            "came first)", ["lang", "list"], registry=registry)
+        self.duplicates = Counter(
+            "recs_impressions_duplicate",
+            "impressions whose id was already in the user's window (counted once)",
+            registry=registry)
+
+    def report(self, _consumer: StreamConsumer, applied: Applied) -> None:
+        for (lang, list_), (n, clicks) in applied.counted.items():
+            self.counted.labels(lang, list_).inc(n)
+            if clicks:
+                self.clicks.labels(lang, list_).inc(clicks)
+        if applied.duplicates:
+            self.duplicates.inc(applied.duplicates)
+
+
+def impressions_consumer(config: ConsumerConfig) -> StreamConsumer:
+    """One member of the impression group (module docstring)."""
+    holder: list[ImpressionMetrics] = []
+    flavour = Flavour(
+        new_batch=lambda: OrderedBatch(parse_impression),
+        store=lambda client, keys: Impressions(client, keys, config.attribution),
+        on_written=lambda consumer, applied: holder[0].report(consumer, applied))
+    consumer = StreamConsumer(config, flavour=flavour)
+    holder.append(ImpressionMetrics(consumer.metrics.registry))
+    return consumer
+
+
+def cmd_impressions(args) -> int:
+    """``recs impressions``: run one member of the impression group until SIGTERM/SIGINT."""
+    args.topic, args.dlq_topic, args.group = (args.impressions_topic,
+                                              args.impressions_dlq_topic,
+                                              args.impressions_group)
+    return run_until_signalled(impressions_consumer(ConsumerConfig.from_args(args)))
