@@ -40,7 +40,8 @@ def build_report(client: redis.Redis, keys: Keys, lang: str,
         rate = abstats.ratio(impressions, clicks)
         rates.append(rate)
         model = _model(client, keys.arm(arm.name) if i else keys, lang)
-        items = int(shown.get(arm.name, 0))
+        # A HyperLogLog estimate: near a full catalogue it may overshoot by its error.
+        items = min(int(shown.get(arm.name, 0)), catalogue) if catalogue else 0
         arms.append({"name": arm.name, "spec": arm.spec, "weight": arm.weight,
                      "default": i == 0, **rate.as_dict(),
                      "model": model.get("model", "als" if model else None),
