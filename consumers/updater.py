@@ -144,7 +144,8 @@ class Updater:
             return None
         self._models[(lang, arm)] = model
         self.metrics.model_switches.labels(lang).inc()
-        self.metrics.model_items.labels(lang).set(model.items)
+        if not arm:  # the language's own model (an experiment arm's has the same items)
+            self.metrics.model_items.labels(lang).set(model.items)
         log.info("model loaded", extra={"fields": {
             "lang": lang, "arm": arm or None, "version": model.version, "items": model.items,
             "factors": model.factors, "previous": cached.version if cached else None}})
