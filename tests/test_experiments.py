@@ -269,3 +269,19 @@ def test_a_list_is_read_with_its_arm_and_model_version_in_one_multi(
     assert not redis_client.exists(KEYS.arm("b").model("en"))  # the arm's item side is freed
     assert client.for_user_tagged("en", groups["b"], 5)[2] == tag.__class__(
         versions["a"], "default", None)
+
+
+def test_spark_executors_are_refused_while_an_experiment_runs(redis_server, redis_client,
+                                                              data, tmp_path):
+    from dataclasses import replace
+
+    from core.errors import InputError
+
+    load_counts(redis_client, data.views_for("en"), "en")
+    assert start(redis_server) == 0
+    base = settings(tmp_path)
+    spark = replace(base, spec=replace(base.spec, als=replace(base.spec.als, engine="spark")),
+                    spark_io="executors")
+    with pytest.raises(InputError, match="--spark-io driver"):
+        train_language(redis_client, KEYS, "en", spark)
+    assert not redis_client.exists(KEYS.model("en"))

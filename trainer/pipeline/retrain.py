@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import pandas as pd
 import redis
 
+from core.errors import InputError
 from store.control import read_hidden
 from store.experiments import running as running_experiment
 from store.handover import queue_for_updater, requeue_touched
@@ -99,6 +100,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     exact factors published (the ``metrics`` JSON says so with ``"fitted_on": "holdout
     split"``)."""
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
+        if running_experiment(client, keys, lang) is not None:
+            raise InputError(f"{lang}: an experiment is running; its arms are fitted on the "
+                             "driver: use --spark-io driver (or stop the experiment)")
         return under_lock(client, keys, lang, settings, lambda lock: executors.steps(
             client, keys, lang, settings, lock))
     return under_lock(client, keys, lang, settings, lambda lock: _steps(
