@@ -45,4 +45,12 @@ def views_flavour(config: ConsumerConfig) -> Flavour:
     if not config.clicks:
         return Flavour()
     return Flavour(new_batch=TouchBatch,
-                   store=lambda client, keys: ClickCounts(client, keys, config.attribution))
+                   store=lambda client, keys: ClickCounts(client, keys, config.attribution),
+                   on_written=report_clicks)
+
+
+def report_clicks(consumer: Loop, applied: Applied) -> None:
+    """``recs_clicks_counted_total{lang,list}`` of a batch (both consumers count clicks)."""
+    for (lang, list_), (_n, clicks) in applied.counted.items():
+        if clicks:
+            consumer.metrics.clicks.labels(lang, list_).inc(clicks)

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from consumers.batch import OrderedBatch
 from consumers.config import ConsumerConfig
 from consumers.consume import Flavour, StreamConsumer, run_until_signalled
+from consumers.flavour import report_clicks
 from consumers.impression_events import parse_impression
 from store.counts import Applied
 from store.impressions import Impressions
@@ -49,19 +50,15 @@ class ImpressionMetrics:
     def __init__(self, registry) -> None:
         self.counted = Counter("recs_impressions_counted", "impressions counted",
                                ["lang", "list"], registry=registry)
-        self.clicks = Counter(
-            "recs_clicks_counted", "clicks counted by the impression consumer (the views "
-            "came first)", ["lang", "list"], registry=registry)
         self.duplicates = Counter(
             "recs_impressions_duplicate",
             "impressions whose id was already in the user's window (counted once)",
             registry=registry)
 
-    def report(self, _consumer: StreamConsumer, applied: Applied) -> None:
-        for (lang, list_), (n, clicks) in applied.counted.items():
+    def report(self, consumer: StreamConsumer, applied: Applied) -> None:
+        for (lang, list_), (n, _clicks) in applied.counted.items():
             self.counted.labels(lang, list_).inc(n)
-            if clicks:
-                self.clicks.labels(lang, list_).inc(clicks)
+        report_clicks(consumer, applied)
         if applied.duplicates:
             self.duplicates.inc(applied.duplicates)
 

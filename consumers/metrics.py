@@ -59,6 +59,10 @@ class ConsumerMetrics:
             "recs_consumer_views_quarantined",
             "users' views (or item totals: user '') parked because their key refused an "
             "increment (recs repair re-applies them)", ["lang"], registry=r)
+        self.clicks = Counter(
+            "recs_clicks_counted", "clicks counted by this consumer (recs consume: the "
+            "impression came first; recs impressions: the view did)", ["lang", "list"],
+            registry=r)
         self.rebalances = Counter(
             "recs_consumer_rebalances", "partition assignment changes", ["kind"], registry=r)
 

@@ -96,6 +96,7 @@ local function view_entry(e)
   return tonumber(e), ''
 end
 -- One click on position pos of an impression of `cell` (day|list|model|arm|experiment).
+-- Returns the cell's list (for the callers' tallies).
 local function count_click(ctr_prefix, exp_prefix, cell, pos, user)
   local c = ctr_prefix .. cell
   redis.pcall('HINCRBY', c, 'clicks', 1)
@@ -104,6 +105,7 @@ local function count_click(ctr_prefix, exp_prefix, cell, pos, user)
   if f[5] and f[5] ~= '' then
     redis.pcall('HINCRBY', exp_prefix .. f[5] .. '|' .. f[4], 'c:' .. user, 1)
   end
+  return f[2]
 end
 local function usable(key)  -- a window key holds our hash or nothing; else it is skipped
   local t = redis.call('TYPE', key)['ok']
@@ -129,17 +131,18 @@ CLICKS_LUA = """
 -- Click section of the views script, after the view counts (ARGV from index i on):
 --   W_ms, impression_cap (unused here), view_cap, ttl_ms, view_times, n_langs, then per
 --   language: impression window prefix, view window prefix, ctr prefix, experiment prefix,
---   n_users, then n_users x (user, n_touches, n_touches x (resource_id, t_ms, id or ''))
+--   n_users, lang, then n_users x (user, n_touches, n_touches x (resource_id, t_ms, id or ''))
+-- Adds (lang, list, clicks counted) triples to the reply (store/counts.py parse_reply).
 local W, view_cap, ttl, keep = tonumber(ARGV[i]), tonumber(ARGV[i + 2]), ARGV[i + 3],
                                tonumber(ARGV[i + 4])
 local n_click_langs = tonumber(ARGV[i + 5])
 i = i + 6
 
 -- Impressions already in the window that these touches click: counted, pair removed.
-local function click_impressions(impw, user, rids, by, ctr_p, exp_p)
+local function click_impressions(impw, user, rids, by, ctr_p, exp_p, held, tally)
   local fields = {}
   for k, rid in ipairs(rids) do fields[k] = 'r:' .. rid end
-  local held, records = hmget(impw, fields), {}
+  local records = {}
   for k, rid in ipairs(rids) do
     if held[k] then
       local kept = {}
@@ -155,7 +158,12 @@ local function click_impressions(impw, user, rids, by, ctr_p, exp_p)
           for _, j in ipairs(by[rid]) do
             if is_click(tonumber(ARGV[j + 1]), ARGV[j + 2], T, id, W) then hit = true break end
           end
-          if hit then count_click(ctr_p, exp_p, rec[2], pos, user) else kept[#kept + 1] = e end
+          if hit then
+            local list = count_click(ctr_p, exp_p, rec[2], pos, user)
+            tally[list] = (tally[list] or 0) + 1
+          else
+            kept[#kept + 1] = e
+          end
         end  -- an entry whose impression record is gone is dropped
       end
       if #kept == 0 then
@@ -168,11 +176,7 @@ local function click_impressions(impw, user, rids, by, ctr_p, exp_p)
 end
 
 -- The touches join the view window (for impressions consumed later); the cap evicts.
-local function remember_views(vieww, rids, by)
-  local fields = {}
-  for k, rid in ipairs(rids) do fields[k] = rid end
-  fields[#rids + 1] = 'q'
-  local held = hmget(vieww, fields)
+local function remember_views(vieww, rids, by, held)
   local sets, seen = {}, {}
   for k, rid in ipairs(rids) do
     local ts = words(held[k])
@@ -196,29 +200,62 @@ local function remember_views(vieww, rids, by)
   redis.call('PEXPIRE', vieww, ttl)
 end
 
+-- The user's unclicked pairs of these resources, and their view window entries (and 'q');
+-- nil when either key holds another type.
+local function window_reads(impw, vieww, rids)
+  local f1, f2 = {}, {}
+  for k, rid in ipairs(rids) do
+    f1[k] = 'r:' .. rid
+    f2[k] = rid
+  end
+  f2[#rids + 1] = 'q'
+  local shown, viewed = {}, {}
+  for s = 1, #f2, 1000 do
+    local e = math.min(s + 999, #f2)
+    local a = redis.pcall('HMGET', vieww, unpack(f2, s, e))
+    if a['err'] then return nil end
+    for k = 1, #a do viewed[s + k - 1] = a[k] end
+    if s <= #f1 then
+      local b = redis.pcall('HMGET', impw, unpack(f1, s, math.min(e, #f1)))
+      if b['err'] then return nil end
+      for k = 1, #b do shown[s + k - 1] = b[k] end
+    end
+  end
+  return shown, viewed
+end
+
 for _ = 1, n_click_langs do
   local impw_p, vieww_p, ctr_p, exp_p = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local n_users = tonumber(ARGV[i + 4])
-  i = i + 5
+  local lang, tally = ARGV[i + 5], {}
+  i = i + 6
   for _ = 1, n_users do
     local user, n_t = ARGV[i], tonumber(ARGV[i + 1])
     local first = i + 2
     i = first + 3 * n_t
     local impw, vieww = impw_p .. user, vieww_p .. user
-    if n_t > 0 and usable(impw) and usable(vieww) then
-      local rids, by = {}, {}
-      for j = first, i - 3, 3 do
-        local rid = ARGV[j]
-        if not by[rid] then
-          by[rid] = {}
-          rids[#rids + 1] = rid
-        end
-        local list = by[rid]
-        list[#list + 1] = j
+    local rids, by = {}, {}
+    for j = first, i - 3, 3 do
+      local rid = ARGV[j]
+      if not by[rid] then
+        by[rid] = {}
+        rids[#rids + 1] = rid
       end
-      click_impressions(impw, user, rids, by, ctr_p, exp_p)
-      remember_views(vieww, rids, by)
+      local list = by[rid]
+      list[#list + 1] = j
     end
+    -- Both windows read first, under pcall: a key of another type (an error table here)
+    -- skips the user before anything of theirs is written (no TYPE calls on the hot path).
+    local shown, viewed = window_reads(impw, vieww, rids)
+    if shown then
+      click_impressions(impw, user, rids, by, ctr_p, exp_p, shown, tally)
+      remember_views(vieww, rids, by, viewed)
+    end
+  end
+  for list, c in pairs(tally) do
+    extra_reply[#extra_reply + 1] = lang
+    extra_reply[#extra_reply + 1] = list
+    extra_reply[#extra_reply + 1] = c
   end
 end
 """
@@ -240,7 +277,8 @@ def click_args(keys: Keys, config: AttributionConfig, touches: Touches) -> list:
     args: list = [*config.args(), len(langs)]
     for lang, users in langs:
         args += (keys.impression_window(lang, ""), keys.view_window(lang, ""),
-                 keys.ctr(lang, ""), keys.experiment_users(lang, "", "")[:-1], len(users))
+                 keys.ctr(lang, ""), keys.experiment_users(lang, "", "")[:-1], len(users),
+                 lang)
         for user, seen in users.items():
             args += (user, len(seen))
             for rid, t, imp in seen:

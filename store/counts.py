@@ -122,6 +122,7 @@ local function variadic(cmd, key, args)
 end
 
 local parked, counted = {0}, false
+local extra_reply = {}  -- (lang, list, clicks) triples a click section adds to the reply
 local function park(lang, q_key, field, user, reason, views)
   redis.call('HSET', q_key, field, cjson.encode({user = user, reason = reason, views = views}))
   parked[1] = parked[1] + 1
@@ -221,7 +222,11 @@ end
 if #sets > 0 then
   variadic('HSET', guard, sets)
 end
-if parked[1] > 0 then
+if parked[1] > 0 or #extra_reply > 0 then
+  if #extra_reply > 0 then
+    parked[#parked + 1] = 'clicks'
+    for _, v in ipairs(extra_reply) do parked[#parked + 1] = v end
+  end
   return parked
 end
 return {}
@@ -309,7 +314,11 @@ def parse_reply(reply: list) -> Applied:
     """The script's raw reply as :class:`Applied`."""
     if reply and isinstance(reply[0], int):
         text = [v.decode() if isinstance(v, bytes) else v for v in reply[1:]]
-        return Applied(parked=[Parked(*text[j:j + 3]) for j in range(0, len(text), 3)])
+        n = 3 * reply[0]
+        clicks = text[n + 1:]  # after the 'clicks' marker: (lang, list, clicks) triples
+        return Applied(parked=[Parked(*text[j:j + 3]) for j in range(0, n, 3)],
+                       counted={(clicks[j], clicks[j + 1]): (0, int(clicks[j + 2]))
+                                for j in range(0, len(clicks), 3)})
     return Applied(refused=mismatches(reply))
 
 

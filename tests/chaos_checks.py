@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import redis
 
@@ -74,6 +75,10 @@ class Expected:
     invalid: set[bytes] = field(default_factory=set)
     """Values of the invalid events sent."""
     valid_events: int = 0
+    view_events: list[dict] = field(default_factory=list)
+    """Every valid view delivered: lang, user_id, resource_id, ts (for the clicks)."""
+    impressions: list[dict] = field(default_factory=list)
+    """Every impression delivered (tests/chaos_clicks.py)."""
 
     def add(self, valid: tuple | None, value: bytes) -> None:
         if valid is None:
@@ -82,6 +87,8 @@ class Expected:
         lang, user, rid, count = valid
         self.views[(lang, user)][rid] += count
         self.valid_events += 1
+        self.view_events.append({"lang": lang, "user_id": user, "resource_id": rid,
+                                 "ts": orjson.loads(value)["ts"]})
 
     def langs(self) -> set[str]:
         return {lang for lang, _ in self.views}

@@ -44,6 +44,8 @@ from recs.localstack import Broker, RedisServer
 from recs.localstack_process import RecsProcess, wait_until
 from store.keys import Keys
 from tests.chaos_checks import Check, Expected, Settings, check_all
+from tests.chaos_clicks import Impressions as ChaosImpressions
+from tests.chaos_clicks import check_clicks
 from tests.conftest import KAFKA_TEST_CONFIG as KAFKA_CONFIG
 
 KEYS = Keys()
@@ -139,9 +141,12 @@ class Feed(threading.Thread):
     acknowledged becomes the expected state."""
 
     def __init__(self, bootstrap: str, topic: str, workload: Workload, rate: float,
-                 idempotent: bool = False) -> None:
+                 idempotent: bool = False, impressions_topic: str = "") -> None:
         super().__init__(name="chaos-feed", daemon=True)
         self.bootstrap, self.topic, self.workload, self.rate = bootstrap, topic, workload, rate
+        self.impressions_topic = impressions_topic
+        self.impressions = ChaosImpressions(workload.config.seed)
+        self.impression_ends: dict[int, int] = {}
         self.idempotent = idempotent
         self.expected = Expected()
         self.ends: dict[int, int] = {}
@@ -178,6 +183,10 @@ class Feed(threading.Thread):
                 key, value, valid = self.workload.next()
                 self._produce(producer, key, value, valid)
                 self.sent += 1
+                shown = self.impressions.maybe(self.workload.serial, self.workload.users,
+                                               self.workload.ids)
+                if shown is not None:
+                    self._produce_impression(producer, *shown)
             producer.poll(0.01)
         self.seconds = time.monotonic() - started
         left = producer.flush(180)
@@ -192,6 +201,22 @@ class Feed(threading.Thread):
                 producer.produce(self.topic, value=value, key=key, on_delivery=report)
                 return
             except BufferError:  # local queue full (a long freeze): wait for deliveries
+                producer.poll(0.05)
+
+    def _produce_impression(self, producer: Producer, key: bytes, value: bytes) -> None:
+        def report(err, msg):
+            if err is not None:
+                self.failures.append(str(err))
+                return
+            p = msg.partition()
+            self.impression_ends[p] = max(self.impression_ends.get(p, 0), msg.offset() + 1)
+            self.expected.impressions.append(orjson.loads(msg.value()))
+        while True:
+            try:
+                producer.produce(self.impressions_topic, value=value, key=key,
+                                 on_delivery=report)
+                return
+            except BufferError:
                 producer.poll(0.05)
 
     def stop(self) -> None:
@@ -223,7 +248,7 @@ class Services:
                  "--max-item-views", "0", "--min-user-views", str(s.min_user_views),
                  "--lock-ttl", str(s.lock_ttl), "--threads", "1", "--seed", "1"]
         self.args = {"consume-0": ["consume"], "consume-1": ["consume"], "update-0": update,
-                     "update-1": update, "train": train}
+                     "update-1": update, "train": train, "impressions": ["impressions"]}
         self.env, self.logs = env, logs
         self.procs: dict[str, RecsProcess] = {}
         self.restarts: Counter = Counter()
@@ -368,16 +393,20 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
     """One chaos run on the given servers (the caller starts and stops them)."""
     topic = f"chaos-{uuid.uuid4().hex[:8]}"
     dlq = f"{topic}.dlq"
-    broker.create_topics({topic: config.partitions, dlq: 1})
+    broker.create_topics({topic: config.partitions, dlq: 1, f"{topic}-imp": 2,
+                          f"{topic}-imp.dlq": 1})
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
            "RECS_REDIS_URL": redis_server.url, "RECS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
            "RECS_TOPIC": topic, "RECS_DLQ_TOPIC": dlq, "RECS_GROUP": f"g-{topic}",
            "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in KAFKA_CONFIG.items()),
            "RECS_METRICS_PORT": "0", "RECS_BATCH_TIMEOUT": "0.1",
-           "RECS_OFFSET_CHECK_INTERVAL": "1", "RECS_REDIS_RETRY_MAX": "1"}
+           "RECS_OFFSET_CHECK_INTERVAL": "1", "RECS_REDIS_RETRY_MAX": "1",
+           "RECS_IMPRESSIONS_TOPIC": f"{topic}-imp", "RECS_IMPRESSIONS_DLQ_TOPIC":
+           f"{topic}-imp.dlq", "RECS_IMPRESSIONS_GROUP": f"gi-{topic}"}
     services = Services(env, workdir / "logs", config, workdir / "models")
     feed = Feed(broker.bootstrap, topic, Workload(config), config.rate,
-                idempotent="kill_broker" in fault_kinds(broker))
+                idempotent="kill_broker" in fault_kinds(broker),
+                impressions_topic=f"{topic}-imp")
     faults = Faults(random.Random(config.seed + 1), config, services, redis_server, broker)
     phases: dict[str, float] = {}
     try:
@@ -393,6 +422,8 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
         try:
             checks = check_all(client, feed.expected, dlq_values, workdir / "models",
                                config.settings)
+            checks.append(check_clicks(client, feed.expected.impressions,
+                                       feed.expected.view_events, feed.expected.langs()))
         finally:
             client.close()
     finally:
@@ -443,6 +474,10 @@ def _settle(config: ChaosConfig, feed: Feed, services: Services, redis_server: R
         ends = {str(p): str(o) for p, o in feed.ends.items()}
         _wait(services, lambda: client.hgetall(offsets_key) == ends, 180,
               f"offsets in Redis reach the end of every partition {ends}")
+        imp_key = KEYS.offsets(env["RECS_IMPRESSIONS_GROUP"], env["RECS_IMPRESSIONS_TOPIC"])
+        imp_ends = {str(p): str(o) for p, o in feed.impression_ends.items()}
+        _wait(services, lambda: client.hgetall(imp_key) == imp_ends, 180,
+              f"impression offsets in Redis reach the end of every partition {imp_ends}")
         _timed(phases, "drain", t)
         say(f"drained: {feed.sent} events sent, counts final after {phases['drain']} s")
         t = time.monotonic()
@@ -454,7 +489,7 @@ def _settle(config: ChaosConfig, feed: Feed, services: Services, redis_server: R
         _wait(services, lambda: _queue_empty(client), 120, "the updaters' queue is empty")
         _timed(phases, "updater_drain", t)
         t = time.monotonic()
-        for name in ("consume-0", "consume-1", "update-0", "update-1"):
+        for name in ("consume-0", "consume-1", "update-0", "update-1", "impressions"):
             services.stop(name)
         _timed(phases, "stop", t)
     finally:

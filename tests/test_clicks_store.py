@@ -37,6 +37,7 @@ class Pair:
                                    ({lang: {user: {rid: 1}}}, {lang: {user: [(rid, t, imp)]}}))
         assert not applied.refused
         self.offsets["v"] = new
+        return applied
 
     def impression(self, imp: Impression):
         held, new = self.offsets["i"], (self.offsets["i"] or 0) + 1
@@ -61,8 +62,10 @@ def row(r, lang: str = "en"):
 def test_a_view_of_a_shown_resource_in_the_window_is_one_click_in_either_order(r, view_first):
     pair = Pair(r)
     events = [lambda: pair.impression(imp("a")), lambda: pair.view("u1", 11, T0 + 5 * MIN)]
-    for event in (reversed(events) if view_first else events):
-        event()
+    replies = [event() for event in (reversed(events) if view_first else events)]
+    # Whichever script applied the second half counted the click (and says so, for metrics).
+    assert replies[1].counted == {("en", "recs"): (1 if view_first else 0, 1)}
+    assert replies[0].counted == ({} if view_first else {("en", "recs"): (1, 0)})
     # A second view of the same resource, and a view of a resource not shown: no more clicks.
     pair.view("u1", 11, T0 + 6 * MIN)
     pair.view("u1", 99, T0 + 6 * MIN)

@@ -17,7 +17,7 @@ from store.ctr import read_ctr
 from store.keys import Keys
 from tests.clicks_model import T0, expected, redis_counts, workload
 from tests.conftest import KAFKA_TEST_CONFIG
-from tests.test_consume import metric
+from tests.test_consume import metric, stop_cleanly
 
 pytestmark = pytest.mark.integration
 
@@ -140,12 +140,11 @@ def test_invalid_impressions_go_to_the_dead_letter_topic_unchanged(env, broker, 
               "resource_id": "42", "items": ["7", 8], "ts": T0} for k in range(20)]
     produce(broker.bootstrap, topic, [(k, v) for k, v, _ in bad] + as_messages(valid))
     port = free_port()
-    proc = start_recs(["impressions", "--until-drained"], {**env,
-                                                          "RECS_METRICS_PORT": str(port)})
+    proc = start_recs(["impressions"], {**env, "RECS_METRICS_PORT": str(port)})
     wait_until(lambda: metric(port, "recs_impressions_counted_total", lang="en",
                               list="similar") == len(valid), 60, "every valid one counted")
     assert metric(port, "recs_consumer_events_invalid_total", reason="invalid_items") == 5
-    assert proc.wait(60) == 0
+    stop_cleanly(proc)
     rows = read_ctr(redis_server.client(), KEYS, "en")
     assert [(r.list, r.impressions, r.users, r.items) for r in rows] == [("similar", 20, 20, 2)]
 
