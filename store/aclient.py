@@ -142,6 +142,7 @@ class AsyncRecsClient:
         self.keys = Keys(prefix)
         self._list_script = client.register_script(LIST_WITH_DETAILS_LUA)
         self._arm_names: dict[str, list[str]] = {}
+        self._list_sha: str | None = None
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -180,11 +181,12 @@ class AsyncRecsClient:
         keys = [self.keys.model(lang), self.keys.resources(lang), self.keys.hidden(lang),
                 views or self.keys.hidden(lang), *(key for _, key, _ in lists)]
         flags = "".join("1" if skip else "0" for *_, skip in lists)
-        pipe = self.redis.pipeline(transaction=True)
-        await self._list_script(keys=keys, args=[n, flags, *also], client=pipe)
-        if tag_for is not None:
-            queue_tag_reads(pipe, self.keys, lang, tag_for[1])
-        (published, used, rows, details), *replies = await pipe.execute()
+        if tag_for is None:
+            replies = [await self._list_script(keys=keys, args=[n, flags, *also])]
+        else:
+            replies = await self._in_multi(keys, [n, flags, *also], lambda pipe:
+                                           queue_tag_reads(pipe, self.keys, lang, tag_for[1]))
+        (published, used, rows, details), *replies = replies
         tag = None
         if tag_for is not None:
             source = lists[used - 1][0] if used else "none"
@@ -197,6 +199,24 @@ class AsyncRecsClient:
         found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
         return Listed(bool(published), lists[used - 1][0] if used else "none", items,
                       {rid: d for rid, d in found.items() if d is not None}, tag)
+
+    async def _in_multi(self, keys: list, args: list, more) -> list:
+        """The list script by EVALSHA and ``more(pipe)``'s reads in one MULTI. The script is
+        loaded first (SCRIPT LOAD) rather than by redis-py's pipeline, which asks SCRIPT
+        EXISTS, a command the serve user's ACL does not grant; a Redis that lost its scripts
+        (a restart) gets it loaded again."""
+        for attempt in (0, 1):
+            if self._list_sha is None or attempt:
+                self._list_sha = await self.redis.script_load(LIST_WITH_DETAILS_LUA)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.evalsha(self._list_sha, len(keys), *keys, *args)
+            more(pipe)
+            try:
+                return await pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def model_info(self, lang: str) -> dict | None:
         return decode_model(await self.redis.hgetall(self.keys.model(lang)))

@@ -73,6 +73,7 @@ class RecsClient:
         self.keys = Keys(prefix)
         self._for_user = None
         self._arm_names: dict[str, list[str]] = {}
+        self._for_user_sha: str | None = None
 
     def similar(self, lang: str, resource_id: int | str, n: int = 10) -> list[Scored]:
         """The ``n`` resources most similar to ``resource_id``, best first (score = cosine)."""
@@ -103,16 +104,14 @@ class RecsClient:
         list came from, all in ONE MULTI/EXEC (the fields an impression event carries):
         ``(rows, source, Tag(model_version, arm, experiment))``."""
         k = self.keys
-        if self._for_user is None:
-            self._for_user = self.redis.register_script(FOR_USER_LUA)
+        keys = [k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id), k.hidden(lang)]
         for _ in range(3):  # the experiment changed between two reads: once more
             names = self._arm_names.get(lang, [])
-            pipe = self.redis.pipeline(transaction=True)
-            self._for_user(keys=[k.recs(lang, user_id), k.trending(lang),
-                                 k.views(lang, user_id), k.hidden(lang)],
-                           args=[max(int(n), 1)], client=pipe)
-            queue_tag_reads(pipe, k, lang, names)
-            (source, rows), *replies = pipe.execute()
+            try:
+                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
+            except redis.exceptions.NoScriptError:  # Redis lost its scripts (a restart): load again
+                self._for_user_sha = None
+                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
             tag, experiment = tag_of(lang, user_id, names, replies, text(source))
             if tag is not None:
                 pairs = [Scored(int(rows[i]), float(rows[i + 1]))
@@ -120,6 +119,17 @@ class RecsClient:
                 return pairs, text(source), tag
             self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
         raise RuntimeError("the experiment keeps changing; try again")
+
+    def _tagged(self, keys: list, n: int, lang: str, names: list[str]) -> list:
+        """EVALSHA of the list script and the tag reads in one MULTI (the script loaded with
+        SCRIPT LOAD first: redis-py's own pipeline path asks SCRIPT EXISTS, which a
+        read-only Redis user may lack)."""
+        if self._for_user_sha is None:
+            self._for_user_sha = self.redis.script_load(FOR_USER_LUA)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.evalsha(self._for_user_sha, len(keys), *keys, n)
+        queue_tag_reads(pipe, self.keys, lang, names)
+        return pipe.execute()
 
     def recommend_or_trending(self, lang: str, user_id: str, n: int = 10
                               ) -> tuple[list[Scored], str]:

@@ -265,6 +265,10 @@ def test_a_list_is_read_with_its_arm_and_model_version_in_one_multi(
             body = json.loads(answer.read())
         assert (body["model_version"], body["arm"], body["experiment"]) == (
             versions[arm], arm, "exp1")
+    redis_client.script_flush()  # as after a Redis restart: both readers load it again
+    assert client.for_user_tagged("en", groups["b"], 5)[2].arm == "b"
+    with urlopen(f"{base}/v1/en/users/{groups['b']}/recommendations?n=5") as answer:
+        assert json.loads(answer.read())["arm"] == "b"
     assert cli(redis_server, "stop", "--lang", "en") == 0
     assert not redis_client.exists(KEYS.arm("b").model("en"))  # the arm's item side is freed
     assert client.for_user_tagged("en", groups["b"], 5)[2] == tag.__class__(
