@@ -59,13 +59,13 @@ def build_report(client: redis.Redis, keys: Keys, lang: str,
 
 def shown_items(client: redis.Redis, keys: Keys, lang: str, experiment_id: str
                 ) -> dict[str, int]:
-    """Arm -> distinct resources shown in its users' lists (``recs``) over the whole
-    experiment: one PFCOUNT over the union of the arm's day cells (0.81 % standard error)."""
+    """Arm -> distinct resources shown in the impressions tagged with the experiment, over
+    its whole run: one PFCOUNT over the union of the arm's cells (0.81 % standard error)."""
     cells: dict[str, list[str]] = {}
     for raw in client.smembers(keys.ctr_cells(lang)):
         cell = text(raw)
         parts = cell.split("|")
-        if len(parts) == 5 and parts[1] == "recs" and parts[4] == experiment_id:
+        if len(parts) == 5 and parts[4] == experiment_id:
             cells.setdefault(parts[3], []).append(keys.ctr_items(lang, cell))
     return {arm: int(client.pfcount(*names)) for arm, names in cells.items()}
 
