@@ -26,18 +26,20 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import redis
 
+from consumers.arms import split_claim
 from consumers.config import UpdaterConfig
 from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
-from core.signals import StopFlag, on_stop_signals
-from store.connection import connect_checked, transient
+from core.signals import StopFlag
+from store.connection import transient
 from store.ease_rows import read_rows
+from store.experiments import running as running_experiment
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.trending import Trending
@@ -80,6 +82,17 @@ class Prepared:
     """Users in the batch with no known views."""
     started: float
     """perf_counter() when the claim was granted."""
+    queue: UpdateQueue | None = None
+    """The queue bound to the keys of the arm ``version`` belongs to (None: the language's
+    own model)."""
+    more: tuple[Prepared, ...] = ()
+    """The same claim's users of other experiment arms, each solved with its arm's model."""
+
+    def claims(self) -> list[Claim]:
+        return [self.claim, *(p.claim for p in self.more)]
+
+    def users(self) -> int:
+        return sum(len(c.users) for c in self.claims())
 
 
 class Updater:
@@ -93,7 +106,8 @@ class Updater:
         self.queue = UpdateQueue(client, self.keys)
         self.trending = Trending(client, self.keys, config.trending)
         self.metrics = metrics or UpdaterMetrics()
-        self._models: dict[str, FoldIn] = {}
+        self._models: dict[tuple[str, str], FoldIn] = {}
+        self._arm_queues: dict[str, UpdateQueue] = {}
         self._bad_versions: set[tuple[str, str]] = set()
         self._langs: list[str] = list(config.langs)
         self._langs_read_at = -float("inf")
@@ -104,11 +118,13 @@ class Updater:
 
     # -- models ------------------------------------------------------------------------
 
-    def model(self, lang: str) -> FoldIn | None:
-        """The item side of ``lang``'s published model, reloaded when its version changed;
-        None when nothing (usable) is published."""
-        version = model_version(self.client, self.keys, lang)
-        cached = self._models.get(lang)
+    def model(self, lang: str, arm: str = "") -> FoldIn | None:
+        """The item side of ``lang``'s published model (``arm``: of that experiment arm's
+        model), reloaded when its version changed; None when nothing (usable) is
+        published."""
+        keys = self.keys.arm(arm) if arm else self.keys
+        version = model_version(self.client, keys, lang)
+        cached = self._models.get((lang, arm))
         if version is None:
             return None
         if cached is not None and cached.version == version:
@@ -116,21 +132,22 @@ class Updater:
         if (lang, version) in self._bad_versions:
             return None
         try:
-            published = read_published_items(self.client, self.keys, lang)
+            published = read_published_items(self.client, keys, lang)
             if published is None:
                 return None
             model = published_model(published.meta, published, partial(
-                read_rows, self.client, self.keys, lang, published.version))
+                read_rows, self.client, keys, lang, published.version))
         except (KeyError, ValueError) as exc:
             self._bad_versions.add((lang, version))
             log.error("unusable published model; users stay pending until the next publish",
                       extra={"fields": {"lang": lang, "version": version, "error": str(exc)}})
             return None
-        self._models[lang] = model
+        self._models[(lang, arm)] = model
         self.metrics.model_switches.labels(lang).inc()
-        self.metrics.model_items.labels(lang).set(model.items)
+        if not arm:  # the language's own model (an experiment arm's has the same items)
+            self.metrics.model_items.labels(lang).set(model.items)
         log.info("model loaded", extra={"fields": {
-            "lang": lang, "version": model.version, "items": model.items,
+            "lang": lang, "arm": arm or None, "version": model.version, "items": model.items,
             "factors": model.factors, "previous": cached.version if cached else None}})
         return model
 
@@ -143,7 +160,7 @@ class Updater:
         if prepared is None:
             return 0
         self.commit(prepared)
-        return len(prepared.claim.users)
+        return prepared.users()
 
     def prepare(self, lang: str) -> Prepared | None:
         """Claim and solve a batch of ``lang`` (None: nothing pending or no model)."""
@@ -156,19 +173,50 @@ class Updater:
             return None
         started = time.perf_counter()
         try:
-            batch, no_factors = self._solve(model, claim)
+            parts = []
+            for part_model, queue, part in self._by_arm(lang, model, claim):
+                batch, no_factors = self._solve(part_model, part)
+                parts.append(Prepared(part, part_model.version, batch, no_factors, started,
+                                      queue))
         except BaseException:
             self._release(claim)
             raise
-        return Prepared(claim, model.version, batch, no_factors, started)
+        return replace(parts[0], more=tuple(parts[1:]))
+
+    def _by_arm(self, lang: str, model: FoldIn, claim: Claim
+                ) -> list[tuple[FoldIn, UpdateQueue | None, Claim]]:
+        """The claim split by experiment arm (consumers/arms.py), each part with its arm's
+        model and queue."""
+        experiment = running_experiment(self.client, self.keys, lang)
+        models = {"": model}
+
+        def live(arm: str) -> bool:
+            models[arm] = self.model(lang, arm)
+            return models[arm] is not None
+
+        return [(models[arm], self._arm_queue(arm) if arm else None, part)
+                for arm, part in split_claim(experiment, claim, live)]
+
+    def _arm_queue(self, arm: str) -> UpdateQueue:
+        if arm not in self._arm_queues:
+            self._arm_queues[arm] = UpdateQueue(self.client, self.keys.arm(arm))
+        return self._arm_queues[arm]
 
     def commit(self, p: Prepared) -> None:
-        """Write a prepared batch (refused whole if the model changed since), account for it."""
+        """Write a prepared batch (refused whole if the model changed since), account for it;
+        then its other arms' parts."""
+        self._commit_part(p)
+        for part in p.more:
+            self._commit_part(part)
+
+    def _commit_part(self, p: Prepared) -> None:
         lang, users = p.claim.lang, len(p.claim.users)
+        queue = p.queue or self.queue
         try:
-            result = self.queue.commit(p.claim, p.version, p.batch, top_n=self.config.top_n)
+            result = queue.commit(p.claim, p.version, p.batch, top_n=self.config.top_n)
         except BaseException:
-            self._release(p.claim)
+            for claim in p.claims():
+                self._release(claim)
             raise
         elapsed = time.perf_counter() - p.started
         m = self.metrics
@@ -307,10 +355,11 @@ class Updater:
                     done.result()
                 except BaseException:
                     if prepared is not None:
-                        self._release(prepared.claim)
+                        for claim in prepared.claims():
+                            self._release(claim)
                     raise
             if prepared is not None:
-                claimed += len(prepared.claim.users)
+                claimed += prepared.users()
                 self._in_flight = pool.submit(self.commit, prepared)
         self.refresh_pending()
         self.trending.tick(self.languages())
@@ -346,25 +395,3 @@ class Updater:
                 raise TimeoutError(f"users still pending after {timeout}s")
         return self.updated - before
 
-
-def cmd_update(args) -> int:
-    config = UpdaterConfig.from_args(args)
-    client = connect_checked(config.redis_url)
-    metrics = UpdaterMetrics()
-    metrics.serve(config.metrics_port, config.metrics_address)
-    stop = StopFlag()
-
-    def first(name: str) -> None:
-        # The leases of a batch cut short by a second signal expire: nobody's update is lost.
-        log.info("stopping after the current batch", extra={"fields": {"signal": name}})
-        stop.set()
-
-    on_stop_signals(first)
-    updater = Updater(client, config, metrics)
-    log.info("updater started", extra={"fields": {
-        "langs": ",".join(config.langs) or "all", "batch_size": config.batch_size,
-        "top_n": config.top_n, "lease_seconds": config.lease_seconds,
-        "metrics_port": config.metrics_port}})
-    updater.run(stop)
-    log.info("updater stopped", extra={"fields": {"updated": updater.updated}})
-    return 0

@@ -123,6 +123,17 @@ def _history(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _experiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("start", "status", "stop", "promote", "report"))
+    p.add_argument("arm", nargs="?", help="promote: the arm whose settings become the "
+                   "language's")
+    p.add_argument("--lang", required=True, type=o.lang)
+    p.add_argument("--arms", help="start: NAME=SPEC:WEIGHT,... (SPEC: tuned, als, ease, "
+                   "blend, auto or a settings JSON file; the first arm is the default)")
+    p.add_argument("--id", help="start: the experiment id (default: LANG-DATE-TIME-XXXX)")
+    p.add_argument("--json", action="store_true")
+
+
 def _similar(p: argparse.ArgumentParser) -> None:
     p.add_argument("resource_id")
     lookup(p, "similar lists")
@@ -238,7 +249,7 @@ COMMANDS: list[Command] = [
     # -- streaming
     ("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis",
      _consume),
-    ("update", "consumers.updater:cmd_update",
+    ("update", "consumers.update_command:cmd_update",
      "fold users with new views into the current model between retrains", _update),
     ("backfill", "consumers.backfill:cmd_backfill",
      "load a views CSV extract into the Redis counts", _backfill),
@@ -251,6 +262,8 @@ COMMANDS: list[Command] = [
      "search the model settings on a validation split; store the best", _tune),
     ("history", "trainer.commands.history:cmd_history",
      "quality of the models trained with --evaluate, oldest first", _history),
+    ("experiment", "trainer.commands.experiment:cmd_experiment",
+     "A/B experiments of model settings: start, status, stop, promote, report", _experiment),
     ("similar", "trainer.commands.lookup:cmd_similar", "top-N resources similar to one", _similar),
     ("recommend", "trainer.commands.lookup:cmd_recommend", "top-N resources for a user",
      _recommend),

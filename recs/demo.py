@@ -6,8 +6,10 @@ recs/localstack.py), writes a synthetic GoConqr-like extract (trainer/synth.py),
 views as events through Kafka into the real ``recs consume``, checks that Redis holds every
 view exactly once, runs ``recs train``, shows similar lists and one learner's
 recommendations, then sends that learner a few views in a subject new to them and shows
-``recs update`` refreshing their recommendations within seconds. Every ``recs`` command runs
-as its own process, configured through ``RECS_*`` variables, exactly as in production.
+``recs update`` refreshing their recommendations within seconds; then an A/B experiment
+(recs/demo_experiment.py): two arms, simulated impressions and clicks, the report. Every
+``recs`` command runs as its own process, configured through ``RECS_*`` variables, exactly
+as in production.
 
 Everything it writes goes under ``out/demo/`` (data CSVs, model files, each process's log,
 the servers' folders); the next run clears those sub-folders. Whatever it started is stopped
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recs.demo_experiment import IMPRESSIONS_TOPIC, experiment_step
 from recs.demo_run import (
     FILTER_FLAGS,
     KAFKA_FLAGS,
@@ -72,7 +75,8 @@ class Demo(DemoRun):
             # Assigned before start(), so the finally block also stops a half-started stack.
             self.stack = LocalStack(workdir=self.out / "stack")
             self.stack.start()
-            self.stack.broker.create_topics({TOPIC: 4, f"{TOPIC}.dlq": 1})
+            self.stack.broker.create_topics({TOPIC: 4, f"{TOPIC}.dlq": 1,
+                                             IMPRESSIONS_TOPIC: 4, f"{IMPRESSIONS_TOPIC}.dlq": 1})
             self.say(f"redis-server at {self.stack.redis.url} (AOF on), broker at "
                      f"{self.stack.broker.bootstrap}, topic {TOPIC} with 4 partitions")
         self.redis = self.stack.redis.client()
@@ -90,6 +94,8 @@ class Demo(DemoRun):
             user, before = self.show_user(data)
         with step("`recs update` keeps learners fresh between retrains"):
             self.update(data, user, before)
+        with step("An A/B experiment: ALS against EASE on simulated learners' clicks"):
+            experiment_step(self)
         with step("Stopping everything"):
             for proc in self.processes:
                 code = proc.stop()

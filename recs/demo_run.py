@@ -22,7 +22,7 @@ from store.keys import Keys
 LANGS = ("en", "es")
 SHOWN = "en"  # the language whose lists are shown
 TOPIC = "resource-views"
-STEPS = 8
+STEPS = 9
 NEW_VIEWS = 8  # resources of a new subject the shown learner opens in step 7
 # A fresh consumer group joins in ~3 s with these instead of librdkafka's 45 s session.
 KAFKA_FLAGS = ["--kafka-config", "session.timeout.ms=6000",

@@ -219,8 +219,10 @@ async def users(request: Request, recs: AsyncRecsClient) -> Response:
     found = await recs.recommend(lang, user, n)
     if not found.published:
         raise ApiError(404, "no_model", f"no model is published for {lang!r}")
+    tag = found.tag
     return JSON({"lang": lang, "user_id": user, "source": found.source,
-                 "items": rendered(found)})
+                 "model_version": tag.model_version, "arm": tag.arm,
+                 "experiment": tag.experiment, "items": rendered(found)})
 
 
 @endpoint("model")
@@ -262,6 +264,7 @@ async def healthz(request: Request, recs: AsyncRecsClient) -> Response:
 
 @endpoint("metrics")
 async def metrics(request: Request, recs: AsyncRecsClient) -> Response:
+    await request.app.state.experiments.refresh_gauges(await recs.langs())
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)
 
@@ -284,7 +287,8 @@ async def page(request: Request, recs: AsyncRecsClient) -> Response:
     if not token_ok(request, credentials(request)):
         # A sign-in form, no data; 200 so a browser does not log a failed load.
         return HTMLResponse(login_form(), headers=PAGE_HEADERS)
-    return HTMLResponse(await render_page(config, recs, request.app.state.lag),
+    return HTMLResponse(await render_page(config, recs, request.app.state.lag,
+                                          request.app.state.experiments),
                         headers=PAGE_HEADERS)
 
 
@@ -339,6 +343,7 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 
 def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
     """The ASGI app. ``keys`` overrides the key layout (tests); else ``Keys(config.prefix)``."""
+    from recs.serve_experiments import ExperimentReports
     from recs.serve_page import PageCache
 
     @asynccontextmanager
@@ -358,6 +363,7 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
             yield
         finally:
             await client.aclose()
+            app.state.experiments.close()
             if app.state.lag is not None:
                 app.state.lag.close()
 
@@ -378,4 +384,6 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
     app.state.throttle = Throttle()
     app.state.metrics = Metrics()
     app.state.cache = PageCache()
+    app.state.experiments = ExperimentReports(config.redis_url, keys or Keys(config.prefix),
+                                              app.state.metrics.registry)
     return app

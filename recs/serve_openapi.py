@@ -40,10 +40,14 @@ ROUTES = {
         (400, 401, 404, 503), True),
     "/v1/{lang}/users/{user_id}/recommendations": (
         "The user's list, best first; `source` says whether it is the user's own list "
-        "(personal), the language's fallback list (trending) or nothing (none).",
+        "(personal), the language's fallback list (trending) or nothing (none); "
+        "`model_version`, `arm` and `experiment` (read with the list) are what an impression "
+        "event of it carries.",
         [LANG, USER, N], {"type": "object", "properties": {
             "lang": {"type": "string"}, "user_id": {"type": "string"},
-            "source": {"enum": ["personal", "trending", "none"]}, "items": _LIST}},
+            "source": {"enum": ["personal", "trending", "none"]},
+            "model_version": {"type": "string"}, "arm": {"type": "string"},
+            "experiment": {"type": ["string", "null"]}, "items": _LIST}},
         (400, 401, 404, 503), True),
     "/v1/{lang}/users/{user_id}/explain": (
         "The user's list with the viewed resources behind each item, and the user's views. "

@@ -137,10 +137,16 @@ def login_form(wrong: bool = False) -> str:
         '<button type="submit">Sign in</button></form></main>'))
 
 
-async def render_page(config: ServeConfig, recs: AsyncRecsClient, lag=None) -> str:
-    """The whole page; ``lag``: a ``recs.serve_kafka.LagProbe`` when Kafka is configured."""
+async def render_page(config: ServeConfig, recs: AsyncRecsClient, lag=None,
+                      experiments=None) -> str:
+    """The whole page; ``lag``: a ``recs.serve_kafka.LagProbe`` when Kafka is configured;
+    ``experiments``: a ``recs.serve_experiments.ExperimentReports``."""
+    from recs.serve_experiments import section
+
     langs = await recs.langs()
-    sections = [_lang_section(await recs.status(lang)) for lang in langs]
+    sections = [_lang_section(await recs.status(lang), section(
+        await experiments.report(lang) if experiments is not None else None))
+        for lang in langs]
     if not sections:
         sections = ['<p class="empty">No language has counts yet: nothing consumed.</p>']
     if lag is not None:
@@ -163,7 +169,7 @@ def _human_age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def _lang_section(status: LangStatus) -> str:
+def _lang_section(status: LangStatus, experiment: str = "") -> str:
     lang = escape(status.lang)
     rows = []
     model = status.model
@@ -179,7 +185,7 @@ def _lang_section(status: LangStatus) -> str:
     return (f'<section class="lang" id="lang-{lang}"><h2>{lang}</h2>'
             f'<div class="cols"><table class="model">{"".join(rows)}</table>'
             f'<figure><figcaption>Quality over retrains</figcaption>{chart(status.history)}'
-            '</figure></div></section>')
+            f'</figure></div>{experiment}</section>')
 
 
 def _lag_section(lag) -> str:

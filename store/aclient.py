@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 
 from store import titles
 from store.connection import no_primary, parsed, sentinel_settings
+from store.experiments import Tag, queue_tag_reads, tag_of
 from store.keys import Keys
 from store.read import (
     Scored,
@@ -94,6 +95,8 @@ class Listed:
     source: str
     items: list[Scored]
     details: dict[int, dict]
+    tag: Tag | None = None
+    """Users' lists: the model version, experiment arm and experiment it came from."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ class AsyncRecsClient:
         self.redis = client
         self.keys = Keys(prefix)
         self._list_script = client.register_script(LIST_WITH_DETAILS_LUA)
+        self._arm_names: dict[str, list[str]] = {}
+        self._list_sha: str | None = None
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -182,25 +187,63 @@ class AsyncRecsClient:
 
     async def recommend(self, lang: str, user_id: str, n: int) -> Listed:
         """The user's own list, else the language's trending list without what the user
-        viewed, else nothing; hidden resources never (one round trip either way)."""
+        viewed, else nothing; hidden resources never. With the model version and arm it came
+        from (``tag``), read in the same MULTI (store/experiments.py ``tag_of``)."""
         lists = [("personal", self.keys.recs(lang, user_id), False),
                  ("trending", self.keys.trending(lang), True)]
-        return await self._listed(lang, lists, n, views=self.keys.views(lang, user_id))
+        for _ in range(3):  # the experiment changed since the arms were cached: once more
+            names = self._arm_names.get(lang, [])
+            listed = await self._listed(lang, lists, n, views=self.keys.views(lang, user_id),
+                                        tag_for=(user_id, names))
+            if listed.tag is not None:
+                return listed
+        raise redis.ResponseError("the experiment keeps changing; try again")
 
     async def _listed(self, lang: str, lists: list[tuple[str, str, bool]], n: int,
-                      also: list[int] = (), views: str | None = None) -> Listed:
+                      also: list[int] = (), views: str | None = None,
+                      tag_for: tuple[str, list[str]] | None = None) -> Listed:
         if top_range(n) is None:
-            return Listed(bool(await self.redis.exists(self.keys.model(lang))), "none", [], {})
+            return Listed(bool(await self.redis.exists(self.keys.model(lang))), "none", [], {},
+                          Tag("", "default", None))
         keys = [self.keys.model(lang), self.keys.resources(lang), self.keys.hidden(lang),
                 views or self.keys.hidden(lang), *(key for _, key, _ in lists)]
         flags = "".join("1" if skip else "0" for *_, skip in lists)
-        published, used, rows, details = await self._list_script(keys=keys,
-                                                                 args=[n, flags, *also])
+        if tag_for is None:
+            replies = [await self._list_script(keys=keys, args=[n, flags, *also])]
+        else:
+            replies = await self._in_multi(keys, [n, flags, *also], lambda pipe:
+                                           queue_tag_reads(pipe, self.keys, lang, tag_for[1]))
+        (published, used, rows, details), *replies = replies
+        tag = None
+        if tag_for is not None:
+            source = lists[used - 1][0] if used else "none"
+            tag, experiment = tag_of(lang, tag_for[0], tag_for[1], replies, source)
+            if tag is None:
+                self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
+                return Listed(bool(published), "none", [], {})
         items = decode_scored(zip(rows[::2], rows[1::2], strict=True))
         ids = [s.resource_id for s in items] + [int(r) for r in also] if items else []
         found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
         return Listed(bool(published), lists[used - 1][0] if used else "none", items,
-                      {rid: d for rid, d in found.items() if d is not None})
+                      {rid: d for rid, d in found.items() if d is not None}, tag)
+
+    async def _in_multi(self, keys: list, args: list, more) -> list:
+        """The list script by EVALSHA and ``more(pipe)``'s reads in one MULTI. The script is
+        loaded first (SCRIPT LOAD) rather than by redis-py's pipeline, which asks SCRIPT
+        EXISTS, a command the serve user's ACL does not grant; a Redis that lost its scripts
+        (a restart) gets it loaded again."""
+        for attempt in (0, 1):
+            if self._list_sha is None or attempt:
+                self._list_sha = await self.redis.script_load(LIST_WITH_DETAILS_LUA)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.evalsha(self._list_sha, len(keys), *keys, *args)
+            more(pipe)
+            try:
+                return await pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def model_info(self, lang: str) -> dict | None:
         return decode_model(await self.redis.hgetall(self.keys.model(lang)))

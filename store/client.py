@@ -15,6 +15,9 @@ Each call is one Redis command, so any language's client does the same::
     ZREVRANGE recs:en:recs:8b0c2f0e-... 0 9 WITHSCORES
     HGETALL recs:en:model
 
+During an A/B experiment (docs/CONTRACT.md "Experiments") ``for_user_tagged`` also says
+which model version and arm the list came from, read in the same MULTI as the list.
+
 An id the published model does not cover (or a language with nothing published) gives an
 empty list, so an app can fall back to, say, popular resources; ``model_info`` returns None
 when nothing is published. Lists are replaced whole while a new model is published, so a
@@ -26,6 +29,7 @@ from __future__ import annotations
 import redis
 
 from store.connection import connect
+from store.experiments import Tag, queue_tag_reads, tag_of
 from store.keys import Keys
 from store.read import Scored, decode_details, decode_model, decode_scored, text, top_range
 
@@ -68,6 +72,8 @@ class RecsClient:
         self.redis = connect(url_or_redis) if isinstance(url_or_redis, str) else url_or_redis
         self.keys = Keys(prefix)
         self._for_user = None
+        self._arm_names: dict[str, list[str]] = {}
+        self._for_user_sha: str | None = None
 
     def similar(self, lang: str, resource_id: int | str, n: int = 10) -> list[Scored]:
         """The ``n`` resources most similar to ``resource_id``, best first (score = cosine)."""
@@ -91,6 +97,39 @@ class RecsClient:
                   k.hidden(lang)], args=[int(n)])
         pairs = [Scored(int(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
         return pairs, text(source)
+
+    def for_user_tagged(self, lang: str, user_id: str, n: int = 10
+                        ) -> tuple[list[Scored], str, Tag]:
+        """:meth:`for_user` plus the model version, experiment arm and experiment id the
+        list came from, all in ONE MULTI/EXEC (the fields an impression event carries):
+        ``(rows, source, Tag(model_version, arm, experiment))``."""
+        k = self.keys
+        keys = [k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id), k.hidden(lang)]
+        for _ in range(3):  # the experiment changed between two reads: once more
+            names = self._arm_names.get(lang, [])
+            try:
+                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
+            except redis.exceptions.NoScriptError:  # Redis lost its scripts (a restart): load again
+                self._for_user_sha = None
+                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
+            tag, experiment = tag_of(lang, user_id, names, replies, text(source))
+            if tag is not None:
+                pairs = [Scored(int(rows[i]), float(rows[i + 1]))
+                         for i in range(0, len(rows), 2)][:max(int(n), 0)]
+                return pairs, text(source), tag
+            self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
+        raise RuntimeError("the experiment keeps changing; try again")
+
+    def _tagged(self, keys: list, n: int, lang: str, names: list[str]) -> list:
+        """EVALSHA of the list script and the tag reads in one MULTI (the script loaded with
+        SCRIPT LOAD first: redis-py's own pipeline path asks SCRIPT EXISTS, which a
+        read-only Redis user may lack)."""
+        if self._for_user_sha is None:
+            self._for_user_sha = self.redis.script_load(FOR_USER_LUA)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.evalsha(self._for_user_sha, len(keys), *keys, n)
+        queue_tag_reads(pipe, self.keys, lang, names)
+        return pipe.execute()
 
     def recommend_or_trending(self, lang: str, user_id: str, n: int = 10
                               ) -> tuple[list[Scored], str]:

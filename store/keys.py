@@ -72,6 +72,16 @@ class Keys:
         """LIST of JSON quality records, oldest first, capped (docs/CONTRACT.md)."""
         return f"{self.prefix}:{lang}:history"
 
+    def experiment(self, lang: str) -> str:
+        """HASH: the language's A/B experiment (``recs experiment start``; docs/CONTRACT.md
+        "Experiments"): ``id``, ``status``, ``arms`` (JSON), ``started_at``..."""
+        return f"{self.prefix}:{lang}:experiment"
+
+    def arm(self, name: str) -> ArmKeys:
+        """The keys of experiment arm ``name``'s model: its own item side, every user key
+        shared (see :class:`ArmKeys`)."""
+        return ArmKeys(self.prefix, arm_name=name)
+
     # -- contract: written by `recs resources load` ---------------------------------------
     def resources(self, lang: str) -> str:
         """HASH resource_id -> JSON {"title", "folder", "subject", "tags"} (the platform's
@@ -242,3 +252,42 @@ class Keys:
         """HASH: one user's recently viewed resources (``{resource_id}`` -> last view times
         and impression ids, ``q`` their order), for impressions consumed after the view."""
         return f"{self.prefix}:{lang}:_vieww:{user_id}"
+
+@dataclass(frozen=True)
+class ArmKeys(Keys):
+    """The keys one experiment arm's model is published and folded in under.
+
+    The arm's model has its own item side (the model hash, item factors, ids, totals, EASE
+    rows) at ``{prefix}:{lang}:_arm:{arm}:...``; everything about users (their lists,
+    factors, views, the updater's queue, take-downs, forgets) is the language's own key, so
+    a user's list stays at the contract key whichever arm wrote it. ``_arm`` never stands
+    where a contract key has its name, so these cannot collide with contract keys."""
+
+    arm_name: str = ""
+
+    def _arm(self, lang: str) -> str:
+        return f"{self.prefix}:{lang}:_arm:{self.arm_name}"
+
+    def model(self, lang: str) -> str:
+        """HASH: the arm model's description (the contract model hash's fields)."""
+        return f"{self._arm(lang)}:model"
+
+    def item_factors(self, lang: str) -> str:
+        return f"{self._arm(lang)}:_item_factors"
+
+    def item_ids(self, lang: str) -> str:
+        return f"{self._arm(lang)}:_item_ids"
+
+    def item_totals(self, lang: str) -> str:
+        return f"{self._arm(lang)}:_item_totals"
+
+    def ease_rows(self, lang: str, version: str) -> str:
+        return f"{self._arm(lang)}:_ease_rows:{version}"
+
+    def ease_versions(self, lang: str) -> str:
+        return f"{self._arm(lang)}:_ease_versions"
+
+    def arm_keys_of(self, lang: str) -> list[str]:
+        """The arm's fixed item-side keys (the EASE rows are named in ``ease_versions``)."""
+        return [self.model(lang), self.item_factors(lang), self.item_ids(lang),
+                self.item_totals(lang), self.ease_versions(lang)]

@@ -220,3 +220,31 @@ def test_resources_load_as_recs_catalogue(users, redis_client, tmp_path, capsys)
     assert main(["resources", "load", str(csv), "--lang", "en",
                  "--redis-url", users.url("catalogue", without="rename")]) == 2
     says_permission(capsys)
+
+
+def test_experiments_as_recs_train_update_and_serve(users, redis_server, redis_client, extract,
+                                                    tmp_path, serve_http, capsys):
+    from consumers.impression_events import Impression
+    from store.impressions import Impressions
+
+    _, path = extract
+    _, user = published(redis_server.url, path, tmp_path)
+    train = users.url("train")
+    assert main(["experiment", "start", "--lang", "en", "--arms", "a=als:1,b=ease:1",
+                 "--id", "acl", "--redis-url", train]) == 0
+    assert main(["train", "--lang", "en", "--redis-url", train, "--model-dir",
+                 str(tmp_path / "m1"), *TRAIN]) == 0
+    assert redis_client.exists(KEYS.arm("b").model("en"))
+    Impressions(redis_client, KEYS).write(KEYS.offsets("g", "i"), [], [Impression(
+        "i1", user, "en", "recs", None, "v", "a", "acl", (1, 2), 1_764_201_600_000)])
+    redis_client.zadd(KEYS.dirty("en"), {user: 1})
+    Updater(connect(users.url("update")), UpdaterConfig(top_n=10)).drain()
+    base = serve_http(ServeConfig(redis_url=users.url("serve"), token="t0ken"))
+    for path_ in (f"/v1/en/users/{user}/recommendations", "/", "/metrics"):
+        assert call(base, path_, token="t0ken").status == 200, path_
+    assert "recs_experiment_impressions" in call(base, "/metrics", token="t0ken").body.decode()
+    assert main(["experiment", "report", "--lang", "en", "--redis-url", train]) == 0
+    assert main(["experiment", "promote", "b", "--lang", "en", "--redis-url", train]) == 0
+    assert main(["experiment", "report", "--lang", "en",
+                 "--redis-url", users.url("train", without="pfcount")]) == 2
+    says_permission(capsys)

@@ -28,6 +28,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert re.search(r"en: published \S+: \d+ users, \d+ resources", out)
     assert out.count("Similar to ") == 3
     assert "consumed and folded in (no retrain)" in out
+    # The experiment: two arms published, every impression and click counted, the report.
+    assert "experiment demo started" in out
+    assert re.search(r"6,000 impressions and [\d,]+ clicks sent, all counted exactly once", out)
+    assert re.search(r"^\s+a\s+\d+\s+\d+\s+\d+\s+0\.\d+ \[", out, re.M)
+    assert re.search(r"b - a: [+-]0\.\d+", out)
+    assert "recs impressions: SIGTERM -> exit code 0" in out
     assert "recs consume: SIGTERM -> exit code 0" in out
     assert "recs update: SIGTERM -> exit code 0" in out
     # What it leaves behind: the extracts, the model files and each process's log.

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from core.progress import Progress
@@ -51,13 +52,15 @@ class Published:
 
 def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, model: Model,
             matrix: UtilityMatrix, settings: RetrainConfig, seq: int,
-            metrics: dict | None) -> Published:
+            metrics: dict | None, keep: Callable[[str], bool] | None = None,
+            extra: dict | None = None) -> Published:
     """Lists, item rows, the switch, the removal of what the model no longer covers, and
-    the quality history (see the module docstring)."""
-    write_lists(publisher, model, settings)
+    the quality history (see the module docstring). ``keep`` (an experiment): only the users
+    it accepts get a list from this model; ``extra``: more model hash fields."""
+    write_lists(publisher, model, settings, keep)
     if model.item_rows is not None:
         write_rows(client, keys, lang, publisher.version, model.items.ids, model.item_rows)
-    info = model_info(model, settings, seq, metrics)
+    info = {**model_info(model, settings, seq, metrics), **(extra or {})}
     has_factors = model.item_factors.shape[1] > 0
     version = publisher.switch(info, model.items.ids, model.item_factors,
                                matrix.item_totals() if has_factors else None)
@@ -72,7 +75,8 @@ def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, mo
                      removed=removed)
 
 
-def write_lists(publisher: Publisher, model: Model, settings: RetrainConfig) -> None:
+def write_lists(publisher: Publisher, model: Model, settings: RetrainConfig,
+                keep: Callable[[str], bool] | None = None) -> None:
     """Similar lists then user lists, scored as ``settings.scoring`` says, with progress."""
     scorer = scorer_for(model, settings.scoring)
     log.info("scoring", extra={"fields": {
@@ -82,8 +86,22 @@ def write_lists(publisher: Publisher, model: Model, settings: RetrainConfig) -> 
     publisher.write_similar(_counted(similar_batches(model, settings.top_n, scorer), items))
     items.close()
     users = Progress(f"{model.lang} user lists", len(model.users))
-    publisher.write_users(_counted(user_batches(model, settings.top_n, scorer), users))
+    batches = user_batches(model, settings.top_n, scorer)
+    if keep is not None:
+        batches = only_users(batches, keep)
+    publisher.write_users(_counted(batches, users))
     users.close()
+
+
+def only_users(batches: Iterator[Lists], keep: Callable[[str], bool]) -> Iterator[Lists]:
+    """The rows of ``batches`` whose id ``keep`` accepts."""
+    for batch in batches:
+        mask = np.fromiter((keep(str(i)) for i in batch.ids), dtype=bool, count=len(batch.ids))
+        if mask.any():
+            yield Lists(ids=[i for i, m in zip(batch.ids, mask, strict=True) if m],
+                        members=np.asarray(batch.members)[mask],
+                        scores=np.asarray(batch.scores)[mask],
+                        factors=None if batch.factors is None else np.asarray(batch.factors)[mask])
 
 
 def _counted(batches: Iterator[Lists], progress) -> Iterator[Lists]:

@@ -12,7 +12,9 @@ returning one result, each timed by ``trainer.pipeline.timing.timed``:
 4. the fit on everything (``trainer.quality.choose.fit_model``: any family, or the choice
    among them) and the model file in ``--model-dir`` (``trainer.models.file``);
 5. the publish (``trainer.pipeline.publish``): lists, the switch, the removal of what the new
-   model no longer covers, the history record;
+   model no longer covers, the history record; during an A/B experiment every other arm is
+   fitted and publishes its users' lists first (``trainer.pipeline.arms``), and the default
+   arm's settings are the run's;
 6. :func:`hand_over`: users with views newer than S go to the updater, the users it had
    pending are settled (``store.handover``), and lists cut by take-downs during the publish
    are refilled (``trainer.pipeline.takedown``);
@@ -34,7 +36,9 @@ from dataclasses import dataclass
 import pandas as pd
 import redis
 
+from core.errors import InputError
 from store.control import read_hidden
+from store.experiments import running as running_experiment
 from store.handover import queue_for_updater, requeue_touched
 from store.keys import Keys
 from store.publish import Publisher
@@ -49,6 +53,7 @@ from trainer.data.matrix import (
 )
 from trainer.models.file import save_model
 from trainer.pipeline import executors
+from trainer.pipeline.arms import arm_config, in_arm, publish_arms, refill_arms
 from trainer.pipeline.publish import Published, publish
 from trainer.pipeline.quality import evaluate_holdout, gate_refuses
 from trainer.pipeline.run import RunResult, under_lock
@@ -95,6 +100,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     exact factors published (the ``metrics`` JSON says so with ``"fitted_on": "holdout
     split"``)."""
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
+        if running_experiment(client, keys, lang) is not None:
+            raise InputError(f"{lang}: an experiment is running; its arms are fitted on the "
+                             "driver: use --spark-io driver (or stop the experiment)")
         return under_lock(client, keys, lang, settings, lambda lock: executors.steps(
             client, keys, lang, settings, lock))
     return under_lock(client, keys, lang, settings, lambda lock: _steps(
@@ -106,6 +114,9 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
     """The steps in order, each returning one result; an early ``RunResult`` (empty, gated)
     ends the run with the live model untouched."""
     times: dict[str, float] = {}
+    experiment = running_experiment(client, keys, lang)
+    if experiment is not None:  # the default arm is the language's model
+        settings = arm_config(settings, experiment.default)
     with timed(times, "read"):
         snap = read_snapshot(client, keys, lang)
     if snap.views.empty:
@@ -133,9 +144,18 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
     lock.check()
     with timed(times, "publish"):
         publisher = Publisher(client, keys, lang, lock=lock, seq=snap.seq, **publish_options)
+        arms, keep, extra = [], None, None
+        if experiment is not None:
+            arms = publish_arms(client, keys, lang, experiment, matrix, settings, lock=lock,
+                                seq=snap.seq, publish_options=publish_options)
+            for one in arms:  # covered by their arm: the default's removal keeps them
+                publisher.add_users_written(one.publisher.users_written)
+            keep = in_arm(experiment, experiment.default.name)
+            extra = {"experiment": experiment.id, "arm": experiment.default.name}
         done = publish(client, keys, lang, publisher, model, matrix, settings, snap.seq,
-                       metrics)
+                       metrics, keep=keep, extra=extra)
         handover = hand_over(client, keys, lang, snap, prepared.outside, publisher)
+        refill_arms(client, keys, lang, arms)
     return _published_result(lang, snap, prepared, done, handover, path, times, metrics)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import redis
 
 from store.control import read_hidden
+from store.experiments import running as running_experiment
 from store.keys import Keys
 from store.settle import (
     begin_scan,
@@ -47,7 +48,7 @@ from store.settle import (
     scan_lists,
     write_refilled,
 )
-from store.updates import PublishedItems, read_model_kind, read_published_items
+from store.updates import PublishedItems, model_version, read_model_kind, read_published_items
 from trainer.models.rank import normalise_rows, top_n
 
 log = logging.getLogger("recs.takedown")
@@ -124,7 +125,7 @@ def _settle_scan(client: redis.Redis, keys: Keys, lang: str, seq: int,
     published = als_published(client, keys, lang)
     hidden = set(read_hidden(client, keys, lang))
     n = int(published.meta.get("top_n", 20)) if published else 20
-    users = _refill_found(client, keys, lang, "users", lambda part: _refill_users(
+    users = _refill_found(client, keys, lang, "users", lambda part: _refill_by_arm(
         client, keys, lang, published, part, hidden, n))
     items = _refill_found(client, keys, lang, "items", lambda part: _refill_similar(
         client, keys, lang, published, [int(i) for i in part], hidden, n))
@@ -192,6 +193,28 @@ def refill_lists(client: redis.Redis, keys: Keys, lang: str, users: Collection[s
     log.info("lists cut by take-downs during the publish refilled",
              extra={"fields": {"lang": lang, "users": u, "similar": i}})
     return u, i
+
+
+def _refill_by_arm(client, keys: Keys, lang: str, pub: PublishedItems | None,
+                   users: list[str], hidden: set[int], n: int) -> tuple[int, int]:
+    """:func:`_refill_users`, each user from the model of their experiment arm (the arm's
+    keys; the language's model for the default arm and for arms not published yet)."""
+    experiment = running_experiment(client, keys, lang)
+    if experiment is None:
+        return _refill_users(client, keys, lang, pub, users, hidden, n)
+    groups: dict[str, list[str]] = {}
+    for user in users:
+        arm = experiment.arm_of(user).name
+        live = arm != experiment.default.name and model_version(
+            client, keys.arm(arm), lang) is not None
+        groups.setdefault(arm if live else "", []).append(user)
+    done = cleaned = 0
+    for arm, part in groups.items():
+        arm_keys = keys.arm(arm) if arm else keys
+        arm_pub = als_published(client, arm_keys, lang) if arm else pub
+        a, b = _refill_users(client, arm_keys, lang, arm_pub, part, hidden, n)
+        done, cleaned = done + a, cleaned + b
+    return done, cleaned
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,32 @@
+"""The updater's view of an A/B experiment: a claimed batch split by experiment arm.
+
+Invariant: every user of a claim is in exactly one part, with the same lease deadline and
+dirty score as claimed, so each part commits (or stays pending) exactly as the whole would.
+A user whose arm has no model published yet goes with the language's own model: the read
+side (store/client.py) then reports the default arm for them too, so what was shown is
+attributed to the model that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from store.experiments import Experiment
+from store.updates import Claim
+
+
+def split_claim(experiment: Experiment | None, claim: Claim,
+                live: Callable[[str], bool]) -> list[tuple[str, Claim]]:
+    """(arm name, or "" for the language's own model; the part of ``claim``) pairs, the
+    language's part first. ``live(arm)``: that arm's model is published."""
+    if experiment is None:
+        return [("", claim)]
+    default = experiment.default.name
+    groups: dict[str, list[int]] = {"": []}
+    for i, user in enumerate(claim.users):
+        arm = experiment.arm_of(user).name
+        key = arm if arm != default and live(arm) else ""
+        groups.setdefault(key, []).append(i)
+    return [(arm, Claim(claim.lang, claim.deadline, [claim.users[i] for i in rows],
+                        [claim.scores[i] for i in rows]))
+            for arm, rows in groups.items() if rows]
