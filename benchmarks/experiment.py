@@ -124,8 +124,8 @@ def pipeline_runs(args) -> int:
         pipe.run("experiment", "start", "--lang", LANG, "--arms", "a=als:1,b=ease:1",
                  "--id", "ab")
         pipe.run("train", "--lang", LANG, "--evaluate", *FILTERS)
-        for command in ("consume", "impressions"):
-            pipe.start(command, *KAFKA)
+        pipe.start("consume", "--clicks", *KAFKA)
+        pipe.start("impressions", *KAFKA)
         pipe.start("update")
         users = [m.decode() for m in client.smembers(keys.published_users(LANG))]
         print(f"A/B (arm b's lists clicked {args.lift:.0%} more), {len(users)} learners with "

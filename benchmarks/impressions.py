@@ -10,7 +10,8 @@ resources each, ``recs`` lists of ``--users`` users, 2,000 resources) and ``--vi
 events, a third of them views of a shown resource within the click window, produced once.
 Then ``--rounds`` rounds, each of two runs on an emptied Redis (order alternating):
 
-- ``views, no clicks``: ``StreamConsumer`` as ``recs consume --no-clicks`` (the counts alone);
+- ``views, no clicks``: ``StreamConsumer`` as ``recs consume`` without ``--clicks``
+  (the counts alone);
 - ``impressions`` then ``views + clicks``: ``recs impressions``' consumer drains the
   impressions, then ``recs consume``'s (click attribution on) drains the views, so every
   click is found by the views script (the work the views consumer adds).

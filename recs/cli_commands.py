@@ -44,8 +44,9 @@ def _consume(p: argparse.ArgumentParser) -> None:
     topics(p, CONSUMER)
     consumer_loop(p, CONSUMER)
     clicks(p)
-    p.add_argument("--no-clicks", dest="clicks", action="store_false",
-                   help="attribute no clicks to impressions (keeps no view window)")
+    p.add_argument("--clicks", action="store_true",
+                   help="attribute views to impressions as clicks (keeps a view window per "
+                        "user; turn on where the apps publish impressions); RECS_CLICKS")
 
 
 def _impressions(p: argparse.ArgumentParser) -> None:

@@ -102,6 +102,7 @@ class DemoRun:
             "RECS_TOPIC": TOPIC,
             "RECS_DLQ_TOPIC": f"{TOPIC}.dlq",
             "RECS_METRICS_PORT": "0",
+            "RECS_CLICKS": "true",  # step 8's experiment counts clicks on its lists
             "OPENBLAS_NUM_THREADS": env.get("OPENBLAS_NUM_THREADS", "1"),
         })
         return env

@@ -247,7 +247,8 @@ class Services:
                  "--iterations", str(s.iterations), "--min-item-views", str(s.min_item_views),
                  "--max-item-views", "0", "--min-user-views", str(s.min_user_views),
                  "--lock-ttl", str(s.lock_ttl), "--threads", "1", "--seed", "1"]
-        self.args = {"consume-0": ["consume"], "consume-1": ["consume"], "update-0": update,
+        consume = ["consume", "--clicks"]
+        self.args = {"consume-0": consume, "consume-1": consume, "update-0": update,
                      "update-1": update, "train": train, "impressions": ["impressions"]}
         self.env, self.logs = env, logs
         self.procs: dict[str, RecsProcess] = {}

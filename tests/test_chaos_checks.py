@@ -8,6 +8,7 @@ retrain through the trainer's, the queue drained by the updater.
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from consumers.updater import Updater, UpdaterConfig
@@ -36,7 +37,9 @@ def test_the_checks_pass_on_a_settled_system_and_catch_each_fault(redis_client, 
     batch: dict[str, dict[int, int]] = {}
     for user, rid, n in zip(views["user_id"], views["resource_id"], views["views"],
                             strict=True):
-        expected.add(("en", str(user), int(rid), int(n)), b"")
+        event = {"user_id": str(user), "resource_id": int(rid), "lang": "en", "count": int(n),
+                 "ts": 1_764_201_600_000}
+        expected.add(("en", str(user), int(rid), int(n)), orjson.dumps(event))
         batch.setdefault(str(user), {})[int(rid)] = int(n)
     expected.invalid = {b"bad-1", b"bad-2"}
     dead = [(b"bad-1", b"not_json"), (b"bad-2", b"invalid_count"), (b"bad-2", b"invalid_count")]

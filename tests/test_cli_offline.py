@@ -114,11 +114,11 @@ def test_errors_are_one_line_with_exit_code_2(trained, tmp_path):
     assert done.returncode == 2 and "not a model file of ours" in done.stderr
 
 
-def test_no_clicks_reads_its_variable_as_a_boolean():
+def test_clicks_reads_its_variable_as_a_boolean():
     from recs.cli import build_parser, parse_args
 
     for text, want in (("false", False), ("0", False), ("true", True), ("1", True)):
         args = parse_args(["consume"], build_parser({"RECS_CLICKS": text}))
         assert args.clicks is want, text
-    assert parse_args(["consume"], build_parser({})).clicks is True
-    assert parse_args(["consume", "--no-clicks"], build_parser({})).clicks is False
+    assert parse_args(["consume"], build_parser({})).clicks is False
+    assert parse_args(["consume", "--clicks"], build_parser({})).clicks is True

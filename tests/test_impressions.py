@@ -35,7 +35,7 @@ def imp_topics(broker):
 def env(consume_env, imp_topics):
     topic, dlq = imp_topics
     return {**consume_env, "RECS_IMPRESSIONS_TOPIC": topic, "RECS_IMPRESSIONS_DLQ_TOPIC": dlq,
-            "RECS_IMPRESSIONS_GROUP": f"imp-{uuid.uuid4().hex[:8]}"}
+            "RECS_IMPRESSIONS_GROUP": f"imp-{uuid.uuid4().hex[:8]}", "RECS_CLICKS": "true"}
 
 
 def produce(bootstrap: str, topic: str, messages) -> None:
