@@ -118,7 +118,7 @@ class EASEModel(ListsById):
     @classmethod
     def published(cls, meta, items, fetch) -> PublishedEASE:
         """The fold-in of the published model ``meta``: ``fetch(resource_ids)`` reads rows of
-        B (``store.ease_rows.read_rows`` of its version)."""
+        B (``store.item_rows.read_rows`` of its version)."""
         return PublishedEASE(item_ids=items.item_ids, scaling=meta["ease_scaling"],
                              fetch=fetch, version=items.version)
 
