@@ -138,6 +138,9 @@ def models(p: argparse.ArgumentParser) -> None:
                    help="what RP3beta's input holds per viewed resource" + D)
     g.add_argument("--rp3-normalize", type=o.int_range(0, 1), default=int(r.normalize),
                    help="1: rescale each kept row of RP3beta's weights to sum 1" + D)
+    g.add_argument("--memory-limit", type=o.byte_size, default=ModelSpec.memory_limit,
+                   help="bytes a fit may use (2G, 500M); a model needing more is refused "
+                        "before it starts (default: the machine's available memory)")
     g.add_argument("--settings", help="tuned settings JSON written by `recs tune --out`")
 
 

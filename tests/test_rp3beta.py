@@ -3,13 +3,15 @@ penalty, top-k prune, block by block), its lists, its model file, and the Spark 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from core.errors import InputError, ModelFileError
 from tests.helpers import assert_top_k
-from tests.test_ease import planted_matrix, tiny
-from trainer.config import AlsConfig, ModelSpec, Rp3betaConfig
+from tests.test_ease import SMALL_ALS, planted_matrix, tiny
+from trainer.config import AlsConfig, BlendConfig, ModelSpec, Rp3betaConfig
 from trainer.data.matrix import holdout_split
 from trainer.models.ease import ease_input
 from trainer.models.file import load_model, model_doc, save_model
@@ -128,3 +130,50 @@ def test_recs_similar_and_recommend_read_an_rp3beta_file(tmp_path, capsys):
     assert [r["resource_id"] for r in got] == [int(i) for i in model.similar_items([rid])[0][0]]
     assert main(["recommend", user, "--model", path]) == 0
     assert "For user" in capsys.readouterr().out
+
+
+# -- memory rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["als", "ease", "rp3beta", "blend"])
+def test_every_family_refuses_a_fit_over_the_memory_limit_in_one_line(kind, monkeypatch):
+    from trainer.models.registry import FAMILIES
+
+    matrix = planted_matrix()
+    spec = ModelSpec(kind, als=SMALL_ALS, memory_limit=10_000)
+    need = FAMILIES[kind].fit_bytes(*matrix.shape, matrix.nnz, spec)
+    assert need > 10_000
+    monkeypatch.setattr("trainer.models.als.fit", lambda *a, **k: pytest.fail("allocated"))
+    monkeypatch.setattr("trainer.models.rp3beta.rp3beta_weights",
+                        lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(InputError, match="more than the 10 kB --memory-limit") as err:
+        fit_model(matrix, replace(spec, blend=BlendConfig(weight=0.5)), "en")
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    fit_model(matrix, replace(spec, memory_limit=need, blend=BlendConfig(weight=0.5)), "en",
+              threads=1)  # exactly enough: fitted
+
+
+def test_the_cli_refuses_before_the_fit_and_writes_nothing(tmp_path, capsys):
+    from recs.cli import main
+    from trainer.data.synth import generate
+
+    csv = generate(n_users=300, n_resources=60, langs=("en",), seed=3).write(tmp_path)
+    models = tmp_path / "models"
+    assert main(["train", "--views", str(csv["en"]["views"]), "--lang", "en", "--model",
+                 "rp3beta", "--min-item-views", "5", "--min-user-views", "2",
+                 "--memory-limit", "2K", "--model-dir", str(models)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "RP3beta on" in err and "--memory-limit" in err and "\n" not in err
+    assert not list(models.glob("*.dump"))
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    from trainer.models.memory import available_bytes, fits
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    2000000 kB\n")
+    assert available_bytes(str(meminfo)) == 2_048_000_000
+    assert available_bytes(str(tmp_path / "absent")) is None
+    assert fits(10**18, limit=None) is (available_bytes() is None)
+    assert fits(5, limit=5) and not fits(6, limit=5)

@@ -203,9 +203,15 @@ class ModelSpec:
     ease: EaseConfig = field(default_factory=EaseConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     rp3beta: Rp3betaConfig = field(default_factory=Rp3betaConfig)
+    memory_limit: int | None = None
+    """Bytes a fit may use (``--memory-limit``); None: the machine's available memory
+    (``MemAvailable``) when the fit starts. A family whose fit would need more is refused
+    in one line before it allocates (``trainer.models.memory``). Not a tuned setting."""
 
     def __post_init__(self) -> None:
         one_of("model", self.model, MODELS)
+        if self.memory_limit is not None and self.memory_limit < 1:
+            raise InputError("--memory-limit must be a positive number of bytes")
 
     def settings(self, kind: str | None = None, *, tuned_only: bool = True) -> dict:
         """The flat settings of ``kind`` (default: this spec's model): ``model`` and each
@@ -228,7 +234,8 @@ class ModelSpec:
                      if config.KEY_PREFIX + f.name in flat}
             if given:
                 parts[family] = replace(config, **given)
-        return replace(self, model=flat.get("model", self.model), **parts)
+        return replace(self, model=flat.get("model", self.model),
+                       memory_limit=flat.get("memory_limit", self.memory_limit), **parts)
 
     @classmethod
     def from_values(cls, values: Mapping) -> ModelSpec:

@@ -37,6 +37,7 @@ from core.errors import InputError
 from trainer.config import EASE_SCALINGS, ModelSpec, Rp3betaConfig
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
+from trainer.models import memory
 from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
 from trainer.models.ease import ease_input, published_slots
 from trainer.models.rank import mask_seen, top_n, top_n_filled
@@ -141,7 +142,15 @@ class RP3betaModel(ListsById):
     def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
             stats: dict | None = None) -> RP3betaModel:
         refuse_spark(spec)
+        users, items = matrix.shape
+        memory.check_fits(f"RP3beta on {items} resources",
+                          cls.fit_bytes(users, items, matrix.nnz, spec), spec.memory_limit,
+                          "lower --rp3-neighbours or use --model als")
         return fit_rp3beta(matrix, spec.rp3beta, lang, stats=stats)
+
+    @staticmethod
+    def fit_bytes(users: int, items: int, nnz: int, spec: ModelSpec) -> int:
+        return fit_bytes(users, items, nnz, spec.rp3beta.neighbours)
 
     @classmethod
     def published(cls, meta, items, fetch) -> PublishedRP3beta:

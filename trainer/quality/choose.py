@@ -81,9 +81,9 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     Returns (model, kind) where kind is what was fitted: als, ease or blend."""
     stats = dict(stats or {})
     kind = spec.model
-    if kind == "auto" and not ease_module.fits(matrix.shape[1]):
-        log.warning("auto: %d resources is above EASE's limit of %d; using ALS",
-                    matrix.shape[1], ease_module.EASE_MAX_RESOURCES)
+    if kind == "auto" and not ease_module.fits(matrix.shape[1], spec.memory_limit):
+        log.warning("auto: EASE on %d resources would not fit in memory (at most %s); "
+                    "using ALS", matrix.shape[1], ease_module.max_resources(spec.memory_limit))
         kind = "als"
     weight = spec.blend.weight
     if kind == "auto" or (kind == "blend" and weight is None):
