@@ -17,6 +17,7 @@ import inspect
 from core import options as o
 from store.trending import TrendingConfig
 from trainer.config import (
+    BLEND_PARTNERS,
     EASE_SCALINGS,
     ENGINES,
     MODEL_DEST,
@@ -127,6 +128,8 @@ def models(p: argparse.ArgumentParser) -> None:
                    help="what EASE's input holds per viewed resource" + D)
     g.add_argument("--blend-weight", type=o.float_range(0.0, 1.0), default=BlendConfig.weight,
                    help="ALS's weight in the blend (default: chosen on validation)")
+    g.add_argument("--blend-partner", choices=BLEND_PARTNERS, default=BlendConfig.partner,
+                   help="the item-item model ALS is blended with" + D)
     r = Rp3betaConfig
     g.add_argument("--rp3-alpha", type=o.positive_float, default=r.alpha,
                    help="RP3beta's exponent of the walk probabilities" + D)

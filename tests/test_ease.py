@@ -94,7 +94,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
         "als": als.user_factors[:20].astype(np.float64) @ als.item_factors.astype(np.float64).T,
         "ease": np.asarray(ease.score_rows(np.arange(20)), dtype=np.float64)}
     for weight, kind in ((1.0, "als"), (0.0, "ease")):
-        blend = BlendModel(als=als, ease=ease, weight=weight)
+        blend = BlendModel(als=als, partner=ease, weight=weight)
         # The blend standardises each row first: near-equal scores may round into a tie,
         # broken either way, so each list is checked against the single model's scores.
         for u, got in enumerate(blend.recommend(users, 10)[0]):
@@ -102,7 +102,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
             assert len(got) == 10
             assert_top_k(got, {int(matrix.items.ids[j]): exact[kind][u, j]
                                for j in range(len(matrix.items)) if j not in seen})
-    blend = BlendModel(als=als, ease=ease, weight=0.5)
+    blend = BlendModel(als=als, partner=ease, weight=0.5)
     assert np.array_equal(blend.similar_items([matrix.items.ids[0]], 5)[0],
                           als.similar_items([matrix.items.ids[0]], 5)[0])
 

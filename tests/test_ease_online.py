@@ -144,7 +144,7 @@ def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client,
     for user in views:
         counts = counts_of(redis_client, user)
         factors = foldin.fold_in(foldin.views_matrix([counts]))
-        ease_scores, viewed = fresh_ease_scores(blend.ease, counts)
+        ease_scores, viewed = fresh_ease_scores(blend.partner, counts)
         scores = mix((factors @ published.item_factors.T).reshape(1, -1),
                      ease_scores.reshape(1, -1), 0.4).ravel()
         assert_best(zlist(redis_client, KEYS.recs(LANG, user)), scores, viewed, ids)

@@ -177,3 +177,21 @@ def test_available_memory_is_read_from_meminfo(tmp_path):
     assert available_bytes(str(tmp_path / "absent")) is None
     assert fits(10**18, limit=None) is (available_bytes() is None)
     assert fits(5, limit=5) and not fits(6, limit=5)
+
+
+def test_a_blend_with_rp3beta_is_chosen_on_validation_and_saved(tmp_path):
+    from trainer.models.blend import BlendModel
+
+    matrix = planted_matrix()
+    spec = ModelSpec("blend", als=SMALL_ALS, blend=BlendConfig(partner="rp3beta"))
+    model, kind = fit_model(matrix, spec, "en", threads=1)
+    assert kind == "blend" and isinstance(model.partner, RP3betaModel)
+    assert 0 < model.weight < 1 and "validation_ndcg" in model.stats
+    assert model.settings_fields()["blend_partner"] == "rp3beta"
+    assert model.user_factors.shape == (len(matrix.users), SMALL_ALS.factors)
+    back = load_model(save_model(model, tmp_path))
+    assert isinstance(back, BlendModel) and isinstance(back.partner, RP3betaModel)
+    users = matrix.users.ids[:15]
+    assert np.array_equal(back.recommend(users, 10)[0], model.recommend(users, 10)[0])
+    auto, kind = fit_model(matrix, replace(spec, model="auto"), "en", threads=1)
+    assert kind in ("als", "rp3beta", "blend")

@@ -117,3 +117,39 @@ def test_rp3beta_hidden_resources_leave_every_list_and_forget_leaves_no_trace(
     assert [t for t in traces(redis_client, user) if ":es:" not in t] == []
     train(redis_server, tmp_path, "--model", "rp3beta")
     assert [t for t in traces(redis_client, user) if ":es:" not in t] == []
+
+
+def test_a_blend_with_rp3beta_keeps_factors_and_the_updater_mixes_both(
+        redis_server, redis_client, tmp_path, data):
+    from store.updates import read_published_items
+    from trainer.models.als import PublishedALS
+    from trainer.models.blend import mix
+
+    load_counts(redis_client, data.views_for(LANG), LANG)
+    blend = load_model(train(redis_server, tmp_path, "--model", "blend", "--blend-partner",
+                             "rp3beta", "--blend-weight", "0.4"))
+    meta = info(redis_client)
+    assert (meta["model"], meta["blend_partner"], float(meta["blend_weight"])) == (
+        "blend", "rp3beta", 0.4)
+    assert meta["rp3_neighbours"] == "76" and "ease_l2" not in meta
+    assert int(meta["factors"]) == 16
+    ids, user = blend.items.ids, blend.users.ids[0]
+    assert len(redis_client.get(KEYS.factors(LANG, user))) == 4 * 16  # the contract's key
+    assert zlist(redis_client, KEYS.recs(LANG, user)) == [
+        int(i) for i in blend.recommend([user], N)[0][0] if i > 0]
+    assert redis_client.hlen(KEYS.ease_rows(LANG, meta["version"])) == len(ids)
+
+    views = new_views(redis_client, data)
+    assert Updater(redis_client, UpdaterConfig(metrics_port=0, top_n=N)).drain() >= len(views)
+    published = read_published_items(redis_client, KEYS, LANG)
+    foldin = PublishedALS(published.item_ids, published.item_factors,
+                          float(meta["regularization"]), float(meta["alpha"]), meta["scaling"],
+                          published.version)
+    for user in views:
+        counts = counts_of(redis_client, user)
+        factors = foldin.fold_in(foldin.views_matrix([counts]))
+        assert len(redis_client.get(KEYS.factors(LANG, user))) == 4 * 16
+        rp3, viewed = fresh_scores(blend.partner, counts)
+        scores = mix((factors @ published.item_factors.T).reshape(1, -1),
+                     np.where(np.isfinite(rp3), rp3, 0.0).reshape(1, -1), 0.4).ravel()
+        assert_best(zlist(redis_client, KEYS.recs(LANG, user)), scores, viewed, ids)

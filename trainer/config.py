@@ -125,21 +125,29 @@ class EaseConfig:
         one_of("EASE scaling", self.scaling, EASE_SCALINGS)
 
 
+BLEND_PARTNERS: tuple[str, ...] = ("ease", "rp3beta")
+"""The item-item models ALS can be blended with."""
+
+
 @dataclass(frozen=True)
 class BlendConfig:
-    """The blend of ALS and EASE (``trainer.models.blend``)."""
+    """The blend of ALS and an item-item model (``trainer.models.blend``)."""
 
     KEY_PREFIX: ClassVar[str] = "blend_"
-    TUNED: ClassVar[dict[str, type]] = {"weight": float}
-    CHOICES: ClassVar[dict[str, tuple]] = {}
+    TUNED: ClassVar[dict[str, type]] = {"weight": float, "partner": str}
+    CHOICES: ClassVar[dict[str, tuple]] = {"partner": BLEND_PARTNERS}
 
     weight: float | None = None
-    """ALS's weight in the mix (EASE's is 1 - weight); None: chosen on a validation split
-    of the training data."""
+    """ALS's weight in the mix (the partner's is 1 - weight); None: chosen on a validation
+    split of the training data."""
+    partner: Literal["ease", "rp3beta"] = "ease"
+    """The item-item model mixed with ALS: dense ``ease`` (O(resources^2) memory) or sparse
+    ``rp3beta`` (scales past EASE's catalogues)."""
 
     def __post_init__(self) -> None:
         if self.weight is not None and not 0.0 <= self.weight <= 1.0:
             raise InputError("--blend-weight must be between 0 and 1")
+        one_of("blend partner", self.partner, BLEND_PARTNERS)
 
 
 @dataclass(frozen=True)
@@ -181,10 +189,11 @@ FAMILY_CONFIGS: dict[str, type] = {"als": AlsConfig, "ease": EaseConfig, "blend"
 """Each model family's settings class, by the family's name (``trainer.models.registry``
 holds the families themselves, under the same names)."""
 MODEL_PARTS: dict[str, tuple[str, ...]] = {"als": ("als",), "ease": ("ease",),
-                                           "blend": ("als", "ease", "blend"),
+                                           "blend": ("als", "ease", "rp3beta", "blend"),
                                            "rp3beta": ("rp3beta",),
                                            "auto": ("als", "ease", "blend")}
-"""The families whose settings a model uses: a blend fits ALS and EASE."""
+"""The families whose settings a model uses: a blend fits ALS and its partner (EASE or
+RP3beta)."""
 MODELS: tuple[str, ...] = (*FAMILY_CONFIGS, "auto")
 """``--model``: a family, or ``auto``: the best of ALS, EASE and their blend on a validation
 split of the training data (``trainer.quality.choose``)."""
@@ -265,7 +274,8 @@ class ModelSpec:
             return str(self.rp3beta)
         weight = self.blend.weight if weight is None else weight
         chosen = "chosen on validation" if weight is None else f"{weight:g}"
-        return f"blend (ALS weight {chosen}) of {self.als} and {ease}"
+        partner = ease if self.blend.partner == "ease" else str(self.rp3beta)
+        return f"blend (ALS weight {chosen}) of {self.als} and {partner}"
 
 
 # -- scoring the published lists ----------------------------------------------------------------

@@ -59,7 +59,7 @@ def model_doc(model: Model) -> dict:
     head = {"format": FORMATS[model.family], "version": FORMAT_VERSION}
     if isinstance(model, BlendModel):
         return {**head, "weight": float(model.weight), "als": model_doc(model.als),
-                "ease": model_doc(model.ease)}
+                "partner": model_doc(model.partner)}
     common = {"lang": model.lang, "trained_at": model.trained_at,
               "config": asdict(model.config), "user_ids": np.asarray(model.users.ids, dtype=str),
               "item_ids": np.asarray(model.items.ids, dtype=np.int64), "stats": model.stats}
@@ -143,7 +143,10 @@ def from_doc(doc: dict) -> Model:
         weight = float(doc["weight"])
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"blend weight {weight} is not in [0, 1]")
-        return BlendModel(als=from_doc(doc["als"]), ease=from_doc(doc["ease"]), weight=weight)
+        partner = from_doc(doc["partner"] if "partner" in doc else doc["ease"])  # "ease": older
+        if partner.family not in ("ease", "rp3beta"):
+            raise ValueError(f"a blend's partner is a {partner.family} model")
+        return BlendModel(als=from_doc(doc["als"]), partner=partner, weight=weight)
     if doc["format"] == FORMATS["ease"]:
         return _ease_from_doc(doc)
     if doc["format"] == FORMATS["rp3beta"]:
