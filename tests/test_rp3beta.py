@@ -195,3 +195,39 @@ def test_a_blend_with_rp3beta_is_chosen_on_validation_and_saved(tmp_path):
     assert np.array_equal(back.recommend(users, 10)[0], model.recommend(users, 10)[0])
     auto, kind = fit_model(matrix, replace(spec, model="auto"), "en", threads=1)
     assert kind in ("als", "rp3beta", "blend")
+
+
+def test_sparse_ranking_equals_the_dense_top_n():
+    from trainer.models.rank import mask_seen, top_n_filled
+
+    matrix = planted_matrix()
+    model = fit_rp3beta(matrix, Rp3betaConfig(neighbours=5), "en")
+    rows = np.arange(40)
+    idx, vals = model.recommend_rows(rows, 12)
+    dense = model.score_rows(rows)
+    dense[dense <= 0] = -np.inf
+    want_idx, want_vals = top_n_filled(mask_seen(dense, model.rows[rows]), 12)
+    assert np.allclose(np.where(idx >= 0, vals, 0), np.where(want_idx >= 0, want_vals, 0),
+                       atol=1e-6)
+    for r in rows:
+        listed = idx[r][idx[r] >= 0]
+        assert_top_k(listed, {j: s for j, s in enumerate(dense[r]) if np.isfinite(s)})
+
+
+def test_the_blend_with_rp3beta_ranks_candidates_exactly_as_the_dense_mix():
+    from trainer.models.blend import BlendModel, mix
+    from trainer.models.rank import mask_seen
+
+    matrix = planted_matrix()
+    als = fit_model(matrix, ModelSpec("als", als=SMALL_ALS), "en", threads=1)[0]
+    rp3 = fit_rp3beta(matrix, Rp3betaConfig(neighbours=4), "en")  # few reached: ALS fills
+    rows = np.arange(60)
+    for weight in (0.0, 0.3, 0.8, 1.0):
+        blend = BlendModel(als=als, partner=rp3, weight=weight)
+        idx, vals = blend.recommend_rows(rows, 10)
+        dense = mask_seen(mix(als.score_rows(rows), rp3.score_rows(rows), weight),
+                          matrix.views[rows])
+        for r in rows:
+            assert (idx[r] >= 0).all()
+            assert_top_k(idx[r], dict(enumerate(dense[r])), tol=1e-4)
+            assert np.allclose(vals[r], dense[r][idx[r]], atol=1e-4)

@@ -141,7 +141,10 @@ class BlendModel(ListsById):
         return mix(self.als.score_rows(rows), self.partner.score_rows(rows), self.weight)
 
     def recommend_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n unviewed columns of users by row number."""
+        """Top-n unviewed columns of users by row number (with RP3beta: from candidates,
+        see :func:`sparse_blend_lists`; the same lists as the dense mix)."""
+        if isinstance(self.partner, RP3betaModel):
+            return sparse_blend_lists(self, np.asarray(rows), n)
         scores = mask_seen(self.score_rows(rows), self.seen[rows])
         return top_n_filled(scores, min(n, scores.shape[1]))
 
@@ -154,6 +157,64 @@ class BlendModel(ListsById):
         partner = {k: v for k, v in self.partner.settings_fields().items() if k != "factors"}
         return {**self.als.settings_fields(), **partner, "blend_weight": self.weight,
                 "blend_partner": self.partner.family}
+
+
+PAIRS = 1 << 16
+"""(user, resource) candidate pairs whose ALS scores are computed at once."""
+
+
+def factor_row_stats(user: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each row of ``user @ items.T`` without forming it:
+    mean = u . mean(y), E[s^2] = u^T (Y^T Y / n) u (float64; a constant row's deviation 1,
+    as :func:`zscore_rows` has it)."""
+    y = items.astype(np.float64)
+    u = user.astype(np.float64)
+    mean = u @ y.mean(axis=0)
+    var = np.einsum("uf,fg,ug->u", u, y.T @ y / len(y), u) - mean**2
+    return mean, np.where(var > 0, np.sqrt(np.maximum(var, 0)), 1.0)
+
+
+def sparse_row_stats(scores: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each full row of a sparse matrix (absent = 0)."""
+    n = scores.shape[1]
+    mean = np.asarray(scores.sum(axis=1), dtype=np.float64).ravel() / n
+    var = np.asarray(scores.multiply(scores).sum(axis=1), dtype=np.float64).ravel() / n - mean**2
+    return mean, np.where(var > 0, np.sqrt(np.maximum(var, 0)), 1.0)
+
+
+def sparse_blend_lists(model: BlendModel, rows: np.ndarray, n: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The blend's top-n with an RP3beta partner, from candidates instead of every resource.
+
+    Per user the blend is a * ALS_i + b * RP3_i + c with a, b >= 0 (the weights over each
+    part's row deviation) and RP3_i >= 0, 0 where no walk reaches i. So a resource no walk
+    reaches scores a * ALS_i + c, no more than any of ALS's own top n: the blend's top n lie
+    in ALS's top n (unviewed) plus the resources RP3beta reaches. Only those are scored, with
+    each part's row mean and deviation over all resources (``factor_row_stats``,
+    ``sparse_row_stats``), so scores are the dense mix's."""
+    from trainer.models.rank import recommend_by_factors, sparse_top_n
+
+    u, y, w = model.als.user_factors[rows], model.als.item_factors, model.weight
+    seen = model.seen[rows]
+    partner = (model.partner.rows[rows] @ model.partner.weights).tocsr()
+    partner.sort_indices()
+    width = y.shape[0]
+    als_top, _ = recommend_by_factors(u, y, n, exclude=seen)
+    top_keys = (np.repeat(np.arange(len(rows)), als_top.shape[1]) * width + als_top.ravel())
+    p_keys = np.repeat(np.arange(len(rows)), np.diff(partner.indptr)) * width + partner.indices
+    keys = np.union1d(top_keys[als_top.ravel() >= 0], p_keys)
+    r, c = keys // width, keys % width
+    p_vals = np.zeros(len(keys))
+    p_vals[np.searchsorted(keys, p_keys)] = partner.data
+    a_mean, a_std = factor_row_stats(u, y)
+    p_mean, p_std = sparse_row_stats(partner)
+    als = np.empty(len(keys))
+    for s in range(0, len(keys), PAIRS):  # a block of pairs at a time: 2 x PAIRS x f floats
+        als[s:s + PAIRS] = np.einsum("kf,kf->k", u[r[s:s + PAIRS]], y[c[s:s + PAIRS]])
+    mixed = (w * (als - a_mean[r]) / a_std[r] + (1 - w) * (p_vals - p_mean[r]) / p_std[r])
+    indptr = np.searchsorted(r, np.arange(len(rows) + 1))
+    candidates = sp.csr_matrix((mixed.astype(np.float32), c, indptr), shape=(len(rows), width))
+    return sparse_top_n(candidates, min(n, width), seen)
 
 
 @dataclass

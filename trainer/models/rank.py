@@ -67,6 +67,29 @@ def top_n_filled(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
+def sparse_top_n(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_n_filled` of the stored entries of each CSR row (absent entries never
+    rank), with ``exclude``'s entries (CSR, same shape) left out: for sparse score rows a
+    row costs its entries, not the catalogue. Empty slots are -1 / -inf."""
+    scores = scores.tocsr()
+    rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+    values = scores.data.astype(np.float32, copy=True)
+    if exclude is not None and exclude.nnz:
+        ex = exclude.tocsr()
+        ex_keys = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)) * scores.shape[1]
+        values[np.isin(rows * scores.shape[1] + scores.indices, ex_keys + ex.indices)] = -np.inf
+    lengths = np.diff(scores.indptr)
+    width = max(int(lengths.max(initial=0)), min(n, scores.shape[1]), 1)
+    dense = np.full((scores.shape[0], width), -np.inf, dtype=np.float32)
+    cols = np.full((scores.shape[0], width), -1, dtype=np.int64)
+    slot = np.arange(scores.nnz) - np.repeat(scores.indptr[:-1], lengths)
+    dense[rows, slot], cols[rows, slot] = values, scores.indices
+    local, vals = top_n_filled(dense, min(n, scores.shape[1]))
+    idx = np.where(local >= 0, np.take_along_axis(cols, np.maximum(local, 0), axis=1), -1)
+    return idx, vals
+
+
 def _chunks(total: int, width: int):
     step = max(1, _CHUNK_CELLS // max(width, 1))
     for start in range(0, total, step):

@@ -40,7 +40,7 @@ from trainer.data.vocabulary import Vocabulary
 from trainer.models import memory
 from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
 from trainer.models.ease import ease_input, published_slots
-from trainer.models.rank import mask_seen, top_n, top_n_filled
+from trainer.models.rank import sparse_top_n, top_n
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,13 @@ def rp3beta_weights(x: sp.csr_matrix, config: Rp3betaConfig) -> sp.csr_matrix:
     return w
 
 
-def rank_scores(dense: np.ndarray, seen: sp.csr_matrix | None, n: int
+def rank_sparse(scores: sp.csr_matrix, seen: sp.csr_matrix | None, n: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n columns of dense score rows: seen resources and unreached ones (score 0) out."""
-    dense[dense <= 0] = -np.inf
-    if seen is not None:
-        mask_seen(dense, seen)
-    return top_n_filled(dense, min(n, dense.shape[1]))
+    """Top-n columns of sparse score rows: seen resources out, and unreached ones (score 0,
+    not stored) never listed. A row costs its reached resources, not the catalogue."""
+    scores = scores.tocsr()
+    scores.data[scores.data <= 0] = -np.inf  # only an explicit 0 can be stored: not reached
+    return sparse_top_n(scores, n, seen)
 
 
 @dataclass
@@ -190,14 +190,14 @@ class RP3betaModel(ListsById):
     def recommend_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-n unviewed, reached columns of users by row number."""
         x = self.rows[np.asarray(rows)]
-        return rank_scores((x @ self.weights).toarray().astype(np.float32), x, n)
+        return rank_sparse(x @ self.weights, x, n)
 
     def similar_rows(self, rows, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-n of rows of W (its kept neighbours), the resource itself never listed."""
         rows = np.asarray(rows, dtype=np.int64)
-        dense = self.weights[rows].toarray()
-        dense[np.arange(len(rows)), rows] = 0.0
-        return rank_scores(dense, None, min(n, len(self.items) - 1))
+        self_ = sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), rows)),
+                              shape=(len(rows), len(self.items)))
+        return rank_sparse(self.weights[rows], self_, min(n, len(self.items) - 1))
 
     def settings_fields(self) -> dict:
         c = self.config
@@ -272,21 +272,25 @@ class PublishedRP3beta(ItemSide):
         return sp.csr_matrix((data, indices, indptr), shape=(len(columns), self.items),
                              dtype=np.float32)
 
-    def scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-        """(X, the scaled rows of ``views``; X @ W, dense, users x items), from the rows of W
-        of the viewed resources only."""
+    def sparse_scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(X, the scaled rows of ``views``; X @ W, sparse), from the rows of W of the viewed
+        resources only."""
         x = ease_input(views, self.scaling)
         columns = np.unique(x.indices)
         local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
                               shape=(x.shape[0], len(columns)))
-        dense = (local @ self.weights_of(columns)).toarray().astype(np.float32)
-        return x, dense.reshape(x.shape[0], -1)
+        return x, (local @ self.weights_of(columns)).tocsr()
+
+    def scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(X; X @ W dense, users x items), as a blend mixes it."""
+        x, scores = self.sparse_scores(views)
+        return x, scores.toarray().astype(np.float32).reshape(x.shape[0], -1)
 
     def recommend(self, user_factors, views: sp.csr_matrix, n: int
                   ) -> tuple[np.ndarray, np.ndarray]:
         """(resource ids, scores) users x min(n, items), best first; empty slots 0 / 0.0
         (unreached resources are not listed; a user with no known views gets only empty
         slots, as ``PublishedALS.recommend``)."""
-        x, dense = self.scores(views)
-        idx, scores = rank_scores(dense, x, n)
-        return published_slots(self.item_ids, idx, scores, x)
+        x, scores = self.sparse_scores(views)
+        idx, vals = rank_sparse(scores, x, n)
+        return published_slots(self.item_ids, idx, vals, x)
