@@ -121,7 +121,8 @@ def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k:
     model, kind = fit_model(train, spec, lang, threads)
     return {
         "k": k,
-        "model": ranking_metrics(ScoreRanker(model.score_rows), train.views, test, k),
+        "model": ranking_metrics(ScoreRanker(model.score_rows, model.recommend_rows),
+                                 train.views, test, k),  # the model's own rows: train's
         "popularity": evaluate_popularity(train.views, test, k),
         "users": int((np.diff(test.tocsr().indptr) > 0).sum()),
         "items": int(train.shape[1]),
