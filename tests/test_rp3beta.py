@@ -49,11 +49,13 @@ def test_rp3beta_equals_the_definition_by_hand(scaling):
                                                if expected[1, j] > 0})
 
 
-def test_the_prune_keeps_each_rows_k_largest_block_by_block(monkeypatch):
+@pytest.mark.parametrize("dense_share", [0.0, 1.0])  # every block dense / every one sparse
+def test_the_prune_keeps_each_rows_k_largest_block_by_block(monkeypatch, dense_share):
     matrix = planted_matrix()
     x = ease_input(matrix.views, "log")
     expected = dense_rp3beta(x.toarray().astype(np.float64), 0.32, 0.19)
-    monkeypatch.setattr("trainer.models.rp3beta.BLOCK_CELLS", 7 * matrix.shape[1])  # 7 rows
+    monkeypatch.setattr("trainer.models.rp3beta.BLOCK_CELLS", 7 * matrix.shape[1])  # 7 rows a block
+    monkeypatch.setattr("trainer.models.rp3beta.DENSE_SHARE", dense_share)
     w = rp3beta_weights(x, Rp3betaConfig(neighbours=9))
     assert np.diff(w.indptr).max() == 9 and (w.diagonal() == 0).all()
     for j in (0, 5, 6, 7, len(expected) - 1):

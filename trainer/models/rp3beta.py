@@ -10,9 +10,10 @@ kept rows renormalised to sum 1). A user's scores are x_u @ W; ``similar(j)`` is
 
 Invariants:
 
-- W is never dense: it is computed ``block_rows(resources)`` rows at a time (a dense block of
-  at most ``BLOCK_CELLS`` float32 cells, pruned to top-k before the next), so a fit holds
-  O(block x resources + resources x k), see :func:`fit_bytes`. The result is float32 CSR with
+- W is never dense: it is computed ``block_rows(resources)`` rows at a time (a sparse block
+  of at most ``BLOCK_CELLS`` cells, pruned to top-k before the next), so a fit holds
+  O(block x resources + resources x k), see :func:`fit_bytes`, and its time grows with the
+  resources each walk reaches, not with resources^2. The result is float32 CSR with
   at most k entries per row.
 - Every weight is >= 0, so a score of 0 means "not reached by any walk": such resources are
   never listed (a user's list is shorter than N when their walks reach fewer resources).
@@ -44,8 +45,13 @@ from trainer.models.rank import sparse_top_n, top_n
 
 log = logging.getLogger(__name__)
 
-BLOCK_CELLS = 1 << 23
-"""Dense cells of W computed at once (32 MiB of float32) before the top-k prune."""
+BLOCK_CELLS = 1 << 22
+"""Cells of W computed at once at most (a block of rows x resources; sparse, so only what
+the block's walks reach is held) before the top-k prune."""
+
+
+DENSE_SHARE = 0.2
+"""A block with more entries than this share of its cells is ranked dense."""
 
 
 def block_rows(resources: int) -> int:
@@ -55,9 +61,10 @@ def block_rows(resources: int) -> int:
 
 def fit_bytes(users: int, resources: int, nnz: int, neighbours: int) -> int:
     """Peak bytes of a fit: X, P_ui and P_iu (CSR, ~12 bytes a non-zero each, with scipy's
-    int64 index copies during the products), one dense block (float32 plus its top-k
-    partition, int64) and W (12 bytes an entry, twice while it is assembled)."""
-    block = block_rows(resources) * resources * (4 + 8)
+    int64 index copies during the products), one block at its densest (its CSR entries and
+    the top-k's padded copies and indices, ~40 bytes a cell) and W (12 bytes an entry,
+    twice while it is assembled)."""
+    block = block_rows(resources) * resources * 40
     return 3 * 16 * nnz + 8 * (users + resources) + block + 2 * 12 * resources * neighbours
 
 
@@ -81,6 +88,21 @@ def walk_matrices(x: sp.csr_matrix, alpha: float) -> tuple[sp.csr_matrix, sp.csr
     return normalised(x), normalised(x.T.tocsr())
 
 
+def _block_top_k(block: sp.csr_matrix, damp: np.ndarray, start: int, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k largest damped weights, its own resource (column start + row) out. A
+    block whose walks reach most resources is ranked dense (faster there), others sparse."""
+    rows = np.arange(block.shape[0])
+    if block.nnz > DENSE_SHARE * block.shape[0] * block.shape[1]:
+        dense = block.toarray()
+        dense *= damp[None, :]
+        dense[rows, start + rows] = 0.0
+        return top_n(dense, k)
+    block.data *= damp[block.indices]
+    own = sp.csr_matrix((np.ones(len(rows)), (rows, start + rows)), shape=block.shape)
+    return sparse_top_n(block, k, exclude=own)
+
+
 def rp3beta_weights(x: sp.csr_matrix, config: Rp3betaConfig) -> sp.csr_matrix:
     """W (float32 CSR, resources x resources, <= k entries a row, zero diagonal) of ``x``."""
     n = x.shape[1]
@@ -93,10 +115,8 @@ def rp3beta_weights(x: sp.csr_matrix, config: Rp3betaConfig) -> sp.csr_matrix:
     indptr, indices, data = [np.zeros(1, dtype=np.int64)], [], []
     for start in range(0, n, step):
         stop = min(start + step, n)
-        dense = (p_iu[start:stop] @ p_ui).toarray()
-        dense *= damp[None, :]
-        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        cols, vals = top_n(dense, k)
+        block = (p_iu[start:stop] @ p_ui).tocsr()  # sparse: what the block's walks reach
+        cols, vals = _block_top_k(block, damp, start, k)
         keep = vals > 0
         indices.append(cols[keep])
         data.append(vals[keep].astype(np.float32))
