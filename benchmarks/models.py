@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -133,7 +134,8 @@ def child(args) -> dict:
         row = job(args, spec)
     except InputError as exc:
         return {"refused": str(exc), "peak_rss_mb": peak_rss_mb()}
-    return {**row, "peak_rss_mb": peak_rss_mb()}
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU: fairer than wall on a busy host
+    return {**row, "peak_rss_mb": peak_rss_mb(), "cpu_s": round(usage.ru_utime + usage.ru_stime)}
 
 
 def run_child(args, csv: Path, kind: str, job: str, redis_url: str = "") -> dict:

@@ -127,7 +127,7 @@ def models(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ease-scaling", choices=EASE_SCALINGS, default=EaseConfig.scaling,
                    help="what EASE's input holds per viewed resource" + D)
     g.add_argument("--blend-weight", type=o.float_range(0.0, 1.0), default=BlendConfig.weight,
-                   help="ALS's weight in the blend (default: chosen on validation)")
+                   help="ALS's weight in the blend" + D)
     g.add_argument("--blend-partner", choices=BLEND_PARTNERS, default=BlendConfig.partner,
                    help="the item-item model ALS is blended with" + D)
     r = Rp3betaConfig

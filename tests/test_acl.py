@@ -26,8 +26,7 @@ pytestmark = pytest.mark.integration
 KEYS = Keys()
 README = Path(__file__).resolve().parent.parent / "README.md"
 KAFKA = ["--kafka-config", ",".join(f"{k}={v}" for k, v in KAFKA_TEST_CONFIG.items())]
-TRAIN = ["--model", "als", "--min-item-views", "5", "--min-user-views", "3", "--factors", "8",
-         "--iterations", "4"]
+TRAIN = ["--min-item-views", "5", "--min-user-views", "3", "--factors", "8", "--iterations", "4"]
 
 
 def readme_users() -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from tests.helpers import assert_top_k
-from trainer.config import AlsConfig, EaseConfig, FilterConfig, ModelSpec
+from trainer.config import AlsConfig, BlendConfig, EaseConfig, FilterConfig, ModelSpec
 from trainer.data.matrix import apply_filters, build_matrix, holdout_split
 from trainer.data.synth import generate
 from trainer.models.als import ALSModel
@@ -67,7 +67,8 @@ def test_a_catalogue_over_the_memory_limit_is_refused_with_one_line_and_auto_fal
 
     matrix = planted_matrix()
     monkeypatch.setattr("trainer.models.ease.ease_fit_bytes", lambda n: 10**15)  # a petabyte
-    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS, memory_limit=10**12),
+    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS, memory_limit=10**12,
+                                              blend=BlendConfig(weight=None, partner="ease")),
                             "en", threads=1)
     assert kind == "als" and isinstance(model, ALSModel)
     with pytest.raises(InputError, match="O\\(resources\\^2\\)"):
@@ -111,7 +112,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
 def test_every_model_kind_beats_popularity_and_saves_a_loadable_file(kind, tmp_path):
     matrix = planted_matrix()
     split = holdout_split(matrix, 0.2, 42)
-    spec = ModelSpec(kind, als=SMALL_ALS)
+    spec = ModelSpec(kind, als=SMALL_ALS, blend=BlendConfig(weight=None, partner="ease"))
     result = evaluate_spec(split.train, split.test, spec, threads=1)
     assert result["model_kind"] in (("als", "ease", "blend") if kind == "auto" else (kind,))
     assert result["model"]["ndcg"] > 1.3 * result["popularity"]["ndcg"]

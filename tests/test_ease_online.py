@@ -123,7 +123,8 @@ def test_ease_online_keys_rows_and_updater(redis_server, redis_client, tmp_path,
 def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client, tmp_path,
                                                      data):
     load_counts(redis_client, data.views_for(LANG), LANG)
-    path = train(redis_server, tmp_path, "--model", "blend", "--blend-weight", "0.4")
+    path = train(redis_server, tmp_path, "--model", "blend", "--blend-weight", "0.4",
+                 "--blend-partner", "ease")
     blend = load_model(path)
     meta = info(redis_client)
     assert meta["model"] == "blend" and float(meta["blend_weight"]) == 0.4

@@ -185,7 +185,7 @@ def test_a_blend_with_rp3beta_is_chosen_on_validation_and_saved(tmp_path):
     from trainer.models.blend import BlendModel
 
     matrix = planted_matrix()
-    spec = ModelSpec("blend", als=SMALL_ALS, blend=BlendConfig(partner="rp3beta"))
+    spec = ModelSpec("blend", als=SMALL_ALS, blend=BlendConfig(weight=None, partner="rp3beta"))
     model, kind = fit_model(matrix, spec, "en", threads=1)
     assert kind == "blend" and isinstance(model.partner, RP3betaModel)
     assert 0 < model.weight < 1 and "validation_ndcg" in model.stats
