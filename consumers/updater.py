@@ -38,7 +38,7 @@ from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
 from core.signals import StopFlag
 from store.connection import transient
-from store.ease_rows import read_rows
+from store.item_rows import read_rows
 from store.experiments import running as running_experiment
 from store.keys import Keys
 from store.snapshot import read_languages

@@ -242,8 +242,9 @@ class Services:
         s = config.settings
         update = ["update", "--lease-seconds", str(s.lease_seconds), "--top-n", str(s.top_n),
                   "--batch-size", "200"]
-        train = ["train", "--every", str(config.train_every), "--model-dir", str(model_dir),
-                 "--top-n", str(s.top_n), "--factors", str(s.factors),
+        # ALS: the checks recompute every list from its factors (tests/chaos_checks.py).
+        train = ["train", "--model", "als", "--every", str(config.train_every), "--model-dir",
+                 str(model_dir), "--top-n", str(s.top_n), "--factors", str(s.factors),
                  "--iterations", str(s.iterations), "--min-item-views", str(s.min_item_views),
                  "--max-item-views", "0", "--min-user-views", str(s.min_user_views),
                  "--lock-ttl", str(s.lock_ttl), "--threads", "1", "--seed", "1"]

@@ -46,7 +46,7 @@ def test_the_checks_pass_on_a_settled_system_and_catch_each_fault(redis_client, 
     assert Counts(redis_client, KEYS).apply(KEYS.offsets("g", "t"), [], {"en": batch}) == {}
     settings = RetrainConfig(filters=SETTINGS.filters, top_n=SETTINGS.top_n,
                               model_dir=str(tmp_path),
-                              spec=ModelSpec(als=AlsConfig(factors=SETTINGS.factors,
+                              spec=ModelSpec("als", als=AlsConfig(factors=SETTINGS.factors,
                                                 iterations=SETTINGS.iterations)))
     assert train_language(redis_client, KEYS, "en", settings).outcome == "published"
     Updater(redis_client, UpdaterConfig(metrics_port=0, top_n=SETTINGS.top_n)).drain()

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 RECS = str(Path(sys.executable).with_name("recs"))
-SMALL = ["--factors", "16", "--iterations", "8", "--threads", "1"]
+SMALL = ["--model", "als", "--factors", "16", "--iterations", "8", "--threads", "1"]
 FILTERS = ["--min-item-views", "20", "--min-user-views", "3"]
 
 

@@ -81,7 +81,8 @@ def test_control_events_apply_exactly_once_in_order_through_a_sigkill(
     Counts(redis_client, KEYS).apply(KEYS.offsets("t", "v"), [], {"en": by_user})
     train_language(redis_client, KEYS, "en", RetrainConfig(
         filters=FilterConfig(min_item_views=10, max_item_views=0, min_user_views=3),
-        spec=ModelSpec(als=AlsConfig(factors=8, iterations=4)), top_n=10, model_dir=str(tmp_path)))
+        spec=ModelSpec("als", als=AlsConfig(factors=8, iterations=4)), top_n=10,
+        model_dir=str(tmp_path)))
     totals = {int(k): int(v) for k, v in redis_client.hgetall(KEYS.item_views("en")).items()}
 
     rnd = random.Random(4)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from tests.helpers import assert_top_k
-from trainer.config import AlsConfig, EaseConfig, FilterConfig, ModelSpec
+from trainer.config import AlsConfig, BlendConfig, EaseConfig, FilterConfig, ModelSpec
 from trainer.data.matrix import apply_filters, build_matrix, holdout_split
 from trainer.data.synth import generate
 from trainer.models.als import ALSModel
@@ -56,18 +56,23 @@ def test_ease_equals_the_closed_form_by_hand(scaling):
     assert np.allclose(sim_scores[0], np.sort(row)[::-1][:3], atol=1e-6)
 
 
-def test_a_catalogue_over_the_limit_is_refused_with_one_line_and_auto_falls_back(monkeypatch):
-    with pytest.raises(InputError, match=r"10001 resources would take 1\.2 GB") as err:
-        check_size(10_001)
+def test_a_catalogue_over_the_memory_limit_is_refused_with_one_line_and_auto_falls_back(
+        monkeypatch):
+    gb = 10**9
+    with pytest.raises(InputError, match=r"on 10001 resources needs about 1\.2 GB to fit, "
+                                         r"more than the 1\.0 GB --memory-limit") as err:
+        check_size(10_001, memory_limit=gb)
     assert "\n" not in str(err.value)
-    check_size(10_000)  # the limit itself fits
+    check_size(9_128, memory_limit=gb)  # 12 x 9128^2 is just under 1 GB
 
     matrix = planted_matrix()
-    monkeypatch.setattr("trainer.models.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
-    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS), "en", threads=1)
+    monkeypatch.setattr("trainer.models.ease.ease_fit_bytes", lambda n: 10**15)  # a petabyte
+    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS, memory_limit=10**12,
+                                              blend=BlendConfig(weight=None, partner="ease")),
+                            "en", threads=1)
     assert kind == "als" and isinstance(model, ALSModel)
     with pytest.raises(InputError, match="O\\(resources\\^2\\)"):
-        fit_model(matrix, ModelSpec("ease"), "en")
+        fit_model(matrix, ModelSpec("ease", memory_limit=10**12), "en")
 
 
 def planted_matrix():
@@ -90,7 +95,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
         "als": als.user_factors[:20].astype(np.float64) @ als.item_factors.astype(np.float64).T,
         "ease": np.asarray(ease.score_rows(np.arange(20)), dtype=np.float64)}
     for weight, kind in ((1.0, "als"), (0.0, "ease")):
-        blend = BlendModel(als=als, ease=ease, weight=weight)
+        blend = BlendModel(als=als, partner=ease, weight=weight)
         # The blend standardises each row first: near-equal scores may round into a tie,
         # broken either way, so each list is checked against the single model's scores.
         for u, got in enumerate(blend.recommend(users, 10)[0]):
@@ -98,7 +103,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
             assert len(got) == 10
             assert_top_k(got, {int(matrix.items.ids[j]): exact[kind][u, j]
                                for j in range(len(matrix.items)) if j not in seen})
-    blend = BlendModel(als=als, ease=ease, weight=0.5)
+    blend = BlendModel(als=als, partner=ease, weight=0.5)
     assert np.array_equal(blend.similar_items([matrix.items.ids[0]], 5)[0],
                           als.similar_items([matrix.items.ids[0]], 5)[0])
 
@@ -107,7 +112,7 @@ def test_blend_weight_one_ranks_like_als_and_zero_like_ease():
 def test_every_model_kind_beats_popularity_and_saves_a_loadable_file(kind, tmp_path):
     matrix = planted_matrix()
     split = holdout_split(matrix, 0.2, 42)
-    spec = ModelSpec(kind, als=SMALL_ALS)
+    spec = ModelSpec(kind, als=SMALL_ALS, blend=BlendConfig(weight=None, partner="ease"))
     result = evaluate_spec(split.train, split.test, spec, threads=1)
     assert result["model_kind"] in (("als", "ease", "blend") if kind == "auto" else (kind,))
     assert result["model"]["ndcg"] > 1.3 * result["popularity"]["ndcg"]

@@ -123,7 +123,8 @@ def test_ease_online_keys_rows_and_updater(redis_server, redis_client, tmp_path,
 def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client, tmp_path,
                                                      data):
     load_counts(redis_client, data.views_for(LANG), LANG)
-    path = train(redis_server, tmp_path, "--model", "blend", "--blend-weight", "0.4")
+    path = train(redis_server, tmp_path, "--model", "blend", "--blend-weight", "0.4",
+                 "--blend-partner", "ease")
     blend = load_model(path)
     meta = info(redis_client)
     assert meta["model"] == "blend" and float(meta["blend_weight"]) == 0.4
@@ -144,7 +145,7 @@ def test_blend_online_updater_mixes_fold_in_and_rows(redis_server, redis_client,
     for user in views:
         counts = counts_of(redis_client, user)
         factors = foldin.fold_in(foldin.views_matrix([counts]))
-        ease_scores, viewed = fresh_ease_scores(blend.ease, counts)
+        ease_scores, viewed = fresh_ease_scores(blend.partner, counts)
         scores = mix((factors @ published.item_factors.T).reshape(1, -1),
                      ease_scores.reshape(1, -1), 0.4).ravel()
         assert_best(zlist(redis_client, KEYS.recs(LANG, user)), scores, viewed, ids)

@@ -38,7 +38,7 @@ def published(module_redis, tmp_path_factory):
     data = generate(n_users=600, n_resources=120, langs=("en",), seed=5)
     settings = RetrainConfig(
         filters=FilterConfig(min_item_views=5, max_item_views=0, min_user_views=3),
-        spec=ModelSpec(als=AlsConfig(factors=8, iterations=6)), top_n=10, evaluate=True,
+        spec=ModelSpec("als", als=AlsConfig(factors=8, iterations=6)), top_n=10, evaluate=True,
         model_dir=str(tmp_path_factory.mktemp("models")))
     by_user = publish_views(client, data.views_for("en"), "en", settings)
     table = data.resources_for("en")

@@ -223,7 +223,7 @@ def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server)
     client.flushdb()
     load_counts(client, views, "en")
     settings = RetrainConfig(redis_url=redis_server.url,
-                             spec=ModelSpec(als=AlsConfig(factors=8, iterations=2)))
+                             spec=ModelSpec("als", als=AlsConfig(factors=8, iterations=2)))
     raw, frame, users, items = read_frame(KEYS, "en", settings, sorted(views["user_id"].unique()
                                                                          .astype(str)), [])
     als = fit_frame(frame.select("user", "item", "rating"), settings.spec.als)

@@ -40,8 +40,9 @@ def load(client, data, lang: str) -> None:
 
 
 def settings(tmp_path) -> RetrainConfig:
-    return RetrainConfig(filters=FILTERS, spec=ModelSpec(als=AlsConfig(factors=8, iterations=5)),
-                          top_n=N, model_dir=str(tmp_path / "models"))
+    return RetrainConfig(filters=FILTERS,
+                         spec=ModelSpec("als", als=AlsConfig(factors=8, iterations=5)),
+                         top_n=N, model_dir=str(tmp_path / "models"))
 
 
 def train(client, tmp_path, lang="en", **publish_options):

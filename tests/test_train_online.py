@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 KEYS = Keys()
 N = 10
-FLAGS = ["--min-item-views", "20", "--min-user-views", "3", "--factors", "16",
+FLAGS = ["--model", "als", "--min-item-views", "20", "--min-user-views", "3", "--factors", "16",
          "--iterations", "8", "--top-n", str(N)]
 LOW = FilterConfig(min_item_views=20, max_item_views=20000, min_user_views=3)
 STRICT = FilterConfig(min_item_views=60, max_item_views=20000, min_user_views=8)
@@ -49,8 +49,9 @@ def train(server, tmp_path, *extra) -> int:
 
 
 def settings(tmp_path, filters=LOW, **kw) -> RetrainConfig:
-    return RetrainConfig(filters=filters, spec=ModelSpec(als=AlsConfig(factors=16, iterations=8)),
-                          top_n=N, model_dir=str(tmp_path / "models"), **kw)
+    return RetrainConfig(filters=filters,
+                         spec=ModelSpec("als", als=AlsConfig(factors=16, iterations=8)),
+                         top_n=N, model_dir=str(tmp_path / "models"), **kw)
 
 
 def model_hash(client, lang="en") -> dict[str, str]:

@@ -260,4 +260,5 @@ def for_language(config: RetrainConfig, stored: Mapping, source: str) -> Retrain
     sources = config.sources or SettingSources(defaults=as_dests(
         config.spec.settings("auto", tuned_only=False) | {"model": config.spec.model}))
     spec = ModelSpec.from_values(resolve(sources.flags, sources.env, tuned, sources.defaults))
+    spec = replace(spec, memory_limit=config.spec.memory_limit)  # not a tuned setting
     return config if spec == config.spec else replace(config, spec=spec)

@@ -67,6 +67,50 @@ def top_n_filled(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
+def sparse_top_n(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_n_filled` of the stored entries of each CSR row (absent entries never
+    rank), with ``exclude``'s entries (CSR, same shape) left out: for sparse score rows a
+    row costs its entries, not the catalogue. Rows are ranked in groups of similar length
+    (padded to the next power of two), so one heavy row does not widen every other.
+    Empty slots are -1 / -inf."""
+    scores = scores.tocsr()
+    scores.sort_indices()
+    n = min(n, scores.shape[1])
+    lengths = np.diff(scores.indptr)
+    rows = np.repeat(np.arange(scores.shape[0]), lengths)
+    values = scores.data.astype(np.float32, copy=True)
+    if exclude is not None and exclude.nnz:
+        values[_members(rows, scores.indices, exclude.tocsr(), scores.shape[1])] = -np.inf
+    out_idx = np.full((scores.shape[0], n), -1, dtype=np.int64)
+    out_val = np.full((scores.shape[0], n), -np.inf, dtype=np.float32)
+    widths = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, max(n, 1)))).astype(int))
+    slot = np.arange(scores.nnz) - np.repeat(scores.indptr[:-1], lengths)
+    for width in np.unique(widths):
+        members = np.flatnonzero(widths == width)
+        local = np.full(scores.shape[0], -1)
+        local[members] = np.arange(len(members))
+        take = local[rows] >= 0
+        dense = np.full((len(members), width), -np.inf, dtype=np.float32)
+        cols = np.full((len(members), width), -1, dtype=np.int64)
+        dense[local[rows[take]], slot[take]] = values[take]
+        cols[local[rows[take]], slot[take]] = scores.indices[take]
+        at, vals = top_n_filled(dense, n)
+        out_idx[members] = np.where(at >= 0, np.take_along_axis(cols, np.maximum(at, 0), 1), -1)
+        out_val[members] = vals
+    return out_idx, out_val
+
+
+def _members(rows: np.ndarray, cols: np.ndarray, of: sp.csr_matrix, width: int) -> np.ndarray:
+    """Whether each (row, col) is an entry of ``of`` (CSR, sorted indices), by binary search
+    of row-major keys."""
+    of.sort_indices()
+    keys = np.repeat(np.arange(of.shape[0]), np.diff(of.indptr)) * width + of.indices
+    wanted = rows.astype(np.int64) * width + cols
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[at] == wanted
+
+
 def _chunks(total: int, width: int):
     step = max(1, _CHUNK_CELLS // max(width, 1))
     for start in range(0, total, step):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from store.ease_rows import drop_factors, drop_stale, write_rows
+from store.item_rows import drop_factors, drop_stale, write_rows
 from store.experiments import Arm, Experiment
 from store.keys import Keys
 from store.publish import Publisher

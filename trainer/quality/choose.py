@@ -21,12 +21,11 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from trainer.config import BlendConfig, ModelSpec
+from trainer.config import ModelSpec
 from trainer.data.matrix import Split, UtilityMatrix, holdout_split
 from trainer.models import ease as ease_module
 from trainer.models.als import fit
-from trainer.models.blend import mix
-from trainer.models.ease import fit_ease
+from trainer.models.blend import fit_partner, mix
 from trainer.models.registry import FAMILIES
 from trainer.quality.evaluate import (
     ScoreRanker,
@@ -55,11 +54,11 @@ def validation_ndcg(score_rows, split: Split, k: int = 10) -> float:
 
 def weigh(matrix: UtilityMatrix, spec: ModelSpec, lang: str, weights=WEIGHTS,
           threads: int = 0) -> dict:
-    """Validation NDCG@10 of each ALS weight in ``weights`` (1 = ALS alone, 0 = EASE alone),
-    both models fitted on the validation split's training side."""
+    """Validation NDCG@10 of each ALS weight in ``weights`` (1 = ALS alone, 0 = the partner
+    alone), both models fitted on the validation split's training side."""
     split = validation_split(matrix, spec.als.seed)
     als = fit(split.train, spec.als, lang, num_threads=threads)
-    ease = fit_ease(split.train, spec.ease, lang)
+    ease = fit_partner(split.train, spec, lang)  # EASE or RP3beta (--blend-partner)
     cache: dict[tuple, tuple] = {}
 
     def scores(w: float):
@@ -81,9 +80,10 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     Returns (model, kind) where kind is what was fitted: als, ease or blend."""
     stats = dict(stats or {})
     kind = spec.model
-    if kind == "auto" and not ease_module.fits(matrix.shape[1]):
-        log.warning("auto: %d resources is above EASE's limit of %d; using ALS",
-                    matrix.shape[1], ease_module.EASE_MAX_RESOURCES)
+    if (kind == "auto" and spec.blend.partner == "ease"
+            and not ease_module.fits(matrix.shape[1], spec.memory_limit)):
+        log.warning("auto: EASE on %d resources would not fit in memory (at most %s); "
+                    "using ALS", matrix.shape[1], ease_module.max_resources(spec.memory_limit))
         kind = "als"
     weight = spec.blend.weight
     if kind == "auto" or (kind == "blend" and weight is None):
@@ -92,11 +92,12 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
         weight = max(tried, key=lambda w: (tried[w], -abs(w - 0.5)))
         stats["validation_ndcg"] = {f"{w:g}": round(v, 5) for w, v in tried.items()}
         if kind == "auto":
-            kind = {1.0: "als", 0.0: "ease"}.get(weight, "blend")
+            kind = {1.0: "als", 0.0: spec.blend.partner}.get(weight, "blend")
         log.info("%s: ALS weight %g on validation (NDCG@10 %.4f): %s", spec.model, weight,
                  tried[weight], kind)
     stats["model"] = kind
-    chosen = replace(spec, blend=BlendConfig(weight=None if weight is None else float(weight)))
+    chosen = replace(spec, blend=replace(spec.blend,
+                                         weight=None if weight is None else float(weight)))
     return FAMILIES[kind].fit(matrix, chosen, lang, threads=threads, stats=stats), kind
 
 
@@ -120,7 +121,8 @@ def evaluate_spec(train: UtilityMatrix, test: sp.csr_matrix, spec: ModelSpec, k:
     model, kind = fit_model(train, spec, lang, threads)
     return {
         "k": k,
-        "model": ranking_metrics(ScoreRanker(model.score_rows), train.views, test, k),
+        "model": ranking_metrics(ScoreRanker(model.score_rows, model.recommend_rows),
+                                 train.views, test, k),  # the model's own rows: train's
         "popularity": evaluate_popularity(train.views, test, k),
         "users": int((np.diff(test.tocsr().indptr) > 0).sum()),
         "items": int(train.shape[1]),

@@ -61,10 +61,16 @@ class ScoreRanker:
     """Any model with ``score_rows(rows)`` as the ``recommend`` that implicit's
     ``ranking_metrics_at_k`` calls (train rows excluded, like implicit's own)."""
 
-    def __init__(self, score_rows) -> None:
+    def __init__(self, score_rows, rank_rows=None) -> None:
         self.score_rows = score_rows
+        self.rank_rows = rank_rows
+        """The model's own ``recommend_rows`` (its training rows excluded), when ``user_items``
+        are those rows: a sparse model then ranks without a dense row per user."""
 
     def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, **_ignored):
+        if self.rank_rows is not None and filter_already_liked_items:
+            ids, vals = self.rank_rows(np.atleast_1d(userid), N)
+            return ids.astype(np.int32), vals
         scores = np.array(self.score_rows(np.atleast_1d(userid)), dtype=np.float32)
         return ranked(scores, user_items, N, filter_already_liked_items)
 

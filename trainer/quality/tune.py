@@ -100,9 +100,9 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
     per trial."""
     import optuna
 
-    if not ease_module.fits(matrix.shape[1]) and set(models) - {"als"}:
-        say(f"{matrix.shape[1]} resources is above EASE's limit of "
-            f"{ease_module.EASE_MAX_RESOURCES}: searching ALS only")
+    if not ease_module.fits(matrix.shape[1], base.memory_limit) and set(models) - {"als"}:
+        say(f"EASE on {matrix.shape[1]} resources would not fit in memory (at most "
+            f"{ease_module.max_resources(base.memory_limit)}): searching ALS only")
         models = ("als",)
     if not models:
         raise InputError("nothing to tune: no model to search")
