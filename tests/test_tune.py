@@ -153,3 +153,55 @@ def test_tune_mistakes_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "s3cret" not in err
+
+
+def count_fits(monkeypatch) -> list[str]:
+    """Every model fit from here on, by family (a blend counts once), plus the ALS and EASE
+    fits ``auto`` makes on its validation split when it chooses at fit time."""
+    from trainer.models.registry import FAMILIES
+    from trainer.quality import choose
+
+    fits: list[str] = []
+    for name, family in FAMILIES.items():
+        real = family.fit.__func__
+
+        def fit(cls, *a, _real=real, _name=name, **kw):
+            fits.append(_name)
+            return _real(cls, *a, **kw)
+        monkeypatch.setattr(family, "fit", classmethod(fit))
+    for name, label in (("fit", "validation als"), ("fit_ease", "validation ease")):
+        real = getattr(choose, name)
+
+        def counted(*a, _real=real, _label=label, **kw):
+            fits.append(_label)
+            return _real(*a, **kw)
+        monkeypatch.setattr(choose, name, counted)
+    return fits
+
+
+def test_tune_decides_auto_and_a_retrain_fits_only_the_choice(views_csv, tmp_path, monkeypatch,
+                                                              capsys):
+    """``recs tune`` stores auto's choice with each candidate's validation NDCG@10 and fit
+    seconds; ``recs train --model auto`` with those settings then fits that family once (the
+    untuned ``auto`` fits ALS and EASE on validation, then the winner)."""
+    out = tmp_path / "tuned.json"
+    assert main(["tune", "--views", str(views_csv), *FILTERS, *SMALL, "--trials", "5",
+                 "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["auto_choice"] == doc["model"] in SearchConfig.models
+    evidence = doc["auto_evidence"]
+    assert set(evidence) == set(SearchConfig.models)  # each family had its enqueued trial
+    for entry in evidence.values():
+        assert 0 < entry["validation_ndcg"] <= doc["validation_ndcg"]
+        assert entry["fit_seconds"] >= 0 and entry["trials"] >= 1
+    assert evidence[doc["auto_choice"]]["validation_ndcg"] == doc["validation_ndcg"]
+
+    train = ["train", "--views", str(views_csv), *FILTERS, *SMALL, "--lang", "en",
+             "--model-dir", str(tmp_path / "models"), "--model", "auto"]
+    fits = count_fits(monkeypatch)
+    assert main([*train, "--settings", str(out)]) == 0
+    assert fits == [doc["auto_choice"]]
+    fits.clear()
+    assert main(train) == 0  # no stored decision: chosen at fit time, at a cost
+    assert fits[:2] == ["validation als", "validation ease"] and len(fits) == 3
+    capsys.readouterr()

@@ -36,6 +36,8 @@ from trainer.config import (
 )
 
 SPARK_IO: tuple[str, ...] = ("driver", "executors")
+SPLITS: tuple[str, ...] = ("random", "time")
+"""``recs evaluate --split``: how the test pairs are held out."""
 MAX_TOP_N = 1000
 """Longest published list: these are short lists for apps, not whole rankings."""
 
@@ -123,6 +125,9 @@ class EvaluateConfig:
     """Share of (user, resource) pairs held out when no test extract is given."""
     threads: int = 0
     """implicit's training threads (0 = all cores)."""
+    split: str = "random"
+    """``random``: a seeded random share of all pairs; ``time``: each user's latest share
+    (``trainer.data.matrix.time_split``; the extract needs a ``ts`` column)."""
 
 
 @dataclass(frozen=True)
