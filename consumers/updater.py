@@ -37,7 +37,7 @@ from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
 from core.signals import StopFlag, on_stop_signals
 from store.connection import connect_checked, transient
-from store.ease_rows import read_rows
+from store.item_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.trending import Trending

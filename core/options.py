@@ -62,6 +62,23 @@ port = int_range(0, 65535)
 """A TCP port; 0 means off where an option says so."""
 
 
+_BYTE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def byte_size(text: str) -> int:
+    """A positive number of bytes: ``2000000000``, or with a unit ``500M``, ``2G``, ``1.5T``
+    (powers of 1000)."""
+    t = str(text).strip().upper().removesuffix("B")
+    unit = t[-1:] if t[-1:] in _BYTE_UNITS else ""
+    try:
+        value = float(t[:len(t) - len(unit)]) * _BYTE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2G, 500M)") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 byte")
+    return int(value)
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = float_range(0.0)(text)

@@ -28,6 +28,7 @@ from trainer.config import (
     EaseConfig,
     FilterConfig,
     ModelSpec,
+    Rp3betaConfig,
     ScoringConfig,
 )
 from trainer.settings import EvaluateConfig, LookupConfig, RetrainConfig, SearchConfig, SparkConfig
@@ -118,7 +119,7 @@ def models(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model choice (--settings FILE: tuned settings from `recs tune`; "
                              "a flag or RECS_* variable given wins over them)")
     g.add_argument("--model", dest=MODEL_DEST, choices=MODELS, default=ModelSpec.model,
-                   help="als, ease, their blend, or auto (the best of the three on a "
+                   help="als, ease, their blend, rp3beta, or auto (the best of the three on a "
                         "validation split of the training data) [RECS_MODEL_KIND]" + D)
     g.add_argument("--ease-l2", type=o.positive_float, default=EaseConfig.l2,
                    help="EASE's lambda" + D)
@@ -126,6 +127,20 @@ def models(p: argparse.ArgumentParser) -> None:
                    help="what EASE's input holds per viewed resource" + D)
     g.add_argument("--blend-weight", type=o.float_range(0.0, 1.0), default=BlendConfig.weight,
                    help="ALS's weight in the blend (default: chosen on validation)")
+    r = Rp3betaConfig
+    g.add_argument("--rp3-alpha", type=o.positive_float, default=r.alpha,
+                   help="RP3beta's exponent of the walk probabilities" + D)
+    g.add_argument("--rp3-beta", type=o.float_range(0.0, None), default=r.beta,
+                   help="RP3beta's popularity penalty (0: P3alpha)" + D)
+    g.add_argument("--rp3-neighbours", type=o.int_range(1, None), default=r.neighbours,
+                   help="weights RP3beta keeps per resource" + D)
+    g.add_argument("--rp3-scaling", choices=EASE_SCALINGS, default=r.scaling,
+                   help="what RP3beta's input holds per viewed resource" + D)
+    g.add_argument("--rp3-normalize", type=o.int_range(0, 1), default=int(r.normalize),
+                   help="1: rescale each kept row of RP3beta's weights to sum 1" + D)
+    g.add_argument("--memory-limit", type=o.byte_size, default=ModelSpec.memory_limit,
+                   help="bytes a fit may use (2G, 500M); a model needing more is refused "
+                        "before it starts (default: the machine's available memory)")
     g.add_argument("--settings", help="tuned settings JSON written by `recs tune --out`")
 
 

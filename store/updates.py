@@ -311,7 +311,7 @@ def decode_published_items(lang: str, meta_raw, factors_raw, ids_raw, totals_raw
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}
     factors = int(meta.get("factors", 0))
     ids = np.frombuffer(ids_raw, dtype="<u4")
-    no_factors = meta.get("model") == "ease"  # EASE has none: 0 factors, 0 bytes
+    no_factors = meta.get("model") in ("ease", "rp3beta")  # none: 0 factors, 0 bytes
     if (factors <= 0 and not no_factors) or len(factors_raw) != 4 * factors * ids.size:
         raise ValueError(
             f"published model {meta.get('version')!r} of {lang!r}: {len(factors_raw)} bytes of "

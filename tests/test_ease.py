@@ -56,18 +56,22 @@ def test_ease_equals_the_closed_form_by_hand(scaling):
     assert np.allclose(sim_scores[0], np.sort(row)[::-1][:3], atol=1e-6)
 
 
-def test_a_catalogue_over_the_limit_is_refused_with_one_line_and_auto_falls_back(monkeypatch):
-    with pytest.raises(InputError, match=r"10001 resources would take 1\.2 GB") as err:
-        check_size(10_001)
+def test_a_catalogue_over_the_memory_limit_is_refused_with_one_line_and_auto_falls_back(
+        monkeypatch):
+    gb = 10**9
+    with pytest.raises(InputError, match=r"on 10001 resources needs about 1\.2 GB to fit, "
+                                         r"more than the 1\.0 GB --memory-limit") as err:
+        check_size(10_001, memory_limit=gb)
     assert "\n" not in str(err.value)
-    check_size(10_000)  # the limit itself fits
+    check_size(9_128, memory_limit=gb)  # 12 x 9128^2 is just under 1 GB
 
     matrix = planted_matrix()
-    monkeypatch.setattr("trainer.models.ease.EASE_MAX_RESOURCES", matrix.shape[1] - 1)
-    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS), "en", threads=1)
+    monkeypatch.setattr("trainer.models.ease.ease_fit_bytes", lambda n: 10**15)  # a petabyte
+    model, kind = fit_model(matrix, ModelSpec("auto", als=SMALL_ALS, memory_limit=10**12),
+                            "en", threads=1)
     assert kind == "als" and isinstance(model, ALSModel)
     with pytest.raises(InputError, match="O\\(resources\\^2\\)"):
-        fit_model(matrix, ModelSpec("ease"), "en")
+        fit_model(matrix, ModelSpec("ease", memory_limit=10**12), "en")
 
 
 def planted_matrix():

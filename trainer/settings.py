@@ -78,8 +78,8 @@ SEARCH_SPACE: dict[str, dict[str, tuple]] = {
             "scaling": ("choice", SCALINGS)},
     "ease": {"l2": ("float", 5.0, 20000.0, True), "scaling": ("choice", EASE_SCALINGS)},
     "blend": {"weight": ("float", 0.05, 0.95, False)},
-    "rp3beta": {"alpha": ("float", 0.0, 1.5, False), "beta": ("float", 0.0, 1.0, False),
-                "k": ("int", 10, 500, True)},
+    "rp3beta": {"alpha": ("float", 0.05, 1.5, False), "beta": ("float", 0.0, 1.0, False),
+                "neighbours": ("int", 10, 500, True), "scaling": ("choice", EASE_SCALINGS)},
 }
 """``recs tune``'s ranges, by settings part (``trainer.config.SETTINGS_PARTS``) and field:
 ("int"|"float", low, high, log scale) or ("choice", values). A model kind searches the
@@ -285,4 +285,5 @@ def for_language(config: RetrainConfig, stored: Mapping, source: str) -> Retrain
     sources = config.sources or SettingSources(defaults=as_dests(
         config.spec.settings("auto", tuned_only=False) | {"model": config.spec.model}))
     spec = ModelSpec.from_values(resolve(sources.flags, sources.env, tuned, sources.defaults))
+    spec = replace(spec, memory_limit=config.spec.memory_limit)  # not a tuned setting
     return config if spec == config.spec else replace(config, spec=spec)

@@ -16,7 +16,8 @@ from trainer.data.extracts import load_resources
 from trainer.models.file import load_model
 from trainer.models.rank import as_rows
 
-SIMILAR_SCORE = {"ease": "EASE weight", "blend": "cosine, ALS part"}
+SIMILAR_SCORE = {"ease": "EASE weight", "blend": "cosine, ALS part",
+                 "rp3beta": "RP3beta weight"}
 """What a similar list's score is under each family (docs/CONTRACT.md); else ``cosine``."""
 
 

@@ -13,12 +13,13 @@ import pandas as pd
 
 from core.errors import InputError
 from core.options import writable_file
-from trainer.config import FilterConfig
+from trainer.config import FilterConfig, ModelSpec
 from trainer.data import spark
 from trainer.data.extracts import LoadReport, load_views
 from trainer.data.folders import load_views_any
 from trainer.data.matrix import UtilityMatrix, filtered_matrix
 from trainer.models.als import GPU_HINT
+from trainer.models.rp3beta import refuse_spark
 from trainer.settings import SparkConfig
 
 
@@ -35,6 +36,8 @@ def check_output_file(flag: str, path: str | None) -> None:
 def check_engine(args) -> None:
     """Fail early, in one line, when the chosen engine cannot run here; configure Spark."""
     engine = getattr(args, "engine", "implicit")
+    if getattr(args, "model_kind", None) == "rp3beta":
+        refuse_spark(ModelSpec.from_values(vars(args)))
     if engine == "spark":
         spark.require_spark()
         spark.configure(SparkConfig.from_args(args))

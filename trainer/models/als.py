@@ -37,6 +37,7 @@ from core.progress import Progress
 from trainer.config import SCALINGS, AlsConfig, ModelSpec
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
+from trainer.models import memory
 from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
 from trainer.models.confidence import scale_confidence
 from trainer.models.rank import normalise_rows, recommend_by_factors, similar_by_index, slot_ids
@@ -78,7 +79,18 @@ class ALSModel(ListsById):
     @classmethod
     def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
             stats: dict | None = None) -> ALSModel:
+        users, items = matrix.shape
+        if spec.als.engine != "spark":  # Spark's fit is in its JVM, bounded by its own heap
+            memory.check_fits(f"ALS on {users} users x {items} resources",
+                              cls.fit_bytes(users, items, matrix.nnz, spec),
+                              spec.memory_limit, "lower --factors")
         return fit(matrix, spec.als, lang, num_threads=threads, stats=stats)
+
+    @staticmethod
+    def fit_bytes(users: int, items: int, nnz: int, spec: ModelSpec) -> int:
+        """Peak bytes of a fit: the views, the confidences and their transpose (CSR, 12
+        bytes a non-zero each) and the factors twice (implicit's and the model's copy)."""
+        return 36 * nnz + 8 * spec.als.factors * (users + items)
 
     @classmethod
     def published(cls, meta, items, fetch=None) -> PublishedALS:

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from trainer.config import ModelSpec
 from trainer.data.matrix import UtilityMatrix
+from trainer.models import memory
 from trainer.models.als import ALSModel, PublishedALS, fit
 from trainer.models.base import ListsById
 from trainer.models.ease import EASEModel, PublishedEASE, fit_ease, published_slots
@@ -59,8 +60,18 @@ class BlendModel(ListsById):
         left to choose is ``trainer.quality.choose``'s)."""
         if spec.blend.weight is None:
             raise ValueError("a blend is fitted at a given weight: choose it first")
+        users, items = matrix.shape
+        memory.check_fits(f"the blend on {users} users x {items} resources",
+                          cls.fit_bytes(users, items, matrix.nnz, spec), spec.memory_limit,
+                          "use --model als (auto falls back to ALS)")
         als = fit(matrix, spec.als, lang, num_threads=threads, stats=stats)
         return cls(als=als, ease=fit_ease(matrix, spec.ease, lang), weight=spec.blend.weight)
+
+    @staticmethod
+    def fit_bytes(users: int, items: int, nnz: int, spec: ModelSpec) -> int:
+        """Both parts: the ALS model is kept while the partner fits."""
+        return (ALSModel.fit_bytes(users, items, nnz, spec)
+                + EASEModel.fit_bytes(users, items, nnz, spec))
 
     @classmethod
     def published(cls, meta, items, fetch) -> PublishedBlend:

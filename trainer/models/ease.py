@@ -12,8 +12,10 @@ Invariants:
   the small weights that rank the tail. B is then kept in float32 (scores only need ranking
   precision, and B is the big thing that is stored and shipped: 4 x resources^2 bytes).
 - Memory is O(resources^2): the fit peaks at about ``ease_fit_bytes(n)`` = 12 n^2 bytes (the
-  float64 Gram matrix inverted in place, plus B in float32). Above ``EASE_MAX_RESOURCES``
-  (1.2 GB at the limit) ``check_size`` refuses with one line before allocating anything.
+  float64 Gram matrix inverted in place, plus B in float32): 1.2 GB at 10,000 resources,
+  37 GB at 55,000. ``check_size`` refuses with one line before allocating anything where
+  that exceeds the memory limit (``trainer.models.memory``: the machine's available memory
+  unless ``--memory-limit`` says otherwise).
 - ``similar`` lists under EASE are rows of B: ``similar(j)`` ranks resources i by B[j, i],
   the weight a view of j adds to i's score (the list a user who viewed only j would get).
   Scores are those weights: unbounded reals, comparable within one model only.
@@ -24,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,37 +35,37 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from core.errors import InputError
 from trainer.config import EASE_SCALINGS, EaseConfig, ModelSpec
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
+from trainer.models import memory
 from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
 from trainer.models.rank import mask_seen, slot_ids, top_n, top_n_filled
 
 log = logging.getLogger(__name__)
-
-EASE_MAX_RESOURCES = 10_000
-"""Largest catalogue EASE fits: ~1.2 GB at the peak of the fit, B itself 400 MB in float32."""
-
-
-def fits(resources: int) -> bool:
-    """Whether EASE takes a catalogue of this size (``auto`` falls back to ALS otherwise)."""
-    return resources <= EASE_MAX_RESOURCES
-
 
 def ease_fit_bytes(resources: int) -> int:
     """Peak bytes of a fit: float64 Gram/inverse (8 n^2) plus float32 B (4 n^2)."""
     return 12 * resources * resources
 
 
-def check_size(resources: int, limit: int | None = None) -> None:
+def fits(resources: int, memory_limit: int | None = None) -> bool:
+    """Whether EASE's fit of this many resources fits in memory (``auto`` falls back to ALS
+    otherwise)."""
+    return memory.fits(ease_fit_bytes(resources), memory_limit)
+
+
+def max_resources(memory_limit: int | None = None) -> int | None:
+    """The largest catalogue EASE fits within the limit (None: no limit known)."""
+    have, _ = memory.limit_bytes(memory_limit)
+    return None if have is None else math.isqrt(have // 12)
+
+
+def check_size(resources: int, memory_limit: int | None = None) -> None:
     """One clear line (InputError) when a catalogue is too big for EASE."""
-    limit = EASE_MAX_RESOURCES if limit is None else limit
-    if resources > limit:
-        raise InputError(
-            f"EASE needs O(resources^2) memory: {resources} resources would take "
-            f"{ease_fit_bytes(resources) / 1e9:.1f} GB (limit {limit} resources); "
-            "use --model als (or auto, which falls back to ALS)")
+    memory.check_fits(f"EASE (O(resources^2) memory) on {resources} resources",
+                      ease_fit_bytes(resources), memory_limit,
+                      "use --model rp3beta or als (auto falls back to ALS)")
 
 
 def ease_input(views: sp.csr_matrix, scaling: str) -> sp.csr_matrix:
@@ -113,12 +116,18 @@ class EASEModel(ListsById):
     @classmethod
     def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
             stats: dict | None = None) -> EASEModel:
+        check_size(matrix.shape[1], spec.memory_limit)
         return fit_ease(matrix, spec.ease, lang, stats=stats)
+
+    @staticmethod
+    def fit_bytes(users: int, items: int, nnz: int, spec: ModelSpec) -> int:
+        """Peak bytes of a fit (``ease_fit_bytes``; X is small beside it)."""
+        return ease_fit_bytes(items) + 12 * nnz
 
     @classmethod
     def published(cls, meta, items, fetch) -> PublishedEASE:
         """The fold-in of the published model ``meta``: ``fetch(resource_ids)`` reads rows of
-        B (``store.ease_rows.read_rows`` of its version)."""
+        B (``store.item_rows.read_rows`` of its version)."""
         return PublishedEASE(item_ids=items.item_ids, scaling=meta["ease_scaling"],
                              fetch=fetch, version=items.version)
 
@@ -181,7 +190,7 @@ def similar_rows(weights: np.ndarray, rows, n: int) -> tuple[np.ndarray, np.ndar
 
 def fit_ease(matrix: UtilityMatrix, config: EaseConfig, lang: str,
              stats: dict | None = None) -> EASEModel:
-    """EASE on the matrix's views; refuses catalogues above ``EASE_MAX_RESOURCES``."""
+    """EASE on the matrix's views; refuses catalogues too big for the available memory."""
     check_trainable(matrix)
     check_size(matrix.shape[1])
     started = time.perf_counter()

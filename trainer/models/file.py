@@ -18,14 +18,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import InputError, ModelFileError
-from trainer.config import AlsConfig, EaseConfig
+from trainer.config import AlsConfig, EaseConfig, Rp3betaConfig
 from trainer.data.vocabulary import Vocabulary
 from trainer.models.als import ALSModel
 from trainer.models.base import Model
 from trainer.models.blend import BlendModel
 from trainer.models.ease import EASEModel
+from trainer.models.rp3beta import RP3betaModel
 
-FORMATS = {"als": "recs.als-model", "ease": "recs.ease-model", "blend": "recs.blend-model"}
+FORMATS = {"als": "recs.als-model", "ease": "recs.ease-model", "blend": "recs.blend-model",
+           "rp3beta": "recs.rp3beta-model"}
 """Each family's format marker (all at ``FORMAT_VERSION``)."""
 FORMAT_VERSION = 1
 DEFAULT_SCALING = AlsConfig().scaling
@@ -34,11 +36,17 @@ DEFAULT_SCALING = AlsConfig().scaling
 def model_filename(model: Model) -> str:
     """``cf_ALSModel_fa40_re0.01_it50_al50_en.dump`` (``_sc{scaling}`` and ``_{engine}``
     before the language only when not the shipped defaults), ``cf_EASEModel_l2200_binary_en
-    .dump``, or the ALS part's name as ``cf_Blend_w{weight}_...`` for a blend."""
+    .dump``, ``cf_RP3beta_a0.32_b0.19_k76_log_en.dump``, or the ALS part's name as
+    ``cf_Blend_w{weight}_...`` for a blend."""
     if isinstance(model, BlendModel):
         return model_filename(model.als).replace("cf_ALSModel_", f"cf_Blend_w{model.weight:g}_", 1)
     if isinstance(model, EASEModel):
         return f"cf_EASEModel_l2{model.config.l2:g}_{model.config.scaling}_{model.lang}.dump"
+    if isinstance(model, RP3betaModel):
+        r = model.config
+        norm = "_norm" if r.normalize else ""
+        return (f"cf_RP3beta_a{r.alpha:g}_b{r.beta:g}_k{r.neighbours}_{r.scaling}{norm}"
+                f"_{model.lang}.dump")
     c = model.config
     scaling = "" if c.scaling == DEFAULT_SCALING else f"_sc{c.scaling}"
     engine = "" if c.engine == "implicit" else f"_{c.engine}"
@@ -60,12 +68,32 @@ def model_doc(model: Model) -> dict:
         return {**head, **common, "weights": np.ascontiguousarray(model.weights, dtype=np.float32),
                 "rows_data": x.data.astype(np.float32), "rows_indices": x.indices.astype(np.int32),
                 "rows_indptr": x.indptr.astype(np.int64)}
+    if isinstance(model, RP3betaModel):
+        return {**head, **common, **_csr_doc("weights", model.weights),
+                **_csr_doc("rows", model.rows)}
     seen = model.seen.tocsr()
     return {**head, **common,
             "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
             "item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
             "seen_indptr": seen.indptr.astype(np.int64),
             "seen_indices": seen.indices.astype(np.int32)}
+
+
+def _csr_doc(name: str, m: sp.csr_matrix) -> dict:
+    m = m.tocsr()
+    return {f"{name}_data": m.data.astype(np.float32), f"{name}_indices": m.indices.astype(
+        np.int32), f"{name}_indptr": m.indptr.astype(np.int64)}
+
+
+def _csr_of(doc: dict, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A CSR matrix of the file, checked (scipy's own check, plus columns in range)."""
+    indices = _array(doc, f"{name}_indices", "iu", 1)
+    if len(indices) and (indices.min() < 0 or indices.max() >= shape[1]):
+        raise ValueError(f"{name} holds column numbers outside 0..{shape[1] - 1}")
+    m = sp.csr_matrix((_array(doc, f"{name}_data", "f", 1), indices,
+                       _array(doc, f"{name}_indptr", "iu", 1)), shape=shape)
+    m.check_format(full_check=True)
+    return m
 
 
 def save_model(model: Model, model_dir: str | os.PathLike) -> Path:
@@ -118,7 +146,22 @@ def from_doc(doc: dict) -> Model:
         return BlendModel(als=from_doc(doc["als"]), ease=from_doc(doc["ease"]), weight=weight)
     if doc["format"] == FORMATS["ease"]:
         return _ease_from_doc(doc)
+    if doc["format"] == FORMATS["rp3beta"]:
+        return _rp3beta_from_doc(doc)
     return _als_from_doc(doc)
+
+
+def _rp3beta_from_doc(doc: dict) -> RP3betaModel:
+    user_ids, item_ids = np.asarray(doc["user_ids"]), np.asarray(doc["item_ids"])
+    n = len(item_ids)
+    weights = _csr_of(doc, "weights", (n, n))
+    if not np.isfinite(weights.data).all():
+        raise ValueError("weights hold NaN or infinite values")
+    return RP3betaModel(weights=weights, rows=_csr_of(doc, "rows", (len(user_ids), n)),
+                        users=Vocabulary(user_ids, name="user"),
+                        items=Vocabulary(item_ids, name="resource"),
+                        config=Rp3betaConfig(**dict(doc["config"])), lang=str(doc["lang"]),
+                        trained_at=str(doc["trained_at"]), stats=dict(doc.get("stats") or {}))
 
 
 def _ease_from_doc(doc: dict) -> EASEModel:

@@ -11,9 +11,10 @@ from trainer.models.als import ALSModel
 from trainer.models.base import FoldIn
 from trainer.models.blend import BlendModel
 from trainer.models.ease import EASEModel
+from trainer.models.rp3beta import RP3betaModel
 
 FAMILIES: dict[str, type] = {family.family: family for family in (ALSModel, EASEModel,
-                                                                  BlendModel)}
+                                                                  BlendModel, RP3betaModel)}
 
 
 def published_model(meta: Mapping[str, str], items, fetch: Callable) -> FoldIn:

@@ -3,7 +3,7 @@
 With ``store.publish.Publisher``: the similar lists, then every user's list (and factors,
 when the family has them), scored in a background thread while the publisher waits on Redis
 (``trainer.scoring.lists``); the family's item-item weights, when it publishes them, go to
-``store.ease_rows`` BEFORE the switch; then the switch of the model hash and item side; then
+``store.item_rows`` BEFORE the switch; then the switch of the model hash and item side; then
 the removal of what the new model no longer covers; and with ``--evaluate`` the run's
 history record. The model hash holds the fields every family shares (:func:`model_info`)
 plus the family's own settings (``settings_fields``); what each contract key holds under each
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import redis
 
 from core.progress import Progress
-from store.ease_rows import drop_factors, drop_stale, write_rows
+from store.item_rows import drop_factors, drop_stale, write_rows
 from store.keys import Keys
 from store.publish import Lists, Publisher
 from trainer.data.matrix import UtilityMatrix

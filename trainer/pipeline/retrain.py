@@ -48,6 +48,7 @@ from trainer.data.matrix import (
     uncovered_users,
 )
 from trainer.models.file import save_model
+from trainer.models.rp3beta import refuse_spark
 from trainer.pipeline import executors
 from trainer.pipeline.publish import Published, publish
 from trainer.pipeline.quality import evaluate_holdout, gate_refuses
@@ -94,6 +95,8 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     learn from. The metrics therefore describe these hyperparameters on this data, not the
     exact factors published (the ``metrics`` JSON says so with ``"fitted_on": "holdout
     split"``)."""
+    if settings.spec.model == "rp3beta":
+        refuse_spark(settings.spec)  # before the lock: the executors path fits ALS only
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
         return under_lock(client, keys, lang, settings, lambda lock: executors.steps(
             client, keys, lang, settings, lock))

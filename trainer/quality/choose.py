@@ -97,9 +97,9 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     if kind == "auto" and spec.auto.choice is not None:
         log.info("auto: %s, as chosen by recs tune on validation", spec.auto.choice)
         kind = spec.auto.choice
-    if kind == "auto" and not ease_module.fits(matrix.shape[1]):
-        log.warning("auto: %d resources is above EASE's limit of %d; using ALS",
-                    matrix.shape[1], ease_module.EASE_MAX_RESOURCES)
+    if kind == "auto" and not ease_module.fits(matrix.shape[1], spec.memory_limit):
+        log.warning("auto: EASE on %d resources would not fit in memory (at most %s); "
+                    "using ALS", matrix.shape[1], ease_module.max_resources(spec.memory_limit))
         kind = "als"
     weight = spec.blend.weight
     if kind == "auto" or (kind == "blend" and weight is None):

@@ -118,14 +118,15 @@ def evidence(trials) -> dict:
     return out
 
 
-def searchable(models: tuple[str, ...], resources: int, say) -> tuple[str, ...]:
-    """``models`` less those that use EASE where the catalogue is above EASE's limit."""
-    if ease_module.fits(resources):
+def searchable(models: tuple[str, ...], resources: int, say,
+               memory_limit: int | None = None) -> tuple[str, ...]:
+    """``models`` less those that use EASE where its fit would not fit in memory."""
+    if ease_module.fits(resources, memory_limit):
         return models
     kept = tuple(m for m in models if "ease" not in MODEL_PARTS.get(m, (m,)))
     if kept != models:
-        say(f"{resources} resources is above EASE's limit of {ease_module.EASE_MAX_RESOURCES}: "
-            f"searching {', '.join(kept) or 'nothing'}")
+        say(f"EASE on {resources} resources would not fit in memory (at most "
+            f"{ease_module.max_resources(memory_limit)}): searching {', '.join(kept) or 'nothing'}")
     return kept
 
 
@@ -136,7 +137,7 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
     per trial."""
     import optuna
 
-    models = searchable(tuple(models), matrix.shape[1], say)
+    models = searchable(tuple(models), matrix.shape[1], say, base.memory_limit)
     if not models:
         raise InputError("nothing to tune: no model to search")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
