@@ -7,8 +7,9 @@
 
 ``movielens``: MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp) as views (each
 rating one view, ``ts`` its time), the README's filters (``--min-item-views 10
---max-item-views 0 --min-user-views 5``), a random split (seed 42) and a split by time
-(each user's latest 20 %). ``synthetic``: ``trainer.data.synth.generate`` (no times: random
+--max-item-views 0 --min-user-views 5``), a random split (seed 42; the times are dropped
+there, so the tune's validation split is random too) and a split by time (each user's
+latest 20 %; validation by time). ``synthetic``: ``trainer.data.synth.generate`` (no times: random
 split only) with the filters given.
 
 Rows: popularity; plain ``implicit`` ALS (library defaults: 100 factors, regularization 0.01,
@@ -164,8 +165,10 @@ def main() -> int:
         splits = [s for s in splits if s == "random"]
     matrix = build_matrix(df)
     for name in splits:
-        split = holdout_split(matrix, 0.2, args.seed) if name == "random" else \
-            time_split(matrix, 0.2)
+        if name == "random":  # the times dropped: validation random too, like the test
+            split = holdout_split(replace(matrix, times=None), 0.2, args.seed)
+        else:
+            split = time_split(matrix, 0.2)
         table(f"{title}, {name} split", matrix, split, args)
     return 0
 
