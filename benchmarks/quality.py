@@ -86,6 +86,38 @@ def scored(train: UtilityMatrix, test, spec: ModelSpec, threads: int) -> tuple[f
     return ndcg, seconds, kind
 
 
+def sansa_row(train: UtilityMatrix, test, l2: float, per_item: int):
+    """(NDCG@10, fit seconds) of sansa (Spisak et al. 2023: sparse approximate EASE) on
+    binary views, CHOLMOD factorisation, about ``per_item`` weights per resource; None when
+    the package is not installed (it is not a dependency: README)."""
+    try:
+        from sansa import (
+            SANSA,
+            CHOLMODGramianFactorizerConfig,
+            SANSAConfig,
+            UMRUnitLowerTriangleInverterConfig,
+        )
+    except ImportError:
+        return None
+    import logging
+
+    logging.getLogger("sansa").setLevel(logging.WARNING)
+    x = train.views.copy()
+    x.data[:] = 1.0
+    config = SANSAConfig(l2=l2, weight_matrix_density=min(1.0, per_item / x.shape[1]),
+                         gramian_factorizer_config=CHOLMODGramianFactorizerConfig(),
+                         lower_triangle_inverter_config=UMRUnitLowerTriangleInverterConfig(
+                             scans=1, finetune_steps=5))
+    started = time.perf_counter()
+    model = SANSA(config).fit(x)
+    seconds = time.perf_counter() - started
+
+    def score_rows(rows):
+        return model.forward(x[np.asarray(rows)]).toarray()
+
+    return ranking_metrics(ScoreRanker(score_rows), train.views, test, 10)["ndcg"], seconds
+
+
 def tuned_auto(train: UtilityMatrix, test, trials: int, threads: int, seed: int):
     """``recs tune`` on ``train``, then ``--model auto`` with its settings."""
     from trainer.quality.tune import tune
@@ -114,6 +146,10 @@ def rows(train: UtilityMatrix, test, args) -> list[tuple[str, float, float | Non
             out.append((label, float("nan"), None, f"refused: {exc}"))
             continue
         out.append((label, ndcg, seconds, fitted if fitted != kind else ""))
+    got = sansa_row(train, test, args.sansa_l2, args.sansa_per_item)
+    if got is not None:
+        out.append((f"sansa (l2 {args.sansa_l2:g}, ~{args.sansa_per_item} weights a resource)",
+                    got[0], got[1], "not a dependency"))
     if args.trials:
         ndcg, seconds, note = tuned_auto(train, test, args.trials, args.threads, args.seed)
         out.append((f"auto after recs tune ({args.trials} trials)", ndcg, seconds, note))
@@ -149,6 +185,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--splits", default="random,time")
+    p.add_argument("--sansa-l2", type=float, default=200.0)
+    p.add_argument("--sansa-per-item", type=int, default=200)
     args = p.parse_args()
     splits = args.splits.split(",")
     if args.data == "movielens":
