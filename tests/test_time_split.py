@@ -134,3 +134,5 @@ def test_evaluate_split_time(extracts, capsys):
     assert main(["evaluate", "--views", str(plain), *FILTERS, *SMALL, "--split", "time"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--split time" in err[0] and "no ts column" in err[0]
+    assert main(["evaluate", "--views", str(timed), "--test", str(plain), "--split", "time"]) == 2
+    assert "does not apply with --test" in capsys.readouterr().err
