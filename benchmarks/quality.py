@@ -138,6 +138,8 @@ def rows(train: UtilityMatrix, test, args) -> list[tuple[str, float, float | Non
     out.append(("plain implicit ALS (log1p, defaults)", ndcg, seconds, ""))
     default = ModelSpec(als=replace(ModelSpec().als, seed=args.seed))
     for kind in ("als", *[k for k in FAMILIES if k != "als"], "auto"):
+        if args.kinds and kind not in args.kinds.split(","):
+            continue
         label = "project default (als)" if kind == "als" else kind
         try:
             ndcg, seconds, fitted = scored(train, test, replace(default, model=kind),
@@ -185,6 +187,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--splits", default="random,time")
+    p.add_argument("--kinds", default="", help="only these --model rows (default: all)")
     p.add_argument("--sansa-l2", type=float, default=200.0)
     p.add_argument("--sansa-per-item", type=int, default=200)
     args = p.parse_args()
