@@ -148,7 +148,7 @@ def rows(train: UtilityMatrix, test, args) -> list[tuple[str, float, float | Non
             out.append((label, float("nan"), None, f"refused: {exc}"))
             continue
         out.append((label, ndcg, seconds, fitted if fitted != kind else ""))
-    got = sansa_row(train, test, args.sansa_l2, args.sansa_per_item)
+    got = sansa_row(train, test, args.sansa_l2, args.sansa_per_item) if args.sansa else None
     if got is not None:
         out.append((f"sansa (l2 {args.sansa_l2:g}, ~{args.sansa_per_item} weights a resource)",
                     got[0], got[1], "not a dependency"))
@@ -188,6 +188,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--splits", default="random,time")
     p.add_argument("--kinds", default="", help="only these --model rows (default: all)")
+    p.add_argument("--sansa", action="store_true", help="add a sansa row (when installed)")
     p.add_argument("--sansa-l2", type=float, default=200.0)
     p.add_argument("--sansa-per-item", type=int, default=200)
     args = p.parse_args()
