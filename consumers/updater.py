@@ -38,8 +38,8 @@ from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
 from core.signals import StopFlag
 from store.connection import transient
-from store.item_rows import read_rows
 from store.experiments import running as running_experiment
+from store.item_rows import read_rows
 from store.keys import Keys
 from store.snapshot import read_languages
 from store.trending import Trending

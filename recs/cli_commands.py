@@ -34,7 +34,7 @@ from recs.cli_options import (
     topics,
     trending,
 )
-from trainer.settings import SPARK_IO, EvaluateConfig, RetrainConfig
+from trainer.settings import SPARK_IO, SPLITS, EvaluateConfig, RetrainConfig
 
 SERVE = "recs.serve_base:ServeConfig"
 
@@ -152,6 +152,9 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
                    help="cut-off for the ranking metrics" + D)
     p.add_argument("--json", action="store_true")
     split(p)
+    p.add_argument("--split", choices=SPLITS, default=EvaluateConfig.split,
+                   help="which pairs are held out: random (seeded) or time (each user's "
+                        "latest; needs a ts column in --views)" + D)
     p.add_argument("--tune", action="store_true",
                    help="also tune on the training part and report the tuned model")
     search(p)

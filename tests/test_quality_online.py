@@ -108,3 +108,22 @@ def test_the_gate_refuses_below_popularity_and_below_the_live_model():
     assert "more than 5% below the live model's 0.4000 (a)" in gate(metrics(0.379, 0.12),
                                                                     history, 0.05)
     assert gate(metrics(0.379, 0.12), history, 0.10) is None
+
+
+def test_auto_is_decided_by_tune_and_stored_with_its_evidence(redis_server, redis_client,
+                                                              tmp_path, data, monkeypatch):
+    from tests.test_tune import count_fits
+
+    load_counts(redis_client, data.views_for("en"), "en")
+    assert main(["tune", "--lang", "en", "--redis-url", redis_server.url, "--trials", "3",
+                 "--search", "als,ease", "--min-item-views", "20", "--min-user-views", "3",
+                 "--iterations", "4", "--factors", "8", "--threads", "1"]) == 0
+    stored = read_settings(redis_client, KEYS, "en")
+    evidence = json.loads(stored["auto_evidence"])
+    assert stored["auto_choice"] in ("als", "ease") and set(evidence) == {"als", "ease"}
+    assert all(e["validation_ndcg"] > 0 and e["fit_seconds"] >= 0 for e in evidence.values())
+
+    fits = count_fits(monkeypatch)
+    assert recs(redis_server, tmp_path, "train", "--lang", "en", "--model", "auto") == 0
+    assert fits == [stored["auto_choice"]]
+    assert model_field(redis_client, "model") == stored["auto_choice"]

@@ -15,7 +15,7 @@ from trainer.data.matrix import apply_filters, build_matrix, holdout_split
 from trainer.data.synth import generate
 from trainer.quality import tune as tune_module
 from trainer.quality.tune import tune
-from trainer.settings import apply_tuned
+from trainer.settings import SearchConfig, apply_tuned
 
 FILTERS = ["--min-item-views", "10", "--max-item-views", "0", "--min-user-views", "3"]
 SMALL = ["--factors", "8", "--iterations", "5", "--threads", "1"]
@@ -46,24 +46,19 @@ def test_the_search_inside_evaluate_never_sees_a_test_pair(views_csv, monkeypatc
     """Records every matrix the search fits on or scores against; none may hold a test pair.
     (Fails if ``recs evaluate --tune`` handed the search the whole matrix.)"""
     seen: list[tuple[str, sp.csr_matrix]] = []
-    real_fit, real_fit_ease = tune_module.fit, tune_module.fit_ease
+    real_fit = tune_module.fit_family
     real_ndcg = tune_module.validation_ndcg
 
-    def fit(matrix, *a, **kw):
+    def fit_family(kind, matrix, *a, **kw):
         seen.append(("fit", matrix.views))
-        return real_fit(matrix, *a, **kw)
-
-    def fit_ease(matrix, *a, **kw):
-        seen.append(("fit", matrix.views))
-        return real_fit_ease(matrix, *a, **kw)
+        return real_fit(kind, matrix, *a, **kw)
 
     def ndcg(score_rows, split, k=10):
         seen.append(("fit", split.train.views))
         seen.append(("validation", split.test))
         return real_ndcg(score_rows, split, k)
 
-    monkeypatch.setattr(tune_module, "fit", fit)
-    monkeypatch.setattr(tune_module, "fit_ease", fit_ease)
+    monkeypatch.setattr(tune_module, "fit_family", fit_family)
     monkeypatch.setattr(tune_module, "validation_ndcg", ndcg)
     assert main(["evaluate", "--views", str(views_csv), *FILTERS, *SMALL, "--tune",
                  "--trials", "4", "--seed", "3", "--json"]) == 0
@@ -89,7 +84,7 @@ def test_a_tune_is_seeded_and_reports_every_trial(views_csv):
     assert len(lines) == 6 and all("best" in line for line in lines)
     # The first trials are the given settings of each model: the best is never worse.
     assert lines[0].startswith("trial 1/6") and "model=als factors=8" in lines[0]
-    best_of_enqueued = max(float(line.split()[3]) for line in lines[:3])
+    best_of_enqueued = max(float(line.split()[3]) for line in lines[:len(SearchConfig.models)])
     assert first.ndcg >= best_of_enqueued - 5e-5  # printed to 4 places
 
 
@@ -158,3 +153,55 @@ def test_tune_mistakes_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "s3cret" not in err
+
+
+def count_fits(monkeypatch) -> list[str]:
+    """Every model fit from here on, by family (a blend counts once), plus the ALS and EASE
+    fits ``auto`` makes on its validation split when it chooses at fit time."""
+    from trainer.models.registry import FAMILIES
+    from trainer.quality import choose
+
+    fits: list[str] = []
+    for name, family in FAMILIES.items():
+        real = family.fit.__func__
+
+        def fit(cls, *a, _real=real, _name=name, **kw):
+            fits.append(_name)
+            return _real(cls, *a, **kw)
+        monkeypatch.setattr(family, "fit", classmethod(fit))
+    for name, label in (("fit", "validation als"), ("fit_ease", "validation ease")):
+        real = getattr(choose, name)
+
+        def counted(*a, _real=real, _label=label, **kw):
+            fits.append(_label)
+            return _real(*a, **kw)
+        monkeypatch.setattr(choose, name, counted)
+    return fits
+
+
+def test_tune_decides_auto_and_a_retrain_fits_only_the_choice(views_csv, tmp_path, monkeypatch,
+                                                              capsys):
+    """``recs tune`` stores auto's choice with each candidate's validation NDCG@10 and fit
+    seconds; ``recs train --model auto`` with those settings then fits that family once (the
+    untuned ``auto`` fits ALS and EASE on validation, then the winner)."""
+    out = tmp_path / "tuned.json"
+    assert main(["tune", "--views", str(views_csv), *FILTERS, *SMALL, "--trials", "5",
+                 "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["auto_choice"] == doc["model"] in SearchConfig.models
+    evidence = doc["auto_evidence"]
+    assert set(evidence) == set(SearchConfig.models)  # each family had its enqueued trial
+    for entry in evidence.values():
+        assert 0 < entry["validation_ndcg"] <= doc["validation_ndcg"]
+        assert entry["fit_seconds"] >= 0 and entry["trials"] >= 1
+    assert evidence[doc["auto_choice"]]["validation_ndcg"] == doc["validation_ndcg"]
+
+    train = ["train", "--views", str(views_csv), *FILTERS, *SMALL, "--lang", "en",
+             "--model-dir", str(tmp_path / "models"), "--model", "auto"]
+    fits = count_fits(monkeypatch)
+    assert main([*train, "--settings", str(out)]) == 0
+    assert fits == [doc["auto_choice"]]
+    fits.clear()
+    assert main(train) == 0  # no stored decision: chosen at fit time, at a cost
+    assert fits[:2] == ["validation als", "validation ease"] and len(fits) == 3
+    capsys.readouterr()

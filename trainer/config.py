@@ -190,12 +190,34 @@ FAMILY_CONFIGS: dict[str, type] = {"als": AlsConfig, "ease": EaseConfig, "blend"
                                    "rp3beta": Rp3betaConfig}
 """Each model family's settings class, by the family's name (``trainer.models.registry``
 holds the families themselves, under the same names)."""
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """``--model auto``'s decision, taken by ``recs tune`` (``trainer.quality.tune``)."""
+
+    KEY_PREFIX: ClassVar[str] = "auto_"
+    TUNED: ClassVar[dict[str, type]] = {"choice": str}
+    CHOICES: ClassVar[dict[str, tuple]] = {"choice": tuple(FAMILY_CONFIGS)}
+
+    choice: str | None = None
+    """The family that won on ``recs tune``'s validation split: ``auto`` then fits only it,
+    with the tuned settings. None (never tuned): ``auto`` chooses at each fit
+    (``trainer.quality.choose``)."""
+
+    def __post_init__(self) -> None:
+        if self.choice is not None:
+            one_of("auto choice", self.choice, tuple(FAMILY_CONFIGS))
+
+
+SETTINGS_PARTS: dict[str, type] = {**FAMILY_CONFIGS, "auto": AutoConfig}
+"""Every settings class that the tuned settings hold keys of, by the ModelSpec field."""
 MODEL_PARTS: dict[str, tuple[str, ...]] = {"als": ("als",), "ease": ("ease",),
                                            "blend": ("als", "ease", "rp3beta", "blend"),
                                            "rp3beta": ("rp3beta",),
-                                           "auto": ("als", "ease", "blend")}
+                                           "auto": ("als", "ease", "rp3beta", "blend", "auto")}
 """The families whose settings a model uses: a blend fits ALS and its partner (EASE or
-RP3beta)."""
+RP3beta); ``auto`` may fit any of them."""
 MODELS: tuple[str, ...] = (*FAMILY_CONFIGS, "auto")
 """``--model``: a family, or ``auto``: the best of ALS, EASE and their blend on a validation
 split of the training data (``trainer.quality.choose``)."""
@@ -216,6 +238,7 @@ class ModelSpec:
     ease: EaseConfig = field(default_factory=EaseConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     rp3beta: Rp3betaConfig = field(default_factory=Rp3betaConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
     memory_limit: int | None = None
     """Bytes a fit may use (``--memory-limit``); None: the machine's available memory
     (``MemAvailable``) when the fit starts. A family whose fit would need more is refused
@@ -241,7 +264,7 @@ class ModelSpec:
         """This spec with every known key of ``flat`` applied (typed values; other keys are
         ignored)."""
         parts = {}
-        for family in FAMILY_CONFIGS:
+        for family in SETTINGS_PARTS:
             config = getattr(self, family)
             given = {f.name: flat[config.KEY_PREFIX + f.name] for f in fields(config)
                      if config.KEY_PREFIX + f.name in flat}
@@ -261,7 +284,7 @@ class ModelSpec:
     def tuned_keys() -> dict[str, tuple[type, tuple]]:
         """Every key the tuned settings may hold: (type, choices or ())."""
         out: dict[str, tuple[type, tuple]] = {"model": (str, MODELS)}
-        for config in FAMILY_CONFIGS.values():
+        for config in SETTINGS_PARTS.values():
             for name, kind in config.TUNED.items():
                 out[config.KEY_PREFIX + name] = (kind, config.CHOICES.get(name, ()))
         return out

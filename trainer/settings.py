@@ -25,8 +25,10 @@ from pathlib import Path
 
 from core.errors import InputError
 from trainer.config import (
+    EASE_SCALINGS,
     FAMILY_CONFIGS,
     MODEL_DEST,
+    SCALINGS,
     FilterConfig,
     ModelSpec,
     ScoringConfig,
@@ -34,6 +36,8 @@ from trainer.config import (
 )
 
 SPARK_IO: tuple[str, ...] = ("driver", "executors")
+SPLITS: tuple[str, ...] = ("random", "time")
+"""``recs evaluate --split``: how the test pairs are held out."""
 MAX_TOP_N = 1000
 """Longest published list: these are short lists for apps, not whole rankings."""
 
@@ -68,6 +72,23 @@ class SparkConfig:
 # -- the commands' runs -------------------------------------------------------------------------
 
 
+SEARCH_SPACE: dict[str, dict[str, tuple]] = {
+    "als": {"factors": ("int", 4, 512, True), "regularization": ("float", 1e-3, 500.0, True),
+            "iterations": ("int", 3, 60, True), "alpha": ("float", 1.0, 200.0, True),
+            "scaling": ("choice", SCALINGS)},
+    "ease": {"l2": ("float", 5.0, 20000.0, True), "scaling": ("choice", EASE_SCALINGS)},
+    "blend": {"weight": ("float", 0.05, 0.95, False)},
+    "rp3beta": {"alpha": ("float", 0.05, 1.5, False), "beta": ("float", 0.0, 1.0, False),
+                "neighbours": ("int", 10, 500, True), "scaling": ("choice", EASE_SCALINGS)},
+}
+"""``recs tune``'s ranges, by settings part (``trainer.config.SETTINGS_PARTS``) and field:
+("int"|"float", low, high, log scale) or ("choice", values). A model kind searches the
+parts it uses (``MODEL_PARTS``); a part or field that does not exist (yet) is skipped, and a
+family without a range is tried at its given settings only. Wide on purpose: strong ALS
+settings on real data sit at regularization in the tens to hundreds and hundreds of factors,
+EASE's lambda in the thousands on log counts (Rendle et al. 2022; Steck 2019)."""
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """``recs tune`` (and ``evaluate --tune``): Optuna's TPE search (``trainer.quality.tune``)."""
@@ -76,8 +97,9 @@ class SearchConfig:
     """Trials at most."""
     timeout: float | None = None
     """Stop starting trials after this many seconds (None: no limit)."""
-    models: tuple[str, ...] = ("als", "ease", "blend")
-    """The model families searched (``--search``, comma-separated)."""
+    models: tuple[str, ...] = tuple(FAMILY_CONFIGS)
+    """The model families searched (``--search``, comma-separated): every family by
+    default, so the tuned ``auto`` decision weighs each of them."""
 
     def __post_init__(self) -> None:
         bad = [m for m in self.models if m not in FAMILY_CONFIGS]
@@ -103,6 +125,9 @@ class EvaluateConfig:
     """Share of (user, resource) pairs held out when no test extract is given."""
     threads: int = 0
     """implicit's training threads (0 = all cores)."""
+    split: str = "random"
+    """``random``: a seeded random share of all pairs; ``time``: each user's latest share
+    (``trainer.data.matrix.time_split``; the extract needs a ``ts`` column)."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 precision@k, MAP@k, NDCG@k and AUC of the model and of a popularity baseline, as a table or
 the JSON object.
 
-Without ``--test`` a seeded ``--test-fraction`` of the pairs is held out. ``--tune`` runs the
+Without ``--test`` a seeded ``--test-fraction`` of the pairs is held out, or with ``--split
+time`` the latest ``--test-fraction`` of each user's pairs (the extract's ``ts`` column; an
+extract without one is refused in one line). ``--tune`` runs the
 search on the training part only (``trainer.commands.tune``: the test split is never seen by
 the search) and reports the tuned model's metrics beside the default's.
 """
@@ -33,7 +35,13 @@ def cmd_evaluate(args) -> int:
     out = sys.stderr if args.json else sys.stdout
     args = with_settings_file(args)
     spec = ModelSpec.from_values(vars(args))
+    if args.test and args.split == "time":
+        raise InputError("--split time holds out part of --views; it does not apply with --test")
     matrix, _ = prepared_matrix(args, out)
+    by_time = args.split == "time"
+    if by_time and matrix.times is None:
+        raise InputError(f"--split time: {args.views} has no ts column (the time of each "
+                         "pair's last view, epoch milliseconds)")
     if args.k < 1 or args.k >= matrix.shape[1]:
         raise InputError(f"--k {args.k}: must be at least 1 and below the number of resources "
                          f"({matrix.shape[1]})")
@@ -42,10 +50,13 @@ def cmd_evaluate(args) -> int:
         result = evaluate_spec(train, test, spec, k=args.k, threads=args.threads)
     else:
         result, split = holdout_metrics(matrix, spec, args.test_fraction, k=args.k,
-                                        threads=args.threads)
+                                        threads=args.threads, by_time=by_time)
         train, test = split.train, split.test
+        how = "each user's latest" if by_time else f"seed {spec.als.seed}"
         print(f"split: {test.nnz} pairs of {len(split.users)} users held out "
-              f"(fraction {args.test_fraction}, seed {spec.als.seed})", file=out)
+              f"(fraction {args.test_fraction}, {how})", file=out)
+        if by_time:
+            result["split"] = "time"
     if args.tune:
         result["tuned"] = tuned_evaluation(args, train, test, spec, out)
     if args.json:

@@ -1,12 +1,14 @@
 """Reading the platform's CSV extracts (plain or .gz), validated once here at the boundary.
 
 - ``load_views(path, skip_bad_rows=False) -> (DataFrame, LoadReport)``: a views extract
-  ``user_id,resource_id,view_count`` (header row). The DataFrame has columns ``user_id`` (str),
-  ``resource_id`` (int64) and ``views`` (int64), one row per (user, resource): a repeated pair
-  keeps its first row, as the platform does. A bad row (a field missing, an id or count that
-  is not written as a plain integer (``5.0`` and ``1e3`` are refused), a count outside
-  1..MAX_CSV_COUNT, a resource id outside 1..4294967295, an empty or over-long user id)
-  raises ``InputError`` naming the file, the line and the problem; with ``skip_bad_rows`` it is
+  ``user_id,resource_id,view_count`` (header row), optionally a fourth column ``ts``: the time
+  of the pair's last view in epoch milliseconds (the view events' unit), an integer in
+  0..MAX_TS. The DataFrame has columns ``user_id`` (str), ``resource_id`` (int64) and
+  ``views`` (int64), plus ``ts`` (int64) when the file has it, one row per (user, resource):
+  a repeated pair keeps its first row, as the platform does. A bad row (a field missing, an id
+  or count that is not written as a plain integer (``5.0`` and ``1e3`` are refused), a count
+  outside 1..MAX_CSV_COUNT, a resource id outside 1..4294967295, an empty or over-long user
+  id) raises ``InputError`` naming the file, the line and the problem; with ``skip_bad_rows`` it is
   skipped and listed in the report instead. Counts are int64 (not limited to 255). A header
   may pad its names with spaces; a column named twice is refused.
 - ``load_resources(path) -> DataFrame``: a resources file ``id,title,folder,subject,tags``,
@@ -34,6 +36,9 @@ from core.contract import MAX_CSV_COUNT, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH
 from core.errors import InputError
 
 VIEW_COLUMNS = ("user_id", "resource_id", "view_count")
+TIME_COLUMN = "ts"
+MAX_TS = 10**14
+"""Largest ``ts`` taken (epoch ms, the year 5138): a bound that keeps sums and weights exact."""
 RESOURCE_COLUMNS = ("id", "title", "folder", "subject", "tags")
 
 
@@ -196,24 +201,29 @@ def _fast_views(p: Path, names: list[str]) -> pd.DataFrame | None:
                 # No usecols: with it the parser ignores rows with extra fields. names:
                 # the header's own names, stripped of padding.
                 p, index_col=False, engine="c", header=0, names=names,
-                dtype={"user_id": str, "resource_id": object, "view_count": object},
+                dtype={"user_id": str, "resource_id": object, "view_count": object,
+                       TIME_COLUMN: object},
                 keep_default_na=False, na_filter=False, compression="infer",
                 encoding="utf-8-sig",
             )
         rid = _digits_to_int64(df["resource_id"].to_numpy())
         cnt = _digits_to_int64(df["view_count"].to_numpy())
+        timed = TIME_COLUMN in names
+        ts = _digits_to_int64(df[TIME_COLUMN].to_numpy()) if timed else np.zeros(1, np.int64)
     except (ValueError, OverflowError, TypeError, pd.errors.ParserError,
             pd.errors.ParserWarning, UnicodeDecodeError, OSError, EOFError):
         return None
-    if rid is None or cnt is None:
+    if rid is None or cnt is None or ts is None or (ts > MAX_TS).any():
         return None
     df["resource_id"], df["view_count"] = rid, cnt
     lengths = df["user_id"].str.len().to_numpy()
     if ((rid < 1) | (rid > MAX_RESOURCE_ID) | (cnt < 1) | (cnt > MAX_CSV_COUNT) | (lengths == 0)
             | (lengths > MAX_USER_ID_LENGTH)).any():
         return None
+    if timed:
+        df[TIME_COLUMN] = ts
     df = df.rename(columns={"view_count": "views"})
-    return df[["user_id", "resource_id", "views"]]
+    return df[["user_id", "resource_id", "views", *([TIME_COLUMN] if timed else [])]]
 
 
 def _digits_to_int64(values: np.ndarray) -> np.ndarray | None:
@@ -227,11 +237,14 @@ def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
                    report: LoadReport) -> pd.DataFrame:
     """Row-by-row validation with exact line numbers; only runs when the fast read refused."""
     cols = [names.index(c) for c in VIEW_COLUMNS]
+    ts_col = names.index(TIME_COLUMN) if TIME_COLUMN in names else None
     width = len(names)
     users: list[str] = []
     resources: list[int] = []
     counts: list[int] = []
+    times: list[int] = []
     for line, raw in _data_rows(p):
+        ts = 0
         if len(raw) != width:
             problem = f"{len(raw)} fields, expected {width} ({_shown(names)})"
         else:
@@ -239,19 +252,35 @@ def _careful_views(p: Path, names: list[str], skip_bad_rows: bool,
             user = fields_[0]
             resource, count = _to_int(fields_[1]), _to_int(fields_[2])
             problem = _view_problem(user, resource, count, fields_)
+            if problem is None and ts_col is not None:
+                ts, problem = _ts_problem(raw[ts_col])
         if problem is None:
             users.append(user)
             resources.append(resource)
             counts.append(count)
+            times.append(ts)
         elif skip_bad_rows:
             report.bad.append(BadRow(line, problem))
         else:
             raise InputError(f"{p}: line {line}: {problem} (--skip-bad-rows skips such rows)")
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "user_id": pd.array(users, dtype=str),
         "resource_id": np.asarray(resources, dtype=np.int64),
         "views": np.asarray(counts, dtype=np.int64),
     })
+    if ts_col is not None:
+        df[TIME_COLUMN] = np.asarray(times, dtype=np.int64)
+    return df
+
+
+def _ts_problem(text: str) -> tuple[int, str | None]:
+    """(ts, None) for a valid ``ts`` field, else (0, the problem)."""
+    ts = _to_int(text)
+    if ts is None:
+        return 0, f"ts {text!r} is not an integer (epoch milliseconds)"
+    if not 0 <= ts <= MAX_TS:
+        return 0, f"ts {ts} outside 0..{MAX_TS} (epoch milliseconds)"
+    return ts, None
 
 
 def load_resources(path: str | Path) -> pd.DataFrame:

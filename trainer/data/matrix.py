@@ -9,7 +9,9 @@ The views table everywhere is a DataFrame with columns ``user_id`` (str), ``reso
   its order, with what each step removed.
 - ``build_matrix(df) -> UtilityMatrix``: CSR views (float32, users x resources) plus the two
   ``Vocabulary`` objects mapping rows and columns back to ids.
-- ``holdout_split(matrix, fraction, seed) -> Split``: the platform's ``make_train``.
+- ``holdout_split(matrix, fraction, seed) -> Split``: the platform's ``make_train``;
+  ``time_split(matrix, fraction) -> Split``: each user's latest pairs held out instead
+  (matrices built from a views table with a ``ts`` column carry ``times``).
 - ``drop_hidden(df, hidden)``: taken-down resources left out before the filters;
   ``uncovered_users(df, matrix)``: who the filters dropped but a model can fold in.
 """
@@ -38,6 +40,10 @@ class UtilityMatrix:
     """Row number <-> user id (sorted ascending)."""
     items: Vocabulary
     """Column number <-> resource id (sorted ascending)."""
+    times: sp.csr_matrix | None = None
+    """When the views table had a ``ts`` column: float64 CSR with exactly the pattern of
+    ``views`` (same indptr and indices, so ``times.data[i]`` belongs to ``views.data[i]``),
+    the epoch milliseconds of each pair's last view; None otherwise."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -81,13 +87,32 @@ def build_matrix(
     else:
         cols = items.numbers(df["resource_id"].to_numpy(), missing="negative")
     data = df["views"].to_numpy(dtype=np.float32)
-    keep = (rows >= 0) & (cols >= 0)
+    keep = (rows >= 0) & (cols >= 0) & (data != 0)
     if not keep.all():
         rows, cols, data = rows[keep], cols[keep], data[keep]
-    views = sp.csr_matrix((data, (rows, cols)), shape=(len(users), len(items)), dtype=np.float32)
+    shape = (len(users), len(items))
+    views = sp.csr_matrix((data, (rows, cols)), shape=shape, dtype=np.float32)
     views.sum_duplicates()
-    views.eliminate_zeros()
-    return UtilityMatrix(views=views, users=users, items=items)
+    return UtilityMatrix(views=views, users=users, items=items,
+                         times=_times(df, keep, rows, cols, views))
+
+
+def _times(df: pd.DataFrame, keep: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+           views: sp.csr_matrix) -> sp.csr_matrix | None:
+    """The ``times`` of ``build_matrix``: the latest ``ts`` of each pair (a repeated pair's
+    latest), on the pattern of ``views``; None without a complete ``ts`` column."""
+    if "ts" not in df.columns or df["ts"].isna().any():
+        return None
+    ts = df["ts"].to_numpy(dtype=np.float64)[keep]
+    order = np.lexsort((ts, cols, rows))  # the last of each (row, col) run is its latest
+    rows, cols, ts = rows[order], cols[order], ts[order]
+    last = np.ones(len(rows), dtype=bool)
+    last[:-1] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    times = sp.csr_matrix((ts[last], (rows[last], cols[last])), shape=views.shape,
+                          dtype=np.float64)
+    times.sort_indices()
+    assert times.nnz == views.nnz  # one entry per pair in both
+    return times
 
 
 @dataclass(frozen=True)
@@ -229,17 +254,45 @@ def holdout_split(matrix: UtilityMatrix, fraction: float = 0.2, seed: int = 42) 
     rng = np.random.default_rng(seed)
     picked = np.zeros(nnz, dtype=bool)
     picked[rng.choice(nnz, size=n_test, replace=False)] = True
+    return _split_off(matrix, picked)
 
+
+def time_split(matrix: UtilityMatrix, fraction: float = 0.2) -> Split:
+    """Each user's latest pairs held out: of a user's n pairs, the ceil(fraction * n) with
+    the latest ``times`` (ties: the higher column), at most n - 1, so every user keeps a
+    pair to be scored from (a user with one pair keeps it in training). No randomness."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"test fraction must be between 0 and 1, not {fraction}")
+    if matrix.times is None:
+        raise InputError("a split by time needs the time of each view (a ts column)")
+    views = matrix.views.tocsr()
+    lengths = np.diff(views.indptr)
+    row_of = np.repeat(np.arange(views.shape[0]), lengths)
+    held = np.minimum(np.ceil(fraction * lengths).astype(np.int64), lengths - 1)
+    order = np.lexsort((views.indices, matrix.times.data, row_of))  # by user, then time
+    rank = np.empty(views.nnz, dtype=np.int64)
+    rank[order] = np.arange(views.nnz) - views.indptr[row_of[order]]
+    return _split_off(matrix, rank >= (lengths - held)[row_of])
+
+
+def _split_off(matrix: UtilityMatrix, picked: np.ndarray) -> Split:
+    """The split holding out the stored entries ``picked`` (a mask over ``views.data``)."""
+    views = matrix.views.tocsr()
     row_of = np.repeat(np.arange(views.shape[0]), np.diff(views.indptr))
     test = sp.csr_matrix(
-        (np.ones(n_test, dtype=np.float32), (row_of[picked], views.indices[picked])),
+        (np.ones(int(picked.sum()), dtype=np.float32), (row_of[picked], views.indices[picked])),
         shape=views.shape,
     )
-    train_views = views.copy()
-    train_views.data = np.where(picked, 0.0, views.data).astype(np.float32)
-    train_views.eliminate_zeros()
+    kept = ~picked
+
+    def keep(m: sp.csr_matrix) -> sp.csr_matrix:
+        return sp.csr_matrix((m.data[kept], (row_of[kept], views.indices[kept])),
+                             shape=views.shape, dtype=m.dtype)
+
+    times = None if matrix.times is None else keep(matrix.times)
     return Split(
-        train=UtilityMatrix(views=train_views, users=matrix.users, items=matrix.items),
+        train=UtilityMatrix(views=keep(views), users=matrix.users, items=matrix.items,
+                            times=times),
         test=test,
         users=np.unique(row_of[picked]),
     )

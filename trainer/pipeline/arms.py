@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from store.item_rows import drop_factors, drop_stale, write_rows
 from store.experiments import Arm, Experiment
+from store.item_rows import drop_factors, drop_stale, write_rows
 from store.keys import Keys
 from store.publish import Publisher
 from trainer.data.matrix import UtilityMatrix

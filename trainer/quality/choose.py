@@ -1,10 +1,13 @@
 """Which model to fit (``--model als|ease|blend|auto``), and the validation split that decides.
 
 - ``validation_split(matrix, seed)``: hides ``VALIDATION_FRACTION`` of the pairs of the matrix
-  it is given. Callers give it the TRAINING part only (``recs evaluate`` passes the training
-  side of its test split), so a choice made on validation never sees a test pair.
+  it is given: each user's latest where the matrix carries times (``time_split``), random
+  ones otherwise. Callers give it the TRAINING part only (``recs evaluate`` passes the
+  training side of its test split), so a choice made on validation never sees a test pair.
 - ``fit_model(matrix, spec, lang)``: a family with all its settings given is fitted directly
-  (``trainer.models.registry``); ``blend`` without a fixed weight and ``auto`` fit ALS and
+  (``trainer.models.registry``); so is ``auto`` with a stored decision (``spec.auto.choice``,
+  taken by ``recs tune``), which fits only the chosen family. ``blend`` without a fixed
+  weight and ``auto`` without a decision fit ALS and
   EASE on the validation split, score every ALS weight in ``WEIGHTS`` on it, and refit the
   winner on the whole matrix. ``auto`` counts weight 1 as ALS and 0 as EASE, so it picks
   ALS, EASE or the blend; it falls back to ALS (with a log line) where the catalogue is too
@@ -22,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer.config import ModelSpec
-from trainer.data.matrix import Split, UtilityMatrix, holdout_split
+from trainer.data.matrix import Split, UtilityMatrix, holdout_split, time_split
 from trainer.models import ease as ease_module
 from trainer.models.als import fit
 from trainer.models.blend import fit_partner, mix
@@ -43,8 +46,18 @@ WEIGHTS = tuple(round(w, 1) for w in np.linspace(0.0, 1.0, 11))
 
 
 def validation_split(matrix: UtilityMatrix, seed: int) -> Split:
-    """Hide VALIDATION_FRACTION of ``matrix``'s pairs (give it the training part only)."""
+    """Hide VALIDATION_FRACTION of ``matrix``'s pairs (give it the training part only): by
+    time where it has times (a random split overrates models on temporal data)."""
+    if matrix.times is not None:
+        return time_split(matrix, VALIDATION_FRACTION)
     return holdout_split(matrix, VALIDATION_FRACTION, seed + 1)
+
+
+def test_split(matrix: UtilityMatrix, fraction: float, seed: int, by_time: bool = False
+               ) -> Split:
+    """The held-out test split of ``recs evaluate``: seeded random pairs, or with
+    ``by_time`` each user's latest (``time_split``)."""
+    return time_split(matrix, fraction) if by_time else holdout_split(matrix, fraction, seed)
 
 
 def validation_ndcg(score_rows, split: Split, k: int = 10) -> float:
@@ -80,6 +93,9 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
     Returns (model, kind) where kind is what was fitted: als, ease or blend."""
     stats = dict(stats or {})
     kind = spec.model
+    if kind == "auto" and spec.auto.choice is not None:
+        log.info("auto: %s, as chosen by recs tune on validation", spec.auto.choice)
+        kind = spec.auto.choice
     if (kind == "auto" and spec.blend.partner == "ease"
             and not ease_module.fits(matrix.shape[1], spec.memory_limit)):
         log.warning("auto: EASE on %d resources would not fit in memory (at most %s); "
@@ -102,11 +118,12 @@ def fit_model(matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int = 
 
 
 def holdout_metrics(matrix: UtilityMatrix, spec: ModelSpec, fraction: float, *, k: int = 10,
-                    lang: str = "xx", threads: int = 0) -> tuple[dict, Split]:
-    """``evaluate_spec`` on a seeded hold-out split of ``matrix`` (``spec.als.seed``): the one
-    evaluate-on-split path of ``recs train --evaluate`` (from an extract and from Redis) and
-    ``recs evaluate``. Returns the metrics and the split (for what it held out)."""
-    split = holdout_split(matrix, fraction, spec.als.seed)
+                    lang: str = "xx", threads: int = 0, by_time: bool = False
+                    ) -> tuple[dict, Split]:
+    """``evaluate_spec`` on a seeded hold-out split of ``matrix`` (``spec.als.seed``; by time
+    with ``by_time``): the one evaluate-on-split path of ``recs train --evaluate`` (from an
+    extract and from Redis) and ``recs evaluate``. Returns the metrics and the split."""
+    split = test_split(matrix, fraction, spec.als.seed, by_time)
     return evaluate_spec(split.train, split.test, spec, k=k, lang=lang, threads=threads), split
 
 

@@ -1,12 +1,18 @@
 """``recs tune``: a seeded Optuna TPE search over the models and their settings.
 
 The objective is NDCG@10 on ``trainer.quality.choose.validation_split`` of the matrix it is
-given,
-and callers give it the TRAINING data only: ``recs evaluate --tune`` passes the training side
-of its test split, so the search never sees a test pair. The first trials are the given
-settings of each searched model (``enqueue``), so the best found is never worse on
-validation than where the search started. A run is repeatable: the sampler and every fit
-are seeded (Optuna's timeout is the one thing that can cut a run shorter).
+given (by time where the matrix carries times), and callers give it the TRAINING data only:
+``recs evaluate --tune`` passes the training side of its test split, so the search never
+sees a test pair. The first trials are the given settings of each searched model
+(``enqueue``), so the best found is never worse on validation than where the search started.
+A run is repeatable: the sampler and every fit are seeded (Optuna's timeout is the one
+thing that can cut a run shorter).
+
+The search is also ``--model auto``'s decision: the best trial's family is stored as
+``auto_choice`` with each searched kind's best validation NDCG@10 and fit seconds
+(``auto_evidence``), so a retrain with ``--model auto`` fits that family only. The kinds
+and ranges come from the registry and ``trainer.settings.SEARCH_SPACE``: a new family joins
+the search by having a settings class (and, for a real search, a range).
 
 Settings are a flat dict keyed like the command line's options
 (``trainer.config.ModelSpec.settings``): what ``recs train --settings FILE`` reads, and what
@@ -17,18 +23,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.errors import InputError
-from trainer.config import EASE_SCALINGS, SCALINGS, ModelSpec
+from trainer.config import MODEL_PARTS, SETTINGS_PARTS, ModelSpec
 from trainer.data.matrix import UtilityMatrix
 from trainer.models import ease as ease_module
-from trainer.models.als import fit
 from trainer.models.base import utc_now
-from trainer.models.blend import mix
-from trainer.models.ease import fit_ease
+from trainer.models.registry import FAMILIES
 from trainer.quality.choose import validation_ndcg, validation_split
-from trainer.settings import SearchConfig
+from trainer.settings import SEARCH_SPACE, SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,14 @@ class TuneResult:
     """Its validation NDCG@10."""
     trials: int
     seconds: float
+    evidence: dict = field(default_factory=dict)
+    """Per model kind searched: its best validation NDCG@10, that fit's seconds, its trials."""
 
     def document(self, seed: int) -> dict:
-        """The settings JSON / hash content: settings plus how they were found."""
+        """The settings JSON / hash content: settings plus how they were found, with the
+        ``auto`` decision's evidence (``auto_evidence``, a JSON object in the hash)."""
         return {**self.settings, "validation_ndcg": round(self.ndcg, 5), "trials": self.trials,
-                "seed": seed, "tuned_at": utc_now()}
+                "seed": seed, "tuned_at": utc_now(), "auto_evidence": self.evidence}
 
 
 def first_trial(spec: ModelSpec, model: str) -> dict:
@@ -61,36 +68,66 @@ def first_trial(spec: ModelSpec, model: str) -> dict:
 
 
 def _suggest(trial, models: tuple[str, ...]) -> dict:
+    """One trial's settings: a model kind, then every range of the parts it uses."""
     model = trial.suggest_categorical("model", list(models))
     out: dict = {"model": model}
-    if model in ("als", "blend"):
-        out.update(factors=trial.suggest_int("factors", 4, 200, log=True),
-                   regularization=trial.suggest_float("regularization", 1e-3, 10.0, log=True),
-                   iterations=trial.suggest_int("iterations", 3, 60, log=True),
-                   alpha=trial.suggest_float("alpha", 1.0, 200.0, log=True),
-                   scaling=trial.suggest_categorical("scaling", list(SCALINGS)))
-    if model in ("ease", "blend"):
-        out.update(ease_l2=trial.suggest_float("ease_l2", 5.0, 5000.0, log=True),
-                   ease_scaling=trial.suggest_categorical("ease_scaling", list(EASE_SCALINGS)))
-    if model == "blend":
-        out["blend_weight"] = trial.suggest_float("blend_weight", 0.05, 0.95)
+    for part in MODEL_PARTS.get(model, (model,)):
+        config = SETTINGS_PARTS.get(part)
+        for name, space in SEARCH_SPACE.get(part, {}).items():
+            if config is None or name not in config.TUNED:
+                continue
+            key = config.KEY_PREFIX + name
+            if space[0] == "choice":
+                out[key] = trial.suggest_categorical(key, list(space[1]))
+            elif space[0] == "int":
+                out[key] = trial.suggest_int(key, space[1], space[2], log=space[3])
+            else:
+                out[key] = trial.suggest_float(key, space[1], space[2], log=space[3])
     return out
 
 
+def fit_family(kind: str, matrix: UtilityMatrix, spec: ModelSpec, lang: str, threads: int):
+    """One family fitted at ``spec``'s settings (``trainer.models.registry``)."""
+    return FAMILIES[kind].fit(matrix, spec, lang, threads=threads)
+
+
 def validation_score(matrix: UtilityMatrix, settings: dict, base: ModelSpec, lang: str = "xx",
-                     threads: int = 0) -> float:
-    """NDCG@10 on the validation split of ``matrix`` of one trial's settings."""
+                     threads: int = 0) -> tuple[float, float]:
+    """(NDCG@10 on the validation split of ``matrix``, fit seconds) of one trial's settings."""
     spec = base.with_settings(settings)
     split = validation_split(matrix, base.als.seed)
-    kind = spec.model
-    als = fit(split.train, spec.als, lang, num_threads=threads) if kind != "ease" else None
-    ease = fit_ease(split.train, spec.ease, lang) if kind != "als" else None
-    if kind == "als":
-        return validation_ndcg(als.score_rows, split)
-    if kind == "ease":
-        return validation_ndcg(ease.score_rows, split)
-    return validation_ndcg(lambda rows: mix(als.score_rows(rows), ease.score_rows(rows),
-                                            spec.blend.weight), split)
+    started = time.perf_counter()
+    model = fit_family(spec.model, split.train, spec, lang, threads)
+    seconds = time.perf_counter() - started
+    return validation_ndcg(model.score_rows, split), seconds
+
+
+def evidence(trials) -> dict:
+    """Per model kind, its best finished trial: validation NDCG@10, the fit's seconds and
+    how many trials it had (what the ``auto`` decision was taken on)."""
+    out: dict = {}
+    for t in trials:
+        if t.value is None:
+            continue
+        kind = t.params["model"]
+        entry = out.setdefault(kind, {"validation_ndcg": float("-inf"), "trials": 0})
+        entry["trials"] += 1
+        if t.value > entry["validation_ndcg"]:
+            entry.update(validation_ndcg=round(t.value, 5),
+                         fit_seconds=round(t.user_attrs.get("fit_seconds", 0.0), 3))
+    return out
+
+
+def searchable(models: tuple[str, ...], resources: int, say,
+               memory_limit: int | None = None) -> tuple[str, ...]:
+    """``models`` less those that use EASE where its fit would not fit in memory."""
+    if ease_module.fits(resources, memory_limit):
+        return models
+    kept = tuple(m for m in models if "ease" not in MODEL_PARTS.get(m, (m,)))
+    if kept != models:
+        say(f"EASE on {resources} resources would not fit in memory (at most "
+            f"{ease_module.max_resources(memory_limit)}): searching {', '.join(kept) or 'nothing'}")
+    return kept
 
 
 def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = SearchConfig.models,
@@ -100,10 +137,7 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
     per trial."""
     import optuna
 
-    if not ease_module.fits(matrix.shape[1], base.memory_limit) and set(models) - {"als"}:
-        say(f"EASE on {matrix.shape[1]} resources would not fit in memory (at most "
-            f"{ease_module.max_resources(base.memory_limit)}): searching ALS only")
-        models = ("als",)
+    models = searchable(tuple(models), matrix.shape[1], say, base.memory_limit)
     if not models:
         raise InputError("nothing to tune: no model to search")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -117,10 +151,11 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
         t = time.perf_counter()
         settings = _suggest(trial, models)
         try:
-            value = validation_score(matrix, settings, base, lang, threads)
+            value, seconds = validation_score(matrix, settings, base, lang, threads)
         except InputError as exc:  # e.g. ALS diverged at these settings: a bad trial
             say(f"trial {trial.number + 1}: failed ({exc})")
             raise optuna.TrialPruned() from None
+        trial.set_user_attr("fit_seconds", seconds)
         best = max(value, _best(study))
         say(f"trial {trial.number + 1}/{trials}: ndcg@10 {value:.4f} (best {best:.4f}) "
             f"{_describe(settings)} [{time.perf_counter() - t:.1f} s]")
@@ -132,8 +167,9 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
         raise InputError("no trial finished: raise --timeout or --trials")
     best = max(done, key=lambda t: t.value)
     settings = {k: v for k, v in best.params.items() if k in TUNABLE}
+    settings["auto_choice"] = settings["model"]
     return TuneResult(settings=settings, ndcg=float(best.value), trials=len(study.trials),
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started, evidence=evidence(study.trials))
 
 
 def _best(study) -> float:
