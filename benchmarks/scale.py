@@ -56,8 +56,9 @@ COLUMNS = ["users", "resources", "nnz", "engine", "method", "read_s", "matrix_s"
 def child(args) -> dict:
     """One configuration against the loaded Redis; prints one JSON row."""
     from store.keys import Keys
-    from trainer.config import AlsConfig, FilterConfig, ScoringConfig
+    from trainer.config import AlsConfig, FilterConfig
     from trainer.pipeline.retrain import train_language
+    from trainer.scoring_config import ScoringConfig
     from trainer.settings import RetrainConfig
 
     client = _client(args.redis_url)
@@ -157,8 +158,8 @@ def _keep_model(captured: dict) -> None:
 def _recall(model, sample: int = 2000) -> dict:
     import numpy as np
 
-    from trainer.config import ScoringConfig
     from trainer.scoring.search import Scorer
+    from trainer.scoring_config import ScoringConfig
 
     rng = np.random.default_rng(0)
     users = rng.choice(len(model.users), min(sample, len(model.users)), replace=False)
@@ -174,9 +175,9 @@ def _recall(model, sample: int = 2000) -> dict:
 
 
 def _exact_speedup(model, sample: int = 20000) -> dict:
-    from trainer.config import ScoringConfig
     from trainer.models.rank import recommend_by_factors
     from trainer.scoring.search import Scorer
+    from trainer.scoring_config import ScoringConfig
 
     rows = slice(0, min(sample, len(model.users)))
     uf, seen = model.user_factors[rows], model.seen[rows]
@@ -288,9 +289,9 @@ def scoring_only(items_list: list[int], sample: int, factors: int, threads: int 
     import numpy as np
     import scipy.sparse as sp
 
-    from trainer.config import ScoringConfig
     from trainer.models.rank import recommend_by_factors
     from trainer.scoring.search import Scorer
+    from trainer.scoring_config import ScoringConfig
 
     rng = np.random.default_rng(1)
     rows = []
@@ -358,9 +359,9 @@ def similar_to_redis(items: int, factors: int, threads: int, sample: int = 2000)
     from recs.localstack import RedisServer
     from store.keys import Keys
     from store.publish import Publisher
-    from trainer.config import ScoringConfig
     from trainer.scoring.lists import similar_batches
     from trainer.scoring.search import Scorer
+    from trainer.scoring_config import ScoringConfig
 
     rng = np.random.default_rng(1)
     item_f = clustered(rng, rng.standard_normal((max(16, items // 300), factors)), items)

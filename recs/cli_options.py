@@ -23,15 +23,14 @@ from trainer.config import (
     MODEL_DEST,
     MODELS,
     SCALINGS,
-    SCORING_METHODS,
     AlsConfig,
     BlendConfig,
     EaseConfig,
     FilterConfig,
     ModelSpec,
     Rp3betaConfig,
-    ScoringConfig,
 )
+from trainer.scoring_config import SCORING_METHODS, ScoringConfig
 from trainer.settings import EvaluateConfig, LookupConfig, RetrainConfig, SearchConfig, SparkConfig
 
 CONSUMER = "consumers.config:ConsumerConfig"

@@ -11,9 +11,9 @@ import scipy.sparse as sp
 
 from core.errors import InputError
 from recs.cli import main
-from trainer.config import AnnConfig, ScoringConfig
 from trainer.models.rank import recommend_by_factors, similar_by_index
 from trainer.scoring.search import Scorer
+from trainer.scoring_config import AnnConfig, ScoringConfig
 
 # faiss_min_items=0: exact scoring through faiss even on these small catalogues, so the
 # comparison with the numpy scoring is between two implementations.

@@ -212,10 +212,11 @@ def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server)
     from store.publish import LockLost
     from tests.helpers import load_counts
     from tests.test_train_online import KEYS
-    from trainer.config import AlsConfig, ScoringConfig
+    from trainer.config import AlsConfig
     from trainer.data.synth import generate
     from trainer.models.spark_als import factors_array, fit_frame
     from trainer.pipeline.executors import ListTarget, read_frame, write_user_lists
+    from trainer.scoring_config import ScoringConfig
     from trainer.settings import RetrainConfig
 
     views = generate(n_users=200, n_resources=50, langs=("en",), seed=8).views_for("en")

@@ -156,8 +156,9 @@ def test_tune_mistakes_are_one_line(argv, message, capsys):
 
 
 def count_fits(monkeypatch) -> list[str]:
-    """Every model fit from here on, by family (a blend counts once), plus the ALS and EASE
-    fits ``auto`` makes on its validation split when it chooses at fit time."""
+    """Every model fit from here on, by family (a blend counts once), plus the ALS and
+    partner (EASE or RP3beta) fits ``auto`` makes on its validation split when it chooses at
+    fit time."""
     from trainer.models.registry import FAMILIES
     from trainer.quality import choose
 
@@ -169,7 +170,7 @@ def count_fits(monkeypatch) -> list[str]:
             fits.append(_name)
             return _real(cls, *a, **kw)
         monkeypatch.setattr(family, "fit", classmethod(fit))
-    for name, label in (("fit", "validation als"), ("fit_ease", "validation ease")):
+    for name, label in (("fit", "validation als"), ("fit_partner", "validation partner")):
         real = getattr(choose, name)
 
         def counted(*a, _real=real, _label=label, **kw):
@@ -203,5 +204,5 @@ def test_tune_decides_auto_and_a_retrain_fits_only_the_choice(views_csv, tmp_pat
     assert fits == [doc["auto_choice"]]
     fits.clear()
     assert main(train) == 0  # no stored decision: chosen at fit time, at a cost
-    assert fits[:2] == ["validation als", "validation ease"] and len(fits) == 3
+    assert fits[:2] == ["validation als", "validation partner"] and len(fits) == 3
     capsys.readouterr()

@@ -31,9 +31,9 @@ from trainer.config import (
     SCALINGS,
     FilterConfig,
     ModelSpec,
-    ScoringConfig,
     one_of,
 )
+from trainer.scoring_config import ScoringConfig
 
 SPARK_IO: tuple[str, ...] = ("driver", "executors")
 SPLITS: tuple[str, ...] = ("random", "time")

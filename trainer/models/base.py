@@ -97,6 +97,39 @@ class ListsById:
         return self.items.ids[idx], scores
 
 
+
+class ItemItemModel(ListsById):
+    """What an item-item model (EASE, RP3beta: a user's scores are their scaled view row
+    ``rows`` times a resources x resources ``weights``) holds in common (a mixin): no user
+    or item factors, and ``weights`` is what is published as item rows."""
+
+    rows: sp.csr_matrix
+    weights: object
+
+    @property
+    def seen(self) -> sp.csr_matrix:
+        """1.0 where the user viewed the resource in training."""
+        seen = self.rows.copy()
+        seen.data[:] = 1.0
+        return seen
+
+    @property
+    def user_factors(self) -> None:
+        return None
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """No factors: items x 0 (the model hash says ``factors`` 0)."""
+        return np.zeros((len(self.items), 0), dtype=np.float32)
+
+    @property
+    def item_rows(self):
+        return self.weights
+
+    @property
+    def similar_factors(self) -> None:
+        return None
+
 class ItemSide:
     """The published item side a :class:`FoldIn` scores against (a mixin): the resource ids
     by row, and users' counts as rows of views over them (resources the model does not know

@@ -39,7 +39,7 @@ from trainer.config import EASE_SCALINGS, EaseConfig, ModelSpec
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
 from trainer.models import memory
-from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
+from trainer.models.base import ItemItemModel, ItemSide, check_trainable, fit_stats, utc_now
 from trainer.models.rank import mask_seen, slot_ids, top_n, top_n_filled
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
 
 
 @dataclass
-class EASEModel(ListsById):
+class EASEModel(ItemItemModel):
     """A trained EASE model for one language."""
 
     family: ClassVar[str] = "ease"
@@ -130,30 +130,6 @@ class EASEModel(ListsById):
         B (``store.item_rows.read_rows`` of its version)."""
         return PublishedEASE(item_ids=items.item_ids, scaling=meta["ease_scaling"],
                              fetch=fetch, version=items.version)
-
-    @property
-    def seen(self) -> sp.csr_matrix:
-        """1.0 where the user viewed the resource in training."""
-        seen = self.rows.copy()
-        seen.data[:] = 1.0
-        return seen
-
-    @property
-    def user_factors(self) -> None:
-        return None
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        """No factors: items x 0 (the model hash says ``factors`` 0)."""
-        return np.zeros((len(self.items), 0), dtype=np.float32)
-
-    @property
-    def item_rows(self) -> np.ndarray:
-        return self.weights
-
-    @property
-    def similar_factors(self) -> None:
-        return None
 
     def score_rows(self, rows) -> np.ndarray:
         """Dense scores (float32) of users by row number, nothing excluded."""

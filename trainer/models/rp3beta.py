@@ -39,7 +39,7 @@ from trainer.config import EASE_SCALINGS, ModelSpec, Rp3betaConfig
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
 from trainer.models import memory
-from trainer.models.base import ItemSide, ListsById, check_trainable, fit_stats, utc_now
+from trainer.models.base import ItemItemModel, ItemSide, check_trainable, fit_stats, utc_now
 from trainer.models.ease import ease_input, published_slots
 from trainer.models.rank import sparse_top_n, top_n
 
@@ -141,7 +141,7 @@ def rank_sparse(scores: sp.csr_matrix, seen: sp.csr_matrix | None, n: int
 
 
 @dataclass
-class RP3betaModel(ListsById):
+class RP3betaModel(ItemItemModel):
     """A trained RP3beta model for one language."""
 
     family: ClassVar[str] = "rp3beta"
@@ -178,30 +178,6 @@ class RP3betaModel(ListsById):
         of W (``store.item_rows.read_rows`` of its version)."""
         return PublishedRP3beta(item_ids=items.item_ids, scaling=meta["rp3_scaling"],
                                 fetch=fetch, version=items.version)
-
-    @property
-    def seen(self) -> sp.csr_matrix:
-        """1.0 where the user viewed the resource in training."""
-        seen = self.rows.copy()
-        seen.data[:] = 1.0
-        return seen
-
-    @property
-    def user_factors(self) -> None:
-        return None
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        """No factors: items x 0 (the model hash says ``factors`` 0)."""
-        return np.zeros((len(self.items), 0), dtype=np.float32)
-
-    @property
-    def item_rows(self) -> sp.csr_matrix:
-        return self.weights
-
-    @property
-    def similar_factors(self) -> None:
-        return None
 
     def score_rows(self, rows) -> np.ndarray:
         """Dense scores (float32) of users by row number, nothing excluded."""

@@ -47,7 +47,7 @@ from store.keys import Keys
 from store.publish import Lists, Publisher
 from store.snapshot import iter_user_ids, read_pending, read_seq, read_views_of
 from store.train_lock import LockFence, LockLost, TrainLock
-from trainer.config import SCALINGS, AlsConfig, ScoringConfig
+from trainer.config import SCALINGS, AlsConfig
 from trainer.data.spark import distributed, session
 from trainer.data.vocabulary import Vocabulary
 from trainer.models.als import ALSModel
@@ -60,6 +60,7 @@ from trainer.pipeline.run import RunResult
 from trainer.pipeline.timing import timed
 from trainer.scoring.lists import resource_ids, scorer_for, similar_batches
 from trainer.scoring.search import Scorer
+from trainer.scoring_config import ScoringConfig
 from trainer.settings import RetrainConfig
 
 SLICE_USERS = 2000

@@ -12,7 +12,7 @@ HNSW in less build and query time, and on trained factors HNSW over the same-nor
 (below) recalled only 0.81 at efSearch 128 where IVF reached 0.97. Users' lists ask for the
 largest inner products; the item vectors get one extra coordinate that makes their norms
 equal (:func:`same_norm`), which turns that into a nearest-neighbour search. The settings are
-``trainer.config.AnnConfig``; the search returned has the shape of
+``trainer.scoring_config.AnnConfig``; the search returned has the shape of
 ``trainer.scoring.search.Search``.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.config import AnnConfig
+from trainer.scoring_config import AnnConfig
 
 
 def same_norm(factors: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 
 - Similar lists: a model whose similar lists are cosines of item factors (``similar_factors``:
   ALS, a blend's ALS part) goes through a :class:`~trainer.scoring.search.Scorer`, exact or
-  approximate as ``trainer.config.ScoringConfig`` says; any other ranks them itself
+  approximate as ``trainer.scoring_config.ScoringConfig`` says; any other ranks them itself
   (``similar_rows``, exact).
 - Users' lists: a model whose scores are dot products of its factors (``scores_by_factors``:
   ALS) goes through the scorer too; any other ranks them itself (``recommend_rows``). Each
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from store.publish import Lists
-from trainer.config import ScoringConfig
 from trainer.models.base import Model
 from trainer.models.rank import slot_ids
 from trainer.scoring.search import Scorer
+from trainer.scoring_config import ScoringConfig
 
 USER_BATCH = 4096
 """Users per published batch through the scorer (the faiss search blocks its score matrix)."""

@@ -1,6 +1,6 @@
 """Top-N search over factors for the publisher: exact (faiss flat inner-product search) or
 approximate (``trainer.scoring.ann``), chosen per list kind by ``--similar-method`` /
-``--recs-method`` (``trainer.config.ScoringConfig``).
+``--recs-method`` (``trainer.scoring_config.ScoringConfig``).
 
 Invariants, whatever the method:
 
@@ -30,9 +30,9 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from trainer.config import AnnConfig, ScoringConfig
 from trainer.models.rank import normalise_rows, recommend_by_factors
 from trainer.scoring.ann import ivf_search
+from trainer.scoring_config import AnnConfig, ScoringConfig
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """(queries float32 q x f, k) -> (scores q x k, column numbers q x k, -1 where none)."""
