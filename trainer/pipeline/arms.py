@@ -24,11 +24,10 @@ from dataclasses import dataclass, replace
 import redis
 
 from store.experiments import Arm, Experiment
-from store.item_rows import drop_factors, drop_stale, write_rows
 from store.keys import Keys
 from store.publish import Publisher
 from trainer.data.matrix import UtilityMatrix
-from trainer.pipeline.publish import model_info, only_users
+from trainer.pipeline.publish import model_info, only_users, switch_model
 from trainer.pipeline.quality import evaluate_holdout
 from trainer.pipeline.takedown import refill_lists
 from trainer.quality.choose import fit_model
@@ -74,16 +73,9 @@ def publish_arms(client: redis.Redis, keys: Keys, lang: str, experiment: Experim
         scorer = scorer_for(model, config.scoring)
         pub.write_users(only_users(user_batches(model, config.top_n, scorer),
                              in_arm(experiment, arm.name)))
-        if model.item_rows is not None:
-            write_rows(client, arm_keys, lang, pub.version, model.items.ids, model.item_rows)
         info = {**model_info(model, config, seq, metrics), "experiment": experiment.id,
                 "arm": arm.name}
-        has_factors = model.item_factors.shape[1] > 0
-        version = pub.switch(info, model.items.ids, model.item_factors,
-                             matrix.item_totals() if has_factors else None)
-        if model.user_factors is None:
-            drop_factors(client, arm_keys, lang, sorted(pub.users_written))
-        drop_stale(client, arm_keys, lang, version)
+        version = switch_model(client, arm_keys, lang, pub, model, matrix, info)
         log.info("experiment arm published", extra={"fields": {
             "lang": lang, "experiment": experiment.id, "arm": arm.name, "version": version,
             "model": model.family, "users": len(pub.users_written)}})

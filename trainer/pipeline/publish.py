@@ -58,21 +58,30 @@ def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, mo
     the quality history (see the module docstring). ``keep`` (an experiment): only the users
     it accepts get a list from this model; ``extra``: more model hash fields."""
     write_lists(publisher, model, settings, keep)
-    if model.item_rows is not None:
-        write_rows(client, keys, lang, publisher.version, model.items.ids, model.item_rows)
     info = {**model_info(model, settings, seq, metrics), **(extra or {})}
-    has_factors = model.item_factors.shape[1] > 0
-    version = publisher.switch(info, model.items.ids, model.item_factors,
-                               matrix.item_totals() if has_factors else None)
-    if model.user_factors is None:  # keys left from an earlier model with factors mislead
-        drop_factors(client, keys, lang, sorted(publisher.users_written))
-    drop_stale(client, keys, lang, version)  # B's rows of every version but the live one
+    version = switch_model(client, keys, lang, publisher, model, matrix, info)
     removed = publisher.remove_uncovered(seq)
     if metrics is not None:
         record_history(client, keys, lang, metrics, {**info, "version": version},
                        settings.spec)
     return Published(version=version, kind=model.family, publisher=publisher,
                      removed=removed)
+
+
+def switch_model(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher,
+                 model: Model, matrix: UtilityMatrix, info: dict) -> str:
+    """The lists written: the item rows, the switch to ``info``, then the users' factors
+    keys (left from an earlier model with factors, they mislead) and every other version's
+    item rows dropped. Returns the live version."""
+    if model.item_rows is not None:
+        write_rows(client, keys, lang, publisher.version, model.items.ids, model.item_rows)
+    has_factors = model.item_factors.shape[1] > 0
+    version = publisher.switch(info, model.items.ids, model.item_factors,
+                               matrix.item_totals() if has_factors else None)
+    if model.user_factors is None:
+        drop_factors(client, keys, lang, sorted(publisher.users_written))
+    drop_stale(client, keys, lang, version)
+    return version
 
 
 def write_lists(publisher: Publisher, model: Model, settings: RetrainConfig,
