@@ -26,8 +26,9 @@ def data():
 
 
 def recs(server, tmp_path, *args) -> int:
-    return main([*args, "--redis-url", server.url, *(
-        ["--model-dir", str(tmp_path / "models"), *FLAGS] if args[0] == "train" else [])])
+    """``recs ARGS`` against ``server``; a train gets FLAGS first, so its own flags win."""
+    common = ["--model-dir", str(tmp_path / "models"), *FLAGS] if args[0] == "train" else []
+    return main([args[0], *common, *args[1:], "--redis-url", server.url])
 
 
 def model_field(client, name: str) -> str:
