@@ -151,11 +151,17 @@ JVM_OPTIONS = ("-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel
 starts in about half the CPU time, and a test's traffic never needs C2."""
 
 
-def _random_kafka_uuid() -> str:
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka writes them (22 characters of URL-safe base64), never one
+    that starts with ``-``: the storage tool would read that as an option (one id in 64 did,
+    and a cluster start failed). Kafka's own ``Uuid.randomUuid`` skips those too."""
     import base64
     import uuid
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass
@@ -301,7 +307,7 @@ class KafkaCluster:
         in the cluster's metadata."""
         self.jars = self.jars or kafka_jars()
         voters = ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in self.nodes)
-        cluster_id = _random_kafka_uuid()
+        cluster_id = kafka_cluster_id()
         for node in self.nodes:
             node.write_config(voters, self.node_settings())
         formats = [n.format(self.jars, cluster_id) for n in self.nodes
