@@ -105,6 +105,24 @@ class Stream:
             client.close()
 
 
+def read_to_marker(bootstrap: str, topic: str) -> list:
+    """Every message of ``topic``'s partition 0 before the first ``end-marker`` value (the
+    test produced the marker after what it waits for)."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader",
+                       **KAFKA_TEST_CONFIG})
+    reader.assign([TopicPartition(topic, 0, 0)])
+    got: list = []
+
+    def marker_read():
+        got.extend(m for m in reader.consume(100, 0.2) if m.error() is None)
+        return got and got[-1].value() == b"end-marker"
+    try:
+        wait_until(marker_read, 30, f"{topic} read up to the marker")
+    finally:
+        reader.close()
+    return got[:-1]
+
+
 @pytest.fixture
 def stream(consume_env, redis_server) -> Stream:
     return Stream(consume_env, redis_server)
@@ -270,18 +288,8 @@ def test_invalid_events_go_to_the_dead_letter_topic_unchanged(stream, start_cons
     # sent now lands after all of them: everything before it is the consumer's.
     producer.produce(dlq, key=b"end", value=b"end-marker")
     assert producer.flush(30) == 0
-    reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-reader",
-                       **KAFKA_TEST_CONFIG})
-    reader.assign([TopicPartition(dlq, 0, 0)])
-    got: list = []
-
-    def read_to_marker():
-        got.extend(m for m in reader.consume(100, 0.2) if m.error() is None)
-        return got and got[-1].value() == b"end-marker"
-    wait_until(read_to_marker, 30, "the dead-letter topic read up to the marker")
-    reader.close()
-    as_found = Counter((m.key(), m.value(), dict(m.headers())["error"].decode())
-                       for m in got[:-1])
+    got = read_to_marker(broker.bootstrap, dlq)
+    as_found = Counter((m.key(), m.value(), dict(m.headers())["error"].decode()) for m in got)
     assert as_found == Counter(bad)
     for _key, _value, reason in bad:
         assert metric(port, "recs_consumer_events_invalid_total", reason=reason) == \

@@ -9,15 +9,14 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from consumers.impression_events import REASONS
 from recs.localstack_process import free_port, wait_until
 from store.ctr import read_ctr
 from store.keys import Keys
 from tests.clicks_model import T0, expected, redis_counts, workload
-from tests.conftest import KAFKA_TEST_CONFIG
-from tests.test_consume import metric, stop_cleanly
+from tests.test_consume import metric, read_to_marker, stop_cleanly
 
 pytestmark = pytest.mark.integration
 
@@ -149,15 +148,6 @@ def test_invalid_impressions_go_to_the_dead_letter_topic_unchanged(env, broker, 
     assert [(r.list, r.impressions, r.users, r.items) for r in rows] == [("similar", 20, 20, 2)]
 
     produce(broker.bootstrap, dlq, [(b"end", b"end-marker")])
-    reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-reader",
-                       **KAFKA_TEST_CONFIG})
-    reader.assign([TopicPartition(dlq, 0, 0)])
-    got: list = []
-
-    def read_to_marker():
-        got.extend(m for m in reader.consume(100, 0.2) if m.error() is None)
-        return got and got[-1].value() == b"end-marker"
-    wait_until(read_to_marker, 30, "the dead-letter topic read up to the marker")
-    reader.close()
+    got = read_to_marker(broker.bootstrap, dlq)
     assert Counter((m.key(), m.value(), dict(m.headers())["error"].decode())
-                   for m in got[:-1]) == Counter(bad)
+                   for m in got) == Counter(bad)
