@@ -61,9 +61,7 @@ CONTROL_LUA = GUARDS_LUA + """
 local guard = KEYS[1]
 local bad, i, n = check_guards(guard)
 if #bad > 0 then return bad end
-for g = 2, 1 + 3 * n, 3 do
-  if ARGV[g + 2] ~= '' then redis.call('HSET', guard, ARGV[g], ARGV[g + 2]) end
-end
+set_guards(guard, n)
 
 local names = {'hidden', 'similar', 'published_items', 'trending', 'work', 'views',
   'item_views', 'factors', 'recs', 'dirty', 'touched', 'claims', 'users', 'published_users',

@@ -67,6 +67,20 @@ local function check_guards(guard)
   end
   return bad, i, n
 end
+-- set_guards(guard, n): every guard's new value ('' = check only) into the HASH guard
+-- (the counts scripts call it after their writes, the control script before them).
+local function set_guards(guard, n)
+  local sets = {}
+  for g = 2, 1 + 3 * n, 3 do
+    if ARGV[g + 2] ~= '' then
+      sets[#sets + 1] = ARGV[g]
+      sets[#sets + 1] = ARGV[g + 2]
+    end
+  end
+  if #sets > 0 then
+    redis.call('HSET', guard, unpack(sets))
+  end
+end
 """
 
 COUNT_VIEWS_LUA = GUARDS_LUA + """
@@ -212,16 +226,7 @@ end
 
 SET_GUARDS_LUA = """
 -- The guards are set last (after the counts and any section a store inserts before this).
-local sets = {}
-for g = 2, 1 + 3 * n, 3 do
-  if ARGV[g + 2] ~= '' then
-    sets[#sets + 1] = ARGV[g]
-    sets[#sets + 1] = ARGV[g + 2]
-  end
-end
-if #sets > 0 then
-  variadic('HSET', guard, sets)
-end
+set_guards(guard, n)
 if parked[1] > 0 or #extra_reply > 0 then
   if #extra_reply > 0 then
     parked[#parked + 1] = 'clicks'

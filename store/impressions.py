@@ -143,16 +143,7 @@ for _ = 1, n_imps do
   end
 end
 
-local sets = {}
-for g = 2, 1 + 3 * n, 3 do
-  if ARGV[g + 2] ~= '' then
-    sets[#sets + 1] = ARGV[g]
-    sets[#sets + 1] = ARGV[g + 2]
-  end
-end
-if #sets > 0 then
-  redis.call('HSET', guard, unpack(sets))
-end
+set_guards(guard, n)
 local out = {0, dup}
 for _, o in ipairs(order) do
   local t = tally[o[1] .. '|' .. o[2]]
