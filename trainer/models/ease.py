@@ -180,15 +180,15 @@ def fit_ease(matrix: UtilityMatrix, config: EaseConfig, lang: str,
 
 
 @dataclass
-class PublishedEASE(ItemSide):
-    """A published EASE model as the updater folds users into it: a user's list is their
-    scaled view row times B, exact, and needs only the rows of B of the resources the user
-    viewed. There are no user factors (``factors`` is 0).
+class PublishedItemItem(ItemSide):
+    """What the published item-item models (EASE's B, RP3beta's W) share as the updater's
+    fold-in side: no user factors (``factors`` is 0); a user's scores are their scaled view
+    row times the weights, which need only the rows of the resources the user viewed.
 
-    ``fetch(resource_ids)`` returns those rows as raw little-endian float32 bytes (None for
-    a row it cannot find: the model was replaced meanwhile, and the version-checked write
+    ``fetch(resource_ids)`` returns those rows as the family's blobs (``decode``; None for a
+    row it cannot find: the model was replaced meanwhile, and the version-checked write
     refuses the batch anyway). Rows are cached for the life of this object (one model
-    version): at most B itself, 4 x resources^2 bytes."""
+    version): at most the published weights themselves."""
 
     item_ids: np.ndarray
     scaling: str
@@ -197,39 +197,62 @@ class PublishedEASE(ItemSide):
     _cache: dict = field(default_factory=dict, repr=False)
 
     factors: ClassVar[int] = 0
+    family_name: ClassVar[str] = "EASE"
 
     def __post_init__(self) -> None:
         self.index_items()
         if self.scaling not in EASE_SCALINGS:
-            raise ValueError(f"unknown EASE scaling {self.scaling!r}")
+            raise ValueError(f"unknown {self.family_name} scaling {self.scaling!r}")
 
     def fold_in(self, views: sp.csr_matrix) -> np.ndarray:
         """No factors to solve: users x 0."""
         return np.zeros((views.shape[0], 0), dtype=np.float32)
 
-    def weights_of(self, columns: np.ndarray) -> np.ndarray:
-        """Rows of B for these column numbers (len(columns) x items, float32)."""
+    def decode(self, blob):
+        """One fetched row (``blob`` None: the row is missing) as the family keeps it."""
+        raise NotImplementedError
+
+    def cached_rows(self, columns: np.ndarray) -> list:
+        """The decoded rows of these column numbers, fetched once each."""
         missing = [c for c in columns.tolist() if c not in self._cache]
         if missing:
-            raw = self.fetch(self.item_ids[missing])
-            for c, blob in zip(missing, raw, strict=True):
-                row = (np.frombuffer(blob, dtype="<f4") if blob is not None
-                       else np.zeros(self.items, dtype=np.float32))
-                if row.size != self.items:
-                    raise ValueError(f"a row of B has {row.size} weights, expected {self.items}")
-                self._cache[c] = row
+            for c, blob in zip(missing, self.fetch(self.item_ids[missing]), strict=True):
+                self._cache[c] = self.decode(blob)
+        return [self._cache[c] for c in columns.tolist()]
+
+    def viewed(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+        """(X, the scaled rows of ``views``; X restricted to the viewed columns; those
+        column numbers): X @ W equals that restriction times those columns' rows of W."""
+        x = ease_input(views, self.scaling)
+        columns = np.unique(x.indices)
+        local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
+                              shape=(x.shape[0], len(columns)))
+        return x, local, columns
+
+
+@dataclass
+class PublishedEASE(PublishedItemItem):
+    """A published EASE model as the updater folds users into it: rows of B are raw
+    little-endian float32 bytes, a missing one is all zeros."""
+
+    def decode(self, blob) -> np.ndarray:
+        row = (np.frombuffer(blob, dtype="<f4") if blob is not None
+               else np.zeros(self.items, dtype=np.float32))
+        if row.size != self.items:
+            raise ValueError(f"a row of B has {row.size} weights, expected {self.items}")
+        return row
+
+    def weights_of(self, columns: np.ndarray) -> np.ndarray:
+        """Rows of B for these column numbers (len(columns) x items, float32)."""
         out = np.empty((len(columns), self.items), dtype=np.float32)
-        for i, c in enumerate(columns.tolist()):
-            out[i] = self._cache[c]
+        for i, row in enumerate(self.cached_rows(columns)):
+            out[i] = row
         return out
 
     def scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
         """(X, the scaled rows of ``views``; X @ B, dense, users x items), from the rows of B
         of the viewed resources only."""
-        x = ease_input(views, self.scaling)
-        columns = np.unique(x.indices)
-        local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
-                              shape=(x.shape[0], len(columns)))
+        x, local, columns = self.viewed(views)
         dense = np.asarray(local @ self.weights_of(columns), dtype=np.float32)
         return x, dense.reshape(x.shape[0], -1)
 
@@ -240,7 +263,6 @@ class PublishedEASE(ItemSide):
         x, dense = self.scores(views)
         idx, scores = top_n_filled(mask_seen(dense, x), min(n, self.items))
         return published_slots(self.item_ids, idx, scores, x)
-
 
 def published_slots(item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray,
                     x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -35,12 +34,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import InputError
-from trainer.config import EASE_SCALINGS, ModelSpec, Rp3betaConfig
+from trainer.config import ModelSpec, Rp3betaConfig
 from trainer.data.matrix import UtilityMatrix
 from trainer.data.vocabulary import Vocabulary
 from trainer.models import memory
-from trainer.models.base import ItemItemModel, ItemSide, check_trainable, fit_stats, utc_now
-from trainer.models.ease import ease_input, published_slots
+from trainer.models.base import ItemItemModel, check_trainable, fit_stats, utc_now
+from trainer.models.ease import PublishedItemItem, ease_input, published_slots
 from trainer.models.rank import sparse_top_n, top_n
 
 log = logging.getLogger(__name__)
@@ -217,34 +216,14 @@ def fit_rp3beta(matrix: UtilityMatrix, config: Rp3betaConfig, lang: str,
 
 
 @dataclass
-class PublishedRP3beta(ItemSide):
-    """A published RP3beta model as the updater folds users into it: a user's list is their
-    scaled view row times W, exact, from the rows of W of the resources they viewed.
+class PublishedRP3beta(PublishedItemItem):
+    """A published RP3beta model as the updater folds users into it: rows of W are sparse
+    row blobs (``store.item_rows``: little-endian uint32 resource ids, then float32 weights),
+    at most 8 x resources x k bytes in all; a missing one is empty."""
 
-    ``fetch(resource_ids)`` returns those rows as sparse row blobs (``store.item_rows``:
-    little-endian uint32 resource ids, then float32 weights; None for a row it cannot find:
-    the model was replaced meanwhile, and the version-checked write refuses the batch).
-    Rows are cached for the life of this object (one model version): at most W, 8 x
-    resources x k bytes."""
+    family_name: ClassVar[str] = "RP3beta"
 
-    item_ids: np.ndarray
-    scaling: str
-    fetch: Callable[[np.ndarray], list]
-    version: str = ""
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    factors: ClassVar[int] = 0
-
-    def __post_init__(self) -> None:
-        self.index_items()
-        if self.scaling not in EASE_SCALINGS:
-            raise ValueError(f"unknown RP3beta scaling {self.scaling!r}")
-
-    def fold_in(self, views: sp.csr_matrix) -> np.ndarray:
-        """No factors to solve: users x 0."""
-        return np.zeros((views.shape[0], 0), dtype=np.float32)
-
-    def _row(self, blob) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, blob) -> tuple[np.ndarray, np.ndarray]:
         if blob is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if len(blob) % 8:
@@ -257,11 +236,7 @@ class PublishedRP3beta(ItemSide):
 
     def weights_of(self, columns: np.ndarray) -> sp.csr_matrix:
         """Rows of W for these column numbers (len(columns) x items, float32 CSR)."""
-        missing = [c for c in columns.tolist() if c not in self._cache]
-        if missing:
-            for c, blob in zip(missing, self.fetch(self.item_ids[missing]), strict=True):
-                self._cache[c] = self._row(blob)
-        parts = [self._cache[c] for c in columns.tolist()]
+        parts = self.cached_rows(columns)
         indptr = np.concatenate([[0], np.cumsum([len(p[0]) for p in parts])])
         indices = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
         data = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
@@ -271,10 +246,7 @@ class PublishedRP3beta(ItemSide):
     def sparse_scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(X, the scaled rows of ``views``; X @ W, sparse), from the rows of W of the viewed
         resources only."""
-        x = ease_input(views, self.scaling)
-        columns = np.unique(x.indices)
-        local = sp.csr_matrix((x.data, np.searchsorted(columns, x.indices), x.indptr),
-                              shape=(x.shape[0], len(columns)))
+        x, local, columns = self.viewed(views)
         return x, (local @ self.weights_of(columns)).tocsr()
 
     def scores(self, views: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
