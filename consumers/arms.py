@@ -18,15 +18,11 @@ from store.updates import Claim
 def split_claim(experiment: Experiment | None, claim: Claim,
                 live: Callable[[str], bool]) -> list[tuple[str, Claim]]:
     """(arm name, or "" for the language's own model; the part of ``claim``) pairs, the
-    language's part first. ``live(arm)``: that arm's model is published."""
+    language's part first. ``live(arm)``: that arm's model is published (asked once per
+    non-default arm)."""
     if experiment is None:
         return [("", claim)]
-    default = experiment.default.name
-    groups: dict[str, list[int]] = {"": []}
-    for i, user in enumerate(claim.users):
-        arm = experiment.arm_of(user).name
-        key = arm if arm != default and live(arm) else ""
-        groups.setdefault(key, []).append(i)
+    groups = experiment.rows_by_model(claim.users, live)
     return [(arm, Claim(claim.lang, claim.deadline, [claim.users[i] for i in rows],
                         [claim.scores[i] for i in rows]))
             for arm, rows in groups.items() if rows]

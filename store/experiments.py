@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -73,6 +74,17 @@ class Experiment:
 
     def arm_of(self, user_id: str) -> Arm:
         return self.arms[assign(self.id, user_id, [a.weight for a in self.arms])]
+
+    def rows_by_model(self, users, published: Callable[[str], bool]) -> dict[str, list[int]]:
+        """Row numbers of ``users`` by the model that serves them: their arm's name where that
+        arm is not the default and ``published(arm)`` (asked once per such arm), else ""
+        (the language's own model); "" first."""
+        live = {a.name for a in self.arms[1:] if published(a.name)}
+        groups: dict[str, list[int]] = {"": []}
+        for i, user in enumerate(users):
+            arm = self.arm_of(user).name
+            groups.setdefault(arm if arm in live else "", []).append(i)
+        return groups
 
     def by_name(self, name: str) -> Arm | None:
         return next((a for a in self.arms if a.name == name), None)

@@ -202,14 +202,13 @@ def _refill_by_arm(client, keys: Keys, lang: str, pub: PublishedItems | None,
     experiment = running_experiment(client, keys, lang)
     if experiment is None:
         return _refill_users(client, keys, lang, pub, users, hidden, n)
-    groups: dict[str, list[str]] = {}
-    for user in users:
-        arm = experiment.arm_of(user).name
-        live = arm != experiment.default.name and model_version(
-            client, keys.arm(arm), lang) is not None
-        groups.setdefault(arm if live else "", []).append(user)
+    rows = experiment.rows_by_model(
+        users, lambda arm: model_version(client, keys.arm(arm), lang) is not None)
     done = cleaned = 0
-    for arm, part in groups.items():
+    for arm, numbers in rows.items():
+        if not numbers:
+            continue
+        part = [users[i] for i in numbers]
         arm_keys = keys.arm(arm) if arm else keys
         arm_pub = als_published(client, arm_keys, lang) if arm else pub
         a, b = _refill_users(client, arm_keys, lang, arm_pub, part, hidden, n)
