@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from core.errors import InputError
 from trainer.config import MODEL_PARTS, SETTINGS_PARTS, ModelSpec
-from trainer.data.matrix import UtilityMatrix
+from trainer.data.matrix import Split, UtilityMatrix
 from trainer.models import ease as ease_module
 from trainer.models.base import utc_now
 from trainer.models.registry import FAMILIES
@@ -91,11 +91,11 @@ def fit_family(kind: str, matrix: UtilityMatrix, spec: ModelSpec, lang: str, thr
     return FAMILIES[kind].fit(matrix, spec, lang, threads=threads)
 
 
-def validation_score(matrix: UtilityMatrix, settings: dict, base: ModelSpec, lang: str = "xx",
+def validation_score(split: Split, settings: dict, base: ModelSpec, lang: str = "xx",
                      threads: int = 0) -> tuple[float, float]:
-    """(NDCG@10 on the validation split of ``matrix``, fit seconds) of one trial's settings."""
+    """(NDCG@10 on ``split``, the validation split of the data tuned on, fit seconds) of one
+    trial's settings."""
     spec = base.with_settings(settings)
-    split = validation_split(matrix, base.als.seed)
     started = time.perf_counter()
     model = fit_family(spec.model, split.train, spec, lang, threads)
     seconds = time.perf_counter() - started
@@ -146,12 +146,13 @@ def tune(matrix: UtilityMatrix, base: ModelSpec, models: tuple[str, ...] = Searc
     for model in models:
         study.enqueue_trial(first_trial(base, model))
     started = time.perf_counter()
+    split = validation_split(matrix, base.als.seed)  # the same for every trial
 
     def objective(trial) -> float:
         t = time.perf_counter()
         settings = _suggest(trial, models)
         try:
-            value, seconds = validation_score(matrix, settings, base, lang, threads)
+            value, seconds = validation_score(split, settings, base, lang, threads)
         except InputError as exc:  # e.g. ALS diverged at these settings: a bad trial
             say(f"trial {trial.number + 1}: failed ({exc})")
             raise optuna.TrialPruned() from None
