@@ -74,15 +74,19 @@ def refuse_spark(spec: ModelSpec) -> None:
                          "drop --engine spark, or use --model als with Spark")
 
 
+def rows_to_one(m: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row of ``m`` divided by its sum (rows summing to 0 stay 0), float32 CSR."""
+    sums = np.asarray(m.sum(axis=1)).ravel()
+    scale = np.where(sums > 0, 1.0 / np.where(sums > 0, sums, 1.0), 0.0)
+    return (sp.diags(scale.astype(np.float32)) @ m).tocsr()
+
+
 def walk_matrices(x: sp.csr_matrix, alpha: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(P_ui, P_iu): X and X^T, rows normalised to sum 1 then raised to ``alpha``."""
     def normalised(m: sp.csr_matrix) -> sp.csr_matrix:
-        m = m.tocsr().astype(np.float32)
-        sums = np.asarray(m.sum(axis=1)).ravel()
-        scale = np.where(sums > 0, 1.0 / np.where(sums > 0, sums, 1.0), 0.0)
-        m = sp.diags(scale.astype(np.float32)) @ m
+        m = rows_to_one(m.tocsr().astype(np.float32, copy=False))
         m.data = np.power(m.data, alpha, dtype=np.float32)
-        return m.tocsr()
+        return m
 
     return normalised(x), normalised(x.T.tocsr())
 
@@ -106,7 +110,7 @@ def rp3beta_weights(x: sp.csr_matrix, config: Rp3betaConfig) -> sp.csr_matrix:
     """W (float32 CSR, resources x resources, <= k entries a row, zero diagonal) of ``x``."""
     n = x.shape[1]
     p_ui, p_iu = walk_matrices(x, config.alpha)
-    popularity = np.diff(x.tocsc().indptr).astype(np.float64)
+    popularity = np.bincount(x.indices, minlength=n).astype(np.float64)  # viewers each
     damp = np.where(popularity > 0, np.power(np.maximum(popularity, 1.0), -config.beta), 0.0)
     damp = damp.astype(np.float32)
     k = min(config.neighbours, max(n - 1, 1))
@@ -123,11 +127,7 @@ def rp3beta_weights(x: sp.csr_matrix, config: Rp3betaConfig) -> sp.csr_matrix:
     w = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
                       shape=(n, n), dtype=np.float32)
     w.sort_indices()
-    if config.normalize:
-        sums = np.asarray(w.sum(axis=1)).ravel()
-        w = (sp.diags(np.where(sums > 0, 1.0 / np.where(sums > 0, sums, 1.0), 0.0)
-                      .astype(np.float32)) @ w).tocsr()
-    return w
+    return rows_to_one(w) if config.normalize else w
 
 
 def rank_sparse(scores: sp.csr_matrix, seen: sp.csr_matrix | None, n: int
