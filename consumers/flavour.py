@@ -1,6 +1,6 @@
 """What a consumer loop (consumers/consume.py) reads and writes: a :class:`Flavour` picks
 the batch, the store script and optional settle and report steps. ``views_flavour`` is
-``recs consume``'s (the counts, with click attribution unless turned off); ``recs control``
+``recs consume``'s (the counts, with click attribution under ``--clicks``); ``recs control``
 (consumers/control.py) and ``recs impressions`` (consumers/impressions.py) have theirs."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class Flavour:
 
 
 def views_flavour(config: ConsumerConfig) -> Flavour:
-    """``recs consume``'s flavour: the view counts, with click attribution unless
-    ``config.clicks`` is off."""
+    """``recs consume``'s flavour: the view counts, with click attribution where
+    ``config.clicks`` is on (``--clicks``)."""
     if not config.clicks:
         return Flavour()
     return Flavour(new_batch=TouchBatch,

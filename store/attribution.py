@@ -277,7 +277,7 @@ def click_args(keys: Keys, config: AttributionConfig, touches: Touches) -> list:
     args: list = [*config.args(), len(langs)]
     for lang, users in langs:
         args += (keys.impression_window(lang, ""), keys.view_window(lang, ""),
-                 keys.ctr(lang, ""), keys.experiment_users(lang, "", "")[:-1], len(users),
+                 keys.ctr(lang, ""), keys.experiment_users_prefix(lang), len(users),
                  lang)
         for user, seen in users.items():
             args += (user, len(seen))

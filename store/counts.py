@@ -284,7 +284,8 @@ class Applied:
     refused: dict[str, str | None] = dataclasses.field(default_factory=dict)
     parked: list[Parked] = dataclasses.field(default_factory=list)
     counted: dict[tuple[str, str], tuple[int, int]] = dataclasses.field(default_factory=dict)
-    """Impressions script only: ``{(lang, list): (impressions, clicks)}`` counted."""
+    """``{(lang, list): (impressions, clicks)}`` counted: by the impressions script, and
+    (impressions 0) by the views script's click section."""
     duplicates: int = 0
     """Impressions script only: impressions whose id was already in the user's window."""
 

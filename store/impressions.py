@@ -184,7 +184,7 @@ def impression_args(keys: Keys, config: AttributionConfig, guards: Sequence[Guar
     for lang in langs:
         args += (lang, keys.impression_window(lang, ""), keys.view_window(lang, ""),
                  keys.ctr(lang, ""), keys.ctr_users(lang, ""), keys.ctr_items(lang, ""),
-                 keys.ctr_cells(lang), keys.experiment_users(lang, "", "")[:-1])
+                 keys.ctr_cells(lang), keys.experiment_users_prefix(lang))
     args.append(len(impressions))
     for imp in impressions:
         args += (langs[imp.lang], imp.user_id, imp.impression_id, imp.ts, imp.cell, imp.list,

@@ -241,7 +241,12 @@ class Keys:
 
     def experiment_users(self, lang: str, experiment: str, arm: str) -> str:
         """HASH ``i:{user_id}`` -> impressions, ``c:{user_id}`` -> clicks of one arm's users."""
-        return f"{self.prefix}:{lang}:_exp_users:{experiment}|{arm}"
+        return f"{self.experiment_users_prefix(lang)}{experiment}|{arm}"
+
+    def experiment_users_prefix(self, lang: str) -> str:
+        """What :meth:`experiment_users` names start with (the scripts append
+        ``{experiment}|{arm}``)."""
+        return f"{self.prefix}:{lang}:_exp_users:"
 
     def impression_window(self, lang: str, user_id: str) -> str:
         """HASH: one user's recent impressions (store/impressions.py: ``i:{id}`` records,

@@ -152,9 +152,9 @@ class BlendConfig:
 
 @dataclass(frozen=True)
 class Rp3betaConfig:
-    """RP3beta's settings (``trainer.models.rp3beta``). The defaults are the best found on a
-    18,525-resource synthetic catalogue (log input): NDCG@10 1.56x plain ALS on log1p
-    counts and 1.10x the default ALS."""
+    """RP3beta's settings (``trainer.models.rp3beta``). The defaults come from a search on a
+    synthetic catalogue of 18,525 resources (log input); README "Models past 10,000
+    resources" has what they give on the generator (``benchmarks/models.py``)."""
 
     KEY_PREFIX: ClassVar[str] = "rp3_"
     TUNED: ClassVar[dict[str, type]] = {"alpha": float, "beta": float, "neighbours": int,
