@@ -75,6 +75,20 @@ def test_a_catalogue_over_the_memory_limit_is_refused_with_one_line_and_auto_fal
         fit_model(matrix, ModelSpec("ease", memory_limit=10**12), "en")
 
 
+def test_a_memory_limit_above_the_available_memory_lets_ease_fit(monkeypatch):
+    """--memory-limit decides, not MemAvailable: every check on the way (the model's, the
+    blend partner's) takes the given limit."""
+    monkeypatch.setattr("trainer.models.memory.available_bytes", lambda *a: 1)
+    matrix = planted_matrix()
+    model, kind = fit_model(matrix, ModelSpec("ease", memory_limit=10**12), "en")
+    assert kind == "ease" and model.weights.shape == (matrix.shape[1],) * 2
+    blend = ModelSpec("blend", als=SMALL_ALS, memory_limit=10**12,
+                      blend=BlendConfig(weight=0.5, partner="ease"))
+    assert fit_model(matrix, blend, "en", threads=1)[1] == "blend"
+    with pytest.raises(InputError, match="MemAvailable|available"):
+        fit_model(matrix, ModelSpec("ease"), "en")
+
+
 def planted_matrix():
     data = generate(n_users=600, n_resources=120, langs=("en",), seed=5, n_subjects=6)
     df, _ = apply_filters(data.views_for("en"), FilterConfig(10, 0, 3))

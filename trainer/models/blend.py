@@ -40,7 +40,7 @@ def fit_partner(matrix: UtilityMatrix, spec: ModelSpec, lang: str):
     """The partner model ``spec.blend.partner`` fitted on ``matrix`` with its settings."""
     if spec.blend.partner == "rp3beta":
         return fit_rp3beta(matrix, spec.rp3beta, lang)
-    return fit_ease(matrix, spec.ease, lang)
+    return fit_ease(matrix, spec.ease, lang, memory_limit=spec.memory_limit)
 
 
 def zscore_rows(scores: np.ndarray) -> np.ndarray:

@@ -84,7 +84,6 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     """B (float32, resources x resources, zero diagonal) of the scaled rows ``x``."""
     from scipy.linalg import inv
 
-    check_size(x.shape[1])
     gram = (x.T @ x).toarray().astype(np.float64, copy=False)
     gram[np.diag_indices_from(gram)] += l2
     p = inv(gram, overwrite_a=True, check_finite=False)  # in place: one n^2 float64 buffer
@@ -116,8 +115,7 @@ class EASEModel(ItemItemModel):
     @classmethod
     def fit(cls, matrix: UtilityMatrix, spec: ModelSpec, lang: str, *, threads: int = 0,
             stats: dict | None = None) -> EASEModel:
-        check_size(matrix.shape[1], spec.memory_limit)
-        return fit_ease(matrix, spec.ease, lang, stats=stats)
+        return fit_ease(matrix, spec.ease, lang, stats=stats, memory_limit=spec.memory_limit)
 
     @staticmethod
     def fit_bytes(users: int, items: int, nnz: int, spec: ModelSpec) -> int:
@@ -165,10 +163,11 @@ def similar_rows(weights: np.ndarray, rows, n: int) -> tuple[np.ndarray, np.ndar
 
 
 def fit_ease(matrix: UtilityMatrix, config: EaseConfig, lang: str,
-             stats: dict | None = None) -> EASEModel:
-    """EASE on the matrix's views; refuses catalogues too big for the available memory."""
+             stats: dict | None = None, memory_limit: int | None = None) -> EASEModel:
+    """EASE on the matrix's views; refuses catalogues too big for ``memory_limit`` (None:
+    the available memory) before allocating anything."""
     check_trainable(matrix)
-    check_size(matrix.shape[1])
+    check_size(matrix.shape[1], memory_limit)
     started = time.perf_counter()
     x = ease_input(matrix.views, config.scaling)
     weights = ease_weights(x, config.l2)
