@@ -35,6 +35,7 @@ class ExperimentReports:
         self.redis_url, self.keys = redis_url, keys
         self._client = None
         self._held: dict[str, tuple[float, dict | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         names = {"ctr": "recs_experiment_ctr", "low": "recs_experiment_ctr_low",
                  "high": "recs_experiment_ctr_high"}
         self.gauges = {f: Gauge(names.get(f, f"recs_experiment_{f}"), text,
@@ -49,19 +50,23 @@ class ExperimentReports:
         return build_report(self._client, self.keys, lang)
 
     async def report(self, lang: str) -> dict | None:
-        at, held = self._held.get(lang, (-TTL, None))
-        if time.monotonic() - at < TTL:
-            return held
-        report = await asyncio.to_thread(self._report, lang)
-        self._held[lang] = (time.monotonic(), report)
-        return report
+        # One build at a time per language: a page load and a scrape that find the cache
+        # expired together would each scan every arm's users otherwise.
+        async with self._locks.setdefault(lang, asyncio.Lock()):
+            at, held = self._held.get(lang, (-TTL, None))
+            if time.monotonic() - at < TTL:
+                return held
+            report = await asyncio.to_thread(self._report, lang)
+            self._held[lang] = (time.monotonic(), report)
+            return report
 
     async def refresh_gauges(self, langs: list[str]) -> None:
-        """The gauges of every RUNNING experiment's arms (an ended one's are dropped)."""
+        """The gauges of every RUNNING experiment's arms (an ended one's are dropped). The
+        reports are read first, so a scrape never sees the gauges cleared and not yet set."""
+        reports = [(lang, await self.report(lang)) for lang in langs]
         for gauge in (*self.gauges.values(), self.diff):
             gauge.clear()
-        for lang in langs:
-            report = await self.report(lang)
+        for lang, report in reports:
             if report is None or report["experiment"]["status"] != "running":
                 continue
             exp = report["experiment"]["id"]
