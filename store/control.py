@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import redis
 
-from store.counts import GUARDS_LUA, Applied, Guard, mismatches
+from store.counts import GUARDS_LUA, Applied, Guard, guard_args, mismatches
 from store.keys import Keys
 from store.read import text
 
@@ -183,10 +183,7 @@ class Control:
               ops: dict[int, ControlOp] | Sequence[ControlOp]) -> dict[str, str | None]:
         """Apply ``ops`` in order if every guard holds; ``{}`` then, else the failed guards
         with what Redis holds (nothing written)."""
-        args: list = [len(guards)]
-        for f, expected, new in guards:
-            args += (f, "" if expected is None else expected, "" if new is None else new)
-        args += self._templates
+        args = guard_args(guards) + list(self._templates)
         items = list(ops.values()) if isinstance(ops, dict) else list(ops)
         args.append(len(items))
         for op in items:

@@ -246,11 +246,17 @@ def _opt(value: str | int | None) -> str | int:
     return "" if value is None else value
 
 
-def apply_args(keys: Keys, guards: Sequence[Guard], views: Views) -> list:
-    """The script's flat ARGV for ``guards`` and ``views`` (see APPLY_LUA's header)."""
+def guard_args(guards: Sequence[Guard]) -> list:
+    """The guards' part of a guarded script's ARGV (GUARDS_LUA's header)."""
     args: list = [len(guards)]
     for field, expected, new in guards:
         args += (field, _opt(expected), _opt(new))
+    return args
+
+
+def apply_args(keys: Keys, guards: Sequence[Guard], views: Views) -> list:
+    """The script's flat ARGV for ``guards`` and ``views`` (see APPLY_LUA's header)."""
+    args = guard_args(guards)
     langs = [(lang, users) for lang, users in views.items() if users]
     args.append(len(langs))
     for lang, users in langs:

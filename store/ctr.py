@@ -15,6 +15,7 @@ import numpy as np
 import redis
 
 from store.keys import Keys
+from store.read import text
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,11 @@ class CtrRow:
         return self.clicks / self.impressions if self.impressions else 0.0
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def read_ctr(client: redis.Redis, keys: Keys, lang: str,
              days: Collection[str] | None = None) -> list[CtrRow]:
     """Every cell of ``lang`` (only those of ``days`` when given), sorted by day, list,
     model, arm, experiment."""
-    cells = sorted(_text(c) for c in client.smembers(keys.ctr_cells(lang)))
+    cells = sorted(text(c) for c in client.smembers(keys.ctr_cells(lang)))
     if days is not None:
         wanted = set(days)
         cells = [c for c in cells if c.split("|", 1)[0] in wanted]
@@ -63,7 +60,7 @@ def read_ctr(client: redis.Redis, keys: Keys, lang: str,
     replies = pipe.execute()
     rows = []
     for k, cell in enumerate(cells):
-        counts = {_text(f): int(v) for f, v in replies[3 * k].items()}
+        counts = {text(f): int(v) for f, v in replies[3 * k].items()}
         day, list_, model, arm, experiment = cell.split("|")
         positions = {int(f[1:]): v for f, v in counts.items() if f.startswith("p")}
         rows.append(CtrRow(day, list_, model, arm, experiment, counts.get("impressions", 0),
@@ -79,7 +76,7 @@ def read_user_counts(client: redis.Redis, keys: Keys, lang: str, experiment: str
     imps: dict[str, int] = {}
     clicks: dict[str, int] = {}
     for f, v in client.hscan_iter(keys.experiment_users(lang, experiment, arm), count=1000):
-        f = _text(f)
+        f = text(f)
         (imps if f.startswith("i:") else clicks)[f[2:]] = int(v)
     users = list(imps)
     return (np.fromiter((imps[u] for u in users), np.int64, len(users)),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import redis
 
 from store.keys import Keys
+from store.read import text
 
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 """Arm names: what impression events carry in ``arm`` (``default`` is taken: no experiment)."""
@@ -127,7 +128,7 @@ def running(client: redis.Redis, keys: Keys, lang: str) -> Experiment | None:
 def decode(lang: str, raw: dict) -> Experiment | None:
     """An experiment hash's fields (bytes or str) as an :class:`Experiment`; None when empty
     or not one of ours."""
-    h = {_text(k): _text(v) for k, v in (raw or {}).items()}
+    h = {text(k): text(v) for k, v in (raw or {}).items()}
     try:
         arms = tuple(Arm(a["name"], a["spec"], int(a["weight"]), dict(a.get("settings", {})))
                      for a in json.loads(h["arms"]))
@@ -199,11 +200,7 @@ def drop_arm(client: redis.Redis, arm_keys, lang: str) -> None:
     """UNLINK an arm's item side (its model hash, factors, ids, totals, EASE rows)."""
     versions = client.smembers(arm_keys.ease_versions(lang))
     client.unlink(*arm_keys.arm_keys_of(lang),
-                  *(arm_keys.ease_rows(lang, _text(v)) for v in versions))
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+                  *(arm_keys.ease_rows(lang, text(v)) for v in versions))
 
 
 @dataclass(frozen=True)
@@ -233,7 +230,7 @@ def tag_of(lang: str, user_id: str, arm_names: list[str], replies: list, source:
     no model published yet gets the default arm's list, and is tagged so; a trending list
     has no model version."""
     experiment = decode(lang, replies[0])
-    version = _text(replies[1]) if replies[1] is not None else ""
+    version = text(replies[1]) if replies[1] is not None else ""
     if experiment is None or not experiment.running:
         return Tag(version if source == "personal" else "", "default", None), experiment
     if [a.name for a in experiment.arms[1:]] != arm_names:
@@ -244,5 +241,5 @@ def tag_of(lang: str, user_id: str, arm_names: list[str], replies: list, source:
         if arm_version is None:
             arm = experiment.default
         else:
-            version = _text(arm_version)
+            version = text(arm_version)
     return Tag(version if source == "personal" else "", arm.name, experiment.id), experiment

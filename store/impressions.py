@@ -19,7 +19,7 @@ from typing import Protocol
 import redis
 
 from store.attribution import WINDOW_LUA, AttributionConfig
-from store.counts import GUARDS_LUA, Applied, Guard, mismatches
+from store.counts import GUARDS_LUA, Applied, Guard, guard_args, mismatches
 from store.keys import Keys
 
 IMPRESSIONS_LUA = GUARDS_LUA + WINDOW_LUA + """
@@ -173,10 +173,7 @@ class ImpressionLike(Protocol):
 def impression_args(keys: Keys, config: AttributionConfig, guards: Sequence[Guard],
                     impressions: Sequence[ImpressionLike]) -> list:
     """The script's flat ARGV (IMPRESSIONS_LUA's header)."""
-    args: list = [len(guards)]
-    for field, expected, new in guards:
-        args += (field, "" if expected is None else expected, "" if new is None else new)
-    args += config.args()
+    args = guard_args(guards) + list(config.args())
     langs: dict[str, int] = {}
     for imp in impressions:
         langs.setdefault(imp.lang, len(langs) + 1)
