@@ -22,6 +22,7 @@ from consumers.config import ConsumerConfig
 from consumers.consume import Flavour, StreamConsumer, run_until_signalled
 from consumers.flavour import report_clicks
 from consumers.impression_events import parse_impression
+from consumers.metrics import ConsumerMetrics
 from store.counts import Applied
 from store.impressions import Impressions
 
@@ -65,14 +66,13 @@ class ImpressionMetrics:
 
 def impressions_consumer(config: ConsumerConfig) -> StreamConsumer:
     """One member of the impression group (module docstring)."""
-    holder: list[ImpressionMetrics] = []
+    metrics = ConsumerMetrics()
+    own = ImpressionMetrics(metrics.registry)
     flavour = Flavour(
         new_batch=lambda: OrderedBatch(parse_impression),
         store=lambda client, keys: Impressions(client, keys, config.attribution),
-        on_written=lambda consumer, applied: holder[0].report(consumer, applied))
-    consumer = StreamConsumer(config, flavour=flavour)
-    holder.append(ImpressionMetrics(consumer.metrics.registry))
-    return consumer
+        on_written=own.report)
+    return StreamConsumer(config, metrics, flavour)
 
 
 def cmd_impressions(args) -> int:
