@@ -249,12 +249,13 @@ def lang_list(text: str) -> str:
 
 
 def redis_url(text: str) -> str:
-    """A Redis URL (``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``); errors
-    show it masked. ``redis+cluster://`` is refused with why (core/redis_urls.py)."""
+    """A Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://``); errors show it masked. Which commands take a cluster is
+    ``core.redis_urls.CLUSTER_COMMANDS`` (recs/cli.py refuses the others)."""
     from redis.connection import parse_url
 
     from core.redact import mask_url
-    from core.redis_urls import CLUSTER_UNSUPPORTED, ClusterTarget, special
+    from core.redis_urls import special
 
     value = str(text).strip()
     try:
@@ -262,13 +263,12 @@ def redis_url(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{mask_url(value)!r} is not a valid Redis URL "
                                          f"({exc})") from None
-    if isinstance(target, ClusterTarget):
-        raise argparse.ArgumentTypeError(CLUSTER_UNSUPPORTED)
     if target is not None:
         return value
     if not value.lower().startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError(f"{mask_url(value)!r} is not a Redis URL "
-                                         "(redis://, rediss://, unix:// or redis+sentinel://)")
+                                         "(redis://, rediss://, unix://, redis+sentinel:// or "
+                                         "redis+cluster://)")
     try:  # redis-py's own parser: what it refuses later would be a traceback
         settings = parse_url(value)
     except ValueError as exc:

@@ -20,12 +20,17 @@ SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
 SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
-CLUSTER_UNSUPPORTED = (
-    "Redis Cluster (redis+cluster://) is not supported yet: the store's scripts touch keys "
-    "of many hash slots in one call (a batch's users, the offsets, the item totals), which "
-    "a cluster refuses (CROSSSLOT); use one Redis, or Redis behind Sentinel "
-    "(redis+sentinel://...), see docs/CLUSTER.md")
-"""Why every command refuses ``redis+cluster://`` for now (one line, exit 2)."""
+CLUSTER_COMMANDS = frozenset()
+"""The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
+``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
+
+
+def cluster_unsupported(command: str) -> str:
+    """Why ``recs {command}`` refuses ``redis+cluster://`` (one line)."""
+    ready = ", ".join(sorted(CLUSTER_COMMANDS)) or "none yet"
+    return (f"recs {command} does not run on a Redis Cluster (redis+cluster://) yet; the "
+            f"commands that do: {ready} (docs/CLUSTER.md). Use one Redis or Redis behind "
+            "Sentinel (redis+sentinel://...) for this one")
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}")
 

@@ -177,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _register_secrets(args)
     sys.excepthook = _redacting_excepthook
     setup_logging(args.log_level, args.log_format)
+    refusal = _cluster_refusal(args)
+    if refusal:
+        print(redact(f"recs {args.command}: error: {refusal}"), file=sys.stderr)
+        return 2
     module_name, func_name = args.handler.split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
@@ -198,6 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(redact(f"recs {args.command}: error: {line}"), file=sys.stderr)
         return 2
+
+
+def _cluster_refusal(args: argparse.Namespace) -> str | None:
+    """The one line for a ``redis+cluster://`` URL given to a command that does not run on a
+    cluster yet (core/redis_urls.py ``CLUSTER_COMMANDS``)."""
+    from core.redis_urls import CLUSTER_COMMANDS, CLUSTER_SCHEME, cluster_unsupported
+
+    url = str(getattr(args, "redis_url", "") or "")
+    if url.lower().startswith(CLUSTER_SCHEME) and args.command not in CLUSTER_COMMANDS:
+        return cluster_unsupported(args.command)
+    return None
 
 
 if __name__ == "__main__":

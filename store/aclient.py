@@ -28,6 +28,8 @@ from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 
+from core.errors import InputError
+from core.redis_urls import ClusterTarget
 from store import titles
 from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
@@ -132,6 +134,8 @@ def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
     target = parsed(url)
     if target is None:
         return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **settings))
+    if isinstance(target, ClusterTarget):
+        raise InputError("the HTTP server does not read a Redis Cluster yet (docs/CLUSTER.md)")
     sentinel = _Sentinel(list(target.sentinels),
                          sentinel_kwargs=sentinel_settings(target, timeout))
     return sentinel.master_for(target.service, connection_pool_class=_BlockingSentinelPool,

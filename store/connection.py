@@ -3,9 +3,9 @@ own), and ``redis+sentinel://`` (core/redis_urls.py): the primary a set of Senti
 manages, asked for again on every new connection, so a client rides a failover.
 
 Invariants: every command reaches Redis through ``connect`` (or store/aclient.py's
-``connect_async``), so every command understands the same URLs; ``redis+cluster://`` is
-refused here with one line (``ClusterUnsupported``) until every script is slot-safe
-(docs/CLUSTER.md); no message quotes a password.
+``connect_async``), so every command understands the same URLs; ``redis+cluster://`` gives
+a ``redis.cluster.RedisCluster`` (name keys with ``store.keys.layout``, docs/CLUSTER.md);
+no message quotes a password.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import redis
 import redis.sentinel
 
 from core.errors import InputError, RecsError
-from core.redis_urls import CLUSTER_UNSUPPORTED, ClusterTarget, SentinelTarget, special
+from core.redis_urls import ClusterTarget, SentinelTarget, special
 
 LOADING_WAIT = 60.0
 """Seconds a command waits at start-up for a Redis that is loading its data (a restart with
@@ -31,26 +31,21 @@ def connect(url: str, *, decode_responses: bool = False, timeout: float = 10.0) 
     target = parsed(url)
     if target is None:
         return redis.Redis.from_url(url, **settings)
+    if isinstance(target, ClusterTarget):
+        return connect_cluster(url, timeout, decode_responses=decode_responses)
     sentinel = _Sentinel(list(target.sentinels),
                          sentinel_kwargs=sentinel_settings(target, timeout))
     return sentinel.master_for(target.service, db=target.db, username=target.username,
                                password=target.password, **settings)
 
 
-class ClusterUnsupported(InputError):
-    """A ``redis+cluster://`` URL given to a command (see ``CLUSTER_UNSUPPORTED``)."""
-
-
-def parsed(url: str) -> SentinelTarget | None:
-    """The Sentinel target of a ``redis+sentinel://`` URL, None for redis-py's own URLs;
-    ``InputError`` for a malformed one and ``ClusterUnsupported`` for ``redis+cluster://``."""
+def parsed(url: str) -> SentinelTarget | ClusterTarget | None:
+    """The target of a ``redis+sentinel://`` or ``redis+cluster://`` URL, None for redis-py's
+    own URLs; ``InputError`` for a malformed one."""
     try:
-        target = special(url)
+        return special(url)
     except ValueError as exc:
         raise InputError(f"not a valid Redis URL ({exc})") from None
-    if isinstance(target, ClusterTarget):
-        raise ClusterUnsupported(CLUSTER_UNSUPPORTED)
-    return target
 
 
 def no_primary(service: str, sentinels) -> str:
@@ -79,10 +74,10 @@ def sentinel_settings(target: SentinelTarget, timeout: float) -> dict:
     return out
 
 
-def connect_cluster(url: str, timeout: float = 10.0):
-    """A ``redis.cluster.RedisCluster`` for a ``redis+cluster://`` URL. For the loopback
-    cluster harness (tests/redis_cluster.py) and the conversion to come: no command uses
-    it yet (``connect`` refuses the URL)."""
+def connect_cluster(url: str, timeout: float = 10.0, *, decode_responses: bool = False):
+    """A ``redis.cluster.RedisCluster`` for a ``redis+cluster://`` URL: any node given
+    bootstraps the slot map; MOVED and ASK are followed by redis-py, a failover's
+    ``CLUSTERDOWN``/``TRYAGAIN`` are :func:`transient`."""
     from redis.cluster import ClusterNode, RedisCluster
 
     target = special(url)
@@ -90,7 +85,8 @@ def connect_cluster(url: str, timeout: float = 10.0):
         raise InputError("not a redis+cluster:// URL")
     return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
                         username=target.username, password=target.password,
-                        socket_timeout=timeout, socket_connect_timeout=timeout)
+                        socket_timeout=timeout, socket_connect_timeout=timeout,
+                        decode_responses=decode_responses)
 
 
 def connect_checked(url: str, loading_wait: float = LOADING_WAIT) -> redis.Redis:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -148,6 +149,38 @@ def sentinel_redis(tmp_path: Path):
     if not shutil.which("redis-sentinel"):
         pytest.skip("needs Debian's redis-sentinel (.ci/run installs it)")
     stack = SentinelRedis(tmp_path / "sentinel").start()
+    yield stack
+    stack.stop()
+
+
+def _cluster(workdir: Path):
+    from tests.redis_cluster import RedisCluster
+
+    if not shutil.which("redis-cli"):
+        pytest.skip("needs Debian's redis-tools (redis-cli; .ci/run installs it)")
+    return RedisCluster(workdir).start()
+
+
+@pytest.fixture(scope="session")
+def session_cluster(tmp_path_factory):
+    """One loopback Redis Cluster (3 primaries + 3 replicas) for the session's tests that
+    leave its topology as they found it; see ``cluster``."""
+    stack = _cluster(tmp_path_factory.mktemp("cluster"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def cluster(session_cluster):
+    """The session's cluster, emptied (FLUSHALL on every primary) before the test."""
+    session_cluster.flush()
+    return session_cluster
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path):
+    """A cluster of the test's own, for tests that kill nodes or move slots."""
+    stack = _cluster(tmp_path / "cluster")
     yield stack
     stack.stop()
 

@@ -3,8 +3,9 @@
 
 Every node's port is free and below 55536 with its bus port (port + 10000) free too, chosen
 at run time. ``start()`` returns once ``CLUSTER INFO`` says ``cluster_state:ok`` on every
-node and each primary has its replica; ``stop()`` ends them all. No command of ``recs`` runs
-on it yet (docs/CLUSTER.md): it is the harness the slot-safe store will be tested on.
+node and each primary has its replica; ``stop()`` ends them all. tests/conftest.py gives it
+as ``cluster`` (one per session, flushed per test) and ``fresh_cluster`` (a test's own, for
+tests that kill nodes or move slots).
 """
 
 from __future__ import annotations
@@ -71,6 +72,30 @@ class RedisCluster:
             if len(primaries) != self.size // 2 or len(replicas) != self.size // 2:
                 return False
         return True
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes that are primaries now (a failover changes which)."""
+        out = []
+        for node in self.nodes:
+            client = node.client(decode_responses=True)
+            try:
+                if client.info("replication").get("role") == "master":
+                    out.append(node)
+            except redis.RedisError:
+                pass  # a killed node
+            finally:
+                client.close()
+        return out
+
+    def flush(self) -> None:
+        """FLUSHALL on every primary (replicas follow), and the scripts' cache."""
+        for node in self.primaries():
+            client = node.client()
+            try:
+                client.flushall()
+                client.script_flush()
+            finally:
+                client.close()
 
     def stop(self) -> None:
         for node in self.nodes:
