@@ -10,6 +10,7 @@ attributed to the model that made it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from store.experiments import Experiment
 from store.updates import Claim
@@ -23,6 +24,6 @@ def split_claim(experiment: Experiment | None, claim: Claim,
     if experiment is None:
         return [("", claim)]
     groups = experiment.rows_by_model(claim.users, live)
-    return [(arm, Claim(claim.lang, claim.deadline, [claim.users[i] for i in rows],
-                        [claim.scores[i] for i in rows]))
+    return [(arm, replace(claim, users=[claim.users[i] for i in rows],
+                          scores=[claim.scores[i] for i in rows]))
             for arm, rows in groups.items() if rows]

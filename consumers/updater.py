@@ -15,6 +15,12 @@ scored against one model. Users whose views are all on resources the model does 
 (new since the last retrain) get no factors and no recommendations until a retrain covers
 those resources: apps fall back to their own popular list, as for any user without recs.
 
+On a Redis Cluster (docs/CLUSTER.md) users are queued per slot group: each batch is claimed
+from one group, round-robin over the groups whose ``dirty`` is non-empty (so no group
+starves), solved with the item side's model (read from the language's own slot) and
+committed in that group's slot, against the group's copy of the model version and of the
+take-downs. The trending refresh is item side only. On one Redis there is one group.
+
 First SIGTERM/SIGINT: finish the batch in hand, exit 0. Second: exit at once (its users'
 leases expire, as after a crash).
 """
@@ -40,7 +46,7 @@ from core.signals import StopFlag
 from store.connection import transient
 from store.experiments import running as running_experiment
 from store.item_rows import read_rows
-from store.keys import Keys
+from store.keys import Keys, layout
 from store.snapshot import read_languages
 from store.trending import Trending
 from store.updates import (
@@ -102,7 +108,7 @@ class Updater:
                  metrics: UpdaterMetrics | None = None) -> None:
         self.client = client
         self.config = config
-        self.keys = Keys(config.prefix)
+        self.keys: Keys = layout(client, config.prefix)
         self.queue = UpdateQueue(client, self.keys)
         self.trending = Trending(client, self.keys, config.trending)
         self.metrics = metrics or UpdaterMetrics()
@@ -112,6 +118,8 @@ class Updater:
         self._langs: list[str] = list(config.langs)
         self._langs_read_at = -float("inf")
         self._pending_read_at = -float("inf")
+        self._todo: dict[str, list[Keys]] = {}
+        """Per language, the slot groups still to visit in this round-robin pass."""
         self.updated = 0
         """Users written since start (all languages)."""
         self._in_flight: Future | None = None  # the commit running in run()'s helper thread
@@ -167,9 +175,8 @@ class Updater:
         model = self.model(lang)
         if model is None:
             return None
-        claim = self.queue.claim(lang, self.config.batch_size,
-                                 int(self.config.lease_seconds * 1000))
-        if not claim.users:
+        claim = self._claim(lang)
+        if claim is None:
             return None
         started = time.perf_counter()
         try:
@@ -182,6 +189,29 @@ class Updater:
             self._release(claim)
             raise
         return replace(parts[0], more=tuple(parts[1:]))
+
+    def _claim(self, lang: str) -> Claim | None:
+        """A claim from the next slot group with pending users (round-robin: each group
+        with a non-empty ``dirty`` gets one batch per pass); None when every group's
+        pending users are held by others or none are pending. On one Redis: the one queue."""
+        lease = int(self.config.lease_seconds * 1000)
+        if not self.keys.cluster:
+            claim = self.queue.claim(lang, self.config.batch_size, lease)
+            return claim if claim.users else None
+        rescanned = False
+        while True:
+            todo = self._todo.get(lang)
+            if not todo:
+                if rescanned:
+                    return None
+                todo = self._todo[lang] = self.queue.pending_groups(lang)
+                rescanned = True
+                if not todo:
+                    return None
+            group = todo.pop(0)
+            claim = self.queue.claim(lang, self.config.batch_size, lease, group)
+            if claim.users:
+                return claim
 
     def _by_arm(self, lang: str, model: FoldIn, claim: Claim
                 ) -> list[tuple[FoldIn, UpdateQueue | None, Claim]]:
@@ -307,7 +337,8 @@ class Updater:
         pipe = self.client.pipeline(transaction=False)
         for lang in langs:
             self.queue.pending(lang, pipeline=pipe)
-        counts = dict(zip(langs, (int(n) for n in pipe.execute()), strict=True))
+        replies, per = [int(n) for n in pipe.execute()], self.queue.groups()
+        counts = {lang: sum(replies[i * per:(i + 1) * per]) for i, lang in enumerate(langs)}
         for lang, n in counts.items():
             self.metrics.pending.labels(lang).set(n)
         return counts

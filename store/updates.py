@@ -17,6 +17,16 @@ seq of the batch that brought them). Updaters take users from there with a lease
 
 An updater that dies (even SIGKILL) leaves its users in ``dirty`` with a lease that expires;
 the next claim takes them. Nothing here knows ALS: factors arrive as bytes, recs as pairs.
+
+On a Redis Cluster (``store.keys.ClusterKeys``) the queues are per slot group: a claim is
+taken from ONE group's ``dirty``/``claims`` (:meth:`UpdateQueue.claim` with that group's
+keys, which the :class:`Claim` remembers), and its commit touches only that group's slot:
+its queues, its users' factors and lists, and the group's copies of the model hash
+(``group_model``: the version is compared there) and of ``hidden`` (``group_hidden``: the
+take-downs enforced there). The publisher and hide write those copies after the item side,
+so a commit may be refused as stale for a moment after a switch (the users stay pending and
+are solved again). On one Redis the group is the keys themselves: ``group_model`` is the
+model hash and ``group_hidden`` is ``hidden``, so the scripts and their keys are unchanged.
 """
 
 from __future__ import annotations
@@ -66,8 +76,8 @@ end
 return out
 """
 
-# KEYS[1] model(lang) HASH; KEYS[2] dirty(lang); KEYS[3] claims(lang);
-# KEYS[4] published_users(lang) SET
+# KEYS[1] group_model(lang) HASH (on one Redis model(lang)); KEYS[2] dirty(lang);
+# KEYS[3] claims(lang); KEYS[4] published_users(lang) SET
 # KEYS[3 + 2i] factors(lang, user i), KEYS[4 + 2i] recs(lang, user i)   (i = 1..n)
 # ARGV[1] model version the factors were solved against; ARGV[2] the claim's deadline;
 # ARGV[3] n users; ARGV[4] factor bytes per user;
@@ -76,9 +86,9 @@ return out
 # ARGV[8..] per user: user_id, dirty score at claim time, '1' = has factors, '0' = none
 # (views only on resources the model does not know: both keys are removed), '2' = skip
 # (its views key is unreadable: factors and recs stay as they are, the user leaves dirty).
-# KEYS[5 + 2n] hidden(lang) (optional); ARGV[8 + 3n] list length kept after dropping hidden
-# resources (optional, 0 = all). Take-downs are enforced here, inside the write: a batch
-# solved before a hide cannot bring the resource back.
+# KEYS[5 + 2n] group_hidden(lang) (on one Redis hidden(lang); optional); ARGV[8 + 3n] list
+# length kept after dropping hidden resources (optional, 0 = all). Take-downs are enforced
+# here, inside the write: a batch solved before a hide cannot bring the resource back.
 # Returns {written, lost, pending}: users written, users skipped because their lease passed
 # to another updater, written users left in dirty because views arrived meanwhile; or {-1}
 # when the model version changed (nothing written, this claim's users released).
@@ -159,6 +169,9 @@ class Claim:
     users: list[str] = field(default_factory=list)
     scores: list[bytes] = field(default_factory=list)
     """Each user's dirty score when claimed, exactly as Redis printed it."""
+    keys: Keys | None = field(default=None, compare=False)
+    """The slot group's keys the claim was taken from (None: the queue's own keys); its
+    commit and release go to the same group."""
 
 
 @dataclass(frozen=True)
@@ -218,29 +231,45 @@ class UpdateQueue:
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._release = client.register_script(RELEASE_SCRIPT)
 
-    def claim(self, lang: str, limit: int, lease_ms: int) -> Claim:
-        """Lease up to ``limit`` pending users of ``lang`` for ``lease_ms``."""
-        k = self.keys
+    def claim(self, lang: str, limit: int, lease_ms: int, group: Keys | None = None) -> Claim:
+        """Lease up to ``limit`` pending users of ``lang`` for ``lease_ms``, from the slot
+        group ``group`` (one of ``keys.slot_groups()``; None: the queue's own keys)."""
+        k = group if group is not None else self.keys
         out = self._claim(keys=[k.dirty(lang), k.claims(lang)], args=[int(lease_ms), int(limit)])
         return Claim(
             lang=lang,
             deadline=_text(out[0]),
             users=[_text(u) for u in out[1::2]],
             scores=[bytes(s) if isinstance(s, bytes) else str(s).encode() for s in out[2::2]],
+            keys=group,
         )
+
+    def pending_groups(self, lang: str) -> list[Keys]:
+        """The slot groups of ``lang`` with a non-empty ``dirty`` (one pipelined ZCARD per
+        group); on one Redis the one group, unasked."""
+        groups = self.keys.slot_groups()
+        if len(groups) == 1:
+            return groups
+        pipe = self.client.pipeline(transaction=False)
+        for g in groups:
+            pipe.zcard(g.dirty(lang))
+        return [g for g, n in zip(groups, pipe.execute(), strict=True) if int(n)]
+
+    def _group_of(self, claim: Claim) -> Keys:
+        return claim.keys if claim.keys is not None else self.keys
 
     def commit(self, claim: Claim, version: str, batch: BatchWrite,
                top_n: int = 0) -> CommitResult:
         """Write ``batch`` if ``model(lang).version`` is still ``version`` (see module doc).
         Hidden resources are dropped from the lists, which are then cut to ``top_n`` (0: as
         sent): send a few spare candidates so they stay ``top_n`` long."""
-        k, lang, users = self.keys, claim.lang, claim.users
+        k, lang, users = self._group_of(claim), claim.lang, claim.users
         factors = np.ascontiguousarray(batch.factors, dtype="<f4")
         members = np.asarray(batch.members)
         if factors.shape[0] != len(users) or members.shape[0] != len(users):
             raise ValueError(f"{factors.shape[0]} factor rows and {members.shape[0]} lists "
                              f"for {len(users)} claimed users")
-        keys = [k.model(lang), k.dirty(lang), k.claims(lang), k.published_users(lang)]
+        keys = [k.group_model(lang), k.dirty(lang), k.claims(lang), k.published_users(lang)]
         for user in users:
             keys += [k.factors(lang, user), k.recs(lang, user)]
         args: list = [version, claim.deadline, len(users), factors.shape[1] * 4,
@@ -250,7 +279,7 @@ class UpdateQueue:
         for user, score, known, skipped in zip(users, claim.scores, batch.known, skip,
                                                strict=True):
             args += [user, score, "2" if skipped else "1" if known else "0"]
-        keys.append(k.hidden(lang))
+        keys.append(k.group_hidden(lang))
         args.append(int(top_n))
         out = self._commit(keys=keys, args=args)
         if int(out[0]) < 0:
@@ -261,14 +290,23 @@ class UpdateQueue:
         """Give back the leases still held (after a failed batch); returns how many."""
         if not claim.users:
             return 0
-        return int(self._release(keys=[self.keys.claims(claim.lang)],
+        return int(self._release(keys=[self._group_of(claim).claims(claim.lang)],
                                  args=[claim.deadline, *claim.users]))
 
     def pending(self, lang: str, pipeline=None) -> int | None:
-        """How many users of ``lang`` wait for an update (None when queued on a pipeline)."""
-        target = pipeline if pipeline is not None else self.client
-        result = target.zcard(self.keys.dirty(lang))
-        return None if pipeline is not None else int(result)
+        """How many users of ``lang`` wait for an update, over every slot group (None when
+        queued on a pipeline: one ZCARD per group, :meth:`groups` replies to add up)."""
+        groups = self.keys.slot_groups()
+        if pipeline is None and len(groups) == 1:
+            return int(self.client.zcard(self.keys.dirty(lang)))
+        target = pipeline if pipeline is not None else self.client.pipeline(transaction=False)
+        for g in groups:
+            target.zcard(g.dirty(lang))
+        return None if pipeline is not None else sum(int(n) for n in target.execute())
+
+    def groups(self) -> int:
+        """Slot groups per language: the replies :meth:`pending` queues on a pipeline."""
+        return len(self.keys.slot_groups())
 
 
 def model_version(client: redis.Redis, keys: Keys, lang: str, pipeline=None) -> str | None:
