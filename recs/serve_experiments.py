@@ -5,6 +5,10 @@ interval) and Prometheus gauges of the per-arm rates on ``/metrics``.
 The report reads every user's counts of the experiment (a HSCAN per arm), so it is computed
 in a worker thread with a synchronous client and kept ``TTL`` seconds per language: a page
 load or a scrape never costs more than one report per language per TTL.
+
+Experiments do not run on a Redis Cluster (``recs experiment`` refuses ``redis+cluster://``,
+docs/CLUSTER.md): there the readout is no report (the page says so in one line) and no
+gauge, never an error.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from html import escape
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from core.redis_urls import ClusterTarget, special
 from store.connection import connect
 from store.experiment_report import build_report
 from store.keys import Keys
@@ -33,6 +38,11 @@ class ExperimentReports:
 
     def __init__(self, redis_url: str, keys: Keys, registry: CollectorRegistry) -> None:
         self.redis_url, self.keys = redis_url, keys
+        try:
+            self.cluster = isinstance(special(redis_url), ClusterTarget)
+        except ValueError:  # a malformed URL: connecting says so, in one line
+            self.cluster = False
+        """No experiments on a cluster: every report is None."""
         self._client = None
         self._held: dict[str, tuple[float, dict | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -50,6 +60,8 @@ class ExperimentReports:
         return build_report(self._client, self.keys, lang)
 
     async def report(self, lang: str) -> dict | None:
+        if self.cluster:
+            return None
         # One build at a time per language: a page load and a scrape that find the cache
         # expired together would each scan every arm's users otherwise.
         async with self._locks.setdefault(lang, asyncio.Lock()):

@@ -13,6 +13,18 @@ Invariants:
 - the title search reads the title index (store/titles.py), never the whole catalogue;
 - ``Keys.history`` for quality over retrains is used when ``Keys`` defines it;
 - Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
+
+On a Redis Cluster (``redis+cluster://``: ``redis.asyncio.RedisCluster``, key names from
+``store.keys.layout``) every read is in one slot: a similar list, the model, the catalogue,
+the title index and trending are the language's item side, read as on one Redis; a user's
+list is two reads (``store.read`` "a user's list on a Redis Cluster"): the user's group (the
+list, the group's copies of the model version and of ``hidden``), then the item side (is a
+model published, the details, and trending when the user has no visible list of their own,
+whose viewed entries a third read, HMGET of the user's views, leaves out). The reader's
+promise: the model version a list is tagged with is the one read in the same script as the
+list; experiments do not run on a cluster (the arm is always ``default``). The backlog sums
+every group's ``dirty``; the consumer's applied offset of a partition is the minimum over
+every progress stream of every language (docs/CLUSTER.md: the restart point).
 """
 
 from __future__ import annotations
@@ -23,25 +35,30 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 
-from core.errors import InputError
 from core.redis_urls import ClusterTarget
 from store import titles
 from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
-from store.keys import Keys
+from store.keys import Keys, layout
 from store.read import (
+    GROUP_LIST_LUA,
+    ITEM_LIST_LUA,
     Scored,
     decode_details,
     decode_model,
     decode_scored,
     decode_views,
+    pairs_of,
     text,
     top_range,
+    unviewed,
 )
 from store.updates import PublishedItems, decode_published_items, queue_published_items
 
@@ -125,7 +142,14 @@ def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
     busy: a full pool is load, not an outage. A command that finds its pooled connection
     dead (a Redis restart, a failover) is sent once more on a fresh one; every command here
     is a read. ``redis+sentinel://`` reads from the primary the Sentinels name, asked for
-    again on each new connection (so the retry after a failover reaches the new primary)."""
+    again on each new connection (so the retry after a failover reaches the new primary).
+
+    ``redis+cluster://`` gives a ``redis.asyncio.RedisCluster`` with the same timeouts and
+    one retry (on a fresh slot map) after a connection error. What differs, as RedisCluster
+    allows: ``connections`` is the pool of EACH node (not of the whole server), and a pool
+    that is full raises at once instead of waiting, so a single command or script call
+    (not a pipeline: the operator page's status reads) waits for a free connection here, up
+    to ``wait`` seconds, before the request gets 503 ``busy``."""
     settings = dict(
         max_connections=connections, timeout=wait, decode_responses=False,
         socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
@@ -135,12 +159,38 @@ def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
     if target is None:
         return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **settings))
     if isinstance(target, ClusterTarget):
-        raise InputError("the HTTP server does not read a Redis Cluster yet (docs/CLUSTER.md)")
+        return _WaitingCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], wait=wait,
+            username=target.username, password=target.password, max_connections=connections,
+            decode_responses=False, socket_timeout=timeout, socket_connect_timeout=timeout,
+            health_check_interval=30, retry=Retry(NoBackoff(), 1))
     sentinel = _Sentinel(list(target.sentinels),
                          sentinel_kwargs=sentinel_settings(target, timeout))
     return sentinel.master_for(target.service, connection_pool_class=_BlockingSentinelPool,
                                db=target.db, username=target.username,
                                password=target.password, **settings)
+
+
+class _WaitingCluster(AsyncCluster):
+    """A RedisCluster whose commands wait for a free connection to their node (up to
+    ``wait`` seconds) instead of failing at once when its pool is full: load, not an
+    outage, as with the blocking pool of one Redis."""
+
+    def __init__(self, *args, wait: float = 10.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait = wait
+
+    async def execute_command(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except redis.exceptions.MaxConnectionsError:
+                now = asyncio.get_running_loop().time()
+                deadline = now + self.wait if deadline is None else deadline
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(0.002)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -161,8 +211,9 @@ class _Sentinel(AsyncSentinel):
 def pool_exhausted(exc: BaseException) -> bool:
     """Whether ``exc`` is the pool's "no connection free in time" (every connection busy
     until the deadline), as opposed to Redis being unreachable."""
-    return isinstance(exc, redis.ConnectionError) and isinstance(exc.__cause__,
-                                                                 asyncio.TimeoutError)
+    return isinstance(exc, redis.exceptions.MaxConnectionsError) or (
+        isinstance(exc, redis.ConnectionError) and isinstance(exc.__cause__,
+                                                              asyncio.TimeoutError))
 
 
 class AsyncRecsClient:
@@ -170,8 +221,10 @@ class AsyncRecsClient:
 
     def __init__(self, client: aioredis.Redis, prefix: str = "recs") -> None:
         self.redis = client
-        self.keys = Keys(prefix)
+        self.keys: Keys = layout(client, prefix)
         self._list_script = client.register_script(LIST_WITH_DETAILS_LUA)
+        self._group_list = client.register_script(GROUP_LIST_LUA)
+        self._item_list = client.register_script(ITEM_LIST_LUA)
         self._arm_names: dict[str, list[str]] = {}
         self._list_sha: str | None = None
 
@@ -193,6 +246,8 @@ class AsyncRecsClient:
         """The user's own list, else the language's trending list without what the user
         viewed, else nothing; hidden resources never. With the model version and arm it came
         from (``tag``), read in the same MULTI (store/experiments.py ``tag_of``)."""
+        if self.keys.cluster and top_range(n) is not None:
+            return await self._recommend_in_slots(lang, user_id, n)
         lists = [("personal", self.keys.recs(lang, user_id), False),
                  ("trending", self.keys.trending(lang), True)]
         for _ in range(3):  # the experiment changed since the arms were cached: once more
@@ -202,6 +257,36 @@ class AsyncRecsClient:
             if listed.tag is not None:
                 return listed
         raise redis.ResponseError("the experiment keeps changing; try again")
+
+    async def _recommend_in_slots(self, lang: str, user_id: str, n: int) -> Listed:
+        """:meth:`recommend` on a cluster: the user's group, then the item side (module
+        doc), each one script in one slot; the version is the one read with the list."""
+        k, group = self.keys, self.keys.for_user(user_id)
+        version, rows = await self._group_list(
+            keys=[k.recs(lang, user_id), group.group_hidden(lang), group.group_model(lang)],
+            args=[n])
+        own = pairs_of(rows)
+        item_keys = [k.model(lang), k.resources(lang), k.hidden(lang), k.trending(lang)]
+        if own:
+            ids = [s.resource_id for s in own]
+            published, _, details = await self._item_list(keys=item_keys,
+                                                          args=["0", "1", *ids])
+            items, source = own, "personal"
+        else:
+            published, trending, details = await self._item_list(keys=item_keys,
+                                                                 args=["1", "1"])
+            candidates = pairs_of(trending)
+            ids = [s.resource_id for s in candidates]
+            viewed = await self.redis.hmget(k.views(lang, user_id), ids) if ids else []
+            items = unviewed(candidates, viewed, n)
+            source = "trending" if items else "none"
+        found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
+        shown = {s.resource_id for s in items}
+        tag = Tag(text(version) if source == "personal" and version is not None else "",
+                  "default", None)
+        return Listed(bool(published), source, items,
+                      {rid: d for rid, d in found.items() if d is not None and rid in shown},
+                      tag)
 
     async def _listed(self, lang: str, lists: list[tuple[str, str, bool]], n: int,
                       also: list[int] = (), views: str | None = None,
@@ -301,10 +386,22 @@ class AsyncRecsClient:
         return decode_views(await self.redis.hgetall(self.keys.views(lang, user_id)))
 
     async def offsets(self, group: str, topic: str) -> dict[int, int]:
-        """The next offset the consumer group has applied, per partition of ``topic``."""
-        raw = await self.redis.hgetall(self.keys.offsets(group, topic))
-        return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
-                and text(o).lstrip("-").isdigit()}
+        """The next offset the consumer group has applied, per partition of ``topic``; on a
+        cluster the minimum over every registered progress stream (item side and slot
+        groups) of every language: where the consumer would restart (docs/CLUSTER.md)."""
+        if not self.keys.cluster:
+            return _offsets(await self.redis.hgetall(self.keys.offsets(group, topic)))
+        langs = await self.langs()
+        pipe = self.redis.pipeline(transaction=False)
+        for lang in langs:
+            pipe.hgetall(self.keys.item_offsets(lang, group, topic))
+            for g in self.keys.slot_groups():
+                pipe.hgetall(g.group_offsets(lang, group, topic))
+        held: dict[int, int] = {}
+        for raw in (await pipe.execute()) if langs else []:
+            for p, o in _offsets(raw).items():
+                held[p] = min(held.get(p, o), o)
+        return held
 
     async def ease_rows(self, lang: str, version: str, resource_ids) -> dict[int, bytes]:
         """EASE's rows of B (raw little-endian float32) for these resources, where the
@@ -326,10 +423,12 @@ class AsyncRecsClient:
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(k.model(lang))
-        pipe.zcard(k.dirty(lang))
         pipe.exists(k.item_views(lang))
         pipe.hlen(k.resources(lang))
-        model_raw, backlog, has_counts, resources = await pipe.execute()
+        for g in k.slot_groups():  # one on a single Redis
+            pipe.zcard(g.dirty(lang))
+        model_raw, has_counts, resources, *dirty = await pipe.execute()
+        backlog = sum(int(d) for d in dirty)
         idle = None
         if has_counts:
             # OBJECT IDLETIME does not touch the key; only the consumer's batches write it.
@@ -360,6 +459,12 @@ class AsyncRecsClient:
         else:
             return []
         return [e for e in (_history_entry(r) for r in raw) if e is not None]
+
+
+def _offsets(raw) -> dict[int, int]:
+    """An offsets hash's partition -> next offset fields (others ignored)."""
+    return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
+            and text(o).lstrip("-").isdigit()}
 
 
 def _history_entry(raw) -> dict | None:

@@ -18,6 +18,16 @@ Each call is one Redis command, so any language's client does the same::
 During an A/B experiment (docs/CONTRACT.md "Experiments") ``for_user_tagged`` also says
 which model version and arm the list came from, read in the same MULTI as the list.
 
+On a Redis Cluster (``redis+cluster://``, docs/CLUSTER.md) the same calls work: the key
+names come from ``store.keys.layout`` (hash-tagged, users in slot groups), and the calls
+that read a user's list with something of the language's item side (``for_user``,
+``for_user_tagged``) make two reads, each in one slot: the user's group first (the list,
+the group's copy of the model version, its copy of ``hidden``), then, only when the user
+has no visible list of their own, the item side (trending, ``hidden``) and the user's views
+of those trending entries. The model version a list is tagged with is the one read in the
+same script as the list (``store.read`` "a user's list on a Redis Cluster"); experiments do
+not run on a cluster, so the arm is always ``default``.
+
 An id the published model does not cover (or a language with nothing published) gives an
 empty list, so an app can fall back to, say, popular resources; ``model_info`` returns None
 when nothing is published. Lists are replaced whole while a new model is published, so a
@@ -30,8 +40,19 @@ import redis
 
 from store.connection import connect
 from store.experiments import Tag, queue_tag_reads, tag_of
-from store.keys import Keys
-from store.read import Scored, decode_details, decode_model, decode_scored, text, top_range
+from store.keys import Keys, layout
+from store.read import (
+    GROUP_LIST_LUA,
+    ITEM_LIST_LUA,
+    Scored,
+    decode_details,
+    decode_model,
+    decode_scored,
+    pairs_of,
+    text,
+    top_range,
+    unviewed,
+)
 
 __all__ = ["RecsClient", "Scored"]
 
@@ -70,8 +91,9 @@ class RecsClient:
 
     def __init__(self, url_or_redis: str | redis.Redis, prefix: str = "recs") -> None:
         self.redis = connect(url_or_redis) if isinstance(url_or_redis, str) else url_or_redis
-        self.keys = Keys(prefix)
+        self.keys: Keys = layout(self.redis, prefix)
         self._for_user = None
+        self._group_list = self._item_list = None
         self._arm_names: dict[str, list[str]] = {}
         self._for_user_sha: str | None = None
 
@@ -90,6 +112,9 @@ class RecsClient:
         if n <= 0:
             return [], "none"
         k = self.keys
+        if k.cluster:
+            pairs, source, _ = self._for_user_cluster(lang, user_id, int(n))
+            return pairs, source
         if self._for_user is None:
             self._for_user = self.redis.register_script(FOR_USER_LUA)
         source, rows = self._for_user(
@@ -104,6 +129,10 @@ class RecsClient:
         list came from, all in ONE MULTI/EXEC (the fields an impression event carries):
         ``(rows, source, Tag(model_version, arm, experiment))``."""
         k = self.keys
+        if k.cluster:
+            pairs, source, version = self._for_user_cluster(lang, user_id, max(int(n), 1))
+            tag = Tag(version if source == "personal" else "", "default", None)
+            return pairs[:max(int(n), 0)], source, tag
         keys = [k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id), k.hidden(lang)]
         for _ in range(3):  # the experiment changed between two reads: once more
             names = self._arm_names.get(lang, [])
@@ -119,6 +148,30 @@ class RecsClient:
                 return pairs, text(source), tag
             self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
         raise RuntimeError("the experiment keeps changing; try again")
+
+    def _for_user_cluster(self, lang: str, user_id: str, n: int
+                          ) -> tuple[list[Scored], str, str]:
+        """:meth:`for_user` on a cluster: ``(rows, source, version)``, the version read with
+        the personal list (module doc); two or three reads, each in one slot."""
+        k, group = self.keys, self.keys.for_user(user_id)
+        if self._group_list is None:
+            self._group_list = self.redis.register_script(GROUP_LIST_LUA)
+            self._item_list = self.redis.register_script(ITEM_LIST_LUA)
+        version, rows = self._group_list(
+            keys=[k.recs(lang, user_id), group.group_hidden(lang), group.group_model(lang)],
+            args=[n])
+        version = "" if version is None else text(version)
+        if rows:
+            return pairs_of(rows), "personal", version
+        _, trending, _ = self._item_list(
+            keys=[k.model(lang), k.resources(lang), k.hidden(lang), k.trending(lang)],
+            args=["1", "0"])
+        candidates = pairs_of(trending)
+        if not candidates:
+            return [], "none", version
+        viewed = self.redis.hmget(k.views(lang, user_id), [c.resource_id for c in candidates])
+        hot = unviewed(candidates, viewed, n)
+        return hot, "trending" if hot else "none", version
 
     def _tagged(self, keys: list, n: int, lang: str, names: list[str]) -> list:
         """EVALSHA of the list script and the tag reads in one MULTI (the script loaded with

@@ -102,3 +102,70 @@ def decode_views(raw: Mapping) -> dict[int, int]:
         except ValueError:
             continue
     return out
+
+
+# -- a user's list on a Redis Cluster (docs/CLUSTER.md section 0) --------------------------
+#
+# A user's list, factors and views live in the user's slot group; the model hash, the
+# catalogue, ``hidden`` and trending on the language's item side: two slots, so a look-up is
+# two scripts, each in one slot. The reader's promise holds per read set: the personal list
+# comes with the model version of the group's copy of the model hash (``group_model``), read
+# in the SAME script as the list; the list and the user's factors are replaced together by
+# the publisher and the updater (one script in that slot, which compares the version there),
+# so a list is never reported with another model's version, nor mixed with another model's
+# factors. Take-downs are checked in the group's copy of ``hidden`` for the personal list and
+# in ``hidden`` itself for trending.
+
+GROUP_LIST_LUA = """
+-- KEYS[1] recs(lang, user), KEYS[2] group_hidden(lang), KEYS[3] group_model(lang)
+-- ARGV[1] n (>= 1)
+-- The n best entries of the user's own list that are not hidden, and the version in the
+-- group's copy of the model hash, read together: {version or false, {member, score, ...}}.
+local n = tonumber(ARGV[1])
+local rows = redis.call('ZREVRANGE', KEYS[1], 0, n + 19, 'WITHSCORES')
+local out = {}
+for i = 1, #rows, 2 do
+  if #out >= 2 * n then break end
+  if redis.call('HEXISTS', KEYS[2], rows[i]) == 0 then
+    out[#out + 1] = rows[i]
+    out[#out + 1] = rows[i + 1]
+  end
+end
+return {redis.call('HGET', KEYS[3], 'version'), out}
+"""
+
+ITEM_LIST_LUA = """
+-- KEYS[1] model, KEYS[2] resources, KEYS[3] hidden, KEYS[4] trending: one language's item side
+-- ARGV[1] '1': the trending list's visible entries too (read whole: it is short), '0': none
+-- ARGV[2] '1': details wanted, '0': none
+-- ARGV[3..] resource ids whose details are wanted (a personal list's entries)
+-- Returns {published 0|1, {member, score, ...} of trending, {details or false, ...} of
+--          ARGV[3..] then of the trending entries (empty unless ARGV[2] = '1')}
+local published = redis.call('EXISTS', KEYS[1])
+local kept, members = {}, {}
+for j = 3, #ARGV do members[#members + 1] = ARGV[j] end
+if ARGV[1] == '1' then
+  local rows = redis.call('ZREVRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+  for j = 1, #rows, 2 do
+    if redis.call('HEXISTS', KEYS[3], rows[j]) == 0 then
+      kept[#kept + 1] = rows[j]
+      kept[#kept + 1] = rows[j + 1]
+      members[#members + 1] = rows[j]
+    end
+  end
+end
+local details = {}
+if ARGV[2] == '1' and #members > 0 then details = redis.call('HMGET', KEYS[2], unpack(members)) end
+return {published, kept, details}
+"""
+
+
+def pairs_of(rows) -> list[Scored]:
+    """A flat ``{member, score, ...}`` script reply as ``Scored``."""
+    return [Scored(int(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
+
+
+def unviewed(candidates: list[Scored], viewed: list, n: int) -> list[Scored]:
+    """The first ``n`` of ``candidates`` whose ``HMGET views`` reply (``viewed``, one per
+    candidate) is empty: the trending fallback leaves out what the user viewed."""
+    return [c for c, v in zip(candidates, viewed, strict=True) if v is None][:n]
