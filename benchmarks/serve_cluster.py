@@ -51,7 +51,7 @@ def write(url: str) -> None:
                                               for _ in range(20)})
         pipe.hset(keys.views(LANG, f"t{u}"), mapping={str(rng.randrange(1, 100)): 1
                                                       for _ in range(3)})
-    for r in range(500):
+    for r in range(1, 500):
         pipe.zadd(keys.similar(LANG, r), {str(rng.randrange(1, ITEMS)): rng.random()
                                           for _ in range(20)})
     pipe.zadd(keys.trending(LANG), {str(r): 1000.0 - r for r in range(1, 101)})

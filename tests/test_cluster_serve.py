@@ -173,3 +173,19 @@ def test_serve_rides_a_failover_of_the_users_primary(fresh_cluster, serve_http):
     assert 503 in statuses  # while the slot had no primary
     assert statuses[-1] == 200 and got.json == before.json  # the promoted replica answers
     assert call(base, "/healthz").status == 200
+
+
+def test_recs_similar_and_recommend_print_the_same_from_a_cluster(stores, capsys):
+    from recs.cli import main
+
+    printed = []
+    for url in stores:
+        out = []
+        for argv in (["similar", str(SIMILAR_TO)], ["recommend", OWN], ["recommend", NOBODY]):
+            code = main([*argv, "--lang", LANG, "--redis-url", url, "-n", "3"])
+            out.append((code, capsys.readouterr()))
+        printed.append(out)
+    assert printed[0] == printed[1]
+    (similar, _), (own, _), (nobody, _) = printed[0]
+    assert similar == 0 and own == 0 and "Resource 110" in printed[0][1][1].out
+    assert nobody == 2 and "unknown user" in printed[0][2][1].err

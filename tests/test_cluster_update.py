@@ -156,3 +156,36 @@ def test_the_backlog_gauge_sums_every_group(both):
     write_model(cl, ck, "v1")
     add_views(cl, ck, score=1)
     assert updater(cl).refresh_pending(force=True) == {LANG: len(USERS)}
+
+
+def test_the_recs_update_command_folds_in_and_refreshes_trending_on_a_cluster(
+        cluster, start_recs):
+    import os
+
+    from recs.localstack_process import wait_until
+
+    client = connect(cluster.url)
+    keys = layout(client)
+    write_model(client, keys, "v1")
+    client.sadd(keys.langs, LANG)
+    add_views(client, keys, score=1)
+    client.hset(keys.item_views(LANG), mapping={str(int(r)): 5 for r in ITEMS})
+    hide(client, keys, int(ITEMS[-1]))  # the most viewed below: never trending
+    env = {**os.environ, "RECS_REDIS_URL": cluster.url}
+    proc = start_recs(["update", "--metrics-port", "0", "--trending-every", "1",
+                       "--top-n", "5"], env)
+    try:
+        # The first refresh takes the totals as its baseline; views since then trend.
+        wait_until(lambda: proc.check_alive("folding in") or pending(client, keys) == 0
+                   and client.exists(keys.trending_state(LANG)), 30, "users written")
+        for i, r in enumerate(ITEMS):
+            client.hincrby(keys.item_views(LANG), str(int(r)), 1 + i)
+        wait_until(lambda: proc.check_alive("trending") or client.zcard(keys.trending(LANG)),
+                   30, "a trending list")
+        assert all(client.zcard(keys.recs(LANG, u)) == 5 for u in USERS)
+        trending = [int(m) for m in client.zrevrange(keys.trending(LANG), 0, -1)]
+        assert trending[0] == int(ITEMS[-2]) and int(ITEMS[-1]) not in trending
+    finally:
+        code = proc.stop()
+        client.close()
+    assert code == 0
