@@ -9,6 +9,7 @@ and of ``hidden`` included."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from recs.serve_base import ServeConfig
+from store.aclient import AsyncRecsClient, connect_async
 from store.client import RecsClient
 from store.connection import connect
 from store.keys import Keys, layout
@@ -46,6 +48,7 @@ def write_data(client, keys: Keys) -> None:
     client.hset(keys.resources(LANG), mapping={
         str(r): encode_details({"title": f"Resource {r}", "folder": "f", "subject": "s",
                                 "tags": "t"}) for r in range(101, 141) if r != 112})
+    client.hset(keys.item_views(LANG), mapping={"101": 40, "102": 9})
     hide(client, keys, 111)  # in the personal list
     hide(client, keys, 102)  # in trending
 
@@ -189,3 +192,31 @@ def test_recs_similar_and_recommend_print_the_same_from_a_cluster(stores, capsys
     (similar, _), (own, _), (nobody, _) = printed[0]
     assert similar == 0 and own == 0 and "Resource 110" in printed[0][1][1].out
     assert nobody == 2 and "unknown user" in printed[0][2][1].err
+
+
+def test_a_full_pool_waits_for_a_connection_and_offsets_are_the_restart_point(cluster):
+    """connect_async on a cluster: with one connection per node, 30 look-ups at once all
+    answer (each waits for the connection instead of failing: load, not an outage); the
+    consumer's applied offset per partition is the minimum over every progress stream."""
+    client = connect(cluster.url)
+    keys = layout(client)
+    write_data(client, keys)
+    groups = keys.slot_groups()
+    client.hset(keys.item_offsets(LANG, "g", "views"), mapping={"0": 90, "1": 40})
+    client.hset(groups[3].group_offsets(LANG, "g", "views"), mapping={"0": 70})
+    client.hset(groups[40].group_offsets(LANG, "g", "views"), mapping={"0": 80, "1": 55})
+    client.close()
+
+    async def run():
+        reader = AsyncRecsClient(connect_async(cluster.url, connections=1, wait=10))
+        try:
+            found = await asyncio.gather(*(reader.recommend(LANG, user, 3)
+                                           for user in (OWN, NEW, NOBODY) * 10))
+            return found, await reader.offsets("g", "views"), await reader.status(LANG)
+        finally:
+            await reader.redis.aclose()
+
+    found, offsets, status = asyncio.run(run())
+    assert [f.source for f in found[:3]] == ["personal", "trending", "trending"]
+    assert offsets == {0: 70, 1: 40}
+    assert status.backlog == 0 and status.idle_seconds is not None and status.resources == 39
