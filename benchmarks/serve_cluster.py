@@ -81,9 +81,10 @@ def serve(url: str, log: Path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def hammer(port: int, seconds: float, threads: int) -> tuple[float, list[float], int]:
+def hammer(port: int, seconds: float, threads: int
+           ) -> tuple[float, list[float], dict[int, int]]:
     latencies: list[float] = []
-    errors = [0]
+    errors: dict[int, int] = {}
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -98,14 +99,15 @@ def hammer(port: int, seconds: float, threads: int) -> tuple[float, list[float],
             elif pick < 0.75:
                 path = f"/v1/{LANG}/users/t{rng.randrange(USERS)}/recommendations"
             else:
-                path = f"/v1/{LANG}/resources/{rng.randrange(500)}/similar"
+                path = f"/v1/{LANG}/resources/{rng.randrange(1, 500)}/similar"
             t0 = time.perf_counter()
             conn.request("GET", path)
             resp = conn.getresponse()
             resp.read()
             mine.append(time.perf_counter() - t0)
             if resp.status != 200:
-                errors[0] += 1
+                with lock:
+                    errors[resp.status] = errors.get(resp.status, 0) + 1
         with lock:
             latencies.extend(mine)
 
@@ -115,7 +117,7 @@ def hammer(port: int, seconds: float, threads: int) -> tuple[float, list[float],
         t.start()
     for t in pool:
         t.join()
-    return len(latencies) / (time.monotonic() - started), sorted(latencies), errors[0]
+    return len(latencies) / (time.monotonic() - started), sorted(latencies), errors
 
 
 def main() -> int:
@@ -142,7 +144,8 @@ def main() -> int:
                 p = [lat[int(q * (len(lat) - 1))] * 1000 for q in (0.5, 0.9, 0.99)]
                 results[name].append((rate, *p))
                 print(f"round {i} {name:8s} {rate:7.0f} req/s  p50 {p[0]:.2f} ms  "
-                      f"p90 {p[1]:.2f} ms  p99 {p[2]:.2f} ms  non-200 {errors}", flush=True)
+                      f"p90 {p[1]:.2f} ms  p99 {p[2]:.2f} ms  non-200 {errors or 'none'}",
+                      flush=True)
         med = {n: [statistics.median(r[j] for r in rs) for j in range(4)]
                for n, rs in results.items()}
         for name, (rate, p50, p90, p99) in med.items():
