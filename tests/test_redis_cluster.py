@@ -64,9 +64,8 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["consume"], ["control"], ["update"], ["train"], ["serve"], ["trending"],
-            ["hide", "5", "--lang", "en"], ["forget", "u1"], ["similar", "5", "--lang", "en"],
-            ["repair"], ["hidden", "--lang", "en"]]
+COMMANDS = [["consume"], ["update"], ["train"], ["serve"], ["trending"],
+            ["similar", "5", "--lang", "en"], ["repair"]]
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():
