@@ -421,7 +421,8 @@ def _group_call(pipe, group: Keys, lang: str, stream: tuple[str, str],
     for op in forgets:
         call_keys += [group.views(lang, op.target), group.factors(lang, op.target),
                       group.recs(lang, op.target)]
-    pipe.eval(GROUP_LUA, len(call_keys), *call_keys, *(x for op in ops for x in _op_args(op)))
+    pipe.execute_command("EVAL", GROUP_LUA, len(call_keys), *call_keys,  # a cluster pipeline
+                         *(x for op in ops for x in _op_args(op)))  # has no eval()
 
 
 def _op_args(op: ControlOp) -> tuple:

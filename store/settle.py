@@ -326,7 +326,8 @@ def finish_scan(client: redis.Redis, keys: Keys, lang: str, covered: dict[int, Q
     if keys.cluster:
         pipe = client.pipeline(transaction=False)
         for group in keys.slot_groups():
-            pipe.unlink(group.group_takedown_scan(lang), group.group_takedown_found(lang, "users"))
+            pipe.unlink(group.group_takedown_scan(lang))  # one key a call: a cluster pipeline
+            pipe.unlink(group.group_takedown_found(lang, "users"))
         pipe.execute()
 
 
@@ -378,7 +379,7 @@ def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, 
             lengths, entries = encoded.part(s, s + len(part))
             args = [version, lengths, top_n, fb, entries, blob, "1" if create else "0", *part]
             if keys.cluster:  # EVAL: a node a reshard brings has no script cache to miss
-                pipe.eval(REFILL_LUA, len(call_keys), *call_keys, *args)
+                pipe.execute_command("EVAL", REFILL_LUA, len(call_keys), *call_keys, *args)
             else:
                 script(keys=call_keys, client=pipe, args=args)
     done = cleaned = 0
