@@ -25,7 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,56 +265,78 @@ def _step_count(rids: Sequence[int] | None) -> int:
     return max(10, min(500, LIST_STEP_OPS // per_list))
 
 
+@dataclass(frozen=True)
+class _ListSet:
+    """One SET of published lists a cluster scan walks, with the keys of its slot."""
+
+    progress: str
+    field: str
+    hidden: str
+    ids: str
+    found: str
+    list_key: Callable[[str], str]
+
+
 def _scan_cluster(client, keys: Keys, lang: str, kind: str, rids: Sequence[int] | None,
                   max_steps: int | None, seq: int | None) -> bool:
     """:func:`scan_lists` on a cluster: similar lists on the item side, user lists in each
-    slot group (its own progress, its copy of ``hidden``)."""
-    budget = [max_steps]
+    slot group (its own progress, its copy of ``hidden``), the groups stepped together."""
     if kind == "items":
-        return _scan_set(client, keys.takedown_scan(lang), "items", keys.hidden(lang),
+        sets = [_ListSet(keys.takedown_scan(lang), "items", keys.hidden(lang),
                          keys.published_items(lang), keys.takedown_found(lang, "items"),
-                         lambda i: keys.similar(lang, i), rids, budget)
-    begin = client.register_script(GROUP_BEGIN_LUA)
-    for group in keys.slot_groups():
-        progress = group.group_takedown_scan(lang)
-        found = group.group_takedown_found(lang, "users")
-        begin(keys=[progress, found], args=[str(seq if seq is not None else 0)])
-        if not _scan_set(client, progress, "users", group.group_hidden(lang),
-                         group.published_users(lang), found,
-                         lambda u, g=group: g.recs(lang, u), rids, budget):
-            return False
-    return True
+                         lambda i: keys.similar(lang, i))]
+        cursors = [text(client.hget(sets[0].progress, "items") or b"0")]
+        return _scan_sets(client, sets, cursors, rids, max_steps)
+    sets = [_ListSet(g.group_takedown_scan(lang), "users", g.group_hidden(lang),
+                     g.published_users(lang), g.group_takedown_found(lang, "users"),
+                     lambda u, g=g: g.recs(lang, u)) for g in keys.slot_groups()]
+    pipe = client.pipeline(transaction=False)
+    for one in sets:  # EVAL by hand: a cluster pipeline has no eval()
+        pipe.execute_command("EVAL", GROUP_BEGIN_LUA, 2, one.progress, one.found,
+                             str(seq if seq is not None else 0))
+    return _scan_sets(client, sets, [text(c) for c in pipe.execute()], rids, max_steps)
 
 
-def _scan_set(client, progress: str, field: str, hidden: str, id_set: str, found: str,
-              list_key, rids: Sequence[int] | None, budget: list) -> bool:
-    """SSCAN steps of ``id_set`` from the cursor in ``progress``, each checked and recorded
-    by :data:`SCAN_KEYS_LUA` with its lists declared, until done or ``budget[0]`` steps."""
-    script = client.register_script(SCAN_KEYS_LUA)
+def _scan_sets(client, sets: list[_ListSet], cursors: list[str], rids: Sequence[int] | None,
+               max_steps: int | None) -> bool:
+    """SSCAN steps of every set from its cursor, a round of steps (one per set not done)
+    in two pipelined round trips: the SSCANs, then :data:`SCAN_KEYS_LUA` with each step's
+    lists declared, which records it. Until every set is done (True) or ``max_steps``
+    steps were made in all (False)."""
     looked = [str(int(r)) for r in rids or ()]
     count = _step_count(rids)
-    while True:
-        cursor = text(client.hget(progress, field) or b"0")
-        if cursor == "done":
-            return True
-        if budget[0] is not None:
-            if budget[0] <= 0:
-                return False
-            budget[0] -= 1
-        after, ids = client.sscan(id_set, int(cursor), count=count)
-        ids = [text(i) for i in ids]
-        script(keys=[progress, hidden, found, *(list_key(i) for i in ids)],
-               args=[field, cursor, "done" if int(after) == 0 else str(after), len(looked),
-                     *looked, *ids])
+    active = [(one, c) for one, c in zip(sets, cursors, strict=True) if c != "done"]
+    budget = max_steps
+    while active:
+        if budget is not None and budget <= 0:
+            return False
+        step = active if budget is None else active[:budget]
+        budget = None if budget is None else budget - len(step)
+        pipe = client.pipeline(transaction=False)
+        for one, cursor in step:
+            pipe.sscan(one.ids, int(cursor), count=count)
+        pipe2 = client.pipeline(transaction=False)
+        for (one, cursor), (after, ids) in zip(step, pipe.execute(), strict=True):
+            ids = [text(i) for i in ids]
+            call_keys = [one.progress, one.hidden, one.found, *(one.list_key(i) for i in ids)]
+            pipe2.execute_command("EVAL", SCAN_KEYS_LUA, len(call_keys), *call_keys, one.field,
+                                  cursor, "done" if int(after) == 0 else str(after),
+                                  len(looked), *looked, *ids)
+        moved = [(one, text(c)) for (one, _), c in zip(step, pipe2.execute(), strict=True)]
+        active = [(one, c) for one, c in moved if c != "done"] + active[len(step):]
+    return True
 
 
 def found_lists(client: redis.Redis, keys: Keys, lang: str, kind: str,
                 count: int) -> list[str]:
-    """Up to ``count`` ids the scan found whose lists are not refilled yet (user lists: of
-    ``keys``' slot group on a cluster)."""
-    found = keys.group_takedown_found(lang, kind) if kind == "users" else \
-        keys.takedown_found(lang, kind)
-    return sorted(text(m) for m in client.srandmember(found, count))
+    """Up to ``count`` ids the scan found whose lists are not refilled yet (user lists on a
+    cluster: of every slot group, read in one pipelined round trip)."""
+    if kind == "users" and keys.cluster:
+        pipe = client.pipeline(transaction=False)
+        for group in keys.slot_groups():
+            pipe.srandmember(group.group_takedown_found(lang, "users"), count)
+        return sorted(text(m) for ms in pipe.execute() for m in ms)[:count]
+    return sorted(text(m) for m in client.srandmember(keys.takedown_found(lang, kind), count))
 
 
 def finish_scan(client: redis.Redis, keys: Keys, lang: str, covered: dict[int, Queued]) -> None:

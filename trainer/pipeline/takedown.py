@@ -22,7 +22,8 @@ the hide. :func:`settle` finds those and rewrites them:
   again right away.
 
 On a Redis Cluster the same steps run with the cluster's layout (store/settle.py): the
-user lists are found and refilled slot group by slot group, each with its own progress.
+user lists are found in every slot group (each with its own progress) and refilled with
+their group's keys.
 
 A queue entry (``takedown_work``) is removed only after its lists are settled, so a crash
 in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``, from
@@ -129,11 +130,8 @@ def _settle_scan(client: redis.Redis, keys: Keys, lang: str, seq: int,
     published = als_published(client, keys, lang)
     hidden = set(read_hidden(client, keys, lang))
     n = int(published.meta.get("top_n", 20)) if published else 20
-    users = (0, 0)
-    for group in keys.slot_groups():  # a cluster's user lists: group by group
-        a, b = _refill_found(client, group, lang, "users", lambda part, g=group: _refill_by_arm(
-            client, g, lang, published, part, hidden, n))
-        users = (users[0] + a, users[1] + b)
+    users = _refill_found(client, keys, lang, "users", lambda part: _refill_by_arm(
+        client, keys, lang, published, part, hidden, n))
     items = _refill_found(client, keys, lang, "items", lambda part: _refill_similar(
         client, keys, lang, published, [int(i) for i in part], hidden, n))
     report.users_refilled += users[0]
