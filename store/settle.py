@@ -356,13 +356,54 @@ def finish_scan(client: redis.Redis, keys: Keys, lang: str, covered: dict[int, Q
 def read_factors_and_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
                            ) -> tuple[list[bytes | None], list[dict]]:
     """Each user's published factors (raw bytes, None when absent) and views hash (raw
-    field -> count), in one pipelined round trip: what a refill scores a user's list from."""
+    field -> count), in one pipelined round trip: what a refill scores a user's list from.
+    On a cluster one :data:`READ_USERS_LUA` call per slot group and chunk: two commands
+    per user through a cluster pipeline cost the client more than Redis its work."""
+    if keys.cluster:
+        return _read_users_cluster(client, keys, lang, users)
     pipe = client.pipeline(transaction=False)
     for u in users:
         pipe.get(keys.factors(lang, u))
         pipe.hgetall(keys.views(lang, u))
     replies = pipe.execute()
     return replies[0::2], replies[1::2]
+
+
+READ_USERS_LUA = """
+-- KEYS[1 .. k]: users' factor keys, KEYS[k+1 .. 2k]: their views keys (one slot group).
+-- Returns {factors or nil, views as HGETALL gives them, ...}, in order.
+local k = #KEYS / 2
+local out = {}
+for i = 1, k do
+  out[2 * i - 1] = redis.call('GET', KEYS[i]) or false
+  out[2 * i] = redis.call('HGETALL', KEYS[k + i])
+end
+return out
+"""
+READ_USERS_PER_CALL = 100
+
+
+def _read_users_cluster(client, keys: Keys, lang: str, users: Sequence[str]
+                        ) -> tuple[list[bytes | None], list[dict]]:
+    rows: dict[int, list[int]] = {}
+    for row, u in enumerate(users):
+        rows.setdefault(keys.group_of(u), []).append(row)
+    pipe = client.pipeline(transaction=False)
+    order: list[list[int]] = []
+    for part in (r[s:s + READ_USERS_PER_CALL] for r in rows.values()
+                 for s in range(0, len(r), READ_USERS_PER_CALL)):
+        call_keys = [keys.factors(lang, users[i]) for i in part] + \
+            [keys.views(lang, users[i]) for i in part]
+        pipe.execute_command("EVAL", READ_USERS_LUA, len(call_keys), *call_keys)
+        order.append(part)
+    factors: list[bytes | None] = [None] * len(users)
+    views: list[dict] = [{}] * len(users)
+    for part, reply in zip(order, pipe.execute(), strict=True):
+        for j, row in enumerate(part):
+            factors[row] = reply[2 * j]
+            flat = reply[2 * j + 1]
+            views[row] = dict(zip(flat[0::2], flat[1::2], strict=True))
+    return factors, views
 
 
 def write_refilled(client: redis.Redis, keys: Keys, lang: str, *, version: str, users: bool,
