@@ -13,6 +13,10 @@ resource's events share a partition.
 After each batch, and when idle, the lists of queued hides are cleaned and refilled
 (trainer/pipeline/takedown.py ``settle``); the queue lives in Redis, so a crash between the two is
 finished by the restart.
+
+On a Redis Cluster the batch is one call per slot (store/control.py): each event carries
+its (partition, offset) (:class:`ControlBatch`) and each slot applies it once by its own
+progress per partition; the consumer's partition offsets are checked before and set after.
 """
 
 from __future__ import annotations
