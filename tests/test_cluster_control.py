@@ -319,3 +319,17 @@ def test_a_cluster_settle_cut_half_way_resumes_group_by_group(cluster, monkeypat
     assert not any(client.exists(g.group_takedown_scan(LANG), g.group_takedown_found(
         LANG, "users")) for g in keys.slot_groups())
     client.close()
+
+
+def test_a_hide_without_a_language_reaches_every_language_and_group(many):
+    url, client = many
+    publish(client, 20)
+    keys = layout(client)
+    client.sadd(keys.langs, "de")  # a language with nothing published yet
+    assert main(["hide", "9", "--redis-url", url]) == 0
+    for lang in ("de", LANG):
+        assert client.hexists(keys.hidden(lang), "9")
+        assert all(client.hexists(g.group_hidden(lang), "9") for g in keys.slot_groups())
+    assert main(["unhide", "9", "--redis-url", url]) == 0
+    for lang in ("de", LANG):
+        assert not any(client.exists(g.group_hidden(lang)) for g in keys.slot_groups())
