@@ -13,22 +13,27 @@ resource's events share a partition.
 After each batch, and when idle, the lists of queued hides are cleaned and refilled
 (trainer/pipeline/takedown.py ``settle``); the queue lives in Redis, so a crash between the two is
 finished by the restart.
+
+On a Redis Cluster the batch is one call per slot (store/control.py): each event carries
+its (partition, offset) (:class:`ControlBatch`) and each slot applies it once by its own
+progress per partition; the consumer's partition offsets are checked before and set after.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import redis
 
-from consumers.batch import OrderedBatch
+from consumers.batch import DeadLetter, OrderedBatch
 from consumers.config import ConsumerConfig
 from consumers.consume import Flavour, StreamConsumer, run_until_signalled
 from consumers.events import InvalidEvent, json_object
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
-from store.control import Control, ControlOp
-from store.keys import Keys
+from store.control import Control, ControlOp, finish_forgets
+from store.keys import Keys, layout
 from store.settle import read_work
 from store.snapshot import read_languages
 from trainer.pipeline.takedown import settle
@@ -92,11 +97,34 @@ def parse_control(value: bytes | None) -> ControlOp:
     return ControlOp(action, str(rid), lang, reason, ts)
 
 
-def settle_all(client: redis.Redis, keys: Keys) -> None:
+class ControlBatch(OrderedBatch):
+    """The control events of a batch, each tagged with its (partition, offset): on a Redis
+    Cluster each slot's script applies an event once by its own progress per partition
+    (store/control.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(parse_control)
+
+    def add(self, msgs: list) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        for m in msgs:  # one at a time: the op it added (if any) is the last one
+            before = len(self.items)
+            dead += super().add([m])
+            if len(self.items) > before:
+                op = self.items[before]
+                self.items[before] = dataclasses.replace(op, at=(m.partition(), m.offset()))
+        return dead
+
+
+def settle_all(client: redis.Redis, keys: Keys, forgets: bool = False) -> None:
     """Clean and refill the lists of queued hides, every language (errors are logged and
-    retried at the next idle check: the queue stays in Redis)."""
+    retried at the next idle check: the queue stays in Redis); ``forgets``: on a cluster,
+    finish the forgets a crash left half done too (at start)."""
+    keys = keys if keys.cluster else layout(client, keys.prefix)
     try:
         for lang in read_languages(client, keys):
+            if forgets:
+                finish_forgets(client, keys, lang)
             if read_work(client, keys, lang):
                 settle(client, keys, lang)
     except (redis.RedisError, ValueError) as exc:
@@ -104,7 +132,7 @@ def settle_all(client: redis.Redis, keys: Keys) -> None:
                     extra={"fields": {"error": str(exc)}})
 
 
-CONTROL = Flavour(new_batch=lambda: OrderedBatch(parse_control), store=Control,
+CONTROL = Flavour(new_batch=ControlBatch, store=Control,
                   settle=lambda consumer: settle_all(consumer.redis, consumer.keys))
 """The views consumer's loop with control events in place of views (module docstring): each
 operation kept in order, written by the control script (guarded like the view counts)."""
@@ -116,5 +144,5 @@ def cmd_control(args) -> int:
         args.control_group
     consumer = StreamConsumer(ConsumerConfig.from_args(args), flavour=CONTROL)
     # What a previous run (or a killed `recs hide`) left queued.
-    settle_all(consumer.redis, consumer.keys)
+    settle_all(consumer.redis, consumer.keys, forgets=True)
     return run_until_signalled(consumer)

@@ -20,7 +20,8 @@ SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
 SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
-CLUSTER_COMMANDS = frozenset({"update", "serve", "similar", "recommend"})
+CLUSTER_COMMANDS = frozenset({"update", "serve", "similar", "recommend", "hide", "unhide",
+                              "hidden", "forget", "control"})
 """The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
 ``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
 

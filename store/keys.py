@@ -303,6 +303,28 @@ class Keys:
         """Where item totals that refused are parked: on one Redis the one quarantine."""
         return self.quarantine(lang)
 
+    # -- helper "control": take-downs and forgetting on a Redis Cluster ------------------
+    def forget_pending(self, lang: str) -> str:
+        """HASH ``sha1(user):seq`` -> JSON views of a forget whose counts are not yet taken
+        back from ``item_views`` (a cluster's forget is a group step then an item step;
+        unused on one Redis, where the forget is one script)."""
+        return f"{self.prefix}:{lang}:_forget_pending"
+
+    def forget_done(self, lang: str) -> str:
+        """ZSET forget id -> ms: forgets whose counts ``item_views`` gave back (so a retried
+        item step never subtracts twice); trimmed after a week."""
+        return f"{self.prefix}:{lang}:_forget_done"
+
+    def group_takedown_scan(self, lang: str) -> str:
+        """A slot group's settle progress (``seq``, ``users`` cursor): on one Redis
+        ``takedown_scan`` itself."""
+        return self.takedown_scan(lang)
+
+    def group_takedown_found(self, lang: str, kind: str) -> str:
+        """A slot group's user lists found holding a hidden resource: on one Redis
+        ``takedown_found`` itself."""
+        return self.takedown_found(lang, kind)
+
 
 
 @dataclass(frozen=True)
@@ -431,6 +453,19 @@ class ClusterKeys(Keys):
 
     def arm(self, name: str) -> ArmKeys:
         raise LookupError("experiments do not run on a Redis Cluster yet (docs/CLUSTER.md)")
+
+    # -- helper "control": take-downs and forgetting -------------------------------------
+    def forget_pending(self, lang: str) -> str:
+        return Keys.forget_pending(self, self._bound(lang))
+
+    def forget_done(self, lang: str) -> str:
+        return Keys.forget_done(self, self._item(lang))
+
+    def group_takedown_scan(self, lang: str) -> str:
+        return Keys.takedown_scan(self, self._bound(lang))
+
+    def group_takedown_found(self, lang: str, kind: str) -> str:
+        return Keys.takedown_found(self, self._bound(lang), kind)
 
 
 def _user_keyed(name: str):

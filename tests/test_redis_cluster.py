@@ -64,9 +64,8 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["consume"], ["control"], ["train"], ["trending"],
-            ["hide", "5", "--lang", "en"], ["forget", "u1"],
-            ["repair"], ["hidden", "--lang", "en"]]
+COMMANDS = [["consume"], ["train"], ["trending"], ["repair"], ["impressions"],
+            ["experiment", "status", "--lang", "en"]]
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():
@@ -91,7 +90,7 @@ def test_every_command_refuses_a_cluster_url_with_one_line(argv, capsys):
 
 def test_the_variable_is_refused_too_and_by_the_real_process():
     env = {"RECS_REDIS_URL": URL, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "recs.cli", "hidden", "--lang", "en"], env=env,
+    done = subprocess.run([sys.executable, "-m", "recs.cli", "impressions"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "recs hidden" in _refusal(done.stderr)
+    assert "recs impressions" in _refusal(done.stderr)

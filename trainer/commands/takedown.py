@@ -12,8 +12,8 @@ from core.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
 from core.errors import InputError
 from core.text import for_terminal
 from store.connection import connect_checked
-from store.control import Control, ControlOp, read_hidden
-from store.keys import Keys
+from store.control import Control, ControlOp, finish_forgets, read_hidden
+from store.keys import Keys, layout
 from store.snapshot import read_languages
 from trainer.pipeline.takedown import settle
 
@@ -38,7 +38,8 @@ def _langs(client, keys: Keys, lang: str | None) -> list[str]:
 
 def _hide_or_unhide(args, action: str) -> int:
     rids = _resource_ids(args.resource_ids)
-    client, keys = connect_checked(args.redis_url), Keys(args.prefix)
+    client = connect_checked(args.redis_url)
+    keys = layout(client, args.prefix)
     langs = _langs(client, keys, args.lang)
     started = time.perf_counter()
     Control(client, keys).run([ControlOp(action, rid, args.lang, getattr(args, "reason", None))
@@ -68,7 +69,8 @@ def cmd_unhide(args) -> int:
 
 def cmd_hidden(args) -> int:
     """``recs hidden --lang L [--json]``: the hidden resources, with reason and time."""
-    client, keys = connect_checked(args.redis_url), Keys(args.prefix)
+    client = connect_checked(args.redis_url)
+    keys = layout(client, args.prefix)
     hidden = read_hidden(client, keys, _langs(client, keys, args.lang)[0])
     rows = [{"resource_id": rid, **meta} for rid, meta in sorted(hidden.items())]
     if args.json:
@@ -85,9 +87,12 @@ def cmd_forget(args) -> int:
     for user in args.user_ids:
         if not (0 < len(user) <= MAX_USER_ID_LENGTH and not CONTROL_CHARACTERS.search(user)):
             raise InputError(f"user id {user[:40]!r} is not a valid user id")
-    client, keys = connect_checked(args.redis_url), Keys(args.prefix)
-    _langs(client, keys, args.lang)
+    client = connect_checked(args.redis_url)
+    keys = layout(client, args.prefix)
+    langs = _langs(client, keys, args.lang)
     Control(client, keys).run([ControlOp("forget", u, args.lang) for u in args.user_ids])
+    for lang in langs:  # a cluster: what an interrupted forget left parked
+        finish_forgets(client, keys, lang)
     print(f"forgot {len(args.user_ids)} user(s) in "
           f"{args.lang or 'every language'}", flush=True)
     return 0

@@ -21,6 +21,10 @@ the hide. :func:`settle` finds those and rewrites them:
   with the next retrain, or through the updater's fold-ins, which see it as a candidate
   again right away.
 
+On a Redis Cluster the same steps run with the cluster's layout (store/settle.py): the
+user lists are found in every slot group (each with its own progress) and refilled with
+their group's keys.
+
 A queue entry (``takedown_work``) is removed only after its lists are settled, so a crash
 in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``, from
 where it stopped: the scan's cursor and the lists found but not refilled are in Redis.
@@ -119,7 +123,8 @@ def _settle_scan(client: redis.Redis, keys: Keys, lang: str, seq: int,
     report.unhides += len(covered) - len(hides)
     if hides:  # a few: ZSCORE each per list; many: each list's members in the hidden hash
         for kind in ("users", "items"):
-            scan_lists(client, keys, lang, kind, hides if len(hides) <= FEW_HIDES else None)
+            scan_lists(client, keys, lang, kind, hides if len(hides) <= FEW_HIDES else None,
+                       seq=seq)
     report.seconds["find"] = report.seconds.get("find", 0) + round(time.perf_counter() - t0, 3)
     t1 = time.perf_counter()
     published = als_published(client, keys, lang)
