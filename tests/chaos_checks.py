@@ -21,7 +21,13 @@ tests/chaos_run.py), each check returns its problems (none: it holds):
   of the user's counts against the published item factors (trainer/models/als.py, recomputed
   here); the list is whole (N, or all the unviewed resources the model has), holds no
   resource the user viewed, and is the top N of those factors with those scores;
-- queue: nothing left in the updater's ``dirty``/``claims``, no trainer lock held.
+- queue: nothing left in the updater's ``dirty``/``claims``, no trainer lock held;
+- take-downs and forgets (tests/chaos_cluster.py): a resource hidden at the end is in no
+  list and has no similar list; a forgotten user (sent no event after the forget) has no
+  views, factors or list, and their views are out of the item totals.
+
+Every check takes the store's key names (``keys``: ``Keys`` on one Redis, ``ClusterKeys``
+on a cluster, where the per-user queues are read from every slot group).
 """
 
 from __future__ import annotations
@@ -79,6 +85,16 @@ class Expected:
     """Every valid view delivered: lang, user_id, resource_id, ts (for the clicks)."""
     impressions: list[dict] = field(default_factory=list)
     """Every impression delivered (tests/chaos_clicks.py)."""
+    hidden: defaultdict = field(default_factory=lambda: defaultdict(set))
+    """lang -> resources hidden at the end (in no list)."""
+    forgotten: set = field(default_factory=set)
+    """(lang, user) forgotten, and sent nothing since."""
+
+    def forget(self, lang: str, user: str) -> None:
+        """``user``'s views are gone from what Redis must hold (the producer sends the user
+        nothing any more)."""
+        self.views.pop((lang, user), None)
+        self.forgotten.add((lang, user))
 
     def add(self, valid: tuple | None, value: bytes) -> None:
         if valid is None:
@@ -148,34 +164,47 @@ def _ints(h: dict[bytes, bytes]) -> dict[int, int]:
     return {int(k): int(v) for k, v in h.items()}
 
 
-def redis_counts(client: redis.Redis, lang: str) -> dict[str, dict[int, int]]:
+def _after(key: bytes, marker: bytes) -> bytes:
+    """The id after ``marker`` (``:views:``...) in a key name of either layout."""
+    return key[key.index(marker) + len(marker):]
+
+
+def redis_counts(client: redis.Redis, lang: str, keys: Keys = KEYS
+                 ) -> dict[str, dict[int, int]]:
     """Every user's views hash of ``lang``, found by SCAN (not through ``users(lang)``)."""
-    prefix = len(KEYS.views(lang, ""))
-    keys = list(set(client.scan_iter(match=KEYS.views_pattern(lang), count=1000)))
-    return {k[prefix:].decode(): _ints(h) for k, h in zip(keys, _hashes(client, keys),
-                                                          strict=True)}
+    names = list(set(client.scan_iter(match=keys.views_pattern(lang), count=1000)))
+    return {_after(k, b":views:").decode(): _ints(h)
+            for k, h in zip(names, _hashes(client, names), strict=True)}
 
 
-def check_counts(client: redis.Redis, expected: Expected) -> Check:
+def _members(client: redis.Redis, keys: Keys, lang: str) -> set[str]:
+    """``users(lang)`` of every slot group."""
+    pipe = client.pipeline(transaction=False)
+    for group in keys.slot_groups():
+        pipe.smembers(group.users(lang))
+    return {m.decode() for got in pipe.execute() for m in got}
+
+
+def check_counts(client: redis.Redis, expected: Expected, keys: Keys = KEYS) -> Check:
     check = Check("counts exact per user and per resource")
-    langs = {m.decode() for m in client.smembers(KEYS.langs)}
+    langs = {m.decode() for m in client.smembers(keys.langs)}
     if langs != expected.langs():
         check.fail(f"langs holds {sorted(langs)}, sent {sorted(expected.langs())}")
     users = pairs = 0
     for lang in sorted(expected.langs()):
         want = {u: dict(c) for u, c in expected.users(lang).items()}
-        got = redis_counts(client, lang)
+        got = redis_counts(client, lang, keys)
         users, pairs = users + len(want), pairs + sum(map(len, want.values()))
         for user in sorted(set(want) | set(got)):
             if want.get(user) != got.get(user):
                 check.fail(f"{lang} {user}: Redis {got.get(user)}, sent {want.get(user)}")
-        item_views = _ints(client.hgetall(KEYS.item_views(lang)))
+        item_views = _ints(client.hgetall(keys.item_views(lang)))
         if item_views != dict(expected.items(lang)):
             diff = {r: (item_views.get(r), n) for r, n in expected.items(lang).items()
                     if item_views.get(r) != n}
             check.fail(f"{lang} item_views differ (resource: (Redis, sent)): "
                        f"{dict(list(diff.items())[:5])}")
-        members = {m.decode() for m in client.smembers(KEYS.users(lang))}
+        members = _members(client, keys, lang)
         if members != set(want):
             check.fail(f"{lang} users set: {len(members - set(want))} extra, "
                        f"{len(set(want) - members)} missing")
@@ -200,17 +229,18 @@ def check_dead_letters(dead: list[tuple[bytes, bytes | None]], invalid: set[byte
     return check
 
 
-def check_queue(client: redis.Redis, langs: set[str]) -> Check:
+def check_queue(client: redis.Redis, langs: set[str], keys: Keys = KEYS) -> Check:
     check = Check("updater queue empty, no lock held")
     for lang in sorted(langs):
-        for what, key in (("dirty", KEYS.dirty(lang)), ("claims", KEYS.claims(lang))):
-            left = client.zrange(key, 0, 4, withscores=True)
-            if left:
-                check.fail(f"{lang} {what} holds {client.zcard(key)} users, e.g. {left}")
-        holder = client.get(KEYS.train_lock(lang))
+        for group in keys.slot_groups():
+            for what, key in (("dirty", group.dirty(lang)), ("claims", group.claims(lang))):
+                left = client.zrange(key, 0, 4, withscores=True)
+                if left:
+                    check.fail(f"{lang} {what} holds {client.zcard(key)} users, e.g. {left}")
+        holder = client.get(keys.train_lock(lang))
         if holder is not None:
             check.fail(f"{lang} trainer lock still held by {holder!r} "
-                       f"(ttl {client.pttl(KEYS.train_lock(lang))} ms)")
+                       f"(ttl {client.pttl(keys.train_lock(lang))} ms)")
     check.detail = f"{len(langs)} languages"
     return check
 
@@ -228,11 +258,20 @@ class Live:
     foldin: PublishedALS
 
 
+def final_seq(client: redis.Redis, keys: Keys, lang: str) -> str:
+    """The language's ``seq`` now: on a cluster the sum of every slot group's (what the
+    trainer records as the model's ``seq``)."""
+    pipe = client.pipeline(transaction=False)
+    for group in keys.slot_groups():
+        pipe.get(group.seq(lang))
+    return str(sum(int(v or 0) for v in pipe.execute()))
+
+
 def live_model(client: redis.Redis, lang: str, model_dir: Path, expected: Expected,
-               settings: Settings, check: Check) -> Live | None:
+               settings: Settings, check: Check, keys: Keys = KEYS) -> Live | None:
     """The live model of ``lang``, checked against the trainer's file and the final counts
     (None, with the problem recorded, when there is no usable one)."""
-    published = read_published_items(client, KEYS, lang)
+    published = read_published_items(client, keys, lang)
     files = sorted(Path(model_dir).glob(f"*_{lang}.dump"))
     if published is None or len(files) != 1:
         check.fail(f"{lang}: published model {published is not None}, model files {files}")
@@ -242,8 +281,8 @@ def live_model(client: redis.Redis, lang: str, model_dir: Path, expected: Expect
             and np.array_equal(model.item_factors, published.item_factors)):
         check.fail(f"{lang}: the live item factors are not those of the last model file")
         return None
-    seq = (client.get(KEYS.seq(lang)) or b"0").decode()
-    if published.meta.get("seq") != seq:
+    seq = final_seq(client, keys, lang)
+    if str(published.meta.get("seq")) != seq:
         check.fail(f"{lang}: live model trained at seq {published.meta.get('seq')}, final "
                    f"seq {seq}")
     _check_training_matrix(lang, model, expected, settings, check)
@@ -260,6 +299,7 @@ def _check_training_matrix(lang: str, model: ALSModel, expected: Expected, setti
     rows = [(u, r, n) for u, c in expected.users(lang).items() for r, n in c.items()]
     df = pd.DataFrame(rows, columns=["user_id", "resource_id", "views"]).astype(
         {"user_id": str, "resource_id": "int64", "views": "int64"})
+    df = df[~df["resource_id"].isin(list(expected.hidden.get(lang, ())))]  # left out first
     df, _ = apply_filters(df, settings.filters)
     matrix = build_matrix(df)
     seen, want = model.seen.tocsr(), matrix.views.tocsr()
@@ -285,8 +325,8 @@ def _lists(client: redis.Redis, keys: list) -> list[list[tuple[bytes, float]]]:
     return out
 
 
-def _scan_ids(client: redis.Redis, pattern: str, prefix: int) -> list[bytes]:
-    return sorted({k[prefix:] for k in client.scan_iter(match=pattern, count=1000)})
+def _scan_ids(client: redis.Redis, pattern: str, marker: bytes) -> list[bytes]:
+    return sorted({_after(k, marker) for k in client.scan_iter(match=pattern, count=1000)})
 
 
 def _top_n_problem(entries: list[tuple[bytes, float]], scores: np.ndarray,
@@ -314,24 +354,25 @@ def _top_n_problem(entries: list[tuple[bytes, float]], scores: np.ndarray,
     return None
 
 
-def check_similar(client: redis.Redis, live: Live, top_n: int, check: Check) -> int:
+def check_similar(client: redis.Redis, live: Live, top_n: int, check: Check,
+                  keys: Keys = KEYS, hidden: frozenset = frozenset()) -> int:
     """Similar lists of ``live.lang`` (see the module docstring); returns lists checked."""
     lang, ids = live.lang, live.published.item_ids.astype(np.int64)
-    found = [int(i) for i in _scan_ids(client, KEYS.similar(lang, "*"),
-                                       len(KEYS.similar(lang, "")))]
-    if set(found) != set(ids.tolist()):
-        extra, missing = set(found) - set(ids.tolist()), set(ids.tolist()) - set(found)
+    found = [int(i) for i in _scan_ids(client, keys.similar(lang, "*"), b":similar:")]
+    shown = set(ids.tolist()) - set(hidden)
+    if set(found) != shown:
+        extra, missing = set(found) - shown, shown - set(found)
         check.fail(f"{lang}: similar lists for {len(extra)} resources the live model does not "
                    f"know {sorted(extra)[:5]}, none for {len(missing)} it knows "
                    f"{sorted(missing)[:5]}")
     y = live.published.item_factors.astype(np.float64)
     unit = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-    found = [r for r in found if r in set(ids.tolist())]
+    found = [r for r in found if r in shown]
     rows_of = {int(r): i for i, r in enumerate(ids)}
-    for rid, entries in zip(found, _lists(client, [KEYS.similar(lang, r) for r in found]),
+    for rid, entries in zip(found, _lists(client, [keys.similar(lang, r) for r in found]),
                             strict=True):
         row = rows_of[rid]
-        allowed = np.ones(len(ids), bool)
+        allowed = ~np.isin(ids, list(hidden))
         allowed[row] = False
         problem = _top_n_problem(entries, unit @ unit[row], allowed, ids, top_n)
         if problem:
@@ -340,16 +381,16 @@ def check_similar(client: redis.Redis, live: Live, top_n: int, check: Check) -> 
 
 
 def check_users(client: redis.Redis, live: Live, expected: Expected, top_n: int,
-                check: Check) -> tuple[int, int]:
+                check: Check, keys: Keys = KEYS) -> tuple[int, int]:
     """Factors and recommendation lists of ``live.lang`` (see the module docstring);
     returns (users checked, of which folded in by the updater)."""
     lang, fi = live.lang, live.foldin
     counts = expected.users(lang)
     known = {u: c for u, c in counts.items() if (fi.rows_of(np.fromiter(c, np.int64)) >= 0).any()}
-    with_factors = {u.decode() for u in _scan_ids(client, KEYS.factors(lang, "*"),
-                                                  len(KEYS.factors(lang, "")))}
-    with_list = {u.decode() for u in _scan_ids(client, KEYS.recs(lang, "*"),
-                                               len(KEYS.recs(lang, "")))}
+    with_factors = {u.decode() for u in _scan_ids(client, _pattern(keys, "factors", lang),
+                                                  b":factors:")}
+    with_list = {u.decode() for u in _scan_ids(client, _pattern(keys, "recs", lang), b":recs:")}
+    hidden = np.isin(fi.item_ids, list(expected.hidden.get(lang, ())))
     for what, users in (("factors", with_factors), ("a list", with_list)):
         if users - set(known):
             check.fail(f"{lang}: {len(users - set(known))} users have {what} without a view "
@@ -360,8 +401,8 @@ def check_users(client: redis.Redis, live: Live, expected: Expected, top_n: int,
     users = sorted(set(known) & with_factors)
     views = fi.views_matrix([counts[u] for u in users])
     folded = fi.fold_in(views)
-    raw = client.mget([KEYS.factors(lang, u) for u in users]) if users else []
-    lists = _lists(client, [KEYS.recs(lang, u) for u in users])
+    raw = _strings(client, [keys.factors(lang, u) for u in users])
+    lists = _lists(client, [keys.recs(lang, u) for u in users])
     by_updater = 0
     for i, user in enumerate(users):
         factors = np.frombuffer(raw[i], dtype="<f4") if raw[i] else np.zeros(0, np.float32)
@@ -371,13 +412,26 @@ def check_users(client: redis.Redis, live: Live, expected: Expected, top_n: int,
                        f"the user's counts against the live model")
             continue
         by_updater += source == "fold-in"
-        allowed = np.ones(fi.items, bool)
+        allowed = ~hidden
         allowed[views[i].indices] = False
         problem = _top_n_problem(lists[i], fi.item_factors.astype(np.float64) @ factors,
                                  allowed, fi.item_ids, top_n)
         if problem:
             check.fail(f"{lang} recs:{user} ({source}): {problem}")
     return len(users), by_updater
+
+
+def _pattern(keys: Keys, kind: str, lang: str) -> str:
+    """A SCAN pattern for the per-user keys ``kind`` (factors, recs) in either layout
+    (``recs:{en:*}:recs:*`` on a cluster)."""
+    return keys.views_pattern(lang).replace(":views:", f":{kind}:")
+
+
+def _strings(client: redis.Redis, names: list) -> list:
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return pipe.execute() if names else []
 
 
 def _factor_source(factors: np.ndarray, folded: np.ndarray, model: ALSModel,
@@ -397,22 +451,23 @@ def _factor_source(factors: np.ndarray, folded: np.ndarray, model: ALSModel,
 
 
 def check_all(client: redis.Redis, expected: Expected, dead: list[tuple[bytes, bytes | None]],
-              model_dir: Path, settings: Settings) -> list[Check]:
+              model_dir: Path, settings: Settings, keys: Keys = KEYS) -> list[Check]:
     """Every check, in the order of the module docstring."""
     model = Check("live model = last model file, trained on the final counts")
     similar = Check("similar lists whole, top N by cosine of the live model")
     users = Check("user factors and lists solved against the live model")
     n_similar = n_users = n_folded = 0
     for lang in sorted(expected.langs()):
-        live = live_model(client, lang, model_dir, expected, settings, model)
+        live = live_model(client, lang, model_dir, expected, settings, model, keys)
         if live is None:
             continue
-        n_similar += check_similar(client, live, settings.top_n, similar)
-        checked, folded = check_users(client, live, expected, settings.top_n, users)
+        n_similar += check_similar(client, live, settings.top_n, similar, keys,
+                                   frozenset(expected.hidden.get(lang, ())))
+        checked, folded = check_users(client, live, expected, settings.top_n, users, keys)
         n_users, n_folded = n_users + checked, n_folded + folded
     model.detail = f"{len(expected.langs())} languages"
     similar.detail = f"{n_similar} lists"
     users.detail = (f"{n_users} users ({n_users - n_folded} trained, {n_folded} folded in "
                     "by the updater)")
-    return [check_counts(client, expected), check_dead_letters(dead, expected.invalid),
-            model, similar, users, check_queue(client, expected.langs())]
+    return [check_counts(client, expected, keys), check_dead_letters(dead, expected.invalid),
+            model, similar, users, check_queue(client, expected.langs(), keys)]

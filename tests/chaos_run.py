@@ -101,6 +101,9 @@ class Workload:
         self.cum = list(itertools.accumulate(weights))
         self.ids = {lang: self.rng.sample(ids, len(ids)) for lang in LANGS}
         self.serial = 0
+        self.retired: set[str] = set()
+        """Users sent nothing more (forgotten, tests/chaos_cluster.py): one drawn gets a new
+        user's event instead."""
 
     def next(self) -> tuple[bytes, bytes, tuple | None]:
         rng, self.serial = self.rng, self.serial + 1
@@ -108,11 +111,10 @@ class Workload:
             return self._invalid()
         lang = rng.choices(list(LANGS), weights=list(LANGS.values()))[0]
         pool = self.users[lang]
-        if not pool or rng.random() < self.config.new_user_share:
+        user = pool[int(len(pool) * rng.random() ** 2)] if pool else None
+        if user is None or user in self.retired or rng.random() < self.config.new_user_share:
             pool.append(f"{lang}-{len(pool)}-{rng.getrandbits(32):08x}")
             user = pool[-1]
-        else:
-            user = pool[int(len(pool) * rng.random() ** 2)]
         rid = rng.choices(self.ids[lang], cum_weights=self.cum)[0]
         event: dict = {"user_id": user, "resource_id": rid, "lang": lang, "ts": self.serial}
         roll = rng.random()
@@ -150,6 +152,8 @@ class Feed(threading.Thread):
         self.idempotent = idempotent
         self.expected = Expected()
         self.ends: dict[int, int] = {}
+        self.acked = 0
+        """Delivery reports received (delivered or failed)."""
         self.sent = 0
         self.seconds = 0.0
         """How long it produced."""
@@ -157,6 +161,7 @@ class Feed(threading.Thread):
         self._stop_event = threading.Event()
 
     def _delivered(self, valid, err, msg) -> None:
+        self.acked += 1
         if err is not None:
             self.failures.append(str(err))
             return
@@ -185,7 +190,7 @@ class Feed(threading.Thread):
                 self.sent += 1
                 shown = self.impressions.maybe(self.workload.serial, self.workload.users,
                                                self.workload.ids)
-                if shown is not None:
+                if shown is not None and self.impressions_topic:
                     self._produce_impression(producer, *shown)
             producer.poll(0.01)
         self.seconds = time.monotonic() - started
@@ -292,7 +297,8 @@ class Faults:
     """Seeded faults, one at a time; each returns a line saying what it did."""
 
     def __init__(self, rng: random.Random, config: ChaosConfig, services: Services,
-                 redis_server: RedisServer, broker: Broker) -> None:
+                 redis_server: RedisServer, broker: Broker,
+                 kinds: dict[str, int] | None = None) -> None:
         self.rng, self.config = rng, config
         self.services, self.redis, self.broker = services, redis_server, broker
         self.snapshots: list[Path] = []
@@ -301,7 +307,7 @@ class Faults:
         # First a round of every kind, with every service killed once, in a seeded order;
         # then seeded weighted picks. Services are killed in seeded rounds too.
         names = sorted(services.args)
-        kinds = fault_kinds(broker)
+        kinds = fault_kinds(broker) if kinds is None else kinds
         first = [k for k in kinds if k != "kill_service"] + ["kill_service"] * len(names)
         rng.shuffle(first)
         self.first_left = len(first)
