@@ -20,7 +20,7 @@ SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
 SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
-CLUSTER_COMMANDS = frozenset()
+CLUSTER_COMMANDS = frozenset({"train", "resources", "trending", "history", "tune"})
 """The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
 ``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
 

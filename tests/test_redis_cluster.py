@@ -64,7 +64,7 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["consume"], ["control"], ["update"], ["train"], ["serve"], ["trending"],
+COMMANDS = [["consume"], ["control"], ["update"], ["serve"],
             ["hide", "5", "--lang", "en"], ["forget", "u1"], ["similar", "5", "--lang", "en"],
             ["repair"], ["hidden", "--lang", "en"]]
 
