@@ -98,12 +98,16 @@ def preload(client, *scripts) -> None:
 
 def script_call(pipe, script, keys: list, args: list) -> None:
     """Queue ``script`` on ``pipe``. A cluster pipeline refuses ``evalsha()`` (redis-py
-    blocks the method) but routes the raw EVALSHA by its keys, which must all be in one slot;
-    the script must be :func:`preload`\\ ed."""
+    blocks the method) but sends the raw EVALSHA; the script must be :func:`preload`\\ ed,
+    its keys all in one slot (the server refuses it otherwise: CROSSSLOT). The node is named
+    here, from the first key: left to itself redis-py asks a server ``COMMAND GETKEYS`` for
+    every script call in a pipeline, a round trip each (measured: 40 calls, 43 round trips).
+    A slot moved meanwhile answers MOVED, and redis-py re-sends that call to its new owner."""
     from redis.cluster import ClusterPipeline
 
     if isinstance(pipe, ClusterPipeline):
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
+                             target_nodes=pipe.get_node_from_key(keys[0]))
     else:
         script(keys=keys, args=args, client=pipe)
 

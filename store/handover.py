@@ -97,10 +97,17 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     - ``pending`` (users dirty when the counts were read) are settled against ``covered``
       (the users the new model has lists for): see :data:`SETTLE_PENDING`.
     """
-    out = Handover()
     settle = client.register_script(SETTLE_PENDING)
     requeue = client.register_script(REQUEUE_TOUCHED)
     preload(client, settle, requeue)
+    return _settle_group(client, keys, lang, seq, pending, covered, chunk, settle, requeue)
+
+
+def _settle_group(client: redis.Redis, keys: Keys, lang: str, seq: int,
+                  pending: Sequence[str], covered: Collection[str], chunk: int, settle,
+                  requeue) -> Handover:
+    """:func:`requeue_touched`'s work in one group, the scripts registered and loaded."""
+    out = Handover()
     requeue_keys = [keys.touched(lang), keys.dirty(lang)]
     mine = [u for u in pending if u in covered]
     others = [u for u in pending if u not in covered]
@@ -138,10 +145,13 @@ def hand_over_groups(client: redis.Redis, keys: Keys, lang: str, seqs: Mapping[K
     """:func:`requeue_touched` in every slot group of ``lang``, each with its own S_g
     (``seqs``, read before that group's counts) and its own pending users; the totals."""
     out = Handover()
+    settle = client.register_script(SETTLE_PENDING)
+    requeue = client.register_script(REQUEUE_TOUCHED)
+    preload(client, settle, requeue)  # once, not once per group
     pending_by_group = split_users(keys, pending)
-    done = per_primary(client, keys, lang, lambda group: requeue_touched(
+    done = per_primary(client, keys, lang, lambda group: _settle_group(
         client, group, lang, seq_of(seqs, group), pending_by_group.get(group, ()), covered,
-        chunk))
+        chunk, settle, requeue))
     for one in done.values():
         out.newer += one.newer
         out.again += one.again
