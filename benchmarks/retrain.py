@@ -27,6 +27,26 @@ Printed: each stage, totals, the ratio recs / baseline (of the medians, and of e
 best round: on a shared machine a neighbour's burst can slow either side's fit by half;
 target <= 1.3), and scoring alone (the same top-20 computation without Redis, to show what
 the publish overlaps with).
+
+``--cluster``: instead, the same retrain on a loopback Redis Cluster (tests/redis_cluster.py:
+3 primaries + 3 replicas) and on one redis-server, in the same run, on the same counts
+(written per slot group as the consumer writes them on a cluster, and through
+``Counts.apply`` on one Redis), same settings and seed: per round and side the seconds of
+each step, the Redis commands the retrain sent and its round trips (counted in the client:
+every command redis-py sends, every packet; a script call is one command, a
+pipeline to one node one round trip), and what the servers executed (``total_commands_
+processed`` summed over the primaries, commands inside scripts included)::
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/retrain.py --cluster --users 20000 \\
+        --resources 2000 --iterations 15 --repeat 3 --threads 1
+
+The one Redis has no replica; the cluster's 3 replicas apply every write too, on the same
+machine. Measured on the 2 shared cores of the dev box (15,321 users, 1,092 resources,
+120,115 pairs after the filters; medians of 3 rounds): one Redis 2.85 s (read 0.27, publish
+1.53), 863 commands in 110 round trips; cluster 3.94 s (read 0.30, publish 2.45), 1,830
+commands in 682 round trips. The cluster's extra ~970 commands and ~570 round trips are per
+slot group, not per user (64 groups x: seq, pending, users, touched, published users, the
+hand-over, the model copy), so they stay the same as users grow.
 """
 
 from __future__ import annotations
@@ -112,7 +132,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--lookup-interval", type=float, default=0.002)
     ap.add_argument("--no-aof", action="store_true", help="run redis-server without AOF")
+    ap.add_argument("--cluster", action="store_true",
+                    help="compare a Redis Cluster with one Redis (see the module docstring)")
     args = ap.parse_args()
+    if args.cluster:
+        cluster_vs_one(args)
+        return
 
     import numpy as np
 
@@ -256,6 +281,144 @@ def main() -> None:
     finally:
         client.close()
         server.stop()
+        tmp.cleanup()
+
+
+def cluster_counts(client, keys, views, lang: str, batch: int = 2000) -> None:
+    """``views`` as the consumer writes them on a cluster: per batch and slot group one
+    ``seq`` INCR, the users' views hashes, ``users``, ``dirty`` and ``touched`` at that seq;
+    the item totals on the item side."""
+    from collections import defaultdict
+
+    users: dict[str, dict[int, int]] = {}
+    for user, rid, n in zip(views["user_id"].tolist(), views["resource_id"].tolist(),
+                            views["views"].tolist(), strict=True):
+        users.setdefault(user, {})[rid] = n
+    items = list(users.items())
+    pipe = client.pipeline(transaction=False)
+    for s in range(0, len(items), batch):
+        by_group, totals = defaultdict(list), defaultdict(int)
+        for user, counts in items[s:s + batch]:
+            by_group[keys.group_of(user)].append((user, counts))
+        for g, part in by_group.items():
+            group = keys.in_group(g)
+            seq = int(client.incr(group.seq(lang)))
+            for user, counts in part:
+                pipe.hset(group.views(lang, user), mapping=counts)
+                pipe.sadd(group.users(lang), user)
+                pipe.zadd(group.dirty(lang), {user: seq})
+                pipe.zadd(group.touched(lang), {user: seq})
+                for rid, n in counts.items():
+                    totals[rid] += n
+        for rid, n in totals.items():
+            pipe.hincrby(keys.item_views(lang), rid, n)
+        pipe.sadd(keys.langs, lang)
+        pipe.execute()
+
+
+class Calls:
+    """Commands packed and packets sent by every redis-py connection of this process."""
+
+    def __init__(self) -> None:
+        from redis.connection import AbstractConnection
+
+        self.commands = self.round_trips = 0
+        one, packs, send = (AbstractConnection.send_command, AbstractConnection.pack_commands,
+                            AbstractConnection.send_packed_command)
+        calls = self
+
+        def send_command(conn, *args, **kwargs):  # one command, one packet
+            calls.commands += 1
+            return one(conn, *args, **kwargs)
+
+        def pack_commands(conn, commands):
+            commands = list(commands)
+            calls.commands += len(commands)
+            return packs(conn, commands)
+
+        def send_packed_command(conn, command, check_health=True):
+            calls.round_trips += 1
+            return send(conn, command, check_health)
+
+        AbstractConnection.send_command = send_command
+        AbstractConnection.pack_commands = pack_commands
+        AbstractConnection.send_packed_command = send_packed_command
+
+
+def commands(nodes) -> int:
+    """Commands processed so far, summed over ``nodes`` (the primaries)."""
+    total = 0
+    for node in nodes:
+        c = node.client()
+        total += int(c.info("stats")["total_commands_processed"])
+        c.close()
+    return total
+
+
+def cluster_vs_one(args) -> None:
+    """The ``--cluster`` comparison (module docstring)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from recs.localstack import RedisServer
+    from store.connection import connect
+    from store.keys import Keys, layout
+    from tests.redis_cluster import RedisCluster
+    from trainer.config import AlsConfig, FilterConfig, ModelSpec
+    from trainer.data.synth import generate
+    from trainer.pipeline.retrain import train_language
+    from trainer.settings import RetrainConfig
+
+    lang = "en"
+    tmp = tempfile.TemporaryDirectory(prefix="recs-bench-retrain-cluster-")
+    cluster = RedisCluster(Path(tmp.name) / "cluster").start()
+    server = RedisServer(Path(tmp.name) / "redis").start()
+    one, cl = server.client(), connect(cluster.url)
+    sides = {"one": (one, Keys(), [server]), "cluster": (cl, layout(cl), cluster.primaries())}
+    try:
+        t = time.perf_counter()
+        data = generate(n_users=args.users, n_resources=args.resources, langs=(lang,), seed=1,
+                        mean_items=args.mean_items)
+        views = data.views_for(lang)
+        load_counts(one, Keys(), views, lang)
+        cluster_counts(cl, sides["cluster"][1], views, lang)
+        print(f"setup: {len(views)} user-resource pairs of {views['user_id'].nunique()} users "
+              f"on both in {time.perf_counter() - t:.1f} s")
+        config = AlsConfig(factors=args.factors, iterations=args.iterations)
+        settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=config), top_n=20,
+                                 model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
+        for name, (client, keys, _) in sides.items():
+            first = train_language(client, keys, lang, settings)
+            print(f"first publish on {name} (untimed): {first.message}")
+        results: dict[str, list[dict]] = {name: [] for name in sides}
+        calls = Calls()
+        for _ in range(args.repeat):
+            for name, (client, keys, nodes) in sides.items():
+                executed = commands(nodes)
+                sent, trips, t = calls.commands, calls.round_trips, time.perf_counter()
+                f = train_language(client, keys, lang, settings).fields
+                total = time.perf_counter() - t
+                sent, trips = calls.commands - sent, calls.round_trips - trips
+                row = {"read": f["read_seconds"], "fit": f["fit_seconds"],
+                       "publish": f["publish_seconds"], "total": total, "commands": sent,
+                       "round_trips": trips, "executed": commands(nodes) - executed - len(nodes)}
+                results[name].append(row)
+                print(f"round {name:8}: " + " ".join(
+                    f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in row.items()) + " | publish steps (s): " + " ".join(
+                    f"{k} {v:.2f}" for k, v in f["publish_steps"].items()))
+        print(f"\nmedians over {args.repeat} rounds:")
+        for name, rows in results.items():
+            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            print(f"  {name:8} read {med['read']:.2f}  fit {med['fit']:.2f}  publish "
+                  f"{med['publish']:.2f}  total {med['total']:.2f} s | commands sent "
+                  f"{med['commands']:.0f}, round trips {med['round_trips']:.0f}, executed by "
+                  f"the primaries {med['executed']:.0f}")
+    finally:
+        one.close()
+        cl.close()
+        server.stop()
+        cluster.stop()
         tmp.cleanup()
 
 

@@ -11,7 +11,7 @@ import redis
 
 from core.signals import StopFlag, on_stop_signals
 from store.connection import connect_checked
-from store.keys import Keys
+from store.keys import layout
 from store.snapshot import read_languages
 from store.trending import Trending, TrendingConfig
 
@@ -32,7 +32,7 @@ def refresh_once(trending: Trending, lang: str | None) -> dict[str, int]:
 
 def cmd_trending(args) -> int:
     client = connect_checked(args.redis_url)
-    trending = Trending(client, Keys(args.prefix), TrendingConfig.from_args(args))
+    trending = Trending(client, layout(client, args.prefix), TrendingConfig.from_args(args))
     if not args.every:
         for lang, length in refresh_once(trending, args.lang).items():
             print(f"{lang}: {length} resources trending", flush=True)

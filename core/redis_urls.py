@@ -20,8 +20,9 @@ SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
 SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
-CLUSTER_COMMANDS = frozenset({"update", "serve", "similar", "recommend", "hide", "unhide",
-                              "hidden", "forget", "control"})
+CLUSTER_COMMANDS = frozenset({
+    "update", "serve", "similar", "recommend", "hide", "unhide", "hidden", "forget", "control",
+    "train", "resources", "trending", "history", "tune"})
 """The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
 ``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
 

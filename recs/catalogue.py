@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from store.connection import connect
-from store.keys import Keys
+from store.keys import layout
 from store.read import DETAIL_FIELDS
 from store.resources import replace_details
 
@@ -47,7 +47,7 @@ def cmd_resources(args) -> int:
             for rid, row in zip(table.index, table.to_dict("records"), strict=True))
     client = connect(args.redis_url)
     try:
-        held = replace_details(client, Keys(args.prefix), args.lang, rows)
+        held = replace_details(client, layout(client, args.prefix), args.lang, rows)
     finally:
         client.close()
     log.info("resource details loaded", extra={"fields": {"lang": args.lang, "resources": held,

@@ -4,15 +4,22 @@ updater, and the users it had pending when the counts were read are settled.
 
 Both are scripts (:data:`REQUEUE_TOUCHED`, :data:`SETTLE_PENDING`) run after the switch, so
 a user is never folded into the old model after the new one published their lists.
+
+Per slot group (docs/CLUSTER.md, checklist 4): ``touched``, ``dirty`` and ``forgotten`` are
+per group on a Redis Cluster, each ordered by its group's own ``seq``, so
+:func:`hand_over_groups` runs both scripts once per group with that group's S_g (read before
+that group's counts), after the model copy of every group is written. On one Redis there is
+one group and it is exactly :func:`requeue_touched` with S.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
 
+from store.groups import per_primary, preload, script_call, seq_of, split_users
 from store.keys import Keys
 
 REQUEUE_TOUCHED = """
@@ -90,9 +97,17 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     - ``pending`` (users dirty when the counts were read) are settled against ``covered``
       (the users the new model has lists for): see :data:`SETTLE_PENDING`.
     """
-    out = Handover()
     settle = client.register_script(SETTLE_PENDING)
     requeue = client.register_script(REQUEUE_TOUCHED)
+    preload(client, settle, requeue)
+    return _settle_group(client, keys, lang, seq, pending, covered, chunk, settle, requeue)
+
+
+def _settle_group(client: redis.Redis, keys: Keys, lang: str, seq: int,
+                  pending: Sequence[str], covered: Collection[str], chunk: int, settle,
+                  requeue) -> Handover:
+    """:func:`requeue_touched`'s work in one group, the scripts registered and loaded."""
+    out = Handover()
     requeue_keys = [keys.touched(lang), keys.dirty(lang)]
     mine = [u for u in pending if u in covered]
     others = [u for u in pending if u not in covered]
@@ -100,9 +115,9 @@ def requeue_touched(client: redis.Redis, keys: Keys, lang: str, seq: int,
     for group, is_covered in ((mine, True), (others, False)):
         for s in range(0, len(group), chunk):
             part = group[s:s + chunk]
-            settle(keys=[keys.dirty(lang), keys.forgotten(lang)],
-                   args=[seq, len(part) if is_covered else 0, *part], client=pipe)
-    requeue(keys=requeue_keys, args=[seq, chunk, 1], client=pipe)
+            script_call(pipe, settle, [keys.dirty(lang), keys.forgotten(lang)],
+                        [seq, len(part) if is_covered else 0, *part])
+    script_call(pipe, requeue, requeue_keys, [seq, chunk, 1])
     *settled, (queued, trimmed) = pipe.execute()
     for again, dropped in settled:
         out.again += int(again)
@@ -121,4 +136,32 @@ def queue_for_updater(client: redis.Redis, keys: Keys, lang: str, users: Sequenc
     for s in range(0, len(users), chunk):
         pipe.zadd(keys.dirty(lang), dict.fromkeys(users[s:s + chunk], seq), gt=True)
     pipe.execute()
+    return len(users)
+
+
+def hand_over_groups(client: redis.Redis, keys: Keys, lang: str, seqs: Mapping[Keys, int],
+                     pending: Sequence[str] = (), covered: Collection[str] = (),
+                     chunk: int = 1000) -> Handover:
+    """:func:`requeue_touched` in every slot group of ``lang``, each with its own S_g
+    (``seqs``, read before that group's counts) and its own pending users; the totals."""
+    out = Handover()
+    settle = client.register_script(SETTLE_PENDING)
+    requeue = client.register_script(REQUEUE_TOUCHED)
+    preload(client, settle, requeue)  # once, not once per group
+    pending_by_group = split_users(keys, pending)
+    done = per_primary(client, keys, lang, lambda group: _settle_group(
+        client, group, lang, seq_of(seqs, group), pending_by_group.get(group, ()), covered,
+        chunk, settle, requeue))
+    for one in done.values():
+        out.newer += one.newer
+        out.again += one.again
+        out.dropped += one.dropped
+    return out
+
+
+def queue_groups(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str],
+                 seqs: int | Mapping[Keys, int], chunk: int = 1000) -> int:
+    """:func:`queue_for_updater` per slot group, each group's users at its own seq."""
+    for group, part in split_users(keys, users).items():
+        queue_for_updater(client, group, lang, part, seq_of(seqs, group), chunk)
     return len(users)

@@ -29,6 +29,7 @@ import numpy as np
 import redis
 import scipy.sparse as sp
 
+from store.groups import delete, split_users
 from store.keys import Keys
 
 
@@ -95,8 +96,9 @@ def drop_factors(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str
                  chunk: int = 500) -> None:
     """Delete these users' factors keys (EASE and RP3beta models have no user factors; keys
     left from an earlier ALS model would mislead)."""
-    users = list(users)
     pipe = client.pipeline(transaction=False)
-    for s in range(0, len(users), chunk):
-        pipe.delete(*(keys.factors(lang, u) for u in users[s:s + chunk]))
+    # Per slot group: on a cluster one DEL names keys of one slot (one group on one Redis).
+    for group, part in split_users(keys, users).items():
+        for s in range(0, len(part), chunk):
+            delete(pipe, *(group.factors(lang, u) for u in part[s:s + chunk]))
     pipe.execute()

@@ -30,6 +30,32 @@ any point leaves a readable model. How:
    updater, and settles the users it had pending when the counts were read.
 
 Only one trainer publishes a language at a time (``store.train_lock.TrainLock``).
+
+On a Redis Cluster (docs/CLUSTER.md section 0, checklist 6) the same steps run per slot:
+
+- similar lists: REPLACE_LISTS on the language's item side (``published_items``,
+  ``similar:{r}``, ``hidden``: one slot);
+- user lists and factors: one REPLACE_LISTS call per slot group and chunk, with that group's
+  ``published_users``, ``forgotten``, its copy of ``hidden`` (``group_hidden``) and its own
+  seq S_g; a user's list and factors are in their group's slot, replaced in the same script;
+- the switch: the same MULTI/EXEC (+ WATCH of ``train_lock``, same slot) on the item side's
+  primary, then the whole model hash copied into every group's ``group_model`` (one script
+  per group: DEL + HSET, so a group's copy is whole), which the per-group scripts (the
+  updater's commit, the take-down refills) compare ``version`` against;
+- remove_uncovered and the hand-over: per group (``published_users``, ``touched``,
+  ``dirty``, ``forgotten`` of the group, S_g); DELs of several keys only within one slot.
+
+Which moment is "the switch". For readers (apps, ``recs serve``) it is the item-side EXEC:
+from then on the model hash, item factors, ids and totals are the new model's, in one step
+as on one Redis. Lists are already whole before it (step 1) and a reader never sees a user's
+list of one model with that user's factors of another: both live in the user's group and
+are only ever replaced together, by REPLACE_LISTS here or the updater's COMMIT_SCRIPT (one
+script each). For the updater the switch of group g is the moment g's copy is written:
+until then a commit there is checked against the old version, exactly as on one Redis
+before the EXEC; what it writes in that window is settled by the hand-over, which runs only
+after every group's copy is written. A trainer that dies between the EXEC and the last copy
+leaves some groups' copies on the old version: commits there are refused (never wrong)
+until the next publish writes them.
 """
 
 from __future__ import annotations
@@ -37,7 +63,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -45,6 +71,7 @@ import numpy as np
 import redis
 
 from core.prefetch import prefetched
+from store.groups import delete, group_finder, per_primary, preload, script_call, seq_of
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
 from store.train_lock import LockFence, LockLost, TrainLock
@@ -116,6 +143,15 @@ if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
 return cut
 """
 
+COPY_MODEL = """
+-- KEYS[1]: one slot group's copy of the model hash (group_model). ARGV: field, value, ...
+-- of the model hash just switched to. Replaced whole in one step: a per-group script that
+-- compares the version never sees half a copy.
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 @dataclass
 class Lists:
     """Top-n lists for a batch of ids: row i is the list of ``ids[i]``, best first."""
@@ -156,14 +192,15 @@ class Publisher:
     ``top_n``: lists are cut to this length after hidden resources are dropped (0: as sent);
     send a few more candidates than that so a list stays ``top_n`` long after a take-down.
     ``seq``: the consumer seq read before the counts these lists come from; users forgotten
-    after it get nothing written (None: any forgotten user is skipped).
+    after it get nothing written (None: any forgotten user is skipped). Per slot group, a
+    mapping {group keys: S_g} (``store.groups.GroupSeqs``); one number holds for every group.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, lang: str, *,
                  lock: TrainLock | LockFence | None = None, entries_per_call: int = 500,
                  calls_per_round_trip: int = 40,
                  after_chunk: Callable[[str, int], None] | None = None,
-                 top_n: int = 0, seq: int | None = None) -> None:
+                 top_n: int = 0, seq: int | Mapping[Keys, int] | None = None) -> None:
         self.client, self.keys, self.lang, self.lock = client, keys, lang, lock
         self.top_n, self.seq = top_n, seq
         self.entries_per_call = entries_per_call
@@ -172,6 +209,7 @@ class Publisher:
         self.version = new_version()
         self.report = PublishReport()
         self._script = client.register_script(REPLACE_LISTS)
+        preload(client, self._script)
         self._items_written: set[int] = set()
         self.cut: dict[str, set[str]] = {"similar": set(), "recs": set()}
         """Ids whose lists lost members hidden while this publish ran (to refill)."""
@@ -197,7 +235,7 @@ class Publisher:
             if self.lock is not None:
                 self.lock.check()
             for call_keys, args in calls:
-                self._script(keys=call_keys, args=args, client=pipe)
+                script_call(pipe, self._script, call_keys, args)
             for cut in pipe.execute():
                 self.cut[kind].update(c.decode() if isinstance(c, bytes) else str(c)
                                       for c in cut)
@@ -210,45 +248,80 @@ class Publisher:
     def _round_trips(self, kind: str, batches: Iterable[Lists]
                      ) -> Iterator[tuple[list[tuple[list, list]], int]]:
         """(the REPLACE_LISTS calls of one round trip, ids written once it is done)."""
-        lang, keys = self.lang, self.keys
-        if kind == "similar":
-            id_set, list_key, factor_key = keys.published_items(lang), keys.similar, None
-        else:
-            id_set, list_key, factor_key = keys.published_users(lang), keys.recs, keys.factors
         calls: list[tuple[list, list]] = []
         done = 0
-        # Take-down filtering happens inside REPLACE_LISTS (see its header).
-        guard_keys = [keys.hidden(lang), keys.forgotten(lang)]
-        filters = [int(self.top_n), "s" if kind == "similar" else "u",
-                   "" if self.seq is None else int(self.seq)]
         for batch in batches:
             members = np.asarray(batch.members)
             if members.ndim != 2:
                 members = members.reshape(len(batch.ids), -1)
-            encoded = encode_lists(members, batch.scores)
+            scores = np.asarray(batch.scores).reshape(members.shape)
             factors = None if batch.factors is None else np.asarray(batch.factors, dtype="<f4")
-            fbytes = 0 if factors is None else factors.shape[1] * 4
             ids = [str(i) for i in batch.ids]
             per_call = max(1, self.entries_per_call // max(members.shape[1], 1))
-            for s in range(0, len(ids), per_call):
-                e = min(s + per_call, len(ids))
-                part = ids[s:e]
-                call_keys = [id_set, *(list_key(lang, i) for i in part)]
-                if factor_key is not None:
-                    call_keys += [factor_key(lang, i) for i in part]
-                blob = b"" if factors is None else factors[s:e].tobytes()
-                calls.append((call_keys + guard_keys,
-                              [*encoded.part(s, e), fbytes, blob, *filters, *part]))
-                if len(calls) >= self.calls_per_round_trip:
-                    yield calls, done + e
-                    calls = []
-            done += len(ids)
+            for side, rows in self._sides(kind, ids):
+                part_ids = ids if rows is None else [ids[r] for r in rows]
+                encoded = encode_lists(*((members, scores) if rows is None
+                                         else (members[rows], scores[rows])))
+                blobs = None if factors is None else (factors if rows is None else factors[rows])
+                for call in self._calls(kind, side, part_ids, encoded, blobs, per_call):
+                    calls.append(call)
+                    done += len(call[1]) - 7  # the ids are the arguments after the first 7
+                    if len(calls) >= self.calls_per_round_trip:
+                        yield calls, done
+                        calls = []
             if kind == "similar":
                 self._items_written.update(int(i) for i in batch.ids)
             else:
                 self._users_written.update(ids)
         if calls:
             yield calls, done
+
+    def _sides(self, kind: str, ids: list[str]) -> Iterator[tuple[Keys, np.ndarray | None]]:
+        """Where a batch's lists go: (keys, rows of the batch; None for all). Similar lists
+        and one Redis: the batch as it is; users on a cluster: one part per slot group."""
+        if kind == "similar" or not self.keys.cluster:
+            yield self.keys, None
+            return
+        find = group_finder(self.keys)
+        rows: dict[Keys, list[int]] = {}
+        for i, user in enumerate(ids):
+            rows.setdefault(find(user), []).append(i)
+        for group, part in rows.items():
+            yield group, np.asarray(part, dtype=np.int64)
+
+    def _calls(self, kind: str, side: Keys, ids: list[str], encoded, factors,
+               per_call: int) -> Iterator[tuple[list, list]]:
+        """The REPLACE_LISTS calls writing ``ids``'s lists (all in ``side``'s slot)."""
+        lang = self.lang
+        if kind == "similar":
+            id_set, list_key, factor_key = side.published_items(lang), side.similar, None
+            # On a cluster forgotten is per group, and similar lists never read it:
+            # hidden stands in its place so every key is on the item side.
+            last = side.hidden(lang) if side.cluster else side.forgotten(lang)
+            guard_keys = [side.hidden(lang), last]
+        else:
+            id_set, list_key, factor_key = side.published_users(lang), side.recs, side.factors
+            guard_keys = [side.group_hidden(lang), side.forgotten(lang)]
+        seq = self._seq_for(side)
+        # Take-down filtering happens inside REPLACE_LISTS (see its header).
+        filters = [int(self.top_n), "s" if kind == "similar" else "u",
+                   "" if seq is None else int(seq)]
+        fbytes = 0 if factors is None else factors.shape[1] * 4
+        for s in range(0, len(ids), per_call):
+            e = min(s + per_call, len(ids))
+            part = ids[s:e]
+            call_keys = [id_set, *(list_key(lang, i) for i in part)]
+            if factor_key is not None:
+                call_keys += [factor_key(lang, i) for i in part]
+            blob = b"" if factors is None else factors[s:e].tobytes()
+            yield (call_keys + guard_keys, [*encoded.part(s, e), fbytes, blob, *filters, *part])
+
+    def _seq_for(self, side: Keys) -> int | None:
+        """The seq bounding ``side``'s counts (None: unknown, e.g. the item side of a
+        cluster, whose similar lists do not use it)."""
+        if isinstance(self.seq, Mapping):
+            return seq_of(self.seq, side) if side in self.seq else None
+        return self.seq
 
     def add_users_written(self, ids: Iterable[str]) -> None:
         """Users whose lists other processes wrote for this publish with the same script
@@ -276,7 +349,7 @@ class Publisher:
             raise ValueError(f"{item_ids.size} item ids for {item_factors.shape[0]} factor rows")
         mapping = {k: _field(v) for k, v in info.items()}
         mapping["version"] = self.version
-        with self.client.pipeline(transaction=True) as pipe:
+        with self._item_primary().pipeline(transaction=True) as pipe:
             if self.lock is not None:
                 pipe.watch(self.lock.key)
                 if pipe.get(self.lock.key) != self.lock.token.encode():
@@ -298,64 +371,112 @@ class Publisher:
                     self.lock.lost = True
                 raise LockLost(f"the lock {keys.train_lock(lang)} changed during the switch; "
                                "not switching the model") from None
+        self._copy_to_groups(mapping)
         self.report.seconds["switch"] = round(time.perf_counter() - started, 3)
         return self.version
 
+    def _item_primary(self):
+        """Where the switch's MULTI runs: the client itself on one Redis; on a cluster the
+        primary holding the language's item side (its slot: the model, item keys and the
+        lock), as a plain client, so WATCH/MULTI/EXEC are today's. A slot being moved at
+        that moment answers MOVED/ASK: the run fails before switching and the next one
+        retries."""
+        if not self.keys.cluster:
+            return self.client
+        node = self.client.get_node_from_key(self.keys.model(self.lang))
+        return self.client.get_redis_connection(node)
+
+    def _copy_to_groups(self, mapping: dict) -> None:
+        """On a cluster, the model hash just switched to, whole, into every slot group's
+        ``group_model`` (:data:`COPY_MODEL`, one call per group, one round trip per primary);
+        on one Redis ``group_model`` is the model hash itself: nothing to do."""
+        if not self.keys.cluster:
+            return
+        script = self.client.register_script(COPY_MODEL)
+        preload(self.client, script)
+        fields = [x for pair in mapping.items() for x in pair]
+        pipe = self.client.pipeline(transaction=False)
+        for group in self.keys.slot_groups():
+            script_call(pipe, script, [group.group_model(self.lang)], fields)
+        pipe.execute()
+
     # -- step 3: what the new model no longer covers ------------------------------------
 
-    def remove_uncovered(self, seq: int, chunk: int = 500) -> tuple[int, int]:
+    def remove_uncovered(self, seq: int | Mapping[Keys, int],
+                         chunk: int = 500) -> tuple[int, int]:
         """Delete lists (and factors) of resources and users the new model does not cover.
 
         Users touched after ``seq`` are spared: their views are newer than the model's
         counts and the updater will refresh them (a new user would otherwise lose the list
-        the updater just gave them). Returns (resources removed, users removed)."""
+        the updater just gave them). Per slot group with the group's S_g (``seq`` a mapping,
+        or one number for all). Returns (resources removed, users removed)."""
         started = time.perf_counter()
         lang, keys = self.lang, self.keys
         # SSCAN may return a member twice (during a rehash): hence the sets.
         stale_items = [m for m in set(self.client.sscan_iter(keys.published_items(lang),
                                                              count=1000))
                        if int(m) not in self._items_written]
-        spared = {m.decode() for m in self.client.zrangebyscore(
-            keys.touched(lang), f"({seq}", "+inf")}
-        stale_users = []
-        for m in set(self.client.sscan_iter(keys.published_users(lang), count=1000)):
-            user = m.decode()
-            if user in self._users_written:
-                continue
-            if user in spared:
-                self.report.spared_users += 1
-                continue
-            stale_users.append(user)
+        found = per_primary(self.client, keys, lang,
+                            lambda group: self._stale_users(group, seq_of(seq, group)))
+        groups = [(g, found[g][0]) for g in keys.slot_groups()]
+        self.report.spared_users += sum(spared for _, spared in found.values())
         # Chunks of DEL/SREM (each command short for readers), all in one round trip. Keys
         # go before their SET entries: a crash in between leaves the SET naming a key that
-        # is gone, which the next run removes again (harmless), never the reverse.
+        # is gone, which the next run removes again (harmless), never the reverse. Each DEL
+        # names keys of one slot (the item side, or one group).
         pipe = self.client.pipeline(transaction=False)
         for s in range(0, len(stale_items), chunk):
             part = stale_items[s:s + chunk]
-            pipe.delete(*(keys.similar(lang, m.decode()) for m in part))
+            delete(pipe, *(keys.similar(lang, m.decode()) for m in part))
             pipe.srem(keys.published_items(lang), *part)
-        for s in range(0, len(stale_users), chunk):
-            part = stale_users[s:s + chunk]
-            pipe.delete(*(keys.recs(lang, u) for u in part), *(keys.factors(lang, u) for u in part))
-            pipe.srem(keys.published_users(lang), *part)
-        for user in stale_users:
-            pipe.exists(keys.views(lang, user))
+        for group, stale in groups:
+            for s in range(0, len(stale), chunk):
+                part = stale[s:s + chunk]
+                delete(pipe, *(group.recs(lang, u) for u in part),
+                       *(group.factors(lang, u) for u in part))
+                pipe.srem(group.published_users(lang), *part)
+        for group, stale in groups:
+            for user in stale:
+                pipe.exists(group.views(lang, user))
         replies = pipe.execute()
-        has_views = replies[len(replies) - len(stale_users):]
+        n_stale = sum(len(stale) for _, stale in groups)
+        has_views = iter(replies[len(replies) - n_stale:])
         # Users filtered out (too few views) who still have views: the updater folds them
         # into the new model right away, so they lose their lists for moments, not until
         # their next view. Queued only now that their old-model lists are gone: versions
         # never mix.
-        alive = [u for u, e in zip(stale_users, has_views, strict=True) if e]
-        for s in range(0, len(alive), chunk):
-            pipe.zadd(keys.dirty(lang), dict.fromkeys(alive[s:s + chunk], seq), gt=True)
-        # Forgets recorded up to seq are in these counts: no older publish is in flight
-        # (one trainer per language), so their tombstones have done their job.
-        pipe.zremrangebyscore(keys.forgotten(lang), "-inf", seq)
+        refolded = 0
+        for group, stale in groups:
+            alive = [u for u in stale if next(has_views)]
+            refolded += len(alive)
+            group_seq = seq_of(seq, group)
+            for s in range(0, len(alive), chunk):
+                pipe.zadd(group.dirty(lang), dict.fromkeys(alive[s:s + chunk], group_seq),
+                          gt=True)
+            # Forgets recorded up to seq are in these counts: no older publish is in flight
+            # (one trainer per language), so their tombstones have done their job.
+            pipe.zremrangebyscore(group.forgotten(lang), "-inf", group_seq)
         pipe.execute()
-        self.report.refolded_users += len(alive)
+        self.report.refolded_users += refolded
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)
-        return len(stale_items), len(stale_users)
+        return len(stale_items), n_stale
+
+    def _stale_users(self, group: Keys, seq: int) -> tuple[list[str], int]:
+        """(the published users of ``group`` this publish did not write and that have no
+        views after ``seq``, how many were spared for such views)."""
+        lang = self.lang
+        spared = {m.decode() for m in self.client.zrangebyscore(
+            group.touched(lang), f"({seq}", "+inf")}
+        stale, kept = [], 0
+        for m in set(self.client.sscan_iter(group.published_users(lang), count=1000)):
+            user = m.decode()
+            if user in self._users_written:
+                continue
+            if user in spared:
+                kept += 1
+                continue
+            stale.append(user)
+        return stale, kept
 
 
 def _field(value) -> str:

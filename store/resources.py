@@ -9,6 +9,10 @@ the new file loses its details. The replaced hashes are renamed aside and UNLINK
 frees them in the background instead of inside the swap. A load that dies leaves only the
 staging hashes, which expire.
 
+On a Redis Cluster the catalogue, the index and their staging and trash names all carry the
+language's item-side tag (``store.keys.ClusterKeys``), so they share one slot: SWAP_LUA's
+RENAMEs and the final UNLINK stay on one node.
+
 Values are the JSON objects of ``store.read.encode_details`` (never a pickle), so one HMGET
 decorates a whole list in any language's client.
 """

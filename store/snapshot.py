@@ -12,7 +12,13 @@ most one chunk.
 The read is not a point-in-time snapshot: the consumer goes on writing while the chunks are
 read. :func:`read_seq` taken *before* the read bounds what is certainly included (every batch
 up to that sequence number); the trainer re-queues users touched after it (see
-``store.publish.requeue_touched``), so views that may be missing get folded in later.
+``store.handover.requeue_touched``), so views that may be missing get folded in later.
+
+On a Redis Cluster (docs/CLUSTER.md) a language's users are in slot groups, each with its
+own ``users``, ``seq`` and queues: :func:`read_counts` reads, per group, its ``seq`` S_g
+first, then its users' views (a chunk's keys are one group's, so one slot), the groups of
+each primary in a thread of their own; the hand-over then runs per group with S_g. On one
+Redis there is one group and the reads are exactly the single-node ones.
 
 Garbage is never trained on: a views key that is not a hash, a field that is not a
 resource id, or a count that is not an integer in 1..2**53-1 (negative, ``abc``, ``2.5``, an
@@ -30,11 +36,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 import pandas as pd
 import redis
 
+from store.groups import GroupSeqs, per_primary, preload, script_call
 from store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -105,34 +114,97 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
     (user, resource).
 
     ``chunk`` users go to one script call (bounds how long a reader may wait);
-    ``chunks_per_round_trip`` calls share one pipelined round trip."""
+    ``chunks_per_round_trip`` calls share one pipelined round trip. On a cluster every
+    slot group is read, the primaries in parallel (:func:`read_counts`)."""
+    return read_counts(client, keys, lang, chunk=chunk,
+                       chunks_per_round_trip=chunks_per_round_trip).views
+
+
+@dataclass
+class Counts:
+    """What :func:`read_counts` read, per slot group in the order the docstring says."""
+
+    seqs: GroupSeqs
+    """Each group's ``seq`` read before that group's counts ({} unless asked for)."""
+    pending: list[str]
+    """Users the updater had pending in any group, read before that group's counts."""
+    views: pd.DataFrame
+    """The views table (see :func:`read_views`)."""
+
+
+@dataclass
+class _GroupRead:
+    seq: int = 0
+    pending: list[str] = dc_field(default_factory=list)
+    users: list[str] = dc_field(default_factory=list)
+    sizes: list[np.ndarray] = dc_field(default_factory=list)
+    flats: list[np.ndarray] = dc_field(default_factory=list)
+
+
+def read_counts(client: redis.Redis, keys: Keys, lang: str, *, with_seq: bool = False,
+                with_pending: bool = False, chunk: int = 250,
+                chunks_per_round_trip: int = 16) -> Counts:
+    """The counts of every slot group of ``lang``; per group, in this order: its ``seq``
+    S_g (``with_seq``), the users it had pending (``with_pending``), then its users' views.
+    Every view of a batch up to S_g is therefore in what was read of group g: the order the
+    hand-over relies on (``store.handover``). On one Redis: one group, today's reads; on a
+    cluster the groups of each primary in a thread per primary (``store.groups``)."""
     started = time.perf_counter()
     script = client.register_script(READ_VIEWS)
-    user_ids: list[str] = []
-    sizes: list[np.ndarray] = []
-    flats: list[np.ndarray] = []
+    preload(client, script)
+
+    def one(group: Keys) -> _GroupRead:
+        out = _GroupRead()
+        if with_seq:
+            out.seq = read_seq(client, group, lang)
+        if with_pending:
+            out.pending = read_pending(client, group, lang)
+        _read_group(client, group, lang, script, out, chunk, chunks_per_round_trip)
+        return out
+
+    reads = per_primary(client, keys, lang, one)
+    ordered = [reads[g] for g in keys.slot_groups()]
+    views = _frame(lang, [u for r in ordered for u in r.users],
+                   [s for r in ordered for s in r.sizes], [f for r in ordered for f in r.flats])
+    log.debug("read counts", extra={"fields": {
+        "lang": lang, "users": views["user_id"].cat.categories.size, "rows": len(views),
+        "groups": len(ordered), "seconds": round(time.perf_counter() - started, 3)}})
+    seqs = GroupSeqs({g: r.seq for g, r in reads.items()}) if with_seq else GroupSeqs()
+    return Counts(seqs=seqs, pending=sorted(u for r in ordered for u in r.pending), views=views)
+
+
+def _read_group(client, group: Keys, lang: str, script, out: _GroupRead, chunk: int,
+                chunks_per_round_trip: int) -> None:
+    """One slot group's views into ``out``: the ids of ``users(lang)`` by SSCAN, their
+    hashes ``chunk`` at a time by :data:`READ_VIEWS` (a chunk's keys share the group's slot),
+    ``chunks_per_round_trip`` calls pipelined."""
     pipe, queued = client.pipeline(transaction=False), []  # queued: each call's users
 
     def flush() -> None:
         for part, (size_text, flat_text) in zip(queued, pipe.execute(), strict=True):
             size, flat = _parse_chunk(size_text, flat_text)
             if size is None:
-                size, flat = _careful_chunk(client, keys, lang, part)
-            sizes.append(size)
-            flats.append(flat)
+                size, flat = _careful_chunk(client, group, lang, part)
+            out.sizes.append(size)
+            out.flats.append(flat)
         queued.clear()
 
-    for batch in iter_user_ids(client, keys, lang, count=min(1000, chunk * chunks_per_round_trip)):
+    for batch in iter_user_ids(client, group, lang,
+                               count=min(1000, chunk * chunks_per_round_trip)):
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
-            user_ids.extend(part)
-            script(keys=[keys.views(lang, u) for u in part], client=pipe)
+            out.users.extend(part)
+            script_call(pipe, script, [group.views(lang, u) for u in part], [])
             queued.append(part)
             if len(queued) >= chunks_per_round_trip:
                 flush()
     if queued:
         flush()
 
+
+def _frame(lang: str, user_ids: list[str], sizes: list[np.ndarray],
+           flats: list[np.ndarray]) -> pd.DataFrame:
+    """The views table of the chunks read (user ids in read order, their sizes and pairs)."""
     per_user = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
     flat = np.concatenate(flats) if flats else np.zeros(0, dtype=np.int64)
     if len(per_user) != len(user_ids) or flat.size != 2 * int(per_user.sum()):
@@ -142,21 +214,17 @@ def read_views(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250,
     # A Categorical (one category per user, codes repeated per view) rather than 500,000
     # Python strings: same values, and the filters' group-bys and the matrix's factorize
     # run several times faster on it. Categories sorted, so the matrix rows come out in
-    # user id order as from a CSV extract.
+    # user id order as from a CSV extract (and the same whichever order groups were read).
     ids = np.asarray(user_ids, dtype=str)
     order = np.argsort(ids, kind="stable")
     rank = np.empty(len(ids), dtype=np.int64)
     rank[order] = np.arange(len(ids))
-    df = pd.DataFrame({
+    return pd.DataFrame({
         "user_id": pd.Categorical.from_codes(np.repeat(rank, per_user),
                                              categories=pd.Index(ids[order], dtype=str)),
         "resource_id": pairs[:, 0],
         "views": pairs[:, 1],
     })
-    log.debug("read counts", extra={"fields": {
-        "lang": lang, "users": len(user_ids), "rows": len(df),
-        "seconds": round(time.perf_counter() - started, 3)}})
-    return df
 
 
 def read_views_of(client: redis.Redis, keys: Keys, lang: str, users: list[str]

@@ -6,6 +6,10 @@ its holder. :class:`LockFence` is the same lock seen from a process that does no
 Spark executor writing for the driver that does). A holder that stalled past the ttl and
 lost the lock finds out (:meth:`TrainLock.check` raises :class:`LockLost`) before it switches
 a model (``store.publish``).
+
+On a Redis Cluster the lock is on the language's item side (``recs:{en}:_train_lock``), the
+slot of the model hash: the switch's MULTI WATCHes it on that same node, and both scripts
+here name only the lock.
 """
 
 from __future__ import annotations

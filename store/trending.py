@@ -20,6 +20,9 @@ How, without ever stalling Redis for long:
   loses one; the next one carries on. Then :data:`FINISH_LUA` rewrites the list in one
   step, so readers see the old list or the new one.
 
+On a Redis Cluster every key both scripts touch (``item_views``, ``trending*``, ``hidden``)
+is on the language's item side, one slot, so a refresh is the same calls on that node.
+
 Invariants and edge cases:
 
 - Time is Redis server time. Refreshing more often (several updaters) changes nothing but

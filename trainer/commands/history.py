@@ -12,7 +12,7 @@ import json
 
 from core.errors import NotPublishedError
 from store.connection import connect
-from store.keys import Keys
+from store.keys import layout
 from store.quality import read_history
 from trainer.commands.prepare import check_output_file
 from trainer.config import check_lang
@@ -70,8 +70,8 @@ def plot(history: list[dict], path: str, lang: str) -> None:
 def cmd_history(args) -> int:
     lang = check_lang(args.lang)
     check_output_file("--plot", args.plot)
-    keys = Keys(args.prefix)
     client = connect(args.redis_url)
+    keys = layout(client, args.prefix)
     try:
         history = read_history(client, keys, lang)
     finally:

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from core.errors import InputError
 from store.connection import connect
-from store.keys import Keys
+from store.keys import layout
 from store.quality import write_settings
 from store.snapshot import read_views
 from trainer.commands.prepare import check_output_file, prepared_matrix
@@ -60,8 +60,8 @@ def cmd_tune(args) -> int:
 
 def _tune_language(args, spec: ModelSpec) -> int:
     lang = check_lang(args.lang)
-    keys = Keys(args.prefix)
     client = connect(args.redis_url)
+    keys = layout(client, args.prefix)
     try:
         df, _ = apply_filters(read_views(client, keys, lang), FilterConfig.from_args(args))
         if df.empty:

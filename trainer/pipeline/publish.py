@@ -27,6 +27,7 @@ import numpy as np
 import redis
 
 from core.progress import Progress
+from store.groups import GroupSeqs
 from store.item_rows import drop_factors, drop_stale, write_rows
 from store.keys import Keys
 from store.publish import Lists, Publisher
@@ -51,14 +52,16 @@ class Published:
 
 
 def publish(client: redis.Redis, keys: Keys, lang: str, publisher: Publisher, model: Model,
-            matrix: UtilityMatrix, settings: RetrainConfig, seq: int,
+            matrix: UtilityMatrix, settings: RetrainConfig, seq: int | GroupSeqs,
             metrics: dict | None, keep: Callable[[str], bool] | None = None,
             extra: dict | None = None) -> Published:
     """Lists, item rows, the switch, the removal of what the model no longer covers, and
     the quality history (see the module docstring). ``keep`` (an experiment): only the users
-    it accepts get a list from this model; ``extra``: more model hash fields."""
+    it accepts get a list from this model; ``extra``: more model hash fields. ``seq``: the
+    seq read before the counts, or each slot group's (``store.groups.GroupSeqs``)."""
     write_lists(publisher, model, settings, keep)
-    info = {**model_info(model, settings, seq, metrics), **(extra or {})}
+    total = seq.total if isinstance(seq, GroupSeqs) else seq
+    info = {**model_info(model, settings, total, metrics), **(extra or {})}
     version = switch_model(client, keys, lang, publisher, model, matrix, info)
     removed = publisher.remove_uncovered(seq)
     if metrics is not None:

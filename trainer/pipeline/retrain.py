@@ -39,10 +39,11 @@ import redis
 from core.errors import InputError
 from store.control import read_hidden
 from store.experiments import running as running_experiment
-from store.handover import queue_for_updater, requeue_touched
+from store.groups import GroupSeqs
+from store.handover import hand_over_groups, queue_groups
 from store.keys import Keys
 from store.publish import Publisher
-from store.snapshot import read_pending, read_seq, read_views
+from store.snapshot import read_counts
 from store.train_lock import TrainLock
 from trainer.data.matrix import (
     FilterReport,
@@ -71,7 +72,11 @@ class Snapshot:
     """Step 1's result: what was read from Redis, in this order."""
 
     seq: int
-    """``seq(lang)`` before the counts were read: views up to it are in the model."""
+    """``seq(lang)`` before the counts were read: views up to it are in the model (on a
+    cluster the sum of the groups' seqs, what the model hash records)."""
+    seqs: GroupSeqs
+    """Each slot group's seq read before its counts (one entry, ``seq``, on one Redis): what
+    the publish and the hand-over of each group compare against."""
     pending: set
     """Users the updater had pending (settled by the hand-over)."""
     views: pd.DataFrame | None
@@ -103,6 +108,9 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     if settings.spec.model == "rp3beta":
         refuse_spark(settings.spec)  # before the lock: the executors path fits ALS only
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
+        if keys.cluster:
+            raise InputError(f"{lang}: --spark-io executors does not run on a Redis Cluster "
+                             "yet (docs/CLUSTER.md): use --spark-io driver")
         if running_experiment(client, keys, lang) is not None:
             raise InputError(f"{lang}: an experiment is running; its arms are fitted on the "
                              "driver: use --spark-io driver (or stop the experiment)")
@@ -118,6 +126,9 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
     ends the run with the live model untouched."""
     times: dict[str, float] = {}
     experiment = running_experiment(client, keys, lang)
+    if experiment is not None and keys.cluster:  # the arms' keys have no cluster layout yet
+        raise InputError(f"{lang}: an experiment is running, and experiments do not run on "
+                         "a Redis Cluster yet (docs/CLUSTER.md): stop it to train here")
     if experiment is not None:  # the default arm is the language's model
         settings = arm_config(settings, experiment.default)
     with timed(times, "read"):
@@ -146,7 +157,7 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
         path = save_model(model, settings.model_dir)
     lock.check()
     with timed(times, "publish"):
-        publisher = Publisher(client, keys, lang, lock=lock, seq=snap.seq, **publish_options)
+        publisher = Publisher(client, keys, lang, lock=lock, seq=snap.seqs, **publish_options)
         arms, keep, extra = [], None, None
         if experiment is not None:
             arms = publish_arms(client, keys, lang, experiment, matrix, settings, lock=lock,
@@ -155,7 +166,7 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
                 publisher.add_users_written(one.publisher.users_written)
             keep = in_arm(experiment, experiment.default.name)
             extra = {"experiment": experiment.id, "arm": experiment.default.name}
-        done = publish(client, keys, lang, publisher, model, matrix, settings, snap.seq,
+        done = publish(client, keys, lang, publisher, model, matrix, settings, snap.seqs,
                        metrics, keep=keep, extra=extra)
         handover = hand_over(client, keys, lang, snap, prepared.outside, publisher)
         refill_arms(client, keys, lang, arms)
@@ -164,13 +175,14 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
 
 def read_snapshot(client: redis.Redis, keys: Keys, lang: str) -> Snapshot:
     """Step 1: ``seq``, the updater's pending users, then the counts (in that order, so every
-    view up to ``seq`` is in the counts read)."""
-    seq = read_seq(client, keys, lang)
-    pending = read_pending(client, keys, lang)
+    view up to ``seq`` is in the counts read); on a cluster that order per slot group, the
+    primaries read in parallel (``store.snapshot.read_counts``)."""
+    counts = read_counts(client, keys, lang, with_seq=True, with_pending=True)
     # Hidden resources stay out of the model (their views stay counted for a restore); one
     # hidden later is dropped by the publish scripts themselves.
-    views = drop_hidden(read_views(client, keys, lang), read_hidden(client, keys, lang))
-    return Snapshot(seq=seq, pending=pending, views=views)
+    views = drop_hidden(counts.views, read_hidden(client, keys, lang))
+    return Snapshot(seq=counts.seqs.total, seqs=counts.seqs, pending=counts.pending,
+                    views=views)
 
 
 def prepare(views: pd.DataFrame, settings: RetrainConfig, lang: str) -> Prepared | RunResult:
@@ -193,10 +205,10 @@ def hand_over(client: redis.Redis, keys: Keys, lang: str, snap: Snapshot, outsid
     """Step 6: the updater gets the uncovered users and those with views newer than
     ``seq``; its pending users are settled. Then the lists cut by take-downs during the run
     are refilled to --top-n from what was just published."""
-    queue_for_updater(client, keys, lang, outside, snap.seq)
+    queue_groups(client, keys, lang, outside, snap.seqs)
     with timed(publisher.report.seconds, "requeue"):
-        handover = requeue_touched(client, keys, lang, snap.seq, snap.pending,
-                                   publisher.users_written)
+        handover = hand_over_groups(client, keys, lang, snap.seqs, snap.pending,
+                                    publisher.users_written)
     refill_lists(client, keys, lang, publisher.cut["recs"], publisher.cut["similar"])
     return handover
 

@@ -25,7 +25,7 @@ import redis
 from core.errors import InputError, RecsError
 from core.signals import StopFlag, on_stop_signals
 from store.connection import connect
-from store.keys import Keys
+from store.keys import Keys, layout
 from store.quality import read_settings
 from store.snapshot import read_languages
 from store.train_lock import LockLost
@@ -49,7 +49,8 @@ def train_from_redis(redis_url: str, prefix: str, lang: str | None, settings: Re
     """Retrain and publish ``lang`` (every language when None) once, or every
     ``settings.every`` seconds until a signal; ``say`` gets each language's outcome line.
     Returns the exit code."""
-    keys, client, stop = Keys(prefix), connect(redis_url), StopFlag()
+    client, stop = connect(redis_url), StopFlag()
+    keys = layout(client, prefix)  # hash-tagged names on a Redis Cluster
 
     def first(name: str) -> None:
         log.info("%s: stopping after the current run (again to stop now)", name)
