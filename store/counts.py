@@ -85,15 +85,24 @@ end
 
 COUNT_VIEWS_LUA = GUARDS_LUA + """
 -- Apply one batch of view counts, guarded by compare-and-set fields of one hash.
--- KEYS[1]  langs SET
--- KEYS[2]  guard HASH (partition offsets, backfill progress, or a quarantine hash)
+-- KEYS[1]  langs SET; or the guard again (a cluster: the caller adds to langs itself,
+--          outside the script, since langs has a slot of its own)
+-- KEYS[2]  guard HASH (partition offsets, a stream's progress, backfill progress, or a
+--          quarantine hash)
+-- KEYS[3..] every other key the call touches, per language in ARGV order: the keys of its
+--          header that are not '' (item_views, users, seq, dirty, touched, quarantine),
+--          then (users mode) the views key of each of its users, in ARGV order
 -- ARGV     flat, in this order:
 --   n_guards, then n_guards x (field, expected, new); '' = absent / check only
 --   n_langs, then per language a header of 9:
---     lang, views key prefix (views key = prefix .. user_id), item_views, users, seq,
---     dirty, touched, quarantine, n_users,
---   then per language, in the same order, n_users x (user_id, n_pairs,
---     n_pairs x (resource_id, views))
+--     lang, views key prefix ('' on a cluster; else each views key must be prefix ..
+--     user_id), item_views, users, seq, dirty, touched, quarantine, n,
+--   then per language, in the same order, either (users mode: users key given)
+--     n x (user_id, n_pairs, n_pairs x (resource_id, views)), item_views (when given)
+--     getting the totals of what was counted; or (item mode: users key '', the item side
+--     of a cluster) n x (resource_id, total) added to item_views.
+--   The header's key names are the KEYS' own again (the script uses KEYS and refuses a
+--   call whose two disagree): one Lua source for one Redis and a cluster.
 -- Returns {} when applied; {n, lang, user, reason, ...} when applied but n users (or
 -- item totals, user '') were quarantined; else {field, held value or '', ...} for every
 -- guard that failed, and nothing was written.
@@ -110,21 +119,57 @@ if #bad > 0 then
 end
 local first_lang = i
 
--- Pre-pass: every internal key must have its type (or not exist) before anything is written.
+-- Pre-pass: every internal key must have its type (or not exist) before anything is
+-- written, and the header's names must be the declared KEYS.
 local function check(key, want)
+  if key == nil then return nil end
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then
     return redis.error_reply('WRONGTYPE internal key ' .. key .. ' holds a ' .. t ..
                              ', expected a ' .. want .. '; nothing was written')
   end
 end
-local e = check(KEYS[1], 'set')
+local add_langs = KEYS[1] ~= guard
+local e = add_langs and check(KEYS[1], 'set')
 if e then return e end
 local n_langs = tonumber(ARGV[i])
+local heads, k = {}, 3
+local SLOTS = {'item', 'users', 'seq', 'dirty', 'touched', 'quarantine'}
 for h = i + 1, i + 9 * n_langs, 9 do
-  e = check(ARGV[h + 3], 'set') or check(ARGV[h + 4], 'string') or check(ARGV[h + 5], 'zset')
-      or check(ARGV[h + 6], 'zset') or check(ARGV[h + 7], 'hash')
+  local head = {lang = ARGV[h], prefix = ARGV[h + 1], n = tonumber(ARGV[h + 8])}
+  for j = 1, 6 do
+    local name = ARGV[h + 1 + j]
+    if name ~= '' then
+      if KEYS[k] ~= name then
+        return redis.error_reply('ERR header key ' .. name .. ' is not KEYS[' .. k ..
+                                 ']; nothing was written')
+      end
+      head[SLOTS[j]] = KEYS[k]
+      k = k + 1
+    end
+  end
+  head.views = k
+  if head.users then k = k + head.n end
+  heads[#heads + 1] = head
+  e = check(head.users, 'set') or check(head.seq, 'string') or check(head.dirty, 'zset')
+      or check(head.touched, 'zset') or check(head.quarantine, 'hash')
   if e then return e end
+end
+-- Each views key must be the user's (prefix .. user_id) where a prefix is given: a caller
+-- that declared its KEYS in another order is refused before anything is written.
+local a = first_lang + 1 + 9 * n_langs
+for _, head in ipairs(heads) do
+  if not head.users then
+    a = a + 2 * head.n
+  else
+    for u = 0, head.n - 1 do
+      if head.prefix ~= '' and KEYS[head.views + u] ~= head.prefix .. ARGV[a] then
+        return redis.error_reply('ERR KEYS[' .. (head.views + u) .. '] is not the views key ' ..
+                                 'of user ' .. ARGV[a] .. '; nothing was written')
+      end
+      a = a + 2 + 2 * tonumber(ARGV[a + 1])
+    end
+  end
 end
 
 -- Variadic commands take at most this many arguments per call (Lua's C stack is 8000).
@@ -145,18 +190,58 @@ local function park(lang, q_key, field, user, reason, views)
   parked[#parked + 1] = reason
 end
 
+-- Adds items {rid: total} to item_key; totals that refuse are parked under 'items:' .. tag.
+-- Totals are sums of integers far below 2^53 (CONTRACT: counts per event and per CSV
+-- row are bounded), so they are exact; %d writes them without an exponent.
+local function add_totals(lang, item_key, q_key, tag, items)
+  local lost, lost_err = {}, nil
+  for rid, c in pairs(items) do
+    if c ~= 0 then  -- 0: only a parked user's views
+      local total = string.format('%d', c)
+      local r = pcall_('HINCRBY', item_key, rid, total)
+      if type(r) == 'table' then
+        lost[rid] = total
+        lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
+      end
+    end
+  end
+  if lost_err then
+    park(lang, q_key, 'items:' .. tag, '', lost_err, lost)
+  end
+end
+
+-- The item side alone (a cluster): totals given; parked ones are tagged with the guards'
+-- new values (unique per stream and batch, as seq is on one Redis).
+local function item_mode(head)
+  local items = {}
+  for _ = 1, head.n do
+    items[ARGV[i]] = tonumber(ARGV[i + 1])
+    i = i + 2
+  end
+  local tag = {}
+  for g = 2, 1 + 3 * n, 3 do
+    tag[#tag + 1] = ARGV[g] .. '@' .. ARGV[g + 2]
+  end
+  add_totals(head.lang, head.item, head.quarantine, table.concat(tag, ','), items)
+end
+
 i = first_lang + 1 + 9 * n_langs
-for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
-  local lang, prefix, item_key, users_key = ARGV[h], ARGV[h + 1], ARGV[h + 2], ARGV[h + 3]
-  local seq_key, dirty_key, touched_key = ARGV[h + 4], ARGV[h + 5], ARGV[h + 6]
-  local q_key = ARGV[h + 7]
-  local n_users = tonumber(ARGV[h + 8])
-  local seq = redis.call('INCR', seq_key)
+for _, head in ipairs(heads) do
+  local lang = head.lang
+  if add_langs then
+    redis.call('SADD', KEYS[1], lang)
+  end
+  if not head.users then
+    item_mode(head)
+  else
+  local item_key, users_key, q_key = head.item, head.users, head.quarantine
+  local views_at = head.views
+  local seq = redis.call('INCR', head.seq)
   local users, scored, items, nu = {}, {}, {}, 0
-  for _ = 1, n_users do
+  for u = 0, head.n - 1 do
     local user = ARGV[i]
     local n_pairs = tonumber(ARGV[i + 1])
-    local views_key = prefix .. user
+    local views_key = KEYS[views_at + u]
     local first = i + 2
     i = first
     local err
@@ -199,27 +284,14 @@ for h = first_lang + 1, first_lang + 9 * n_langs, 9 do
       scored[2 * nu] = user
     end
   end
-  -- Totals are sums of integers far below 2^53 (CONTRACT: counts per event and per CSV
-  -- row are bounded), so they are exact; %d writes them without an exponent.
-  local lost, lost_err = {}, nil
-  for rid, c in pairs(items) do
-    if c ~= 0 then  -- 0: only a parked user's views
-      local total = string.format('%d', c)
-      local r = pcall_('HINCRBY', item_key, rid, total)
-      if type(r) == 'table' then
-        lost[rid] = total
-        lost_err = lost_err or ('resource ' .. rid .. ': ' .. r['err'])
-      end
-    end
+  if item_key then
+    add_totals(lang, item_key, q_key, seq, items)
   end
-  if lost_err then
-    park(lang, q_key, 'items:' .. seq, '', lost_err, lost)
-  end
-  redis.call('SADD', KEYS[1], lang)
   if nu > 0 then
     variadic('SADD', users_key, users)
-    variadic('ZADD', dirty_key, scored)
-    variadic('ZADD', touched_key, scored)
+    variadic('ZADD', head.dirty, scored)
+    variadic('ZADD', head.touched, scored)
+  end
   end
 end
 """
@@ -272,6 +344,58 @@ def apply_args(keys: Keys, guards: Sequence[Guard], views: Views) -> list:
     return args
 
 
+def apply_keys(keys: Keys, guard_key: str, views: Views) -> list[str]:
+    """The script's KEYS for :func:`apply_args`'s ARGV on one Redis: langs, the guard, then
+    per language its six keys and its users' views keys, in ARGV order."""
+    out = [keys.langs, guard_key]
+    langs = [(lang, users) for lang, users in views.items() if users]
+    views_key = keys.views
+    for lang, users in langs:
+        out += (keys.item_views(lang), keys.users(lang), keys.seq(lang), keys.dirty(lang),
+                keys.touched(lang), keys.quarantine(lang))
+        out += [views_key(lang, user) for user in users]
+    return out
+
+
+def item_call(keys: Keys, lang: str, guard_key: str, guards: Sequence[Guard],
+              totals: Mapping[int, int]) -> tuple[list, list]:
+    """(KEYS, ARGV) of a cluster's item-side call: ``totals`` added to ``item_views(lang)``,
+    refusals parked in ``item_quarantine(lang)``, guarded by ``guard_key`` (the language's
+    ``item_offsets``); every key in the language's item slot. ``langs`` is not touched."""
+    args = guard_args(guards)
+    args += (1, lang, "", keys.item_views(lang), "", "", "", "", keys.item_quarantine(lang),
+             len(totals))
+    for item in totals.items():
+        args.extend(item)
+    return [guard_key, guard_key, keys.item_views(lang), keys.item_quarantine(lang)], args
+
+
+def group_call(group: Keys, lang: str, guard_key: str, guards: Sequence[Guard],
+               users: Mapping[str, Mapping[int, int]]) -> tuple[list, list]:
+    """(KEYS, ARGV) of a cluster's call for one slot group (``group`` bound to it): the
+    users' views, ``users``, ``seq``, ``dirty``, ``touched`` and the group's quarantine, no
+    item totals (the item-side call adds those), guarded by ``guard_key`` (the group's
+    ``group_offsets``, or its quarantine for a repair)."""
+    args = guard_args(guards)
+    args += (1, lang, "", "", group.users(lang), group.seq(lang), group.dirty(lang),
+             group.touched(lang), group.quarantine(lang), len(users))
+    keys_ = [guard_key, guard_key, group.users(lang), group.seq(lang), group.dirty(lang),
+             group.touched(lang), group.quarantine(lang)]
+    keys_ += [group.views(lang, user) for user in users]
+    extend = args.extend
+    for user, pairs in users.items():
+        extend((user, len(pairs)))
+        for item in pairs.items():
+            extend(item)
+    return keys_, args
+
+
+def progress_call(guard_key: str, guards: Sequence[Guard]) -> tuple[list, list]:
+    """(KEYS, ARGV) of a call that only moves guards (no counts): a stream that had no
+    events since its held offset is set to where its partition is written through."""
+    return [guard_key, guard_key], guard_args(guards) + [0]
+
+
 @dataclass(frozen=True)
 class Parked:
     """Views the script could not add and kept in ``Keys.quarantine(lang)`` instead."""
@@ -309,13 +433,24 @@ class Counts:
         """Apply ``views`` if every guard holds; return ``{}`` then, else ``{field: held value
         or None}`` of the guards that failed (nothing written). Views parked in the
         quarantine count as applied here; use :meth:`write` to learn about them."""
-        return mismatches(self._apply(keys=[self.keys.langs, guard_key],
+        return mismatches(self._apply(keys=self._keys(guard_key, views),
                                       args=self._args(guards, views)))
 
     def write(self, guard_key: str, guards: Sequence[Guard], views: Views) -> Applied:
         """:meth:`apply`, also reporting the users whose views were quarantined."""
-        reply = self._apply(keys=[self.keys.langs, guard_key], args=self._args(guards, views))
+        reply = self._apply(keys=self._keys(guard_key, views), args=self._args(guards, views))
         return parse_reply(reply)
+
+    def call(self, keys: list, args: list) -> Applied:
+        """One call of the views script with ready KEYS and ARGV (:func:`item_call`,
+        :func:`group_call`, :func:`progress_call`: a cluster's calls)."""
+        return parse_reply(self._apply(keys=keys, args=args))
+
+    def _keys(self, guard_key: str, items) -> list[str]:
+        """The script's KEYS. ``items`` is a store's payload: the views, or (a store with a
+        click section, store/attribution.py) a tuple whose first part is the views."""
+        views = items[0] if isinstance(items, tuple) else items
+        return apply_keys(self.keys, guard_key, views)
 
     def _args(self, guards: Sequence[Guard], views) -> list:
         """The script's ARGV (a store with more sections appends theirs)."""
@@ -354,5 +489,47 @@ def read_guards(client: redis.Redis, guard_key: str) -> dict[str, str]:
 
 
 def read_offsets(client: redis.Redis, keys: Keys, group: str, topic: str) -> dict[int, int]:
-    """The next offset to apply per partition, as recorded with the counts."""
+    """The next offset to apply per partition, as recorded with the counts: on a cluster
+    the restart point, the minimum over every stream (:func:`read_streams`)."""
+    if keys.cluster:
+        return restart_points(read_streams(client, keys, group, topic))
     return {int(p): int(o) for p, o in read_guards(client, keys.offsets(group, topic)).items()}
+
+
+def stream_keys(keys: Keys, lang: str, group: str, topic: str) -> list[str]:
+    """The progress hashes of ``lang``'s streams (consumer group ``group``, ``topic``): the
+    item side first, then every slot group's (on one Redis the one ``offsets`` hash)."""
+    if not keys.cluster:
+        return [keys.offsets(group, topic)]
+    return [keys.item_offsets(lang, group, topic)] + [
+        g.group_offsets(lang, group, topic) for g in keys.slot_groups()]
+
+
+def read_streams(client: redis.Redis, keys: Keys, group: str, topic: str,
+                 langs: Sequence[str] | None = None) -> dict[str, dict[int, int]]:
+    """Every registered stream of every language in ``langs`` (default: the ``langs`` set):
+    ``{progress hash: {partition: next offset}}``, read in one pipeline (a cluster's is
+    split per node by redis-py)."""
+    if langs is None:
+        langs = sorted(v.decode() if isinstance(v, bytes) else v
+                       for v in client.smembers(keys.langs))
+    names = list(dict.fromkeys(k for lang in langs for k in stream_keys(keys, lang, group,
+                                                                            topic)))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = {}
+    for name, fields in zip(names, pipe.execute(), strict=True):
+        if fields:
+            out[name] = {int(p): int(o) for p, o in fields.items()}
+    return out
+
+
+def restart_points(streams: Mapping[str, Mapping[int, int]]) -> dict[int, int]:
+    """Per partition, the minimum held offset over ``streams``: where a consumer must read
+    from so that every stream gets every event it lacks."""
+    out: dict[int, int] = {}
+    for held in streams.values():
+        for p, o in held.items():
+            out[p] = o if p not in out else min(out[p], o)
+    return out
