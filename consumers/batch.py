@@ -254,3 +254,50 @@ class OrderedBatch(Batch):
         self.in_hand += events
         self.skipped += skipped
         return dead
+
+
+class StreamBatch(Batch):
+    """The views batch of a consumer on a Redis Cluster: each valid event kept with its
+    partition and offset, ``items`` = ``{partition: [(offset, lang, user, resource, n)]}``,
+    so the writer can aggregate per stream (item side, slot group) and drop a stream's
+    events below the offset that stream holds (consumers/writer.py ``StreamWriter``).
+    ``first`` is each partition's first offset in the batch (what a stream first seen in
+    it is registered at when Redis holds nothing for the partition yet)."""
+
+    def clear(self) -> None:
+        super().clear()
+        self.first: dict[int, int] = {}
+
+    def add(self, msgs: list) -> list[DeadLetter]:
+        owned, events_of, parse, first = self.owned, self.items, parse_view, self.first
+        dead: list[DeadLetter] = []
+        valid = view_sum = skipped = events = 0
+        for m in msgs:
+            if m.error() is not None:
+                self.message_error(m)
+                continue
+            events += 1
+            p, offset = m.partition(), m.offset()
+            part = owned.get(p)
+            if part is None or offset < part.read:
+                skipped += 1
+                continue
+            part.read = offset + 1
+            if p not in first:
+                first[p] = offset
+            try:
+                lang, user, rid, n, _ts, _imp = parse(m.value())
+            except InvalidEvent as exc:
+                dead.append(self.dead_letter(m, exc.reason))
+                continue
+            kept = events_of.get(p)
+            if kept is None:
+                kept = events_of[p] = []
+            kept.append((offset, lang, user, rid, n))
+            valid += 1
+            view_sum += n
+        self.in_hand += events
+        self.valid += valid
+        self.view_sum += view_sum
+        self.skipped += skipped
+        return dead

@@ -53,22 +53,35 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from redis.exceptions import RedisClusterException
 
+from consumers.batch import StreamBatch
 from consumers.config import ConsumerConfig
 from consumers.flavour import Flavour, views_flavour
 from consumers.kafka_clients import kafka_clients, start_and_protocol
 from consumers.metrics import ConsumerMetrics
 from consumers.rebalance import RebalanceCallbacks, StopBeforeReading
-from consumers.writer import DLQ_ATTEMPTS, BatchWriter, DeadLetterError, DeadLetters
+from consumers.writer import (
+    DLQ_ATTEMPTS,
+    BatchWriter,
+    DeadLetterError,
+    DeadLetters,
+    StreamWriter,
+)
+from core.errors import InputError
 from core.signals import on_stop_signals
 from store.connection import connect
-from store.counts import Parked, read_offsets
-from store.keys import Keys
+from store.counts import Counts, Parked, read_offsets
+from store.keys import layout
 
 __all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
            "cmd_consume"]
 
 log = logging.getLogger("recs.consume")
+
+CLUSTER_CHECK_INTERVAL = 1.0
+"""Seconds between a cluster consumer's re-reads of its streams' progress (at most)."""
+
 
 class _Abandoned(Exception):
     """The batch in hand must be dropped (partitions revoked or lost while writing it)."""
@@ -86,17 +99,32 @@ class StreamConsumer(RebalanceCallbacks):
         self.cfg = config
         self.flavour = flavour = flavour or views_flavour(config)
         self.metrics = metrics or ConsumerMetrics()
-        self.keys = Keys(config.prefix)
         self.redis = connect(config.redis_url)
-        self.offsets_key = self.keys.offsets(config.group, config.topic)
+        self.keys = layout(self.redis, config.prefix)
+        self.cluster = self.keys.cluster
+        if self.cluster and (flavour.store is not Counts or config.clicks):
+            self.redis.close()
+            raise InputError("on a Redis Cluster only the views counts run (no --clicks, "
+                             "no control or impressions consumer yet: docs/CLUSTER.md)")
         self._start, self._incremental = start_and_protocol(config.kafka_config)
         self.consumer, self.producer = kafka_clients(config)
-        self.batch = flavour.new_batch()
-        self.writer = BatchWriter(
-            flavour.store(self.redis, self.keys), self.offsets_key,
-            DeadLetters(self.producer, config.dlq_topic, self.metrics,
-                        config.retry_initial, config.retry_max),
-            self.metrics, config.retry_initial, config.retry_max)
+        dead = DeadLetters(self.producer, config.dlq_topic, self.metrics,
+                           config.retry_initial, config.retry_max)
+        if self.cluster:
+            # Progress per (partition, stream): consumers/writer.py StreamWriter.
+            self.offsets_key = None
+            self.batch = StreamBatch()
+            self.writer = StreamWriter(Counts(self.redis, self.keys), self.keys, config.group,
+                                       config.topic, dead, self.metrics,
+                                       config.retry_initial, config.retry_max)
+            self._check_interval = min(config.offset_check_interval, CLUSTER_CHECK_INTERVAL)
+        else:
+            self.offsets_key = self.keys.offsets(config.group, config.topic)
+            self.batch = flavour.new_batch()
+            self.writer = BatchWriter(
+                flavour.store(self.redis, self.keys), self.offsets_key, dead,
+                self.metrics, config.retry_initial, config.retry_max)
+            self._check_interval = config.offset_check_interval
         # Control.
         self._stopping = False
         self._flushing = False
@@ -140,7 +168,7 @@ class StreamConsumer(RebalanceCallbacks):
     def _loop(self) -> None:
         cfg, batch = self.cfg, self.batch
         deadline = next_lag = 0.0
-        next_check = time.monotonic() + cfg.offset_check_interval
+        next_check = time.monotonic() + self._check_interval
         while not self._stopping:
             now = time.monotonic()
             # Short waits: a signal's handler runs only once consume() returns. consume()
@@ -163,10 +191,12 @@ class StreamConsumer(RebalanceCallbacks):
             if now >= next_lag:
                 self._update_lag()
                 next_lag = now + 1.0
-            if not batch.in_hand and not msgs:
+            # On a cluster the re-read also runs between batches under load: it finds a
+            # failed-over node's lost writes and moves idle streams up (the restart point).
+            if not batch.in_hand and (not msgs or self.cluster):
                 if now >= next_check:
                     self._check_offsets()
-                    next_check = now + cfg.offset_check_interval
+                    next_check = time.monotonic() + self._check_interval
                 if cfg.until_drained and self._drained():
                     log.info("drained: every assigned partition is written up to its end")
                     return
@@ -312,6 +342,9 @@ class StreamConsumer(RebalanceCallbacks):
         owned = self.batch.owned
         if not owned:
             return
+        if self.cluster:
+            self._compare_streams(owned)
+            return
         try:
             held = read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic)
         except redis.RedisError as exc:
@@ -322,10 +355,28 @@ class StreamConsumer(RebalanceCallbacks):
         if differ:
             self._replay(differ)
 
+    def _compare_streams(self, owned) -> None:
+        """A cluster's re-read: a stream below what we wrote (its node failed over) seeks
+        its partition back; else idle streams move up to where their partition is."""
+        try:
+            rolled = self.writer.check(owned) or self.writer.advance(owned)
+        except (redis.RedisError, RedisClusterException) as exc:
+            log.warning("redis unavailable for the offset check", extra={"fields": {
+                "error": str(exc)}})
+            return
+        if rolled:
+            self._replay(rolled)
+
     def _commit(self, asynchronous: bool) -> None:
-        """Tell Kafka how far Redis is, for lag dashboards only."""
-        offsets = [TopicPartition(self.cfg.topic, p, part.applied)
-                   for p, part in self.batch.owned.items() if part.applied is not None]
+        """Tell Kafka how far Redis is, for lag dashboards only (on a cluster the restart
+        point: the minimum over the partition's streams)."""
+        owned = self.batch.owned
+        if self.cluster:
+            held = self.writer.restart_points(owned)
+        else:
+            held = {p: part.applied for p, part in owned.items()}
+        offsets = [TopicPartition(self.cfg.topic, p, o)
+                   for p, o in held.items() if o is not None]
         if not offsets:
             return
         try:

@@ -33,9 +33,15 @@ class RebalanceCallbacks:
         if not partitions:  # a cooperative rebalance that gave us nothing new
             self._assign(consumer, partitions)
             return
-        held = self.writer.call(
-            lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic),
-            self._sleep_unless_stopping, "redis unavailable during assignment, retrying")
+        if self.cluster:  # every stream's progress: the restart point is their minimum
+            wanted = [tp.partition for tp in partitions]
+            held = self.writer.call(lambda: self.writer.assigned(wanted),
+                                    self._sleep_unless_stopping,
+                                    "redis unavailable during assignment, retrying")
+        else:
+            held = self.writer.call(
+                lambda: read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic),
+                self._sleep_unless_stopping, "redis unavailable during assignment, retrying")
         for tp in partitions:
             offset = held.get(tp.partition)
             tp.offset = self._start if offset is None else offset
@@ -93,6 +99,8 @@ class RebalanceCallbacks:
     def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
         owned = self.batch.owned
         gone = [tp.partition for tp in partitions if tp.partition in owned]
+        if self.cluster:
+            self.writer.forget(gone)
         for p in gone:
             del owned[p]
             self._strays.discard(p)

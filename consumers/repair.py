@@ -4,6 +4,8 @@ Run it after fixing (or deleting) the keys the consumer's log and
 ``recs_consumer_views_quarantined_total`` named. Safe to run at any time and more than once:
 an entry is re-applied at most once, and one whose key still refuses stays parked. Exit 0
 when nothing is left parked, 1 when some entries still are (each named on stderr).
+On a Redis Cluster every slot group's quarantine is repaired, the user side only (their
+views are in the item totals already: store/quarantine.py).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import redis
 
 from core.errors import RecsError
 from store.connection import connect
-from store.keys import Keys
+from store.keys import layout
 from store.quarantine import repair
 from store.snapshot import read_languages
 
 
 def cmd_repair(args) -> int:
-    keys = Keys(args.prefix)
     client = connect(args.redis_url)
+    keys = layout(client, args.prefix)
     left = 0
     try:
         for lang in [args.lang] if args.lang else read_languages(client, keys):

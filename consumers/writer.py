@@ -17,13 +17,24 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import redis
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from consumers.batch import Batch, DeadLetter
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import backoff, retry_redis
 from core.errors import RecsError
-from store.counts import Applied, Guard
+from store.counts import (
+    Applied,
+    Guard,
+    Parked,
+    group_call,
+    item_call,
+    progress_call,
+    read_streams,
+    restart_points,
+    stream_keys,
+)
 
 log = logging.getLogger("recs.consume")
 
@@ -145,3 +156,261 @@ _TRANSIENT = {
 def _header_text(headers: list) -> dict[str, str]:
     return {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
             for k, v in headers}
+
+
+class StreamWriter(BatchWriter):
+    """The writer of a views consumer on a Redis Cluster (docs/CLUSTER.md section 0,
+    "Counts, exactly once per (partition, stream)").
+
+    A *stream* is one field ``partition`` of one progress hash: a language's
+    ``item_offsets`` (its item totals) or a slot group's ``group_offsets`` (its users'
+    views and queues). Invariants:
+
+    - ``held[hash][p]`` is the offset this consumer believes Redis holds for the stream;
+      every call is guarded with it (expected) and the partition's batch end (new), and sets
+      the stream's offset in the same script as its counts: a stream's events apply once.
+    - A stream's events are a subsequence of its partition: before a call the events of
+      that stream below its held offset are dropped (replay from an earlier restart point
+      is exact per stream).
+    - A stream has a field only after its registration (HSETNX at the batch start) reached
+      the node's replica (WAIT), and ``langs`` holds the language before that: a stream
+      without a field never had a write, so the restart point of a partition, the minimum
+      over every registered stream of every language in ``langs``, misses nothing.
+    - A stream that had no event since its held offset is moved up to where its partition
+      is written through (:meth:`advance`, between batches): otherwise one idle slot group
+      would hold every restart point back.
+    - A refused guard, or a re-read (:meth:`check`) finding a stream below what we hold
+      (its node failed over and lost writes, counts and offsets together), lowers the
+      partition's restart point: the consumer seeks it back there (``Applied.refused`` =
+      ``{partition: new restart point}``).
+    Per batch: per language one item-side call first, then one call per touched slot
+    group; ``calls`` counts them (benchmarks/ingest.py)."""
+
+    REPLICA_WAIT_MS = 500
+    WAIT_TRIES = 4
+
+    def __init__(self, store, keys, group: str, topic: str, dead_letters: DeadLetters,
+                 metrics: ConsumerMetrics, retry_initial: float, retry_max: float) -> None:
+        super().__init__(store, "", dead_letters, metrics, retry_initial, retry_max)
+        self.client, self.keys, self.group, self.topic = store.client, keys, group, topic
+        self.held: dict[str, dict[int, int]] = {}
+        self.langs: set[str] = set()
+        self.calls = 0
+        self._names: dict[str, tuple[str, list[str]]] = {}
+
+    # -- names ----------------------------------------------------------------------------
+    def _streams_of(self, lang: str) -> tuple[str, list[str]]:
+        """(item-side progress hash, every group's progress hash) of ``lang``."""
+        names = self._names.get(lang)
+        if names is None:
+            item, *groups = stream_keys(self.keys, lang, self.group, self.topic)
+            names = self._names[lang] = (item, groups)
+        return names
+
+    # -- writing a batch --------------------------------------------------------------------
+    def write(self, batch, wait: Wait) -> tuple[list[Guard], Applied]:
+        self.dead_letters.deliver(batch.dead, wait)
+        guards = batch.guards()
+        ends = {p: new for p, _held, new in guards if new is not None}
+        starts = {p: batch.owned[p].applied if batch.owned[p].applied is not None
+                  else batch.first.get(p, 0) for p in ends}
+        tagged = self._tag(batch.items)
+        self.call(lambda: self._register(tagged, starts), wait)
+        parked: list[Parked] = []
+        for stream in self._plan(tagged, ends):
+            applied = self.call(lambda s=stream: self._send(s, ends), wait)
+            if applied.refused:
+                return guards, Applied(refused=self._rollback(stream[0], applied.refused,
+                                                              starts))
+            parked += applied.parked
+        return guards, Applied(parked=parked)
+
+    def _tag(self, events_of: dict) -> list:
+        """Each event with its two streams: [(p, offset, lang, user, rid, n, item, group)]."""
+        group_of, out = self.keys.for_user, []
+        for p, events in events_of.items():
+            for offset, lang, user, rid, n in events:
+                item, groups = self._streams_of(lang)
+                g = group_of(user).group if self.keys.cluster else 0
+                out.append((p, offset, lang, user, rid, n, item, groups[g]))
+        return out
+
+    def _register(self, tagged: list, starts: dict[int, int]) -> None:
+        """Register every stream of the batch Redis may hold nothing for: its language in
+        ``langs`` first, then HSETNX field p = the batch start, each replicated (WAIT)."""
+        new_langs = {t[2] for t in tagged} - self.langs
+        for lang in sorted(new_langs):
+            self.client.sadd(self.keys.langs, lang)
+            self._replicated(self.keys.langs)
+            self.langs.add(lang)
+        missing = sorted({(name, t[0]) for t in tagged for name in (t[6], t[7])
+                          if t[0] not in self.held.get(name, ())})
+        if not missing:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name, p in missing:
+            pipe.hsetnx(name, p, starts[p])
+            pipe.hget(name, p)
+        replies = pipe.execute()
+        for (name, p), held in zip(missing, replies[1::2], strict=True):
+            self.held.setdefault(name, {})[p] = int(held)
+        for node_key in {self.client.get_node_from_key(name).name: name
+                         for name, _p in missing}.values():
+            self._replicated(node_key)
+
+    def _replicated(self, key: str) -> None:
+        """Wait until the replica of ``key``'s node holds what we wrote there. A node with
+        no replica connected has none to fail over to: nothing to wait for."""
+        node = self.client.get_node_from_key(key)
+        for _ in range(self.WAIT_TRIES):
+            if self.client.execute_command("WAIT", 1, self.REPLICA_WAIT_MS, target_nodes=node):
+                return
+            info = self.client.execute_command("INFO", "replication", target_nodes=node)
+            if not info.get("connected_slaves"):
+                return
+        log.warning("a registration is not on the replica yet; writing on",
+                    extra={"fields": {"key": key}})
+
+    def _plan(self, tagged: list, ends: dict[int, int]) -> list:
+        """The batch's calls: per language the item side first, then one per slot group;
+        each ``(progress hash, lang, group name or None, partitions, payload)`` without the
+        events the stream already holds."""
+        held = self.held
+        items: dict[str, tuple[str, set, dict]] = {}
+        groups: dict[str, tuple[str, str, set, dict]] = {}
+        for p, offset, lang, user, rid, n, item, group in tagged:
+            if offset >= held[item][p]:
+                _lang, parts, totals = items.setdefault(item, (lang, set(), {}))
+                parts.add(p)
+                totals[rid] = totals.get(rid, 0) + n
+            if offset >= held[group][p]:
+                _lang, _user, parts, users = groups.setdefault(group, (lang, user, set(), {}))
+                parts.add(p)
+                views = users.setdefault(user, {})
+                views[rid] = views.get(rid, 0) + n
+        plan = [(name, lang, None, parts, totals)
+                for name, (lang, parts, totals) in items.items()]
+        plan += [(name, lang, user, parts, users)
+                 for name, (lang, user, parts, users) in groups.items()]
+        return plan
+
+    def _send(self, stream, ends: dict[int, int]) -> Applied:
+        name, lang, a_user, parts, payload = stream
+        guards = [(p, self.held[name][p], ends[p]) for p in sorted(parts)]
+        if a_user is None:
+            keys_, args = item_call(self.keys, lang, name, guards, payload)
+        else:
+            keys_, args = group_call(self.keys.for_user(a_user), lang, name, guards, payload)
+        self.calls += 1
+        applied = self.store.call(keys_, args)
+        if applied.refused and all(
+                held is not None and int(held) == ends[int(p)]
+                for p, held in applied.refused.items()):
+            applied = Applied()  # an earlier attempt applied it (its reply was lost)
+        if not applied.refused:
+            for p, _expected, new in guards:
+                self.held[name][p] = new
+        return applied
+
+    def _rollback(self, name: str, refused: dict, starts: dict[int, int]) -> dict:
+        """Stream ``name`` holds other offsets in Redis than we thought: note them; returns
+        ``{partition: where to read again}`` (the batch start, or lower where the stream
+        went back; None: it lost its field, read from the beginning). The batch's other
+        partitions are read again from their start by the loop anyway."""
+        out = {}
+        for p, held in refused.items():
+            p = int(p)
+            if held is None:
+                self.held.get(name, {}).pop(p, None)
+                out[str(p)] = None
+            else:
+                self.held[name][p] = int(held)
+                out[str(p)] = str(min(starts[p], int(held)))
+        return out
+
+    def restart_points(self, partitions) -> dict[int, int]:
+        """The minimum held offset over every stream we know of, for ``partitions``."""
+        points = restart_points(self.held)
+        return {p: points[p] for p in partitions if p in points}
+
+    # -- between batches --------------------------------------------------------------------
+    def assigned(self, partitions: list[int]) -> dict[int, int]:
+        """Read every stream's progress for ``partitions`` (newly assigned): their restart
+        points."""
+        self._reload(partitions)
+        return self.restart_points(partitions)
+
+    def forget(self, partitions: list[int]) -> None:
+        for held in self.held.values():
+            for p in partitions:
+                held.pop(p, None)
+
+    def _reload(self, partitions) -> dict[tuple[str, int], int]:
+        """Re-read the streams of ``partitions``; returns those Redis holds below what we
+        held (rolled back), as ``{(hash, p): held}``."""
+        streams = read_streams(self.client, self.keys, self.group, self.topic)
+        self.langs = {v.decode() if isinstance(v, bytes) else v
+                      for v in self.client.smembers(self.keys.langs)}
+        lower = {}
+        for name in set(streams) | set(self.held):
+            there = streams.get(name, {})
+            mine = self.held.setdefault(name, {})
+            for p in partitions:
+                now, before = there.get(p), mine.get(p)
+                if before is not None and (now is None or now < before):
+                    lower[(name, p)] = now
+                if now is None:
+                    mine.pop(p, None)
+                else:
+                    mine[p] = now
+        return lower
+
+    def check(self, owned: dict) -> dict[int, int | None]:
+        """The periodic re-read: ``{partition: new restart point}`` for every owned partition
+        a stream of which went below what we held (and below where the partition is
+        written through); empty when nothing rolled back."""
+        lower = self._reload(list(owned))
+        if lower:
+            log.warning("a stream's progress went back (its node lost writes)",
+                        extra={"fields": {"streams": {f"{n}/{p}": o
+                                                      for (n, p), o in lower.items()}}})
+        out: dict[int, int | None] = {}
+        for (_name, p), now in lower.items():
+            if p in out and out[p] is None:
+                continue
+            written = owned[p].applied
+            out[p] = None if now is None else now if written is None else min(now, written,
+                                                                              out.get(p, now))
+        return out
+
+    def advance(self, owned: dict) -> dict[int, int | None]:
+        """Move every stream that had no event since its held offset up to where its
+        partition is written through (nothing in hand: ``applied`` is that). Returns what
+        :meth:`check` does when a guard finds a rollback instead."""
+        for name, held in self.held.items():
+            guards = [(p, o, owned[p].applied) for p, o in sorted(held.items())
+                      if p in owned and owned[p].applied is not None and o < owned[p].applied]
+            if not guards:
+                continue
+            self.calls += 1
+            applied = self.store.call(*progress_call(name, guards))
+            if applied.refused:
+                return self.check(owned)
+            for p, _o, new in guards:
+                held[p] = new
+        return {}
+
+    def call(self, call, wait: Wait, message: str = "redis unavailable, retrying"):
+        """:meth:`BatchWriter.call`; a cluster's own failures (no node for a slot, a
+        redirection loop during a failover or a reshard) are transient as well."""
+        return super().call(lambda: cluster_transient(call), wait, message)
+
+
+def cluster_transient(call):
+    """``call()``, a cluster's topology errors raised as ``redis.ConnectionError`` (which
+    ``store.connection.transient`` retries): ``ClusterError`` ("TTL exhausted", CLUSTERDOWN)
+    and redis-py's ``RedisClusterException`` (no node serves a slot)."""
+    try:
+        return call()
+    except (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException) as exc:
+        raise redis.ConnectionError(f"{type(exc).__name__}: {exc}") from exc

@@ -13,6 +13,14 @@ key is repaired counts each view exactly once:
 - an item entry is added by :data:`REPAIR_ITEMS_LUA`, all or nothing.
 
 Two repairs at once cannot both apply an entry: the second one's guard fails.
+
+On a Redis Cluster (``keys.cluster``) the same holds per slot group: a user's entry is in
+its group's quarantine and is re-applied by that group's call (store/counts.py
+``group_call``), guarded by the entry in the same slot. That call adds **only the user
+side** (the views, ``users``, ``dirty``, ``touched``): on a cluster the batch's item totals
+were added by the language's item-side call, parked users' views included, so they are
+counted already. Item totals that refused are parked in ``item_quarantine(lang)`` (item
+side) and re-applied by :data:`REPAIR_ITEMS_LUA` there.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 import orjson
 import redis
 
-from store.counts import Counts
+from store.counts import Counts, group_call
 from store.keys import Keys
 
 REPAIRED = "repaired"
@@ -85,16 +93,30 @@ def _entry(field: str, raw: str) -> Entry:
     return Entry(field, raw, doc.get("user", ""), str(doc.get("reason", "")), views)
 
 
+def quarantines(keys: Keys, lang: str) -> list[tuple[Keys, str]]:
+    """Every quarantine hash of ``lang`` with the (group-bound) keys it belongs to: on one
+    Redis the one; on a cluster every slot group's, then the item side's."""
+    if not keys.cluster:
+        return [(keys, keys.quarantine(lang))]
+    return [(g, g.quarantine(lang)) for g in keys.slot_groups()] + [
+        (keys, keys.item_quarantine(lang))]
+
+
 def read_entries(client: redis.Redis, keys: Keys, lang: str,
                  malformed: list[str] | None = None) -> list[Entry]:
     """Every parked entry of ``lang`` (left-over REPAIRED markers are deleted); an entry that
     is not one the counts script writes is left in place and named in ``malformed``."""
+    return [e for _keys, q_key in quarantines(keys, lang)
+            for e in _read(client, q_key, malformed)]
+
+
+def _read(client: redis.Redis, q_key: str, malformed: list[str] | None) -> list[Entry]:
     out = []
-    for field, raw in client.hscan_iter(keys.quarantine(lang), count=500):
+    for field, raw in client.hscan_iter(q_key, count=500):
         field = field.decode() if isinstance(field, bytes) else field
         raw = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         if raw == REPAIRED:
-            client.hdel(keys.quarantine(lang), field)
+            client.hdel(q_key, field)
             continue
         try:
             out.append(_entry(field, raw))
@@ -109,33 +131,49 @@ def repair(client: redis.Redis, keys: Keys, lang: str) -> RepairResult:
     is skipped and reported; the others are repaired all the same."""
     counts = Counts(client, keys)
     items_script = client.register_script(REPAIR_ITEMS_LUA)
-    q_key = keys.quarantine(lang)
     result = RepairResult(reasons=[])
-    malformed: list[str] = []
-    entries = read_entries(client, keys, lang, malformed)
-    result.still_parked += len(malformed)
-    result.reasons.extend(malformed)
-    for entry in entries:
-        if entry.user:
-            applied = counts.write(q_key, [(entry.field, entry.raw, REPAIRED)],
-                                   {lang: {entry.user: entry.views}})
-            if applied.refused:
-                continue  # another repair took it
-            client.hdel(q_key, entry.field)
-            if applied.parked:
-                result.still_parked += 1
-                result.reasons.append(f"{entry.user!r}: {applied.parked[0].reason}")
+    for group, q_key in quarantines(keys, lang):
+        malformed: list[str] = []
+        entries = _read(client, q_key, malformed)
+        result.still_parked += len(malformed)
+        result.reasons.extend(malformed)
+        for entry in entries:
+            if entry.user:
+                _repair_user(client, counts, group, lang, q_key, entry, result)
             else:
-                result.applied += 1
-            continue
-        args = [entry.field, entry.raw]
-        for rid, total in entry.views.items():
-            args += (rid, total)
-        reply = items_script(keys=[q_key, keys.item_views(lang)], args=args)
-        if reply == 1:
-            result.applied += 1
-        elif reply != 0:
-            result.still_parked += 1
-            text = reply.decode() if isinstance(reply, bytes) else str(reply)
-            result.reasons.append(f"item totals: {text}")
+                _repair_items(items_script, keys, lang, q_key, entry, result)
     return result
+
+
+def _repair_user(client, counts: Counts, group: Keys, lang: str, q_key: str, entry: Entry,
+                 result: RepairResult) -> None:
+    """One user's parked views through the counts script, guarded by the entry itself."""
+    guards = [(entry.field, entry.raw, REPAIRED)]
+    if group.cluster:  # the user side only: the item totals hold these views already
+        applied = counts.call(*group_call(group, lang, q_key, guards,
+                                          {entry.user: entry.views}))
+    else:
+        applied = counts.write(q_key, guards, {lang: {entry.user: entry.views}})
+    if applied.refused:
+        return  # another repair took it
+    client.hdel(q_key, entry.field)
+    if applied.parked:
+        result.still_parked += 1
+        result.reasons.append(f"{entry.user!r}: {applied.parked[0].reason}")
+    else:
+        result.applied += 1
+
+
+def _repair_items(items_script, keys: Keys, lang: str, q_key: str, entry: Entry,
+                  result: RepairResult) -> None:
+    """One parked item-totals entry, all or nothing."""
+    args = [entry.field, entry.raw]
+    for rid, total in entry.views.items():
+        args += (rid, total)
+    reply = items_script(keys=[q_key, keys.item_views(lang)], args=args)
+    if reply == 1:
+        result.applied += 1
+    elif reply != 0:
+        result.still_parked += 1
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        result.reasons.append(f"item totals: {text}")

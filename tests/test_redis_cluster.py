@@ -64,7 +64,7 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["consume"], ["repair"], ["impressions"], ["experiment", "status", "--lang", "en"]]
+COMMANDS = [["impressions"], ["experiment", "status", "--lang", "en"]]
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():
