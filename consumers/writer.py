@@ -238,38 +238,49 @@ class StreamWriter(BatchWriter):
     def _register(self, tagged: list, starts: dict[int, int]) -> None:
         """Register every stream of the batch Redis may hold nothing for: its language in
         ``langs`` first, then HSETNX field p = the batch start, each replicated (WAIT)."""
-        new_langs = {t[2] for t in tagged} - self.langs
-        for lang in sorted(new_langs):
-            self.client.sadd(self.keys.langs, lang)
-            self._replicated(self.keys.langs)
+        for lang in sorted({t[2] for t in tagged} - self.langs):
+            self._on_node(self.keys.langs, lambda pipe, lang=lang: pipe.sadd(self.keys.langs,
+                                                                             lang))
             self.langs.add(lang)
         missing = sorted({(name, t[0]) for t in tagged for name in (t[6], t[7])
                           if t[0] not in self.held.get(name, ())})
-        if not missing:
-            return
-        pipe = self.client.pipeline(transaction=False)
+        by_node: dict[str, list] = {}
         for name, p in missing:
-            pipe.hsetnx(name, p, starts[p])
-            pipe.hget(name, p)
-        replies = pipe.execute()
-        for (name, p), held in zip(missing, replies[1::2], strict=True):
-            self.held.setdefault(name, {})[p] = int(held)
-        for node_key in {self.client.get_node_from_key(name).name: name
-                         for name, _p in missing}.values():
-            self._replicated(node_key)
+            by_node.setdefault(self.client.get_node_from_key(name).name, []).append((name, p))
+        for pairs in by_node.values():
+            def commands(pipe, pairs=pairs):
+                for name, p in pairs:
+                    pipe.hsetnx(name, p, starts[p])
+                    pipe.hget(name, p)
+            replies = self._on_node(pairs[0][0], commands)
+            for (name, p), held in zip(pairs, replies[1::2], strict=True):
+                self.held.setdefault(name, {})[p] = int(held)
 
-    def _replicated(self, key: str) -> None:
-        """Wait until the replica of ``key``'s node holds what we wrote there. A node with
-        no replica connected has none to fail over to: nothing to wait for."""
+    def _on_node(self, key: str, commands) -> list:
+        """``commands(pipe)`` on one connection to the primary of ``key``'s slot, then WAIT
+        there for its replica (WAIT counts the writes of its own connection). A node with no
+        replica in sync has none that could be promoted without it: nothing to wait for.
+        A slot that moved (MOVED/ASK) is transient: the slot map is read again."""
         node = self.client.get_node_from_key(key)
+        conn = self.client.get_redis_connection(node)
+        pipe = conn.pipeline(transaction=False)
+        commands(pipe)
+        pipe.execute_command("WAIT", 1, self.REPLICA_WAIT_MS)
+        try:
+            replies = pipe.execute()
+        except redis.ResponseError as exc:
+            if str(exc).startswith(("MOVED", "ASK")):
+                self.client.nodes_manager.initialize()
+                raise redis.ConnectionError(f"slot moved: {exc}") from exc
+            raise
+        acked = replies[-1]
         for _ in range(self.WAIT_TRIES):
-            if self.client.execute_command("WAIT", 1, self.REPLICA_WAIT_MS, target_nodes=node):
-                return
-            info = self.client.execute_command("INFO", "replication", target_nodes=node)
-            if not info.get("connected_slaves"):
-                return
+            if acked or not _replica_in_sync(conn):
+                return replies[:-1]
+            acked = conn.execute_command("WAIT", 1, self.REPLICA_WAIT_MS)
         log.warning("a registration is not on the replica yet; writing on",
                     extra={"fields": {"key": key}})
+        return replies[:-1]
 
     def _plan(self, tagged: list, ends: dict[int, int]) -> list:
         """The batch's calls: per language the item side first, then one per slot group;
@@ -404,6 +415,13 @@ class StreamWriter(BatchWriter):
         """:meth:`BatchWriter.call`; a cluster's own failures (no node for a slot, a
         redirection loop during a failover or a reshard) are transient as well."""
         return super().call(lambda: cluster_transient(call), wait, message)
+
+
+def _replica_in_sync(conn) -> bool:
+    """Whether a replica of ``conn``'s node is connected and past its initial sync."""
+    info = conn.info("replication")
+    return any(isinstance(v, dict) and v.get("state") == "online"
+               for k, v in info.items() if k.startswith("slave"))
 
 
 def cluster_transient(call):
