@@ -13,6 +13,7 @@ A dead letter the broker refuses for good is tried ``DLQ_ATTEMPTS`` times, then
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -268,9 +269,12 @@ class StreamWriter(BatchWriter):
         pipe.execute_command("WAIT", 1, self.REPLICA_WAIT_MS)
         try:
             replies = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._new_slot_map()  # the node may be gone: its replica serves the slot now
+            raise
         except redis.ResponseError as exc:
             if str(exc).startswith(("MOVED", "ASK")):
-                self.client.nodes_manager.initialize()
+                self._new_slot_map()
                 raise redis.ConnectionError(f"slot moved: {exc}") from exc
             raise
         acked = replies[-1]
@@ -415,6 +419,13 @@ class StreamWriter(BatchWriter):
         """:meth:`BatchWriter.call`; a cluster's own failures (no node for a slot, a
         redirection loop during a failover or a reshard) are transient as well."""
         return super().call(lambda: cluster_transient(call), wait, message)
+
+
+    def _new_slot_map(self) -> None:
+        """Read the cluster's slot map again (redis-py does so for its own commands; this
+        writer's direct connection to a node, for WAIT, is not one of them)."""
+        with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
+            self.client.nodes_manager.initialize()
 
 
 def _replica_in_sync(conn) -> bool:

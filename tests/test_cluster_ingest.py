@@ -134,21 +134,74 @@ def _node_of_most_groups(cluster):
     return next(n for n in cluster.nodes if f"{LOOPBACK}:{n.port}" == busiest)
 
 
+def replica_of(cluster, primary):
+    """The node replicating ``primary``, once it is past its initial sync."""
+    client = primary.client(decode_responses=True)
+    try:
+        link = wait_until(lambda: (r := client.info("replication").get("slave0"))
+                          and r["state"] == "online" and r, 30, "the replica in sync")
+    finally:
+        client.close()
+    return next(n for n in cluster.nodes if n.port == int(link["port"]))
+
+
+def streams_on(node, env) -> dict[str, dict]:
+    """The progress hashes of "en" and "es" that ``node`` serves (or replicates), as it
+    holds them."""
+    client = node.client(decode_responses=True)
+    try:
+        client.execute_command("READONLY")  # a replica answers for its primary's slots
+        out = {}
+        for lang in ("en", "es"):
+            for g in layout(connect_keys_only()).slot_groups():
+                name = g.group_offsets(lang, env["RECS_GROUP"], env["RECS_TOPIC"])
+                try:
+                    out[name] = client.hgetall(name)
+                except redis.ResponseError:  # MOVED: another node's
+                    continue
+        return out
+    finally:
+        client.close()
+
+
+def connect_keys_only():
+    """A stand-in client for ``layout`` (ClusterKeys without a connection)."""
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.__new__(RedisCluster)
+
+
 def test_a_primary_sigkilled_mid_stream_is_replaced_and_counts_stay_exact(
         fresh_cluster, broker, topics, start_recs):
+    """The primary of the most slot groups is SIGKILLed while its replica is paused (CLIENT
+    PAUSE WRITE stops it applying the replication stream): the batches written meanwhile are
+    lost with their offsets, the cluster promotes the replica, and the counts end exact."""
     topic, dlq = topics
     env = recs_env(fresh_cluster.url, broker.bootstrap, topic, dlq)
     stream = ClusterStream(env, fresh_cluster)
     stream.send(make_events(6000, seed=63, users=400, items=100))
     expected = sum(e.get("count", 1) for e in stream.events)
     victim = _node_of_most_groups(fresh_cluster)
+    replica = replica_of(fresh_cluster, victim)
     proc = start_recs(["consume"], {**env, "RECS_BATCH_SIZE": "50"})
     wait_until(lambda: views_written(fresh_cluster) > 0.2 * expected, 60, "20% written")
-    victim.kill()  # SIGKILL: whatever it had not replicated is lost with it
+
+    paused = replica.client()
+    paused.execute_command("CLIENT", "PAUSE", 6000, "WRITE")
+    frozen = streams_on(victim, env)
+    wait_until(lambda: streams_on(victim, env) != frozen, 30, "batches past the pause")
+    lost = streams_on(victim, env)
+    victim.kill()  # SIGKILL: what the replica has not applied is lost with it
+    paused.close()
+    held = streams_on(replica, env)
+    assert held.keys() == lost.keys() and held != lost  # the replica lacks those writes
     stream.send(make_events(2000, seed=64, users=400, items=100))
     # The cluster promotes the replica after cluster-node-timeout (2 s) on its own.
     wait_until(lambda: len(fresh_cluster.primaries()) == 3, 30, "a replica promoted")
+    wait_until(lambda: replica.client().info("replication")["role"] == "master", 30,
+               "the paused replica promoted")
     stream.wait_converged(timeout=90)
+    proc.wait_for_log("offsets in Redis differ from ours")  # the rollback was seen, replayed
     proc.check_alive("after the failover")
     stop_cleanly(proc)
 
