@@ -261,7 +261,8 @@ class StreamWriter(BatchWriter):
         """``commands(pipe)`` on one connection to the primary of ``key``'s slot, then WAIT
         there for its replica (WAIT counts the writes of its own connection). A node with no
         replica in sync has none that could be promoted without it: nothing to wait for.
-        A slot that moved (MOVED/ASK) is transient: the slot map is read again."""
+        A slot that moves (MOVED, ASK, TRYAGAIN) is transient: the slot map is read again
+        and the caller retries (HSETNX and SADD are idempotent)."""
         node = self.client.get_node_from_key(key)
         conn = self.client.get_redis_connection(node)
         pipe = conn.pipeline(transaction=False)
@@ -272,11 +273,10 @@ class StreamWriter(BatchWriter):
         except (redis.ConnectionError, redis.TimeoutError):
             self._new_slot_map()  # the node may be gone: its replica serves the slot now
             raise
-        except redis.ResponseError as exc:
-            if str(exc).startswith(("MOVED", "ASK")):
-                self._new_slot_map()
-                raise redis.ConnectionError(f"slot moved: {exc}") from exc
-            raise
+        except (redis.exceptions.AskError, redis.exceptions.TryAgainError,
+                redis.exceptions.ClusterDownError) as exc:  # MOVED is an AskError
+            self._new_slot_map()
+            raise redis.ConnectionError(f"slot moving: {type(exc).__name__}: {exc}") from exc
         acked = replies[-1]
         for _ in range(self.WAIT_TRIES):
             if acked or not _replica_in_sync(conn):
