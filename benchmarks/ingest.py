@@ -2,7 +2,7 @@
 the same backlog from the same servers in the same run.
 
     .venv/bin/python benchmarks/ingest.py [--events 400000] [--rounds 3] [--batch-size 5000]
-        [--kafka apache,tansu]
+        [--kafka apache,tansu] [--cluster]
 
 Setup (untimed), for each broker of ``--kafka`` in turn (default both: Apache Kafka, then
 Tansu, in one run, so their figures compare): a redis-server and the broker from
@@ -31,6 +31,14 @@ messages already fetched into memory (``hot path only``): per batch, the baselin
 aggregation and Lua call vs ``Batch.add`` + ``BatchWriter.write`` (validation, aggregation,
 the guarded script with the bookkeeping). No target is set for that one; it shows what
 validation and bookkeeping cost.
+
+``--cluster`` runs instead, on the first broker of ``--kafka``: ``recs consume``'s
+StreamConsumer on the one redis-server vs on a loopback Redis Cluster (tests/redis_cluster.py:
+3 primaries + 3 replicas) in the same process and run, the same backlog, alternating: events/s
+of each, Redis script calls per batch (one on one Redis; on a cluster one item-side call
+per language plus one per touched slot group, docs/CLUSTER.md section 0), and on the
+messages in memory (no broker) the write time per batch split by calls: the cost of one
+slot-group call.
 """
 
 from __future__ import annotations
@@ -51,15 +59,15 @@ from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumers.batch import Batch, PartitionState  # noqa: E402
+from consumers.batch import Batch, PartitionState, StreamBatch  # noqa: E402
 from consumers.consume import ConsumerConfig, StreamConsumer
 from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.produce import produce_events  # noqa: E402
-from consumers.writer import BatchWriter, DeadLetters  # noqa: E402
+from consumers.writer import BatchWriter, DeadLetters, StreamWriter  # noqa: E402
 from recs.localstack import LocalStack  # noqa: E402
 from store.connection import connect  # noqa: E402
 from store.counts import Counts  # noqa: E402
-from store.keys import Keys  # noqa: E402
+from store.keys import Keys, layout  # noqa: E402
 
 TOPIC = "bench-views"
 
@@ -164,13 +172,17 @@ def baseline(bootstrap: str, client, n: int, batch_size: int, extra: dict) -> tu
     return n / (end - start), views
 
 
-def ours(bootstrap: str, url: str, batch_size: int, extra: dict) -> tuple[float, int]:
+def ours(bootstrap: str, url: str, batch_size: int, extra: dict, consumers: list | None = None
+         ) -> tuple[float, int]:
+    """``recs consume``'s loop until drained; the consumer is appended to ``consumers``."""
     cfg = ConsumerConfig(bootstrap_servers=bootstrap, topic=TOPIC, dlq_topic=TOPIC + ".dlq",
                          group=f"recs-{uuid.uuid4().hex}", redis_url=url,
                          batch_size=batch_size, metrics_port=0, kafka_config=extra,
                          until_drained=True)
     consumer = StreamConsumer(cfg)
     consumer.run()
+    if consumers is not None:
+        consumers.append(consumer)
     return (consumer.events_applied / (consumer.last_write_at - consumer.first_message_at),
             consumer.events_applied)
 
@@ -222,7 +234,8 @@ def hot_ours(msgs: list, bootstrap: str, url: str, batch_size: int, extra: dict)
 
 
 def total_views(client) -> int:
-    return sum(sum(int(v) for v in client.hvals(KEYS.item_views(lang)))
+    keys = layout(client)
+    return sum(sum(int(v) for v in client.hvals(keys.item_views(lang)))
                for lang in ("en", "es", "pt"))
 
 
@@ -243,8 +256,14 @@ def main() -> None:
                     help="brokers to run on, one after the other in this run: apache "
                          "(Apache Kafka, jars from tests/kafka/pom.xml), tansu (default both)")
     ap.add_argument("--profile", help="write a cProfile of one recs run to this file")
+    ap.add_argument("--cluster", action="store_true",
+                    help="recs consume on one Redis vs on a Redis Cluster instead (first "
+                         "broker of --kafka only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.cluster:
+        cluster_vs_one_node(args.kafka[0], args)
+        return
     results = {kind: on_broker(kind, args, hot=(i == 0)) for i, kind in enumerate(args.kafka)}
     print("\nsummary (median events/s end to end):")
     for kind, (base, ours_rate) in results.items():
@@ -328,6 +347,121 @@ def hot_path(stack, args, client, expected: int, extra: dict) -> None:
           f"recs {o:,.0f} events/s, recs / baseline = {o / b:.2f}", flush=True)
     del msgs
     gc.unfreeze()
+
+
+def batches_of(consumer) -> int:
+    return int(consumer.metrics.batches._value.get())
+
+
+def cluster_vs_one_node(kind: str, args) -> None:
+    """``--cluster``: see the module docstring."""
+    import tempfile
+
+    from tests.redis_cluster import RedisCluster
+
+    extra = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+    external = os.environ.get("RECS_KAFKA_BOOTSTRAP_SERVERS")
+    with tempfile.TemporaryDirectory() as tmp, \
+            LocalStack(external_kafka=external, kafka=kind) as stack:
+        cluster = RedisCluster(Path(tmp)).start()
+        try:
+            stack.broker.create_topics({TOPIC: 4, TOPIC + ".dlq": 1})
+            events = make_events(args.events, seed=11)
+            expected = sum(e.get("count", 1) for e in events)
+            produce_events(stack.broker.bootstrap, TOPIC, events)
+            print(f"--- broker: {getattr(stack.broker, 'kind', kind)}; {len(events):,} events "
+                  f"({expected:,} views), batches of {args.batch_size}", flush=True)
+            del events
+            one = stack.redis.client()
+            many = connect(cluster.url)
+            rates: dict[str, list[float]] = {"one": [], "cluster": []}
+            calls: dict[str, list[float]] = {"one": [], "cluster": []}
+            for r in range(args.rounds):
+                for which in (("one", "cluster") if r % 2 == 0 else ("cluster", "one")):
+                    if which == "one":
+                        one.flushall()
+                    else:
+                        cluster.flush()
+                    done: list = []
+                    url = stack.redis.url if which == "one" else cluster.url
+                    rate, applied = ours(stack.broker.bootstrap, url, args.batch_size, extra,
+                                         done)
+                    assert applied == args.events
+                    assert total_views(one if which == "one" else many) == expected
+                    consumer = done[0]
+                    n_calls = consumer.writer.calls if which == "cluster" else batches_of(
+                        consumer)
+                    rates[which].append(rate)
+                    calls[which].append(n_calls / max(1, batches_of(consumer)))
+                print(f"round {r + 1}: one Redis {rates['one'][-1]:,.0f} events/s, cluster "
+                      f"{rates['cluster'][-1]:,.0f} events/s, cluster calls per batch "
+                      f"{calls['cluster'][-1]:.1f}", flush=True)
+            o, c = statistics.median(rates["one"]), statistics.median(rates["cluster"])
+            print(f"end to end, median: one Redis {o:,.0f} events/s, cluster {c:,.0f} "
+                  f"events/s (cluster / one = {c / o:.2f}); Redis calls per batch: one Redis "
+                  f"{statistics.median(calls['one']):.1f}, cluster "
+                  f"{statistics.median(calls['cluster']):.1f}", flush=True)
+            hot_cluster(stack, cluster, args, expected, extra)
+            many.close()
+        finally:
+            cluster.stop()
+
+
+def hot_cluster(stack, cluster, args, expected: int, extra: dict) -> None:
+    """Messages in memory: the one-node writer vs the cluster's, and the cluster write time
+    divided by its calls (the cost of one slot-group call, round trip included)."""
+    msgs = fetch_all(stack.broker.bootstrap, args.events, extra)
+    gc.collect()
+    gc.freeze()
+    one_rates, rates, per_call, per_batch = [], [], [], []
+    for _r in range(args.rounds):
+        stack.redis.client().flushall()
+        one_rates.append(hot_ours(msgs, stack.broker.bootstrap, stack.redis.url,
+                                  args.batch_size, extra))
+        cluster.flush()
+        rate, call_s, calls = hot_stream(msgs, stack.broker.bootstrap, cluster.url,
+                                         args.batch_size, extra)
+        assert total_views(connect(cluster.url)) == expected
+        rates.append(rate)
+        per_call.append(call_s)
+        per_batch.append(calls)
+    o, c = statistics.median(one_rates), statistics.median(rates)
+    print(f"hot path only (messages in memory), median: one Redis {o:,.0f} events/s, cluster "
+          f"{c:,.0f} events/s (cluster / one = {c / o:.2f}); cluster: "
+          f"{statistics.median(per_batch):.1f} calls per batch, "
+          f"{statistics.median(per_call) * 1e3:.3f} ms of batch write per call", flush=True)
+    del msgs
+    gc.unfreeze()
+
+
+def hot_stream(msgs: list, bootstrap: str, url: str, batch_size: int, extra: dict
+               ) -> tuple[float, float, float]:
+    """The cluster consumer's batch code over messages in memory: (events/s, write seconds
+    per script call, calls per batch)."""
+    client = connect(url)
+    keys = layout(client)
+    batch = StreamBatch()
+    batch.owned = {p: PartitionState(None) for p in range(4)}
+    metrics = ConsumerMetrics()
+    dead = DeadLetters(Producer({"bootstrap.servers": bootstrap, **extra}), TOPIC + ".dlq",
+                       metrics, 0.1, 5.0)
+    writer = StreamWriter(Counts(client, keys), keys, f"hot-{uuid.uuid4().hex}", TOPIC, dead,
+                          metrics, 0.1, 5.0)
+    applied = batches = 0
+    writing = 0.0
+    start = time.perf_counter()
+    for i in range(0, len(msgs), batch_size):
+        assert not batch.add(msgs[i:i + batch_size])
+        t = time.perf_counter()
+        guards, result = writer.write(batch, time.sleep)
+        writing += time.perf_counter() - t
+        assert not result.refused
+        applied += batch.valid
+        batches += 1
+        batch.written(guards)
+    rate = applied / (time.perf_counter() - start)
+    client.close()
+    return rate, writing / writer.calls, writer.calls / batches
 
 
 if __name__ == "__main__":
