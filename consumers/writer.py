@@ -31,6 +31,7 @@ from store.counts import (
     Parked,
     group_call,
     item_call,
+    parse_reply,
     progress_call,
     read_streams,
     restart_points,
@@ -185,7 +186,7 @@ class StreamWriter(BatchWriter):
       partition's restart point: the consumer seeks it back there (``Applied.refused`` =
       ``{partition: new restart point}``).
     Per batch: per language one item-side call first, then one call per touched slot
-    group; ``calls`` counts them (benchmarks/ingest.py)."""
+    group, those in one pipeline; ``calls`` counts them (benchmarks/ingest.py)."""
 
     REPLICA_WAIT_MS = 500
     WAIT_TRIES = 4
@@ -218,13 +219,72 @@ class StreamWriter(BatchWriter):
         tagged = self._tag(batch.items)
         self.call(lambda: self._register(tagged, starts), wait)
         parked: list[Parked] = []
-        for stream in self._plan(tagged, ends):
+        plan = self._plan(tagged, ends)
+        # The item side of each language first, one call at a time...
+        for stream in (s for s in plan if s[2] is None):
             applied = self.call(lambda s=stream: self._send(s, ends), wait)
             if applied.refused:
                 return guards, Applied(refused=self._rollback(stream[0], applied.refused,
                                                               starts))
             parked += applied.parked
+        # ...then every slot group's call in one pipeline (redis-py splits it per node).
+        pending = [s for s in plan if s[2] is not None]
+        refused: dict = {}
+        while pending:
+            for stream, applied in self.call(lambda: self._send_many(pending, ends), wait):
+                if applied.refused:
+                    refused.update(self._rollback(stream[0], applied.refused, starts))
+                parked += applied.parked
+        if refused:
+            return guards, Applied(refused=refused)
         return guards, Applied(parked=parked)
+
+    def _send_many(self, pending: list, ends: dict[int, int]) -> list:
+        """The calls of ``pending``, one pipeline per node (on a connection to that node:
+        redis-py's cluster pipeline refuses EVALSHA); returns ``(stream, Applied)`` of those
+        answered and leaves the others in ``pending`` for the next round: NOSCRIPT (a node
+        that failed over or lost its script cache) loads the script first; a slot that moved
+        (MOVED, ASK, TRYAGAIN) or a node that is gone reads the slot map again. An error is
+        raised, for the caller's retry, only when nothing was answered: an answer (a
+        refusal above all) is never dropped."""
+        script = self.store._apply
+        if not script.sha:
+            script.sha = self.client.script_load(script.script)
+        by_node: dict[str, list] = {}
+        for stream in pending:
+            guards, keys_, args = self._call_of(stream, ends)
+            node = self.client.get_node_from_key(keys_[0])
+            by_node.setdefault(node.name, [node]).append((stream, guards, keys_, args))
+        done, again, error, reload = [], [], None, False
+        for node, *calls in by_node.values():
+            pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+            for _stream, _guards, keys_, args in calls:
+                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+            self.calls += len(calls)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                replies = [exc] * len(calls)
+            for (stream, guards, _k, _a), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    reload = True
+                elif isinstance(reply, _MOVING):
+                    error = error or redis.ConnectionError(f"{type(reply).__name__}: {reply}")
+                elif isinstance(reply, Exception):
+                    error = error or reply
+                else:
+                    applied = self._noted(stream[0], guards, parse_reply(reply), ends)
+                    done.append((stream, applied))
+                    continue
+                again.append(stream)
+        pending[:] = again
+        if reload:
+            script.sha = self.client.script_load(script.script)
+        if error is not None:
+            self._new_slot_map()
+            if not done:
+                raise error  # retried by the caller (nothing answered, nothing to note)
+        return done
 
     def _tag(self, events_of: dict) -> list:
         """Each event with its two streams: [(p, offset, lang, user, rid, n, item, group)]."""
@@ -309,19 +369,30 @@ class StreamWriter(BatchWriter):
                  for name, (lang, user, parts, users) in groups.items()]
         return plan
 
-    def _send(self, stream, ends: dict[int, int]) -> Applied:
+    def _call_of(self, stream, ends: dict[int, int]) -> tuple[list, list, list]:
+        """(guards, KEYS, ARGV) of one stream's call."""
         name, lang, a_user, parts, payload = stream
         guards = [(p, self.held[name][p], ends[p]) for p in sorted(parts)]
         if a_user is None:
             keys_, args = item_call(self.keys, lang, name, guards, payload)
         else:
             keys_, args = group_call(self.keys.for_user(a_user), lang, name, guards, payload)
+        return guards, keys_, args
+
+    def _send(self, stream, ends: dict[int, int]) -> Applied:
+        guards, keys_, args = self._call_of(stream, ends)
         self.calls += 1
-        applied = self.store.call(keys_, args)
+        return self._noted(stream[0], guards, self.store.call(keys_, args), ends)
+
+    def _noted(self, name: str, guards: list, applied: Applied, ends: dict[int, int]
+               ) -> Applied:
+        """A call's reply, its stream's held offsets moved on where it applied. Refused
+        with every guard already at its new value: an earlier attempt applied it (its reply
+        was lost), so it counts as applied."""
         if applied.refused and all(
                 held is not None and int(held) == ends[int(p)]
                 for p, held in applied.refused.items()):
-            applied = Applied()  # an earlier attempt applied it (its reply was lost)
+            applied = Applied()
         if not applied.refused:
             for p, _expected, new in guards:
                 self.held[name][p] = new
@@ -428,6 +499,12 @@ class StreamWriter(BatchWriter):
             self.client.nodes_manager.initialize()
 
 
+_MOVING = (redis.exceptions.AskError, redis.exceptions.TryAgainError,
+           redis.exceptions.ClusterDownError, redis.ConnectionError, redis.TimeoutError)
+"""Replies of a node pipeline that mean the slot is moving or the node is gone (MOVED is an
+AskError): transient."""
+
+
 def _replica_in_sync(conn) -> bool:
     """Whether a replica of ``conn``'s node is connected and past its initial sync."""
     info = conn.info("replication")
@@ -438,8 +515,9 @@ def _replica_in_sync(conn) -> bool:
 def cluster_transient(call):
     """``call()``, a cluster's topology errors raised as ``redis.ConnectionError`` (which
     ``store.connection.transient`` retries): ``ClusterError`` ("TTL exhausted", CLUSTERDOWN)
-    and redis-py's ``RedisClusterException`` (no node serves a slot)."""
+    and ``SlotNotCoveredError`` (no node serves a slot, mid-failover). Other
+    ``RedisClusterException``s are bugs (a refused command) and raise as they are."""
     try:
         return call()
-    except (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException) as exc:
+    except (redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError) as exc:
         raise redis.ConnectionError(f"{type(exc).__name__}: {exc}") from exc
