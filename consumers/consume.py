@@ -14,6 +14,15 @@ How exactly-once works here (the offsets live in Redis, not in Kafka):
   Redis lost its latest writes, or another member wrote), the batch in hand is dropped and
   the partitions are sought back to what Redis holds, so the counts converge exactly again.
 - A crash at any point leaves Redis at a batch boundary; the restart resumes from there.
+- On a Redis Cluster (``redis+cluster://``) the same holds per *stream* (docs/CLUSTER.md
+  section 0): a batch is split into one item-side call per language and one call per
+  touched slot group, each guarded by its own progress field (consumers/writer.py
+  ``StreamWriter``); a partition restarts from the minimum over its streams, each stream
+  dropping the events it holds; the streams are re-read every second (and on assignment),
+  and one found below what we wrote (a failed-over node lost writes) seeks its partition
+  back. Kafka commits carry that minimum. Cluster redirections, TRYAGAIN, CLUSTERDOWN and a
+  node gone mid-failover are retried like an outage. Only the views counts run there (no
+  ``--clicks``, no control or impressions flavour yet: refused, exit 2).
 
 Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
 them are written (at-least-once: a crash between the two re-sends them on replay). A copy

@@ -29,6 +29,16 @@ script then refuses with an error and writes nothing. A Redis user without HINCR
 poisoned key: the first refusal, before anything is counted, fails the whole call with
 Redis's permission error (only the language's ``seq`` has moved on) instead of parking it all.
 
+Every key the script touches is declared in KEYS (``apply_keys``; the views keys too), so
+one Lua source serves one Redis and a Redis Cluster. On one Redis a batch is one call (all
+languages, one guard hash). On a cluster a batch is split by slot (``item_call``: a
+language's item totals, guarded by ``item_offsets``; ``group_call``: one slot group's users,
+guarded by its ``group_offsets``; ``progress_call``: guards only), and ``langs`` is added
+outside the script (it has a slot of its own). A user parked there has its views in the item
+totals already (the item-side call adds every valid view of the batch), so ``recs repair``
+re-applies only its user side (store/quarantine.py). ``read_streams`` and
+``restart_points`` read the per-stream progress (consumers/writer.py ``StreamWriter``).
+
 Why a guard list rather than "skip if already applied": a writer that sees its guard
 refused learns what Redis holds and can resume from there, which also covers Redis losing
 its latest writes (failover to a lagging replica, restore from a snapshot).
