@@ -21,8 +21,8 @@ How exactly-once works here (the offsets live in Redis, not in Kafka):
   dropping the events it holds; the streams are re-read every second (and on assignment),
   and one found below what we wrote (a failed-over node lost writes) seeks its partition
   back. Kafka commits carry that minimum. Cluster redirections, TRYAGAIN, CLUSTERDOWN and a
-  node gone mid-failover are retried like an outage. Only the views counts run there (no
-  ``--clicks``, no control or impressions flavour yet: refused, exit 2).
+  node gone mid-failover are retried like an outage. ``--clicks`` is refused there (exit
+  2); ``recs control`` keeps its own progress hash (store/control.py).
 
 Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
 them are written (at-least-once: a crash between the two re-sends them on replay). A copy
@@ -81,7 +81,7 @@ from core.errors import InputError
 from core.signals import on_stop_signals
 from store.connection import connect
 from store.counts import Counts, Parked, read_offsets
-from store.keys import layout
+from store.keys import Keys, layout
 
 __all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
            "cmd_consume"]
@@ -109,12 +109,17 @@ class StreamConsumer(RebalanceCallbacks):
         self.flavour = flavour = flavour or views_flavour(config)
         self.metrics = metrics or ConsumerMetrics()
         self.redis = connect(config.redis_url)
-        self.keys = layout(self.redis, config.prefix)
-        self.cluster = self.keys.cluster
-        if self.cluster and (flavour.store is not Counts or config.clicks):
+        on_cluster = layout(self.redis, config.prefix).cluster
+        if on_cluster and config.clicks:
             self.redis.close()
-            raise InputError("on a Redis Cluster only the views counts run (no --clicks, "
-                             "no control or impressions consumer yet: docs/CLUSTER.md)")
+            raise InputError("recs consume --clicks does not run on a Redis Cluster yet "
+                             "(docs/CLUSTER.md); the views counts without it do")
+        # The views counts name their keys by the layout (progress per stream on a
+        # cluster); another flavour (recs control) hands plain Keys to a store that picks
+        # the layout itself (store/control.py), its own progress in the one offsets hash.
+        self.keys = layout(self.redis, config.prefix) if flavour.store is Counts \
+            else Keys(config.prefix)
+        self.cluster = self.keys.cluster
         self._start, self._incremental = start_and_protocol(config.kafka_config)
         self.consumer, self.producer = kafka_clients(config)
         dead = DeadLetters(self.producer, config.dlq_topic, self.metrics,
