@@ -2,20 +2,20 @@
 
 The services of tests/chaos_run.py that run on a cluster: two ``recs consume``, two ``recs
 update``, one ``recs train --every``, and ``recs serve``, as real subprocesses against the
-loopback cluster (3 primaries + 3 replicas, tests/redis_cluster.py) and the session's broker,
-while the producer sends a steady rate of events. Every few seconds a seeded fault: SIGKILL
-of a service (restarted), SIGKILL of a primary (the cluster promotes its replica; the old
-primary comes back as a replica of it: the writes it had not replicated are lost, which is
-the cluster's rollback), the broker frozen or (Apache Kafka) SIGKILLed, ``recs hide`` of a
-popular resource or ``recs unhide`` of a hidden one, and ``recs forget`` of a user (the
-producer sends that user nothing afterwards). A prober asks ``recs serve`` for lists all
-along: every answer is 200, or 503 while a primary is down; never a 500.
+loopback cluster (3 primaries + 3 replicas, tests/redis_cluster.py) and the session's
+broker, while the producer sends a steady rate of events. Every few seconds a seeded fault:
+SIGKILL of a service (restarted), SIGKILL of a primary (the cluster promotes its replica;
+the old primary comes back as a replica of it: the writes it had not replicated are lost,
+which is the cluster's rollback), a reshard (500 slots and their keys moved between
+primaries), the broker frozen or (Apache Kafka) SIGKILLed, ``recs hide`` of a popular
+resource or ``recs unhide`` of a hidden one, and ``recs forget`` of a user (the producer
+sends that user nothing afterwards). A prober asks ``recs serve`` for lists all along: every
+answer is 200, or 503 while a primary is down; never a 500.
 
 Then the end of tests/chaos_run.py (drain, a retrain on the final counts, the updaters'
 queue empty, every service stopped cleanly) and the checks of tests/chaos_checks.py with the
 cluster's key names, plus: a resource hidden at the end is in no list and has none; a
-forgotten user has no key left.
-"""
+forgotten user has no key left."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ from tests.chaos_run import (
 from tests.conftest import KAFKA_TEST_CONFIG as KAFKA_CONFIG
 from tests.redis_cluster import RedisCluster
 
-CLUSTER_FAULTS = {"kill_service": 2, "kill_primary": 2, "freeze_broker": 1, "hide": 1,
-                  "forget": 1}
+CLUSTER_FAULTS = {"kill_service": 2, "kill_primary": 2, "reshard": 1, "freeze_broker": 1,
+                  "hide": 1, "forget": 1}
 """The kinds of fault on a cluster and their weights (hide and forget are operations, drawn
 like faults so that they land at seeded moments among them)."""
 
@@ -192,6 +192,15 @@ class ClusterFaults(Faults):
         wait_until(self.cluster.formed, 60, "the old primary back as a replica", interval=0.2)
         return (f"SIGKILL primary :{victim.port}, replica promoted in {promoted:.1f} s, "
                 "the old primary back as its replica")
+
+    def reshard(self) -> str:
+        """Move 500 slots (and their keys) between two primaries while everything runs:
+        scripts meet ASK, TRYAGAIN and MOVED."""
+        source, target = self.rng.sample(sorted(self.cluster.primary_ids()), 2)
+        started = time.monotonic()
+        self.cluster.reshard(source, target, 500)
+        return (f"reshard of 500 slots :{source} -> :{target} in "
+                f"{time.monotonic() - started:.1f} s")
 
     def hide(self) -> str:
         return self.ops.hide()

@@ -87,6 +87,30 @@ class RedisCluster:
                 client.close()
         return out
 
+    def primary_ids(self) -> dict[int, str]:
+        """port -> node id of every primary now."""
+        client = self.primaries()[0].client(decode_responses=True)
+        try:
+            nodes = client.cluster("nodes")
+        finally:
+            client.close()
+        return {int(addr.split("@")[0].rsplit(":", 1)[1]): v["node_id"]
+                for addr, v in nodes.items() if "master" in v["flags"]
+                and "fail" not in v["flags"]}
+
+    def reshard(self, source: int, target: int, slots: int) -> None:
+        """Move ``slots`` hash slots, their keys with them, from the primary on port
+        ``source`` to the one on ``target`` (``redis-cli --cluster reshard``)."""
+        ids = self.primary_ids()
+        cli = shutil.which("redis-cli") or "redis-cli"
+        done = subprocess.run(
+            [cli, "--cluster", "reshard", f"{LOOPBACK}:{source}", "--cluster-from", ids[source],
+             "--cluster-to", ids[target], "--cluster-slots", str(slots), "--cluster-yes"],
+            capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster reshard failed: {done.stdout[-2000:]}"
+                               f"{done.stderr[-2000:]}")
+
     def flush(self) -> None:
         """FLUSHALL on every primary (replicas follow), and the scripts' cache."""
         for node in self.primaries():

@@ -1,9 +1,9 @@
 """The whole system on a Redis Cluster under seeded faults (tests/chaos_cluster.py runs it):
 two consumers, two updaters, a trainer (``--every``) and the HTTP server on the loopback
-cluster, primaries SIGKILLed (their replicas promoted), services killed, the broker frozen,
-resources hidden and unhidden and users forgotten meanwhile; then counts, dead letters,
-every published list, take-downs, forgets and the queue must be exactly right, and the
-server never answered 500."""
+cluster, primaries SIGKILLed (their replicas promoted), slots resharded, services killed,
+the broker frozen, resources hidden and unhidden and users forgotten meanwhile; then counts,
+dead letters, every published list, take-downs, forgets and the queue must be exactly right,
+and the server never answered 500."""
 
 from __future__ import annotations
 
