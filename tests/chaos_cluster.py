@@ -50,6 +50,7 @@ from tests.chaos_run import (
     _wait,
     _watch,
     read_dead_letters,
+    start_all,
 )
 from tests.conftest import KAFKA_TEST_CONFIG as KAFKA_CONFIG
 from tests.redis_cluster import RedisCluster
@@ -248,11 +249,7 @@ def run_cluster_chaos(config: ChaosConfig, cluster: RedisCluster, broker: Broker
     prober = Prober(f"http://127.0.0.1:{port}", workload)
     phases: dict[str, float] = {}
     try:
-        for name in services.args:
-            services.start(name)
-        feed.start()
-        for name in ("consume-0", "consume-1"):
-            services.procs[name].wait_for_log("partitions assigned", timeout=90)
+        start_all(services, feed)
         prober.start()
         _faults(config, faults, services, say, phases)
         _settle(config, feed, services, client, keys, env, say, phases)

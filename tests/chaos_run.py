@@ -418,11 +418,7 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
     faults = Faults(random.Random(config.seed + 1), config, services, redis_server, broker)
     phases: dict[str, float] = {}
     try:
-        for name in services.args:
-            services.start(name)
-        feed.start()
-        for name in ("consume-0", "consume-1"):
-            services.procs[name].wait_for_log("partitions assigned", timeout=90)
+        start_all(services, feed)
         _fault_phase(config, faults, services, say, phases)
         _settle(config, feed, services, redis_server, env, say, phases)
         dlq_values = read_dead_letters(broker.bootstrap, dlq)
@@ -440,6 +436,15 @@ def run_chaos(config: ChaosConfig, redis_server: RedisServer, broker: Broker, wo
         services.kill_all()
     return Outcome(checks, feed.sent, feed.seconds, feed.expected, faults.done,
                    services.restarts, phases)
+
+
+def start_all(services: Services, feed: Feed) -> None:
+    """Every service, then the producer; returns once both consumers have partitions."""
+    for name in services.args:
+        services.start(name)
+    feed.start()
+    for name in ("consume-0", "consume-1"):
+        services.procs[name].wait_for_log("partitions assigned", timeout=90)
 
 
 def _timed(phases: dict[str, float], name: str, started: float) -> None:
