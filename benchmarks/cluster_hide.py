@@ -20,7 +20,8 @@ from pathlib import Path
 
 from recs.localstack import RedisServer
 from store.connection import connect
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from store.keys import layout
 from tests.redis_cluster import RedisCluster
 from tests.test_cluster_control import LANG, _most_listed, publish, user_lists

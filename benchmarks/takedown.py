@@ -73,7 +73,8 @@ def read_all_lists(client, keys, lang: str) -> float:
 
 
 def time_hide(client, keys, lang: str, rid: int) -> dict:
-    from store.control import Control, ControlOp
+    from store.control import Control
+    from store.control_op import ControlOp
     from trainer.pipeline.takedown import settle
 
     control = Control(client, keys)
@@ -93,7 +94,8 @@ def time_bulk(client, keys, lang: str, real: list[int], total: int) -> dict:
     """``recs hide`` of ``total`` ids at once (``real`` of them listed, the rest unknown to
     the model) to the last list refilled, then the unhide of them all; each with its
     longest Redis command."""
-    from store.control import Control, ControlOp
+    from store.control import Control
+    from store.control_op import ControlOp
     from trainer.pipeline.takedown import settle
 
     unknown = range(4_100_000_000, 4_100_000_000 + total - len(real))
@@ -157,10 +159,10 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
 
 def scripts() -> dict[str, str]:
     """Name -> source of every script a hide, a refill or a refresh runs."""
-    from store import control, counts, settle, trending
+    from store import control, counts, settle, takedown_scan, trending
 
-    return {"CONTROL": control.CONTROL_LUA, "BEGIN": settle.BEGIN_LUA,
-            "SCAN": settle.SCAN_LUA, "REFILL": settle.REFILL_LUA, "DONE": settle.DONE_LUA,
+    return {"CONTROL": control.CONTROL_LUA, "BEGIN": takedown_scan.BEGIN_LUA,
+            "SCAN": takedown_scan.SCAN_LUA, "REFILL": settle.REFILL_LUA, "DONE": settle.DONE_LUA,
             "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
             "TRENDING FINISH": trending.FINISH_LUA}
 

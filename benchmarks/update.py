@@ -154,7 +154,8 @@ def run(args, kind: str) -> None:
     from store.counts import Counts
     from store.keys import Keys
     from store.publish import Publisher
-    from store.updates import read_published_items, read_views, views_arrays
+    from store.published_model import read_published_items
+    from store.user_reads import read_views, views_arrays
     from trainer.models.als import PublishedALS
 
     rng = np.random.default_rng(args.seed)

@@ -47,17 +47,11 @@ from store.connection import transient
 from store.experiments import running as running_experiment
 from store.item_rows import read_rows
 from store.keys import Keys, layout
+from store.published_model import model_version, read_published_items
 from store.snapshot import read_languages
 from store.trending import Trending
-from store.updates import (
-    BatchWrite,
-    Claim,
-    UpdateQueue,
-    model_version,
-    read_published_items,
-    read_views,
-    views_arrays,
-)
+from store.updates import BatchWrite, Claim, UpdateQueue
+from store.user_reads import read_views, views_arrays
 from trainer.models.base import FoldIn
 from trainer.models.registry import published_model
 

@@ -45,7 +45,7 @@ class PageCache:
 
 
 async def _published(cache: PageCache, recs: AsyncRecsClient, lang: str, version: str):
-    """The model's item side (``store.updates.PublishedItems``), kept per version."""
+    """The model's item side (``store.published_model.PublishedItems``), kept per version."""
     held = cache.explainers.get(lang)
     if held is not None and held.version == version:
         return held

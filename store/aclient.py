@@ -47,6 +47,7 @@ from store import titles
 from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
 from store.keys import Keys, layout
+from store.published_model import PublishedItems, decode_published_items, queue_published_items
 from store.read import (
     GROUP_LIST_LUA,
     ITEM_LIST_LUA,
@@ -60,7 +61,6 @@ from store.read import (
     top_range,
     unviewed,
 )
-from store.updates import PublishedItems, decode_published_items, queue_published_items
 
 LIST_WITH_DETAILS_LUA = """
 -- The n best entries of the first list with a visible entry, each with its resource's

@@ -17,6 +17,8 @@ seq of the batch that brought them). Updaters take users from there with a lease
 
 An updater that dies (even SIGKILL) leaves its users in ``dirty`` with a lease that expires;
 the next claim takes them. Nothing here knows ALS: factors arrive as bytes, recs as pairs.
+What the updater reads besides its queue is elsewhere: the published model in
+store/published_model.py, the users' views in store/user_reads.py.
 
 On a Redis Cluster (``store.keys.ClusterKeys``) the queues are per slot group: a claim is
 taken from ONE group's ``dirty``/``claims`` (:meth:`UpdateQueue.claim` with that group's
@@ -31,18 +33,14 @@ model hash and ``group_hidden`` is ``hidden``, so the scripts and their keys are
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 import redis
 
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
-
-log = logging.getLogger("recs.updater")
+from store.read import text
 
 # KEYS[1] dirty(lang)   ZSET user -> seq of the user's latest unprocessed views
 # KEYS[2] claims(lang)  ZSET user -> lease deadline (ms, Redis server time)
@@ -203,24 +201,6 @@ class CommitResult:
     """Written users that stay in dirty because views arrived during the solve."""
 
 
-@dataclass(frozen=True)
-class PublishedItems:
-    """The item side of a published model, read in one transaction (the trainer replaces these
-    keys in one MULTI, so they always belong together)."""
-
-    meta: dict[str, str]
-    item_factors: np.ndarray
-    """float32, items x factors."""
-    item_ids: np.ndarray
-    """uint32 resource ids, one per row."""
-    item_totals: np.ndarray | None = None
-    """float32 training views per row, when the publish carries them (bm25 needs them)."""
-
-    @property
-    def version(self) -> str:
-        return self.meta["version"]
-
-
 class UpdateQueue:
     """The claim / commit / release scripts bound to one client and key prefix."""
 
@@ -238,8 +218,8 @@ class UpdateQueue:
         out = self._claim(keys=[k.dirty(lang), k.claims(lang)], args=[int(lease_ms), int(limit)])
         return Claim(
             lang=lang,
-            deadline=_text(out[0]),
-            users=[_text(u) for u in out[1::2]],
+            deadline=text(out[0]),
+            users=[text(u) for u in out[1::2]],
             scores=[bytes(s) if isinstance(s, bytes) else str(s).encode() for s in out[2::2]],
             keys=group,
         )
@@ -307,111 +287,3 @@ class UpdateQueue:
     def groups(self) -> int:
         """Slot groups per language: the replies :meth:`pending` queues on a pipeline."""
         return len(self.keys.slot_groups())
-
-
-def model_version(client: redis.Redis, keys: Keys, lang: str, pipeline=None) -> str | None:
-    """The published model's version for ``lang`` (None: nothing published)."""
-    target = pipeline if pipeline is not None else client
-    value = target.hget(keys.model(lang), "version")
-    return None if pipeline is not None or value is None else _text(value)
-
-
-def read_model_kind(client: redis.Redis, keys: Keys, lang: str) -> str | None:
-    """The published model's family (its hash's ``model`` field; None: not recorded)."""
-    value = client.hget(keys.model(lang), "model")
-    return None if value is None else _text(value)
-
-
-def read_published_items(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems | None:
-    """The model hash, item factors and item ids of ``lang``; None when not published.
-
-    Raises ValueError when the three do not fit together (a damaged or foreign publish)."""
-    pipe = client.pipeline(transaction=True)
-    queue_published_items(pipe, keys, lang)
-    return decode_published_items(lang, *pipe.execute())
-
-
-def queue_published_items(pipe, keys: Keys, lang: str) -> None:
-    """Queue the reads :func:`decode_published_items` decodes, in its order, on a MULTI
-    pipeline (sync or asyncio: queuing is the same), so the four come from one switch."""
-    pipe.hgetall(keys.model(lang))
-    pipe.get(keys.item_factors(lang))
-    pipe.get(keys.item_ids(lang))
-    pipe.get(keys.item_totals(lang))
-
-
-def decode_published_items(lang: str, meta_raw, factors_raw, ids_raw, totals_raw
-                           ) -> PublishedItems | None:
-    """The replies of HGETALL model, GET item_factors, GET item_ids, GET item_totals as
-    :class:`PublishedItems` (shared with the asyncio reader of ``recs serve``)."""
-    if not meta_raw or b"version" not in meta_raw or factors_raw is None or ids_raw is None:
-        return None
-    meta = {_text(k): _text(v) for k, v in meta_raw.items()}
-    factors = int(meta.get("factors", 0))
-    ids = np.frombuffer(ids_raw, dtype="<u4")
-    no_factors = meta.get("model") in ("ease", "rp3beta")  # none: 0 factors, 0 bytes
-    if (factors <= 0 and not no_factors) or len(factors_raw) != 4 * factors * ids.size:
-        raise ValueError(
-            f"published model {meta.get('version')!r} of {lang!r}: {len(factors_raw)} bytes of "
-            f"item factors for {ids.size} items x {factors} factors"
-        )
-    item_factors = np.frombuffer(factors_raw, dtype="<f4").reshape(ids.size, factors)
-    totals = None
-    if totals_raw is not None:
-        totals = np.frombuffer(totals_raw, dtype="<f4").astype(np.float32)
-        if totals.size != ids.size:
-            raise ValueError(f"published model of {lang!r}: {totals.size} item totals for "
-                             f"{ids.size} items")
-    return PublishedItems(meta, item_factors.astype(np.float32), ids.astype(np.uint32), totals)
-
-
-def read_views(client: redis.Redis, keys: Keys, lang: str, users: Sequence[str]
-               ) -> list[dict[bytes, bytes]]:
-    """Each user's views hash (resource_id -> count, raw bytes), one pipelined round trip.
-    A key that cannot be read (not a hash) comes back as its ``redis.ResponseError``."""
-    pipe = client.pipeline(transaction=False)
-    for user in users:
-        pipe.hgetall(keys.views(lang, user))
-    return pipe.execute(raise_on_error=False)
-
-
-def views_arrays(raw: Sequence[dict[bytes, bytes]]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The hashes :func:`read_views` returns as flat arrays: (fields per user, resource ids
-    int64, counts float32); user ``u`` owns the next ``lengths[u]`` entries. A field that is
-    not a resource id with a count in 1..2**53-1 (only a hand-edited hash holds one) is
-    dropped with a WARNING."""
-    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
-    try:
-        ids = np.array(list(chain.from_iterable(raw)), dtype=np.bytes_).astype(np.int64)
-        with np.errstate(over="ignore"):  # a huge hand-written value: inf, caught below
-            counts = np.array(list(chain.from_iterable(h.values() for h in raw)),
-                              dtype=np.bytes_).astype(np.float32)
-    except ValueError:
-        ids = None
-    if ids is not None and ((counts >= 1) & (counts < 2.0**53)).all():
-        return lengths, ids, counts
-    parsed = [_counts_of(h) for h in raw]
-    lengths = np.fromiter(map(len, parsed), dtype=np.int64, count=len(parsed))
-    ids = np.fromiter((k for c in parsed for k in c), dtype=np.int64, count=int(lengths.sum()))
-    counts = np.fromiter((v for c in parsed for v in c.values()), dtype=np.float32,
-                         count=ids.size)
-    return lengths, ids, counts
-
-
-def _counts_of(h: dict[bytes, bytes]) -> dict[int, float]:
-    out = {}
-    for k, v in h.items():
-        try:
-            count = float(v)
-            if not 1 <= count < 2.0**53:
-                raise ValueError(count)
-            out[int(k)] = count
-        except ValueError:
-            log.warning("ignoring a views field that is not a count",
-                        extra={"fields": {"field": k[:40], "value": v[:40]}})
-    return out
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

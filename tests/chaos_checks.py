@@ -42,7 +42,7 @@ import pandas as pd
 import redis
 
 from store.keys import Keys
-from store.updates import PublishedItems, read_published_items
+from store.published_model import PublishedItems, read_published_items
 from trainer.config import FilterConfig
 from trainer.data.matrix import apply_filters, build_matrix
 from trainer.models.als import ALSModel, PublishedALS

@@ -18,7 +18,8 @@ from confluent_kafka import Producer
 from recs.cli import main
 from recs.localstack_process import wait_until
 from store.connection import connect
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from store.keys import Keys, layout
 from tests.conftest import recs_env
 
@@ -194,7 +195,7 @@ def test_a_forget_cut_between_its_two_steps_is_finished_once(many, monkeypatch):
     written = publish(client, 50)
     keys, user = layout(client), "user-3"
     group = keys.for_user(user)
-    import store.control as control
+    import store.control_cluster as control
 
     def crash(*_a, **_k):
         raise ConnectionError("killed between the group step and the item step")
@@ -287,11 +288,11 @@ def _reset_stats(cluster) -> None:
 
 
 def test_a_cluster_settle_cut_half_way_resumes_group_by_group(cluster, monkeypatch):
-    from store import settle as settle_module
-    from store.settle import begin_scan, scan_lists
+    from store import takedown_scan
+    from store.takedown_scan import begin_scan, scan_lists
     from trainer.pipeline.takedown import settle
 
-    monkeypatch.setattr(settle_module, "LIST_STEP_OPS", 21 * 10)  # 10 lists a step
+    monkeypatch.setattr(takedown_scan, "LIST_STEP_OPS", 21 * 10)  # 10 lists a step
     n = 1500
     client = connect(cluster.url)
     keys = layout(client)

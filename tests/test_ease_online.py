@@ -11,7 +11,7 @@ from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
 from store.counts import Counts
 from store.keys import Keys
-from store.updates import read_published_items
+from store.published_model import read_published_items
 from tests.helpers import assert_top_k, load_counts
 from tests.test_train_online import FLAGS
 from trainer.data.synth import generate

@@ -13,11 +13,12 @@ import pytest
 
 from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from store.counts import Counts
 from store.experiments import assign, read_experiment, running
 from store.keys import Keys
-from store.updates import read_published_items
+from store.published_model import read_published_items
 from tests.helpers import assert_top_k, load_counts
 from trainer.config import AlsConfig, FilterConfig, ModelSpec
 from trainer.data.synth import generate

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from store.keys import Keys
 from tests.helpers import load_counts
 from tests.test_ease_online import (
@@ -121,7 +122,7 @@ def test_rp3beta_hidden_resources_leave_every_list_and_forget_leaves_no_trace(
 
 def test_a_blend_with_rp3beta_keeps_factors_and_the_updater_mixes_both(
         redis_server, redis_client, tmp_path, data):
-    from store.updates import read_published_items
+    from store.published_model import read_published_items
     from trainer.models.als import PublishedALS
     from trainer.models.blend import mix
 

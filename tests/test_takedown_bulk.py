@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from recs.cli import main
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from tests.helpers import assert_top_k
 from tests.test_takedown import KEYS, N, exact_user_scores, lists, load, train
 from trainer.data.synth import generate
@@ -102,10 +103,10 @@ def test_no_script_call_of_a_bulk_hide_runs_long(redis_server, redis_client, dat
 
 def test_a_settle_that_stopped_half_way_resumes_and_repeats_nothing(redis_client, data,
                                                                     tmp_path, monkeypatch):
-    from store import settle as settle_module
-    from store.settle import begin_scan, scan_lists
+    from store import takedown_scan
+    from store.takedown_scan import begin_scan, scan_lists
 
-    monkeypatch.setattr(settle_module, "LIST_STEP_OPS", 21 * 50)  # 50 lists a step
+    monkeypatch.setattr(takedown_scan, "LIST_STEP_OPS", 21 * 50)  # 50 lists a step
     load(redis_client, data, "en")
     train(redis_client, tmp_path)
     real, everything = _bulk(redis_client)
@@ -136,7 +137,7 @@ def test_a_settle_that_stopped_half_way_resumes_and_repeats_nothing(redis_client
 
 
 def test_hides_queued_during_a_settle_are_settled_by_it_too(redis_client, data, tmp_path):
-    from store.settle import begin_scan
+    from store.takedown_scan import begin_scan
 
     load(redis_client, data, "en")
     train(redis_client, tmp_path)

@@ -13,7 +13,8 @@ import pytest
 from consumers.updater import Updater, UpdaterConfig
 from recs.cli import main
 from store.client import RecsClient
-from store.control import Control, ControlOp
+from store.control import Control
+from store.control_op import ControlOp
 from store.counts import Counts
 from store.keys import Keys
 from store.trending import Trending, TrendingConfig

@@ -23,7 +23,9 @@ from store.counts import Counts
 from store.handover import requeue_touched
 from store.keys import Keys
 from store.publish import Lists, Publisher
-from store.updates import BatchWrite, UpdateQueue, read_published_items, read_views
+from store.published_model import read_published_items
+from store.updates import BatchWrite, UpdateQueue
+from store.user_reads import read_views
 from trainer.config import AlsConfig
 from trainer.data.matrix import build_matrix
 from trainer.data.synth import generate

@@ -95,7 +95,8 @@ class ALSModel(ListsById):
     @classmethod
     def published(cls, meta, items, fetch=None) -> PublishedALS:
         """The fold-in of the published model ``meta`` (its hash) with ``items`` (its item
-        side: ids, factors and totals as ``store.updates.read_published_items`` reads them)."""
+        side: ids, factors and totals as ``store.published_model.read_published_items``
+        reads them)."""
         return PublishedALS(item_ids=items.item_ids, item_factors=items.item_factors,
                             regularization=float(meta["regularization"]),
                             alpha=float(meta["alpha"]), scaling=meta["scaling"],

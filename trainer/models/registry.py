@@ -19,7 +19,7 @@ FAMILIES: dict[str, type] = {family.family: family for family in (ALSModel, EASE
 
 def published_model(meta: Mapping[str, str], items, fetch: Callable) -> FoldIn:
     """What ``recs update`` folds users into for the published model ``meta`` (its hash),
-    ``items`` (its item side, ``store.updates.PublishedItems``) and ``fetch`` (reads rows of
+    ``items`` (its item side, ``store.published_model.PublishedItems``) and ``fetch`` (reads rows of
     its item-item weights, for the families that publish them)."""
     kind = meta.get("model", "als")
     if kind not in FAMILIES:

@@ -6,10 +6,10 @@ the resource inside its own write script, so it can only still be in lists writt
 the hide. :func:`settle` finds those and rewrites them:
 
 - Finding them: every published list is checked server-side, a bounded step of lists per
-  script call (store/control.py ``scan_lists``): with a few hides one ZSCORE per hide, the
-  same cost as reading each list's last score, which is what a score bound would need; with
-  many, each list's 20 members are looked up in the hidden hash, so ten thousand hides cost
-  what twenty do. No keyspace SCAN. A reverse index (lists per resource) would make this
+  script call (store/takedown_scan.py ``scan_lists``): with a few hides one ZSCORE per hide,
+  the same cost as reading each list's last score, which is what a score bound would need;
+  with many, each list's 20 members are looked up in the hidden hash, so ten thousand hides
+  cost what twenty do. No keyspace SCAN. A reverse index (lists per resource) would make this
   free but cost every publish a write per list entry.
 - Refilling them: the list is recomputed exactly from what is published, so it stays N
   long: a user's list from their published factors against the published item factors
@@ -21,9 +21,9 @@ the hide. :func:`settle` finds those and rewrites them:
   with the next retrain, or through the updater's fold-ins, which see it as a candidate
   again right away.
 
-On a Redis Cluster the same steps run with the cluster's layout (store/settle.py): the
-user lists are found in every slot group (each with its own progress) and refilled with
-their group's keys.
+On a Redis Cluster the same steps run with the cluster's layout (store/takedown_scan.py,
+store/settle.py): the user lists are found in every slot group (each with its own progress)
+and refilled with their group's keys.
 
 A queue entry (``takedown_work``) is removed only after its lists are settled, so a crash
 in between is finished by the next ``recs hide``/``unhide`` or by ``recs control``, from
@@ -43,16 +43,15 @@ import redis
 from store.control import read_hidden
 from store.experiments import running as running_experiment
 from store.keys import Keys
-from store.settle import (
-    begin_scan,
-    finish_scan,
-    found_lists,
-    read_factors_and_views,
-    read_work,
-    scan_lists,
-    write_refilled,
+from store.published_model import (
+    PublishedItems,
+    model_version,
+    read_model_kind,
+    read_published_items,
 )
-from store.updates import PublishedItems, model_version, read_model_kind, read_published_items
+from store.settle import read_work, write_refilled
+from store.takedown_scan import begin_scan, finish_scan, found_lists, scan_lists
+from store.user_reads import read_factors_and_views
 from trainer.models.rank import normalise_rows, top_n
 
 log = logging.getLogger("recs.takedown")
@@ -102,7 +101,7 @@ def als_published(client: redis.Redis, keys: Keys, lang: str) -> PublishedItems 
 def settle(client: redis.Redis, keys: Keys, lang: str) -> SettleReport:
     """Clean and refill the lists of every hide queued for ``lang``, restore what unhides
     can restore now, and take the settled entries off the queue. Resumes a settle that
-    died (its progress is in Redis: store/control.py), then settles what was queued after
+    died (its progress is in Redis: store/takedown_scan.py), then settles what was queued after
     it began; every Redis call is a bounded step."""
     report = SettleReport(lang)
     for _ in range(MAX_SCANS):
