@@ -157,11 +157,11 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
 
 def scripts() -> dict[str, str]:
     """Name -> source of every script a hide, a refill or a refresh runs."""
-    from store import control, counts, settle, trending
+    from store import control, counts_script, settle, trending
 
     return {"CONTROL": control.CONTROL_LUA, "BEGIN": settle.BEGIN_LUA,
             "SCAN": settle.SCAN_LUA, "REFILL": settle.REFILL_LUA, "DONE": settle.DONE_LUA,
-            "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
+            "APPLY (consumer)": counts_script.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
             "TRENDING FINISH": trending.FINISH_LUA}
 
 

@@ -44,9 +44,10 @@ from redis.backoff import NoBackoff
 
 from core.redis_urls import ClusterTarget
 from store import titles
+from store.cluster_keys import layout
 from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.read import (
     GROUP_LIST_LUA,
     ITEM_LIST_LUA,

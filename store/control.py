@@ -58,8 +58,10 @@ from dataclasses import dataclass
 
 import redis
 
-from store.counts import GUARDS_LUA, Applied, Guard, guard_args, mismatches
-from store.keys import Keys, layout
+from store.cluster_keys import layout
+from store.counts import Applied
+from store.guards import GUARDS_LUA, Guard, guard_args, mismatches
+from store.keys import Keys
 from store.read import text
 
 # The key templates CONTROL_LUA fills in: '\1' stands for the language, '\2' for an id.
