@@ -1,4 +1,5 @@
-"""Every Redis key name the system uses, in one place: no other module spells a key out.
+"""Every Redis key name the system uses: no module but this and store/cluster_keys.py
+spells a key out.
 
 The first group is the external contract (shared/CONTRACT.md section 2): apps and outside
 checks read those names, so they never change. The second group is internal bookkeeping;
