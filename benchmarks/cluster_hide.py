@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from recs.localstack import RedisServer
+from store.cluster_keys import layout
 from store.connection import connect
 from store.control import Control
 from store.control_op import ControlOp
-from store.keys import layout
 from tests.redis_cluster import RedisCluster
 from tests.test_cluster_control import LANG, _most_listed, publish, user_lists
 from trainer.pipeline.takedown import settle

@@ -65,9 +65,10 @@ from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.produce import produce_events  # noqa: E402
 from consumers.writer import BatchWriter, DeadLetters, StreamWriter  # noqa: E402
 from recs.localstack import LocalStack  # noqa: E402
+from store.cluster_keys import layout  # noqa: E402
 from store.connection import connect  # noqa: E402
 from store.counts import Counts  # noqa: E402
-from store.keys import Keys, layout  # noqa: E402
+from store.keys import Keys  # noqa: E402
 
 TOPIC = "bench-views"
 

@@ -361,8 +361,9 @@ def cluster_vs_one(args) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from recs.localstack import RedisServer
+    from store.cluster_keys import layout
     from store.connection import connect
-    from store.keys import Keys, layout
+    from store.keys import Keys
     from tests.redis_cluster import RedisCluster
     from trainer.config import AlsConfig, FilterConfig, ModelSpec
     from trainer.data.synth import generate

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recs.localstack import RedisServer  # noqa: E402
 from recs.localstack_process import free_port, wait_until  # noqa: E402
+from store.cluster_keys import layout  # noqa: E402
 from store.connection import connect  # noqa: E402
-from store.keys import layout  # noqa: E402
 from store.read import encode_details  # noqa: E402
 from tests.redis_cluster import RedisCluster  # noqa: E402
 from tests.test_cluster_update import LANG, hide, write_model  # noqa: E402

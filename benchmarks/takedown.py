@@ -159,11 +159,11 @@ def trending_minutes(client, keys, lang: str, views, minutes: int, rate: int) ->
 
 def scripts() -> dict[str, str]:
     """Name -> source of every script a hide, a refill or a refresh runs."""
-    from store import control, counts, settle, takedown_scan, trending
+    from store import control, counts_script, settle, takedown_scan, trending
 
     return {"CONTROL": control.CONTROL_LUA, "BEGIN": takedown_scan.BEGIN_LUA,
             "SCAN": takedown_scan.SCAN_LUA, "REFILL": settle.REFILL_LUA, "DONE": settle.DONE_LUA,
-            "APPLY (consumer)": counts.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
+            "APPLY (consumer)": counts_script.APPLY_LUA, "TRENDING STEP": trending.STEP_LUA,
             "TRENDING FINISH": trending.FINISH_LUA}
 
 

@@ -79,9 +79,11 @@ from consumers.writer import (
 )
 from core.errors import InputError
 from core.signals import on_stop_signals
+from store.cluster_keys import layout
 from store.connection import connect
-from store.counts import Counts, Parked, read_offsets
-from store.keys import Keys, layout
+from store.counts import Counts, Parked
+from store.keys import Keys
+from store.progress import read_offsets
 
 __all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
            "cmd_consume"]

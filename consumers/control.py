@@ -32,10 +32,11 @@ from consumers.config import ConsumerConfig
 from consumers.consume import Flavour, StreamConsumer, run_until_signalled
 from consumers.events import InvalidEvent, json_object
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
+from store.cluster_keys import layout
 from store.control import Control
 from store.control_cluster import finish_forgets
 from store.control_op import ControlOp
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.settle import read_work
 from store.snapshot import read_languages
 from trainer.pipeline.takedown import settle

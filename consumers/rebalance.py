@@ -16,7 +16,7 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 from consumers.batch import PartitionState
-from store.counts import read_offsets
+from store.progress import read_offsets
 
 log = logging.getLogger("recs.consume")
 

@@ -15,8 +15,8 @@ import sys
 import redis
 
 from core.errors import RecsError
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import layout
 from store.quarantine import repair
 from store.snapshot import read_languages
 

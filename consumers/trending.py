@@ -10,8 +10,8 @@ import time
 import redis
 
 from core.signals import StopFlag, on_stop_signals
+from store.cluster_keys import layout
 from store.connection import connect_checked
-from store.keys import layout
 from store.snapshot import read_languages
 from store.trending import Trending, TrendingConfig
 

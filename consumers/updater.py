@@ -43,10 +43,11 @@ from consumers.config import UpdaterConfig
 from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
 from core.signals import StopFlag
+from store.cluster_keys import layout
 from store.connection import transient
 from store.experiments import running as running_experiment
 from store.item_rows import read_rows
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.published_model import model_version, read_published_items
 from store.snapshot import read_languages
 from store.trending import Trending

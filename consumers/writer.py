@@ -25,18 +25,9 @@ from consumers.batch import Batch, DeadLetter
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import backoff, retry_redis
 from core.errors import RecsError
-from store.counts import (
-    Applied,
-    Guard,
-    Parked,
-    group_call,
-    item_call,
-    parse_reply,
-    progress_call,
-    read_streams,
-    restart_points,
-    stream_keys,
-)
+from store.counts import Applied, Parked, group_call, item_call, parse_reply, progress_call
+from store.guards import Guard
+from store.progress import read_streams, restart_points, stream_keys
 
 log = logging.getLogger("recs.consume")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import layout
 from store.read import DETAIL_FIELDS
 from store.resources import replace_details
 

@@ -15,7 +15,7 @@ Invariants:
 - Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
 
 On a Redis Cluster (``redis+cluster://``: ``redis.asyncio.RedisCluster``, key names from
-``store.keys.layout``) every read is in one slot: a similar list, the model, the catalogue,
+``store.cluster_keys.layout``) every read is in one slot: a similar list, the model, the catalogue,
 the title index and trending are the language's item side, read as on one Redis; a user's
 list is two reads (``store.read`` "a user's list on a Redis Cluster"): the user's group (the
 list, the group's copies of the model version and of ``hidden``), then the item side (is a
@@ -44,9 +44,10 @@ from redis.backoff import NoBackoff
 
 from core.redis_urls import ClusterTarget
 from store import titles
+from store.cluster_keys import layout
 from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.published_model import PublishedItems, decode_published_items, queue_published_items
 from store.read import (
     GROUP_LIST_LUA,

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import redis
 
-from store.counts import COUNT_VIEWS_LUA, SET_GUARDS_LUA, Counts, Guard, Views, apply_args
+from store.counts import Counts, Views, apply_args
+from store.counts_script import COUNT_VIEWS_LUA, SET_GUARDS_LUA
+from store.guards import Guard
 from store.keys import Keys
 
 Touches = Mapping[str, Mapping[str, Sequence[tuple[int, int, str]]]]
@@ -267,7 +269,7 @@ if denied then return denied end
 """
 
 VIEWS_WITH_CLICKS_LUA = PROBE_LUA + COUNT_VIEWS_LUA + CLICKS_LUA + SET_GUARDS_LUA
-"""The views script (store/counts.py) with the click section between counts and guards.
+"""The views script (store/counts_script.py) with the click section between counts and guards.
 KEYS and ARGV as APPLY_LUA's, then CLICKS_LUA's section."""
 
 

@@ -19,7 +19,7 @@ During an A/B experiment (docs/CONTRACT.md "Experiments") ``for_user_tagged`` al
 which model version and arm the list came from, read in the same MULTI as the list.
 
 On a Redis Cluster (``redis+cluster://``, docs/CLUSTER.md) the same calls work: the key
-names come from ``store.keys.layout`` (hash-tagged, users in slot groups), and the calls
+names come from ``store.cluster_keys.layout`` (hash-tagged, users in slot groups), and the calls
 that read a user's list with something of the language's item side (``for_user``,
 ``for_user_tagged``) make two reads, each in one slot: the user's group first (the list,
 the group's copy of the model version, its copy of ``hidden``), then, only when the user
@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import redis
 
+from store.cluster_keys import layout
 from store.connection import connect
 from store.experiments import Tag, queue_tag_reads, tag_of
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.read import (
     GROUP_LIST_LUA,
     ITEM_LIST_LUA,

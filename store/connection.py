@@ -4,7 +4,7 @@ manages, asked for again on every new connection, so a client rides a failover.
 
 Invariants: every command reaches Redis through ``connect`` (or store/aclient.py's
 ``connect_async``), so every command understands the same URLs; ``redis+cluster://`` gives
-a ``redis.cluster.RedisCluster`` (name keys with ``store.keys.layout``, docs/CLUSTER.md);
+a ``redis.cluster.RedisCluster`` (name keys with ``store.cluster_keys.layout``, docs/CLUSTER.md);
 no message quotes a password.
 """
 

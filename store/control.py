@@ -39,10 +39,12 @@ from collections.abc import Sequence
 
 import redis
 
+from store.cluster_keys import layout
 from store.control_cluster import ClusterControl
 from store.control_op import ControlOp
-from store.counts import GUARDS_LUA, Applied, Guard, guard_args, mismatches
-from store.keys import Keys, layout
+from store.counts import Applied
+from store.guards import GUARDS_LUA, Guard, guard_args, mismatches
+from store.keys import Keys
 from store.read import text
 
 # The key templates CONTROL_LUA fills in: '\1' stands for the language, '\2' for an id.

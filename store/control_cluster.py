@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 
 from store.control_op import ControlOp
-from store.counts import GUARDS_LUA, Guard, guard_args, mismatches
+from store.guards import GUARDS_LUA, Guard, guard_args, mismatches
 from store.keys import Keys
 from store.read import text
 

@@ -4,7 +4,7 @@ per primary, and scripts pipelined on a Redis Cluster.
 On one Redis there is one group, the keys themselves (``Keys.slot_groups() == [keys]``), so
 every function here degenerates to today's single call: no thread, no extra round trip.
 
-On a Redis Cluster (``store.keys.ClusterKeys``) a language's users live in
+On a Redis Cluster (``store.cluster_keys.ClusterKeys``) a language's users live in
 ``CLUSTER_GROUPS`` slot groups, each one hash slot. Work that is per group (reading counts,
 writing user lists, the hand-over) is split by group, and :func:`per_primary` runs the
 groups of each primary in a thread of their own, so every primary works at once.
@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from store.keys import Keys, user_group
+from store.cluster_keys import user_group
+from store.keys import Keys
 
 T = TypeVar("T")
 

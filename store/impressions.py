@@ -1,6 +1,6 @@
 """The one write path of impressions: a Lua script that applies a batch of impression events
 and the impression topic's partition offsets atomically (guarded like the view counts,
-store/counts.py), so each impression is counted exactly once however often a batch is sent.
+store/guards.py), so each impression is counted exactly once however often a batch is sent.
 
 Per impression, in offset order: skipped if its id is already in the user's impression
 window (a producer's retry); else the clicks it already has (views in the user's view
@@ -19,7 +19,8 @@ from typing import Protocol
 import redis
 
 from store.attribution import WINDOW_LUA, AttributionConfig
-from store.counts import GUARDS_LUA, Applied, Guard, guard_args, mismatches
+from store.counts import Applied
+from store.guards import GUARDS_LUA, Guard, guard_args, mismatches
 from store.keys import Keys
 
 IMPRESSIONS_LUA = GUARDS_LUA + WINDOW_LUA + """

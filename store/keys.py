@@ -1,4 +1,5 @@
-"""Every Redis key name the system uses, in one place.
+"""Every Redis key name the system uses: no module but this and store/cluster_keys.py
+spells a key out.
 
 The first group is the external contract (shared/CONTRACT.md section 2): apps and outside
 checks read those names, so they never change. The second group is internal bookkeeping;
@@ -7,18 +8,14 @@ it may change between releases but only this module spells it out.
 Languages are 2-3 lowercase letters, so an internal key that puts a longer word (or a
 leading underscore) where ``{lang}`` would stand can never collide with a contract key.
 
-On a Redis Cluster the same templates carry a hash tag (:class:`ClusterKeys`, docs/CLUSTER.md,
-the cluster-mode names in docs/CONTRACT.md): the item side of a language in one slot
-(``recs:{en}:model``), its users in ``CLUSTER_GROUPS`` slot groups (``recs:{en:7}:recs:u``),
-each group with its own queues. Code written against :meth:`Keys.slot_groups` and
-:meth:`Keys.for_user` runs unchanged on one Redis, where there is one group: the keys
-themselves.
+Code that names a user's keys through :meth:`Keys.for_user` and a language's queues through
+:meth:`Keys.slot_groups` runs unchanged on a Redis Cluster, where the same templates carry a
+hash tag (store/cluster_keys.py); on one Redis there is one group: these keys themselves.
+This module never imports the cluster form (it is built on these templates).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import zlib
 from dataclasses import dataclass
 
 
@@ -267,7 +264,7 @@ class Keys:
         and impression ids, ``q`` their order), for impressions consumed after the view."""
         return f"{self.prefix}:{lang}:_vieww:{user_id}"
 
-    # -- slot groups (one on a single Redis; see ClusterKeys) ----------------------------
+    # -- slot groups (one on a single Redis; see store/cluster_keys.py) ---------------
     cluster = False
     """Whether these are a Redis Cluster's names (hash-tagged, users in slot groups)."""
 
@@ -326,7 +323,6 @@ class Keys:
         return self.takedown_found(lang, kind)
 
 
-
 @dataclass(frozen=True)
 class ArmKeys(Keys):
     """The keys one experiment arm's model is published and folded in under.
@@ -365,159 +361,3 @@ class ArmKeys(Keys):
         """The arm's fixed item-side keys (the EASE rows are named in ``ease_versions``)."""
         return [self.model(lang), self.item_factors(lang), self.item_ids(lang),
                 self.item_totals(lang), self.ease_versions(lang)]
-
-
-CLUSTER_GROUPS = 64
-"""Slot groups of users per language on a Redis Cluster. Each group is one hash slot, so
-it is the unit a reshard moves and the unit of one script call: 64 spreads a language over
-up to 64 primaries and keeps a batch of 500 events at most 64 calls. Fixed for the life
-of a store (a user's keys are named by it): changing it means re-ingesting."""
-
-
-def user_group(user_id: str, groups: int = CLUSTER_GROUPS) -> int:
-    """The slot group of ``user_id``: CRC-32 (IEEE, zlib's) of its UTF-8 bytes mod
-    ``groups`` (docs/CONTRACT.md "Redis Cluster", for apps that name keys themselves)."""
-    return zlib.crc32(user_id.encode()) % groups
-
-
-_USER_KEYED = ("views", "recs", "factors", "impression_window", "view_window")
-"""Keys of one user: in that user's slot group."""
-_PER_GROUP = ("users", "seq", "dirty", "touched", "quarantine", "claims", "published_users",
-              "forgotten")
-"""A language's per-user queues and sets: one of each per slot group."""
-
-
-@dataclass(frozen=True)
-class ClusterKeys(Keys):
-    """The same names with a hash tag, for a Redis Cluster (docs/CLUSTER.md).
-
-    Item side ``{prefix}:{{lang}}:...``: the model hash, item factors, ids and totals, the
-    train lock, item totals, take-downs, trending, similar lists, the catalogue, settings,
-    history; one slot per language, so the model switch stays one MULTI. Users
-    ``{prefix}:{{lang:g}}:...`` with ``g`` = :func:`user_group`: a user's views, factors and
-    list, and per group the queues of ``_PER_GROUP``, a copy of the model hash and of
-    ``hidden`` (so the per-group scripts check version and take-downs in their own slot),
-    and the group's progress per partition. ``langs`` and ``backfills`` keep their names
-    (one slot each, touched by single-key commands only).
-
-    A ClusterKeys bound to a group (:meth:`in_group`) names that group's queues; unbound,
-    asking for one is a bug and raises."""
-
-    groups: int = CLUSTER_GROUPS
-    group: int | None = None
-
-    cluster = True
-
-    def slot_groups(self) -> list[Keys]:
-        return [self.in_group(g) for g in range(self.groups)]
-
-    def in_group(self, group: int) -> ClusterKeys:
-        """These keys bound to slot group ``group``."""
-        return dataclasses.replace(self, group=group)
-
-    def for_user(self, user_id: str) -> ClusterKeys:
-        return self.in_group(user_group(user_id, self.groups))
-
-    def group_of(self, user_id: str) -> int:
-        return user_group(user_id, self.groups)
-
-    def _item(self, lang: str) -> str:
-        return "{" + lang + "}"
-
-    def _bound(self, lang: str) -> str:
-        if self.group is None:
-            raise LookupError("a per-group key asked of ClusterKeys not bound to a slot group")
-        return "{" + f"{lang}:{self.group}" + "}"
-
-    def views_pattern(self, lang: str) -> str:
-        return f"{self.prefix}:{{{lang}:*}}:views:*"
-
-    def offsets(self, group: str, topic: str) -> str:
-        raise LookupError("on a cluster progress is per slot group: use group_offsets or "
-                          "item_offsets")
-
-    def group_model(self, lang: str) -> str:
-        return f"{self.prefix}:{self._bound(lang)}:_model"
-
-    def group_hidden(self, lang: str) -> str:
-        return f"{self.prefix}:{self._bound(lang)}:_hidden"
-
-    def group_offsets(self, lang: str, group: str, topic: str) -> str:
-        return f"{self.prefix}:{self._bound(lang)}:_offsets:{group}:{topic}"
-
-    def item_offsets(self, lang: str, group: str, topic: str) -> str:
-        return f"{self.prefix}:{self._item(lang)}:_offsets:{group}:{topic}"
-
-    def item_quarantine(self, lang: str) -> str:
-        return Keys.quarantine(self, self._item(lang))
-
-    def arm(self, name: str) -> ArmKeys:
-        raise LookupError("experiments do not run on a Redis Cluster yet (docs/CLUSTER.md)")
-
-    # -- helper "control": take-downs and forgetting -------------------------------------
-    def forget_pending(self, lang: str) -> str:
-        return Keys.forget_pending(self, self._bound(lang))
-
-    def forget_done(self, lang: str) -> str:
-        return Keys.forget_done(self, self._item(lang))
-
-    def group_takedown_scan(self, lang: str) -> str:
-        return Keys.takedown_scan(self, self._bound(lang))
-
-    def group_takedown_found(self, lang: str, kind: str) -> str:
-        return Keys.takedown_found(self, self._bound(lang), kind)
-
-
-def _user_keyed(name: str):
-    plain = getattr(Keys, name)
-
-    def method(self: ClusterKeys, lang: str, user_id: str) -> str:
-        group = user_group(user_id, self.groups)
-        if self.group is not None and self.group != group:
-            raise LookupError(f"user {user_id!r} is in slot group {group}, not {self.group}")
-        return plain(self, "{" + f"{lang}:{group}" + "}", user_id)
-    method.__doc__ = plain.__doc__
-    return method
-
-
-def _per_group(name: str):
-    plain = getattr(Keys, name)
-
-    def method(self: ClusterKeys, lang: str) -> str:
-        return plain(self, self._bound(lang))
-    method.__doc__ = plain.__doc__
-    return method
-
-
-def _item_side(name: str):
-    plain = getattr(Keys, name)
-
-    def method(self: ClusterKeys, lang: str, *rest) -> str:
-        return plain(self, self._item(lang), *rest)
-    method.__doc__ = plain.__doc__
-    return method
-
-
-_ITEM_SIDE = tuple(
-    name for name, value in vars(Keys).items()
-    if callable(value) and not name.startswith("_") and name not in _USER_KEYED + _PER_GROUP
-    and name not in vars(ClusterKeys) and name not in ("langs", "backfills", "for_user"))
-"""Every other per-language template: on the language's item side."""
-
-for _name in _USER_KEYED:
-    setattr(ClusterKeys, _name, _user_keyed(_name))
-for _name in _PER_GROUP:
-    setattr(ClusterKeys, _name, _per_group(_name))
-for _name in _ITEM_SIDE:
-    setattr(ClusterKeys, _name, _item_side(_name))
-
-
-def layout(client, prefix: str = "recs") -> Keys:
-    """The key names for ``client``: :class:`ClusterKeys` for a Redis Cluster client (sync
-    or asyncio), :class:`Keys` otherwise."""
-    from redis.asyncio.cluster import RedisCluster as AsyncCluster
-    from redis.cluster import RedisCluster
-
-    if isinstance(client, (RedisCluster, AsyncCluster)):
-        return ClusterKeys(prefix)
-    return Keys(prefix)

@@ -1,4 +1,4 @@
-"""Views parked by the counts script (store/counts.py) and putting them back.
+"""Views parked by the counts script (store/counts_script.py) and putting them back.
 
 The script parks a user's views in ``Keys.quarantine(lang)`` (field ``{seq}:{user}``,
 value JSON ``{"user", "reason", "views": {resource_id: count}}``) when that user's views

@@ -10,7 +10,7 @@ frees them in the background instead of inside the swap. A load that dies leaves
 staging hashes, which expire.
 
 On a Redis Cluster the catalogue, the index and their staging and trash names all carry the
-language's item-side tag (``store.keys.ClusterKeys``), so they share one slot: SWAP_LUA's
+language's item-side tag (``store.cluster_keys.ClusterKeys``), so they share one slot: SWAP_LUA's
 RENAMEs and the final UNLINK stay on one node.
 
 Values are the JSON objects of ``store.read.encode_details`` (never a pickle), so one HMGET

@@ -20,7 +20,7 @@ the next claim takes them. Nothing here knows ALS: factors arrive as bytes, recs
 What the updater reads besides its queue is elsewhere: the published model in
 store/published_model.py, the users' views in store/user_reads.py.
 
-On a Redis Cluster (``store.keys.ClusterKeys``) the queues are per slot group: a claim is
+On a Redis Cluster (``store.cluster_keys.ClusterKeys``) the queues are per slot group: a claim is
 taken from ONE group's ``dirty``/``claims`` (:meth:`UpdateQueue.claim` with that group's
 keys, which the :class:`Claim` remembers), and its commit touches only that group's slot:
 its queues, its users' factors and lists, and the group's copies of the model hash

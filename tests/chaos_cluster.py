@@ -36,8 +36,9 @@ import redis
 
 from recs.localstack import Broker
 from recs.localstack_process import free_port, wait_until
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import Keys, layout
+from store.keys import Keys
 from tests.chaos_checks import Check, Expected, check_all, final_seq
 from tests.chaos_run import (
     ChaosConfig,

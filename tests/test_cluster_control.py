@@ -17,10 +17,11 @@ from confluent_kafka import Producer
 
 from recs.cli import main
 from recs.localstack_process import wait_until
+from store.cluster_keys import layout
 from store.connection import connect
 from store.control import Control
 from store.control_op import ControlOp
-from store.keys import Keys, layout
+from store.keys import Keys
 from tests.conftest import recs_env
 
 LANG, ITEMS, FACTORS, TOP_N = "en", 40, 4, 5

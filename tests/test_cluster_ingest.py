@@ -24,9 +24,10 @@ from consumers.batch import PartitionState, StreamBatch
 from consumers.metrics import ConsumerMetrics
 from consumers.writer import DeadLetters, StreamWriter
 from recs.localstack_process import LOOPBACK, wait_until
+from store.cluster_keys import layout
 from store.connection import connect
-from store.counts import Counts, read_offsets
-from store.keys import layout
+from store.counts import Counts
+from store.progress import read_offsets
 from tests.conftest import recs_env
 from tests.test_consume import Stream, assigned, expected_state, make_events, stop_cleanly
 
@@ -375,7 +376,8 @@ def test_a_replayed_batch_applies_once_and_a_rolled_back_stream_reapplies_only_i
 
 def test_the_counts_script_refuses_undeclared_or_misordered_keys(redis_client):
     """One Redis: the header's names must be the declared KEYS (the single source of keys)."""
-    from store.counts import APPLY_LUA, apply_args, apply_keys
+    from store.counts import apply_args, apply_keys
+    from store.counts_script import APPLY_LUA
     from store.keys import Keys
 
     keys = Keys()

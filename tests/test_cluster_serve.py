@@ -3,7 +3,7 @@ client (store/client.py) and a real ``recs serve`` over HTTP answer the same as 
 for the same data, and serve rides a primary's SIGKILL (503 while its slots have no primary,
 then the same answers from the promoted replica).
 
-The data are written here with each layout's key names (``store.keys.layout``), as the
+The data are written here with each layout's key names (``store.cluster_keys.layout``), as the
 publisher, the updater and hide leave them; the cluster's per-group copies of the model hash
 and of ``hidden`` included."""
 
@@ -19,8 +19,9 @@ import pytest
 from recs.serve_base import ServeConfig
 from store.aclient import AsyncRecsClient, connect_async
 from store.client import RecsClient
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.read import encode_details
 from tests.test_cluster_update import LANG, hide, write_model
 from tests.test_serve import call

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from recs.cli import main
+from store.cluster_keys import ClusterKeys, layout
 from store.connection import connect
-from store.keys import ClusterKeys, Keys, layout
+from store.keys import Keys
 from tests.helpers import load_counts, views_by_user
 from trainer.config import AlsConfig, FilterConfig, ModelSpec
 from trainer.data.synth import generate

@@ -15,8 +15,9 @@ import pytest
 
 from consumers.config import UpdaterConfig
 from consumers.updater import Updater
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.updates import BatchWrite, UpdateQueue
 
 pytestmark = pytest.mark.integration

@@ -2,8 +2,10 @@
 
 import pytest
 
-from store.counts import Counts, apply_args, read_guards, read_offsets
+from store.counts import Counts, apply_args
+from store.guards import read_guards
 from store.keys import Keys
+from store.progress import read_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from core.errors import NotPublishedError
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import layout
 from store.quality import read_history
 from trainer.commands.prepare import check_output_file
 from trainer.config import check_lang

@@ -11,11 +11,12 @@ import time
 from core.contract import CONTROL_CHARACTERS, MAX_USER_ID_LENGTH, valid_lang
 from core.errors import InputError
 from core.text import for_terminal
+from store.cluster_keys import layout
 from store.connection import connect_checked
 from store.control import Control, read_hidden
 from store.control_cluster import finish_forgets
 from store.control_op import ControlOp
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.snapshot import read_languages
 from trainer.pipeline.takedown import settle
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from core.errors import InputError
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import layout
 from store.quality import write_settings
 from store.snapshot import read_views
 from trainer.commands.prepare import check_output_file, prepared_matrix

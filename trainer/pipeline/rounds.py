@@ -24,8 +24,9 @@ import redis
 
 from core.errors import InputError, RecsError
 from core.signals import StopFlag, on_stop_signals
+from store.cluster_keys import layout
 from store.connection import connect
-from store.keys import Keys, layout
+from store.keys import Keys
 from store.quality import read_settings
 from store.snapshot import read_languages
 from store.train_lock import LockLost
