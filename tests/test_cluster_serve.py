@@ -17,7 +17,8 @@ import time
 import pytest
 
 from recs.serve_base import ServeConfig
-from store.aclient import AsyncRecsClient, connect_async
+from store.aclient import AsyncRecsClient
+from store.aconnect import connect_async
 from store.client import RecsClient
 from store.connection import connect
 from store.keys import Keys, layout
