@@ -59,7 +59,8 @@ from recs.serve_base import (
 )
 from recs.serve_guard import Throttle
 from recs.serve_input import lang_of, n_of, raw_segments, resource_id_of, small_int, user_id_of
-from store.aclient import AsyncRecsClient, connect_async, pool_exhausted
+from store.aclient import AsyncRecsClient
+from store.aconnect import connect_async, pool_exhausted
 from store.connection import permission_denied
 from store.keys import Keys
 

@@ -11,44 +11,37 @@ Invariants:
   (``Keys.hidden``) from every list, even in the moments before ``recs hide`` has cleaned
   them, and the user's viewed resources from the trending fallback (as ``RecsClient.for_user``);
 - the title search reads the title index (store/titles.py), never the whole catalogue;
-- ``Keys.history`` for quality over retrains is used when ``Keys`` defines it;
+- ``Keys.history`` for quality over retrains is used when ``Keys`` defines it, its records
+  read as ``store.quality.history_record`` shapes them;
 - Redis errors propagate (``redis.RedisError``); the HTTP layer turns them into 503.
 
-On a Redis Cluster (``redis+cluster://``: ``redis.asyncio.RedisCluster``, key names from
-``store.cluster_keys.layout``) every read is in one slot: a similar list, the model, the catalogue,
-the title index and trending are the language's item side, read as on one Redis; a user's
-list is two reads (``store.read`` "a user's list on a Redis Cluster"): the user's group (the
-list, the group's copies of the model version and of ``hidden``), then the item side (is a
-model published, the details, and trending when the user has no visible list of their own,
-whose viewed entries a third read, HMGET of the user's views, leaves out). The reader's
-promise: the model version a list is tagged with is the one read in the same script as the
-list; experiments do not run on a cluster (the arm is always ``default``). The backlog sums
-every group's ``dirty``; the consumer's applied offset of a partition is the minimum over
-every progress stream of every language (docs/CLUSTER.md: the restart point).
+On a Redis Cluster (``redis+cluster://``: a ``redis.asyncio.RedisCluster`` from
+``store.aconnect.connect_async``, key names from ``store.cluster_keys.layout``) every read is in one
+slot: a similar list, the model, the catalogue, the title index and trending are the
+language's item side, read as on one Redis; a user's list is two reads (``store.read`` "a
+user's list on a Redis Cluster"): the user's group (the list, the group's copies of the
+model version and of ``hidden``), then the item side (is a model published, the details, and
+trending when the user has no visible list of their own, whose viewed entries a third read,
+HMGET of the user's views, leaves out). The reader's promise: the model version a list is
+tagged with is the one read in the same script as the list; experiments do not run on a
+cluster (the arm is always ``default``). The backlog sums every group's ``dirty``; the
+consumer's applied offset of a partition is the minimum over every progress stream of every
+language (docs/CLUSTER.md: the restart point).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.cluster import RedisCluster as AsyncCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-from redis.backoff import NoBackoff
 
-from core.redis_urls import ClusterTarget
 from store import titles
 from store.cluster_keys import layout
-from store.connection import no_primary, parsed, sentinel_settings
 from store.experiments import Tag, queue_tag_reads, tag_of
 from store.keys import Keys
 from store.published_model import PublishedItems, decode_published_items, queue_published_items
+from store.quality import read_history_records
 from store.read import (
     GROUP_LIST_LUA,
     ITEM_LIST_LUA,
@@ -133,88 +126,6 @@ class LangStatus:
     """Resources with details loaded."""
     history: list[dict]
     """Quality over retrains, oldest first (from ``Keys.history`` when it exists)."""
-
-
-def connect_async(url: str, timeout: float = 2.0, connections: int = 64,
-                  wait: float = 10.0) -> aioredis.Redis:
-    """An asyncio client for ``url``: bytes replies (factors are raw float32), short
-    timeouts so that a Redis that is away turns into a quick 503, not a hung request, and a
-    pool of ``connections`` that a request waits on (``wait`` seconds at most) when all are
-    busy: a full pool is load, not an outage. A command that finds its pooled connection
-    dead (a Redis restart, a failover) is sent once more on a fresh one; every command here
-    is a read. ``redis+sentinel://`` reads from the primary the Sentinels name, asked for
-    again on each new connection (so the retry after a failover reaches the new primary).
-
-    ``redis+cluster://`` gives a ``redis.asyncio.RedisCluster`` with the same timeouts and
-    one retry (on a fresh slot map) after a connection error. What differs, as RedisCluster
-    allows: ``connections`` is the pool of EACH node (not of the whole server), and a pool
-    that is full raises at once instead of waiting, so a single command or script call
-    (not a pipeline: the operator page's status reads) waits for a free connection here, up
-    to ``wait`` seconds, before the request gets 503 ``busy``."""
-    settings = dict(
-        max_connections=connections, timeout=wait, decode_responses=False,
-        socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        retry_on_error=[redis.ConnectionError])
-    target = parsed(url)
-    if target is None:
-        return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **settings))
-    if isinstance(target, ClusterTarget):
-        return _WaitingCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], wait=wait,
-            username=target.username, password=target.password, max_connections=connections,
-            decode_responses=False, socket_timeout=timeout, socket_connect_timeout=timeout,
-            health_check_interval=30, retry=Retry(NoBackoff(), 1))
-    sentinel = _Sentinel(list(target.sentinels),
-                         sentinel_kwargs=sentinel_settings(target, timeout))
-    return sentinel.master_for(target.service, connection_pool_class=_BlockingSentinelPool,
-                               db=target.db, username=target.username,
-                               password=target.password, **settings)
-
-
-class _WaitingCluster(AsyncCluster):
-    """A RedisCluster whose commands wait for a free connection to their node (up to
-    ``wait`` seconds) instead of failing at once when its pool is full: load, not an
-    outage, as with the blocking pool of one Redis."""
-
-    def __init__(self, *args, wait: float = 10.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.wait = wait
-
-    async def execute_command(self, *args, **kwargs):
-        deadline = None
-        while True:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except redis.exceptions.MaxConnectionsError:
-                now = asyncio.get_running_loop().time()
-                deadline = now + self.wait if deadline is None else deadline
-                if now >= deadline:
-                    raise
-                await asyncio.sleep(0.002)
-
-
-class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
-    """The Sentinel pool (a new connection asks for the primary) with the blocking pool's
-    bounded size and wait: the same load behaviour as a plain URL's pool."""
-
-
-class _Sentinel(AsyncSentinel):
-    async def discover_master(self, service_name: str):
-        try:
-            return await super().discover_master(service_name)
-        except MasterNotFoundError:
-            hosts = [(s.connection_pool.connection_kwargs.get("host"),
-                      s.connection_pool.connection_kwargs.get("port")) for s in self.sentinels]
-            raise MasterNotFoundError(no_primary(service_name, hosts)) from None
-
-
-def pool_exhausted(exc: BaseException) -> bool:
-    """Whether ``exc`` is the pool's "no connection free in time" (every connection busy
-    until the deadline), as opposed to Redis being unreachable."""
-    return isinstance(exc, redis.exceptions.MaxConnectionsError) or (
-        isinstance(exc, redis.ConnectionError) and isinstance(exc.__cause__,
-                                                              asyncio.TimeoutError))
 
 
 class AsyncRecsClient:
@@ -442,24 +353,11 @@ class AsyncRecsClient:
         """Quality of past retrains, oldest first: ``{"trained_at", "version", "metrics"}``
         entries from ``Keys.history`` when the layout has it, else the live model's own."""
         key_of = getattr(self.keys, "history", None)
-        entries = await self._history_entries(key_of(lang)) if key_of is not None else []
+        entries = await read_history_records(self.redis, key_of(lang)) if key_of else []
         if not entries and model and isinstance(model.get("metrics"), dict):
             entries = [{"trained_at": model.get("trained_at"), "version": model.get("version"),
                         "metrics": model["metrics"]}]
         return entries
-
-    async def _history_entries(self, key: str) -> list[dict]:
-        kind = text(await self.redis.type(key))
-        if kind == "list":
-            raw = await self.redis.lrange(key, 0, -1)
-        elif kind == "zset":
-            raw = await self.redis.zrange(key, 0, -1)
-        elif kind == "stream":
-            raw = [json.dumps({text(f): text(v) for f, v in fields.items()})
-                   for _, fields in await self.redis.xrange(key)]
-        else:
-            return []
-        return [e for e in (_history_entry(r) for r in raw) if e is not None]
 
 
 def _offsets(raw) -> dict[int, int]:
@@ -467,31 +365,3 @@ def _offsets(raw) -> dict[int, int]:
     return {int(p): int(o) for p, o in raw.items() if text(p).isdigit()
             and text(o).lstrip("-").isdigit()}
 
-
-def _history_entry(raw) -> dict | None:
-    """One history record as ``{"trained_at", "version", "published", "metrics"}`` with
-    ``metrics`` shaped like ``recs evaluate --json`` (``{"k", "model": {"ndcg"...},
-    "popularity": {...}}``). Takes the quality history's flat records (``ndcg``,
-    ``popularity_ndcg``, ``k``: docs/CONTRACT.md) and nested ``metrics`` (as in the model
-    hash); records that are not JSON objects are skipped."""
-    try:
-        obj = json.loads(text(raw))
-    except ValueError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    metrics = obj.get("metrics")
-    if isinstance(metrics, str):
-        try:
-            metrics = json.loads(metrics)
-        except ValueError:
-            metrics = None
-    if not isinstance(metrics, dict) and "ndcg" in obj:
-        popularity = obj.get("popularity") if isinstance(obj.get("popularity"), dict) else {}
-        metrics = {"k": obj.get("k", 10),
-                   "model": {m: obj[m] for m in ("ndcg", "map", "precision", "auc") if m in obj},
-                   "popularity": {**popularity, "ndcg": obj.get("popularity_ndcg",
-                                                                popularity.get("ndcg"))}}
-    return {"trained_at": obj.get("trained_at"), "version": obj.get("version"),
-            "published": obj.get("published", True),
-            "metrics": metrics if isinstance(metrics, dict) else {}}

@@ -2,7 +2,7 @@
 own), and ``redis+sentinel://`` (core/redis_urls.py): the primary a set of Sentinels
 manages, asked for again on every new connection, so a client rides a failover.
 
-Invariants: every command reaches Redis through ``connect`` (or store/aclient.py's
+Invariants: every command reaches Redis through ``connect`` (or store/aconnect.py's
 ``connect_async``), so every command understands the same URLs; ``redis+cluster://`` gives
 a ``redis.cluster.RedisCluster`` (name keys with ``store.cluster_keys.layout``, docs/CLUSTER.md);
 no message quotes a password.

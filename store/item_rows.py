@@ -12,7 +12,7 @@ whole matrix (Redis caps a value at 512 MB; B is 400 MB at 10,000 resources). A 
   without entries; ``trainer.models.rp3beta.PublishedRP3beta`` reads it back).
 
 Switching without stalling readers: the trainer writes the new version's hash in chunks
-(each HSET short) BEFORE the switch, and the switch itself (``store.publish.Publisher``)
+(each HSET short) BEFORE the switch, and the switch itself (``store.switch``)
 only replaces the model hash, whose ``version`` names the rows hash to read. Afterwards
 :func:`drop_stale` frees the hashes of other versions with UNLINK (freed in the background,
 so no reader waits on a 400 MB DEL). The version is added to ``ease_versions`` before any

@@ -1,5 +1,5 @@
-"""Publishing a trained model to Redis so that readers never see a gap, plus the trainer's
-lock and its hand-over to the updater.
+"""Publishing a trained model to Redis so that readers never see a gap: the order of the
+steps, and the first of them (writing the lists), which :class:`Publisher` runs itself.
 
 What readers are promised (shared/CONTRACT.md section 2): while a new model is written, a
 lookup of any resource or user covered by both the old and the new model returns a whole
@@ -19,43 +19,25 @@ any point leaves a readable model. How:
    (about 35 us per user list of 20), is never idle waiting for the client. The script also
    enforces take-downs (``hidden(lang)``) and forgets (``forgotten(lang)``) atomically with
    each write, and reports the lists it cut (:attr:`Publisher.cut`).
-2. :meth:`Publisher.switch` then replaces ``model``, ``item_factors``, ``item_ids`` and
-   ``item_totals`` in ONE MULTI/EXEC, under WATCH of the trainer's lock, so a trainer that
-   lost its lock cannot switch. Until then the old model hash and item factors stay live
-   (the updater keeps solving against them).
+2. :meth:`Publisher.switch` then makes the new model live in one MULTI/EXEC under WATCH of
+   the trainer's lock (``store.switch``, which owns what "the switch" means, also on a
+   cluster). Until then the old model hash and item factors stay live.
 3. :meth:`Publisher.remove_uncovered` deletes the lists of ids the new model does not cover:
    the published SETs minus what step 1 wrote, sparing users with views newer than the
-   counts the model was trained on (the updater is about to fold them into the new model).
+   counts the model was trained on (``store.uncovered``).
 4. ``store.handover.requeue_touched`` hands users with views newer than the counts to the
    updater, and settles the users it had pending when the counts were read.
 
 Only one trainer publishes a language at a time (``store.train_lock.TrainLock``).
 
-On a Redis Cluster (docs/CLUSTER.md section 0, checklist 6) the same steps run per slot:
+On a Redis Cluster (docs/CLUSTER.md section 0, checklist 6) step 1 runs per slot:
 
 - similar lists: REPLACE_LISTS on the language's item side (``published_items``,
   ``similar:{r}``, ``hidden``: one slot);
 - user lists and factors: one REPLACE_LISTS call per slot group and chunk, with that group's
   ``published_users``, ``forgotten``, its copy of ``hidden`` (``group_hidden``) and its own
-  seq S_g; a user's list and factors are in their group's slot, replaced in the same script;
-- the switch: the same MULTI/EXEC (+ WATCH of ``train_lock``, same slot) on the item side's
-  primary, then the whole model hash copied into every group's ``group_model`` (one script
-  per group: DEL + HSET, so a group's copy is whole), which the per-group scripts (the
-  updater's commit, the take-down refills) compare ``version`` against;
-- remove_uncovered and the hand-over: per group (``published_users``, ``touched``,
-  ``dirty``, ``forgotten`` of the group, S_g); DELs of several keys only within one slot.
-
-Which moment is "the switch". For readers (apps, ``recs serve``) it is the item-side EXEC:
-from then on the model hash, item factors, ids and totals are the new model's, in one step
-as on one Redis. Lists are already whole before it (step 1) and a reader never sees a user's
-list of one model with that user's factors of another: both live in the user's group and
-are only ever replaced together, by REPLACE_LISTS here or the updater's COMMIT_SCRIPT (one
-script each). For the updater the switch of group g is the moment g's copy is written:
-until then a commit there is checked against the old version, exactly as on one Redis
-before the EXEC; what it writes in that window is settled by the hand-over, which runs only
-after every group's copy is written. A trainer that dies between the EXEC and the last copy
-leaves some groups' copies on the old version: commits there are refused (never wrong)
-until the next publish writes them.
+  seq S_g; a user's list and factors are in their group's slot, replaced in the same script,
+  so a reader never sees a user's list of one model with that user's factors of another.
 """
 
 from __future__ import annotations
@@ -71,10 +53,12 @@ import numpy as np
 import redis
 
 from core.prefetch import prefetched
-from store.groups import delete, group_finder, per_primary, preload, script_call, seq_of
+from store.groups import group_finder, preload, script_call, seq_of
 from store.keys import Keys
 from store.lists import LISTS_LUA, encode_lists
-from store.train_lock import LockFence, LockLost, TrainLock
+from store.switch import switch_model
+from store.train_lock import LockFence, TrainLock
+from store.uncovered import remove_uncovered
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +127,6 @@ if #written > 0 then redis.call('SADD', KEYS[1], unpack(written)) end
 return cut
 """
 
-COPY_MODEL = """
--- KEYS[1]: one slot group's copy of the model hash (group_model). ARGV: field, value, ...
--- of the model hash just switched to. Replaced whole in one step: a per-group script that
--- compares the version never sees half a copy.
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
 
 @dataclass
 class Lists:
@@ -333,74 +309,19 @@ class Publisher:
         """The users whose lists this publish wrote (the users the new model covers)."""
         return self._users_written
 
-    # -- step 2: the switch -------------------------------------------------------------
+    # -- step 2: the switch (store.switch) ---------------------------------------------
 
     def switch(self, info: dict, item_ids: np.ndarray, item_factors: np.ndarray,
                item_totals: np.ndarray | None = None) -> str:
         """Make the new model live: model hash, item factors, item ids (and per-item view
-        totals) replaced in one MULTI/EXEC. Returns the new version."""
+        totals) replaced in one MULTI/EXEC (``store.switch``). Returns the new version."""
         started = time.perf_counter()
-        lang, keys = self.lang, self.keys
-        item_ids = np.asarray(item_ids)
-        if item_ids.size and (item_ids.min() < 1 or item_ids.max() > 0xFFFFFFFF):
-            raise ValueError("resource ids must be in 1..4294967295")
-        item_factors = np.ascontiguousarray(item_factors, dtype="<f4")
-        if item_factors.shape[0] != item_ids.size:
-            raise ValueError(f"{item_ids.size} item ids for {item_factors.shape[0]} factor rows")
-        mapping = {k: _field(v) for k, v in info.items()}
-        mapping["version"] = self.version
-        with self._item_primary().pipeline(transaction=True) as pipe:
-            if self.lock is not None:
-                pipe.watch(self.lock.key)
-                if pipe.get(self.lock.key) != self.lock.token.encode():
-                    self.lock.lost = True
-                    raise LockLost(f"lost the lock {self.lock.key}; not switching the model")
-            pipe.multi()
-            pipe.delete(keys.model(lang))
-            pipe.hset(keys.model(lang), mapping=mapping)
-            pipe.set(keys.item_factors(lang), item_factors.tobytes())
-            pipe.set(keys.item_ids(lang), item_ids.astype("<u4").tobytes())
-            if item_totals is not None:
-                pipe.set(keys.item_totals(lang), np.asarray(item_totals, dtype="<f4").tobytes())
-            else:
-                pipe.delete(keys.item_totals(lang))
-            try:
-                pipe.execute()
-            except redis.WatchError:
-                if self.lock is not None:
-                    self.lock.lost = True
-                raise LockLost(f"the lock {keys.train_lock(lang)} changed during the switch; "
-                               "not switching the model") from None
-        self._copy_to_groups(mapping)
+        switch_model(self.client, self.keys, self.lang, self.version, self.lock, info,
+                     item_ids, item_factors, item_totals)
         self.report.seconds["switch"] = round(time.perf_counter() - started, 3)
         return self.version
 
-    def _item_primary(self):
-        """Where the switch's MULTI runs: the client itself on one Redis; on a cluster the
-        primary holding the language's item side (its slot: the model, item keys and the
-        lock), as a plain client, so WATCH/MULTI/EXEC are today's. A slot being moved at
-        that moment answers MOVED/ASK: the run fails before switching and the next one
-        retries."""
-        if not self.keys.cluster:
-            return self.client
-        node = self.client.get_node_from_key(self.keys.model(self.lang))
-        return self.client.get_redis_connection(node)
-
-    def _copy_to_groups(self, mapping: dict) -> None:
-        """On a cluster, the model hash just switched to, whole, into every slot group's
-        ``group_model`` (:data:`COPY_MODEL`, one call per group, one round trip per primary);
-        on one Redis ``group_model`` is the model hash itself: nothing to do."""
-        if not self.keys.cluster:
-            return
-        script = self.client.register_script(COPY_MODEL)
-        preload(self.client, script)
-        fields = [x for pair in mapping.items() for x in pair]
-        pipe = self.client.pipeline(transaction=False)
-        for group in self.keys.slot_groups():
-            script_call(pipe, script, [group.group_model(self.lang)], fields)
-        pipe.execute()
-
-    # -- step 3: what the new model no longer covers ------------------------------------
+    # -- step 3: what the new model no longer covers (store.uncovered) ------------------
 
     def remove_uncovered(self, seq: int | Mapping[Keys, int],
                          chunk: int = 500) -> tuple[int, int]:
@@ -411,80 +332,9 @@ class Publisher:
         the updater just gave them). Per slot group with the group's S_g (``seq`` a mapping,
         or one number for all). Returns (resources removed, users removed)."""
         started = time.perf_counter()
-        lang, keys = self.lang, self.keys
-        # SSCAN may return a member twice (during a rehash): hence the sets.
-        stale_items = [m for m in set(self.client.sscan_iter(keys.published_items(lang),
-                                                             count=1000))
-                       if int(m) not in self._items_written]
-        found = per_primary(self.client, keys, lang,
-                            lambda group: self._stale_users(group, seq_of(seq, group)))
-        groups = [(g, found[g][0]) for g in keys.slot_groups()]
-        self.report.spared_users += sum(spared for _, spared in found.values())
-        # Chunks of DEL/SREM (each command short for readers), all in one round trip. Keys
-        # go before their SET entries: a crash in between leaves the SET naming a key that
-        # is gone, which the next run removes again (harmless), never the reverse. Each DEL
-        # names keys of one slot (the item side, or one group).
-        pipe = self.client.pipeline(transaction=False)
-        for s in range(0, len(stale_items), chunk):
-            part = stale_items[s:s + chunk]
-            delete(pipe, *(keys.similar(lang, m.decode()) for m in part))
-            pipe.srem(keys.published_items(lang), *part)
-        for group, stale in groups:
-            for s in range(0, len(stale), chunk):
-                part = stale[s:s + chunk]
-                delete(pipe, *(group.recs(lang, u) for u in part),
-                       *(group.factors(lang, u) for u in part))
-                pipe.srem(group.published_users(lang), *part)
-        for group, stale in groups:
-            for user in stale:
-                pipe.exists(group.views(lang, user))
-        replies = pipe.execute()
-        n_stale = sum(len(stale) for _, stale in groups)
-        has_views = iter(replies[len(replies) - n_stale:])
-        # Users filtered out (too few views) who still have views: the updater folds them
-        # into the new model right away, so they lose their lists for moments, not until
-        # their next view. Queued only now that their old-model lists are gone: versions
-        # never mix.
-        refolded = 0
-        for group, stale in groups:
-            alive = [u for u in stale if next(has_views)]
-            refolded += len(alive)
-            group_seq = seq_of(seq, group)
-            for s in range(0, len(alive), chunk):
-                pipe.zadd(group.dirty(lang), dict.fromkeys(alive[s:s + chunk], group_seq),
-                          gt=True)
-            # Forgets recorded up to seq are in these counts: no older publish is in flight
-            # (one trainer per language), so their tombstones have done their job.
-            pipe.zremrangebyscore(group.forgotten(lang), "-inf", group_seq)
-        pipe.execute()
-        self.report.refolded_users += refolded
+        removed = remove_uncovered(self.client, self.keys, self.lang, seq,
+                                   self._items_written, self._users_written, chunk)
+        self.report.spared_users += removed.spared
+        self.report.refolded_users += removed.refolded
         self.report.seconds["remove"] = round(time.perf_counter() - started, 3)
-        return len(stale_items), n_stale
-
-    def _stale_users(self, group: Keys, seq: int) -> tuple[list[str], int]:
-        """(the published users of ``group`` this publish did not write and that have no
-        views after ``seq``, how many were spared for such views)."""
-        lang = self.lang
-        spared = {m.decode() for m in self.client.zrangebyscore(
-            group.touched(lang), f"({seq}", "+inf")}
-        stale, kept = [], 0
-        for m in set(self.client.sscan_iter(group.published_users(lang), count=1000)):
-            user = m.decode()
-            if user in self._users_written:
-                continue
-            if user in spared:
-                kept += 1
-                continue
-            stale.append(user)
-        return stale, kept
-
-
-def _field(value) -> str:
-    """Model hash values as plain strings (numbers via repr, so they parse back exactly)."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return str(value)
+        return removed.resources, removed.users

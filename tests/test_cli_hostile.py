@@ -185,7 +185,8 @@ def test_the_readme_commands_table_names_only_flags_that_exist():
 
 def test_a_broker_that_is_away_is_asked_once_per_interval_not_once_per_page(redis_client):
     from recs.serve_kafka import LagProbe
-    from store.aclient import AsyncRecsClient, connect_async
+    from store.aclient import AsyncRecsClient
+    from store.aconnect import connect_async
 
     probe = LagProbe(f"127.0.0.1:{free_port()}", "views", "recs", ttl=60, timeout=1)
 

@@ -1,8 +1,9 @@
-"""Take-downs and forgetting on a real Redis Cluster (tests/redis_cluster.py: 3 primaries +
-3 replicas): ``recs hide``/``unhide``/``forget`` and ``recs control`` (the real Kafka
-broker) against published state laid out by hand as the publisher lays it (store/publish.py:
-the model hash and every group's copy, item factors, similar lists, users' lists and factors
-in their slot groups, views and item totals), compared with the same steps on one Redis."""
+"""Take-downs and forgetting on a real Redis Cluster (tests/redis_cluster.py: 3 primaries + 3
+replicas): ``recs hide``/``unhide``/``forget`` and ``recs control`` (the real Kafka broker)
+against published state laid out by hand as the publisher lays it (store/publish.py,
+store/switch.py: the model hash and every group's copy, item factors, similar lists, users'
+lists and factors in their slot groups, views and item totals), compared with the same steps
+on one Redis."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from recs.serve_base import ServeConfig
-from store.aclient import AsyncRecsClient, connect_async
+from store.aclient import AsyncRecsClient
+from store.aconnect import connect_async
 from store.client import RecsClient
 from store.cluster_keys import layout
 from store.connection import connect

@@ -1,13 +1,16 @@
-"""Publishing lists and the model switch (store.publish), with random arrays: no ALS here."""
+"""Publishing lists, the model switch and removing what a model no longer covers
+(store.publish, store.switch, store.uncovered), with random arrays: no ALS here."""
 
 import threading
 
 import numpy as np
 import pytest
 
+from core.prefetch import prefetched
 from store.handover import requeue_touched
 from store.keys import Keys
-from store.publish import Lists, LockLost, Publisher, TrainLock, prefetched
+from store.publish import Lists, Publisher
+from store.train_lock import LockLost, TrainLock
 
 pytestmark = pytest.mark.integration
 

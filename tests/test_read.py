@@ -37,12 +37,12 @@ def test_views_skip_fields_that_are_not_integers():
 
 
 def test_history_records_flat_and_nested():
-    from store.aclient import _history_entry
+    from store.quality import history_record
 
-    flat = _history_entry(b'{"version": "v1", "trained_at": "t", "k": 10, "ndcg": 0.4, '
+    flat = history_record(b'{"version": "v1", "trained_at": "t", "k": 10, "ndcg": 0.4, '
                           b'"popularity_ndcg": 0.1, "published": false}')
     assert flat == {"trained_at": "t", "version": "v1", "published": False,
                     "metrics": {"k": 10, "model": {"ndcg": 0.4}, "popularity": {"ndcg": 0.1}}}
-    nested = _history_entry('{"version": "v2", "metrics": "{\\"k\\": 5, \\"model\\": {}}"}')
+    nested = history_record('{"version": "v2", "metrics": "{\\"k\\": 5, \\"model\\": {}}"}')
     assert nested["metrics"] == {"k": 5, "model": {}} and nested["published"] is True
-    assert _history_entry(b"[1]") is None and _history_entry(b"nope") is None
+    assert history_record(b"[1]") is None and history_record(b"nope") is None

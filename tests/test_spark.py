@@ -209,7 +209,7 @@ def test_executor_confidence_is_the_implicit_paths(spark, small, scaling):
 @needs_spark
 @pytest.mark.integration
 def test_executors_stop_writing_once_the_lock_changes_hands(spark, redis_server):
-    from store.publish import LockLost
+    from store.train_lock import LockLost
     from tests.helpers import load_counts
     from tests.test_train_online import KEYS
     from trainer.config import AlsConfig

@@ -183,7 +183,7 @@ class ListTarget:
     lang: str
     lock_key: str
     """The trainer lock the driver holds; executors check it holds ``token`` before each
-    round trip of writes (``store.publish.LockFence``), so a driver that lost it stops
+    round trip of writes (``store.train_lock.LockFence``), so a driver that lost it stops
     writing on every executor too."""
     token: str
     seq: int
