@@ -12,9 +12,10 @@ Invariants:
   step on no list writer keeps the resource, as on one Redis.
 - forget: one GROUP_LUA call on the user's group removes every trace and the tombstone
   (scored with the group's ``seq``) and parks the views it removed in the group's
-  ``forget_pending``; :data:`TAKE_BACK_LUA` then takes them from ``item_views`` on the item
-  side, recording the forget's id in ``forget_done`` in the same step, and the parked entry
-  is dropped last (:func:`finish_forgets`). A retry at any point finishes what is parked
+  ``forget_pending``; that step is on the node's replica (WAIT, store/replicas.py) before
+  :data:`TAKE_BACK_LUA` takes the views from ``item_views`` on the item side, recording the
+  forget's id in ``forget_done`` in the same step, and the parked entry is dropped last
+  (:func:`finish_forgets`). A retry at any point finishes what is parked
   and never subtracts twice.
 - exactly once per stream: each slot keeps the control topic's progress per partition
   (``item_offsets`` / ``group_offsets``, field partition -> next offset applied there), and
@@ -28,13 +29,19 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+
+import redis
 
 from store.control_op import ControlOp
 from store.guards import GUARDS_LUA, Guard, guard_args, mismatches
 from store.keys import Keys
 from store.read import text
+from store.replicas import on_primary
+
+log = logging.getLogger("recs.control")
 
 DUE_LUA = """
 -- due(offsets, field, offset): whether this slot applies the event at ``offset`` of
@@ -156,6 +163,13 @@ return {}
 TAKE_BACK_PAIRS = 50
 """Parked forgets one TAKE_BACK_LUA call gives back (each a few hundred increments)."""
 
+FORGET_WAIT_TRIES = 10
+"""WAITs of REPLICA_WAIT_MS each a forget's group step gets for its replica (a replica
+that stays behind longer, frozen or cut off, must not stop the control stream)."""
+
+MOVE_RETRIES = 3
+"""Sends again of a group step whose slot moves or whose node is gone."""
+
 
 class ClusterControl:
     """The control step on a Redis Cluster: a call per slot (module docstring)."""
@@ -205,16 +219,48 @@ class ClusterControl:
         for op in ops:
             if op.action == "forget":
                 forgets.setdefault(keys.group_of(op.target), []).append(op)
-        pipe = self.client.pipeline(transaction=False)
-        for group in keys.slot_groups():
-            mine = forgets.get(group.group, [])
-            if takedowns or mine:
-                _group_call(pipe, group, lang, stream,
-                            [op for op in ops if op.action != "forget" or op in mine], mine)
-        if takedowns or forgets:
+        if takedowns:
+            pipe = self.client.pipeline(transaction=False)
+            for group in keys.slot_groups():
+                if group.group not in forgets:
+                    _group_call(pipe, group, lang, stream, takedowns, [])
             pipe.execute()
         if forgets:
+            self._forget_groups(lang, stream, ops, forgets)
             finish_forgets(self.client, keys, lang, list(forgets))
+
+    def _forget_groups(self, lang: str, stream: tuple[str, str], ops: list[ControlOp],
+                       forgets: dict[int, list[ControlOp]]) -> None:
+        """The group step of the groups with forgets, node by node, WAITed for on the
+        node's replica before the item side takes the counts back: a failover that lost the
+        group step after the take-back would bring the views back without their totals."""
+        by_node: dict[str, list[Keys]] = {}
+        for g in sorted(forgets):
+            group = self.keys.in_group(g)
+            by_node.setdefault(self.client.get_node_from_key(group.seq(lang)).name,
+                               []).append(group)
+        for groups in by_node.values():
+            def commands(pipe, groups=groups):
+                for group in groups:
+                    mine = forgets[group.group]
+                    _group_call(pipe, group, lang, stream,
+                                [op for op in ops if op.action != "forget" or op in mine], mine)
+            self._replicated(groups[0].seq(lang), commands)
+
+    def _replicated(self, key: str, commands) -> None:
+        """:func:`store.replicas.on_primary`, sent again while the slot moves (each op is
+        due once per slot; an unguarded forget sent again finds nothing more to remove)."""
+        for attempt in range(MOVE_RETRIES + 1):
+            try:
+                _replies, safe = on_primary(self.client, key, commands, FORGET_WAIT_TRIES)
+                break
+            except redis.ConnectionError:
+                if attempt == MOVE_RETRIES:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if not safe:
+            log.warning("a forget is not on the replica yet; taking its counts back anyway",
+                        extra={"fields": {"key": key}})
 
 
 def _group_call(pipe, group: Keys, lang: str, stream: tuple[str, str],

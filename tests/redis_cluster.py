@@ -87,6 +87,20 @@ class RedisCluster:
                 client.close()
         return out
 
+    def node(self, name: str) -> RedisServer:
+        """The node redis-py names ``name`` ("host:port")."""
+        return next(n for n in self.nodes if f"{LOOPBACK}:{n.port}" == name)
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The node replicating ``primary``, once it is past its initial sync."""
+        client = primary.client(decode_responses=True)
+        try:
+            link = wait_until(lambda: (r := client.info("replication").get("slave0"))
+                              and r["state"] == "online" and r, 30, "the replica in sync")
+        finally:
+            client.close()
+        return next(n for n in self.nodes if n.port == int(link["port"]))
+
     def primary_ids(self) -> dict[int, str]:
         """port -> node id of every primary now."""
         client = self.primaries()[0].client(decode_responses=True)

@@ -218,6 +218,29 @@ def test_a_forget_cut_between_its_two_steps_is_finished_once(many, monkeypatch):
     assert totals(client) == want and not client.exists(group.forget_pending(LANG))
 
 
+def test_a_forget_is_on_the_replica_before_its_counts_are_taken_back(cluster, many):
+    """With the replica of the user's node paused (CLIENT PAUSE WRITE stops it applying the
+    replication stream), the forget returns only once that replica holds the group step
+    too: a failover after the item side took the counts back cannot bring the views back
+    without their totals."""
+    url, client = many
+    publish(client, 50)
+    keys, user = layout(client), "user-3"
+    views = keys.for_user(user).views(LANG, user)
+    replica = cluster.replica_of(cluster.node(client.get_node_from_key(views).name))
+    reader = replica.client()
+    paused = replica.client()
+    try:
+        reader.execute_command("READONLY")  # a replica answers for its primary's slots
+        wait_until(lambda: reader.exists(views), 10, "the views on the replica")
+        paused.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        assert main(["forget", user, "--lang", LANG, "--redis-url", url]) == 0
+        assert not reader.exists(views)
+    finally:
+        paused.close()
+        reader.close()
+
+
 @pytest.mark.integration
 def test_control_events_apply_once_on_a_cluster_when_sent_again(many, broker, start_recs):
     url, client = many

@@ -132,18 +132,7 @@ def _node_of_most_groups(cluster):
         by_node[name] = by_node.get(name, 0) + 1
     client.close()
     busiest = max(by_node, key=by_node.get)
-    return next(n for n in cluster.nodes if f"{LOOPBACK}:{n.port}" == busiest)
-
-
-def replica_of(cluster, primary):
-    """The node replicating ``primary``, once it is past its initial sync."""
-    client = primary.client(decode_responses=True)
-    try:
-        link = wait_until(lambda: (r := client.info("replication").get("slave0"))
-                          and r["state"] == "online" and r, 30, "the replica in sync")
-    finally:
-        client.close()
-    return next(n for n in cluster.nodes if n.port == int(link["port"]))
+    return cluster.node(busiest)
 
 
 def streams_on(node, env) -> dict[str, dict]:
@@ -183,7 +172,7 @@ def test_a_primary_sigkilled_mid_stream_is_replaced_and_counts_stay_exact(
     stream.send(make_events(6000, seed=63, users=400, items=100))
     expected = sum(e.get("count", 1) for e in stream.events)
     victim = _node_of_most_groups(fresh_cluster)
-    replica = replica_of(fresh_cluster, victim)
+    replica = fresh_cluster.replica_of(victim)
     proc = start_recs(["consume"], {**env, "RECS_BATCH_SIZE": "50"})
     wait_until(lambda: views_written(fresh_cluster) > 0.2 * expected, 60, "20% written")
 
