@@ -60,10 +60,13 @@ from confluent_kafka import Consumer, Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumers.batch import Batch, PartitionState, StreamBatch  # noqa: E402
-from consumers.consume import ConsumerConfig, StreamConsumer
+from consumers.config import ConsumerConfig  # noqa: E402
+from consumers.consume import StreamConsumer  # noqa: E402
+from consumers.dead_letters import DeadLetters  # noqa: E402
 from consumers.metrics import ConsumerMetrics  # noqa: E402
 from consumers.produce import produce_events  # noqa: E402
-from consumers.writer import BatchWriter, DeadLetters, StreamWriter  # noqa: E402
+from consumers.stream_writer import StreamWriter  # noqa: E402
+from consumers.writer import BatchWriter  # noqa: E402
 from recs.localstack import LocalStack  # noqa: E402
 from store.cluster_keys import layout  # noqa: E402
 from store.connection import connect  # noqa: E402

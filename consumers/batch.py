@@ -61,7 +61,7 @@ class DeadLetter:
         return cls(m.value(), m.key(), list(m.headers() or ()), own)
 
     def shrink(self) -> bool:
-        """Cut the copy to fit a size limit (consumers/consume.py docstring); False when
+        """Cut the copy to fit a size limit (consumers/dead_letters.py docstring); False when
         nothing is left to cut."""
         if self.cuts >= 2:
             return False
@@ -260,7 +260,7 @@ class StreamBatch(Batch):
     """The views batch of a consumer on a Redis Cluster: each valid event kept with its
     partition and offset, ``items`` = ``{partition: [(offset, lang, user, resource, n)]}``,
     so the writer can aggregate per stream (item side, slot group) and drop a stream's
-    events below the offset that stream holds (consumers/writer.py ``StreamWriter``).
+    events below the offset that stream holds (consumers/stream_writer.py ``StreamWriter``).
     ``first`` is each partition's first offset in the batch (what a stream first seen in
     it is registered at when Redis holds nothing for the partition yet)."""
 

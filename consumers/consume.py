@@ -16,25 +16,17 @@ How exactly-once works here (the offsets live in Redis, not in Kafka):
 - A crash at any point leaves Redis at a batch boundary; the restart resumes from there.
 - On a Redis Cluster (``redis+cluster://``) the same holds per *stream* (docs/CLUSTER.md
   section 0): a batch is split into one item-side call per language and one call per
-  touched slot group, each guarded by its own progress field (consumers/writer.py
-  ``StreamWriter``); a partition restarts from the minimum over its streams, each stream
-  dropping the events it holds; the streams are re-read every second (and on assignment),
-  and one found below what we wrote (a failed-over node lost writes) seeks its partition
-  back. Kafka commits carry that minimum. Cluster redirections, TRYAGAIN, CLUSTERDOWN and a
-  node gone mid-failover are retried like an outage. ``--clicks`` is refused there (exit
-  2); ``recs control`` keeps its own progress hash (store/control.py).
+  touched slot group, each guarded by its own progress field (consumers/stream_writer.py);
+  a partition restarts from the minimum over its streams, each stream dropping the events
+  it holds; the streams are re-read every second (and on assignment), and one found below
+  what we wrote (a failed-over node lost writes) seeks its partition back
+  (consumers/replay.py). Kafka commits carry that minimum. Cluster redirections, TRYAGAIN,
+  CLUSTERDOWN and a node gone mid-failover are retried like an outage. ``--clicks`` is
+  refused there (exit 2); ``recs control`` keeps its own progress hash (store/control.py).
 
 Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
-them are written (at-least-once: a crash between the two re-sends them on replay). A copy
-too large for the producer or the dead-letter topic (the broker accepted the original, with
-headers it may not fit) is sent truncated instead: the value cut to 64 KiB, then emptied,
-with headers ``truncated: true`` and ``original-size``. A dead letter the broker refuses
-for good (topic invalid or missing, not authorized, still too large) is tried
-``DLQ_ATTEMPTS`` times, then the consumer stops with one ERROR line, metric
-``recs_consumer_dlq_failures_total{error}`` and a non-zero exit, before the batch's offsets
-are written: nothing past it is counted or committed, and the restart replays it (invalid
-events are never dropped, valid views never lost). A broker that is merely unreachable is
-retried for as long as it lasts (WARNING, ``recs_consumer_dlq_retries_total``).
+them are written; one the broker refuses for good stops the consumer before its batch's
+offsets are written (consumers/dead_letters.py).
 
 A Redis outage: the write is retried with capped exponential backoff and logged; nothing
 is committed meanwhile. While it lasts the consumer pauses its partitions and keeps calling
@@ -44,66 +36,55 @@ poll still hands out are dropped and their partitions sought back after the writ
 
 Three parts, as arroyo splits its processor from its strategies: the batch in hand and the
 offsets per partition (consumers/batch.py, no I/O), the writer (consumers/writer.py: dead
-letters, then the guarded script, retried while Redis is away) and the loop here (poll,
-pause/resume; Kafka commits only after a write succeeded), with its rebalance callbacks in
-consumers/rebalance.py, its Kafka clients in consumers/kafka_clients.py and its settings in
-consumers/config.py. A :class:`Flavour` picks the batch, the store script and an optional
-settle step: ``recs control`` (consumers/control.py) is this loop with another flavour.
+letters, then the guarded script, retried while Redis is away; consumers/stream_writer.py on
+a cluster) and the loop here (poll, pause/resume; Kafka commits only after a write
+succeeded), with its rebalance callbacks in consumers/rebalance.py, its offset check and
+replay in consumers/replay.py, its Kafka clients in consumers/kafka_clients.py, its settings
+in consumers/config.py and its command (signals) in consumers/consume_command.py. A
+:class:`Flavour` picks the batch, the store script and an optional settle step: ``recs
+control`` (consumers/control.py) is this loop with another flavour.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
 
-import redis
 from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from redis.exceptions import RedisClusterException
 
 from consumers.batch import StreamBatch
 from consumers.config import ConsumerConfig
+from consumers.dead_letters import DeadLetters
 from consumers.flavour import Flavour, views_flavour
 from consumers.kafka_clients import kafka_clients, start_and_protocol
 from consumers.metrics import ConsumerMetrics
 from consumers.rebalance import RebalanceCallbacks, StopBeforeReading
-from consumers.writer import (
-    DLQ_ATTEMPTS,
-    BatchWriter,
-    DeadLetterError,
-    DeadLetters,
-    StreamWriter,
-)
+from consumers.replay import CLUSTER_CHECK_INTERVAL, ReplayFromRedis
+from consumers.stream_writer import StreamWriter
+from consumers.writer import BatchWriter
 from core.errors import InputError
-from core.signals import on_stop_signals
 from store.cluster_keys import layout
 from store.connection import connect
 from store.counts import Counts, Parked
 from store.keys import Keys
-from store.progress import read_offsets
-
-__all__ = ["DLQ_ATTEMPTS", "ConsumerConfig", "DeadLetterError", "Flavour", "StreamConsumer",
-           "cmd_consume"]
 
 log = logging.getLogger("recs.consume")
-
-CLUSTER_CHECK_INTERVAL = 1.0
-"""Seconds between a cluster consumer's re-reads of its streams' progress (at most)."""
 
 
 class _Abandoned(Exception):
     """The batch in hand must be dropped (partitions revoked or lost while writing it)."""
 
 
-class StreamConsumer(RebalanceCallbacks):
+class StreamConsumer(RebalanceCallbacks, ReplayFromRedis):
     """One member of the consumer group. ``run()`` until ``stop()`` (or drained).
 
     The loop alone lives here (poll, pause/resume, Kafka commits; the rebalance callbacks
-    are :class:`~consumers.rebalance.RebalanceCallbacks`'); the batch in hand is
-    ``self.batch`` and writing it is ``self.writer``'s."""
+    are :class:`~consumers.rebalance.RebalanceCallbacks`', the offset check and the replay
+    :class:`~consumers.replay.ReplayFromRedis`'); the batch in hand is ``self.batch`` and
+    writing it is ``self.writer``'s."""
 
     def __init__(self, config: ConsumerConfig, metrics: ConsumerMetrics | None = None,
                  flavour: Flavour | None = None) -> None:
@@ -127,7 +108,7 @@ class StreamConsumer(RebalanceCallbacks):
         dead = DeadLetters(self.producer, config.dlq_topic, self.metrics,
                            config.retry_initial, config.retry_max)
         if self.cluster:
-            # Progress per (partition, stream): consumers/writer.py StreamWriter.
+            # Progress per (partition, stream): consumers/stream_writer.py.
             self.offsets_key = None
             self.batch = StreamBatch()
             self.writer = StreamWriter(Counts(self.redis, self.keys), self.keys, config.group,
@@ -325,64 +306,6 @@ class StreamConsumer(RebalanceCallbacks):
                 self._seek(p, part.read)
         self._strays.clear()
 
-    def _replay(self, held: dict[int, int | None]) -> None:
-        """Redis holds other offsets than we thought: drop the batch, resume from Redis."""
-        self.batch.held(held)
-        self.metrics.replays.inc(len(held))
-        log.warning("offsets in Redis differ from ours; replaying from Redis", extra={"fields": {
-            "partitions": {str(p): o for p, o in held.items()}, "dropped": self.batch.in_hand}})
-        self._discard_batch(sought=held)
-
-    def _discard_batch(self, sought: Collection[int] = ()) -> None:
-        """Forget the batch in hand and seek every owned partition back to what Redis holds
-        (as far as we know) wherever we had read past it, and every ``sought`` one."""
-        for p, offset in self.batch.rewind(sought):
-            self._seek(p, offset)
-        self.metrics.batch_in_hand.set(0)
-
-    def _seek(self, p: int, offset: int | None) -> None:
-        """Read ``p`` again from ``offset`` (None: where auto.offset.reset says). A refused
-        seek raises: reading on from the wrong place could skip events, while a crash is
-        always safe (the restart resumes from the offsets in Redis)."""
-        self.batch.owned[p].eof = -1
-        self.consumer.seek(TopicPartition(self.cfg.topic, p,
-                                          self._start if offset is None else offset))
-
-    def _check_offsets(self) -> None:
-        """Idle: does Redis still hold the offsets we wrote? (It may have lost writes.)"""
-        self._compare_offsets()
-        if self.flavour.settle is not None:
-            self.flavour.settle(self)
-
-    def _compare_offsets(self) -> None:
-        owned = self.batch.owned
-        if not owned:
-            return
-        if self.cluster:
-            self._compare_streams(owned)
-            return
-        try:
-            held = read_offsets(self.redis, self.keys, self.cfg.group, self.cfg.topic)
-        except redis.RedisError as exc:
-            log.warning("redis unavailable for the offset check", extra={"fields": {
-                "error": str(exc)}})
-            return
-        differ = {p: held.get(p) for p, part in owned.items() if held.get(p) != part.applied}
-        if differ:
-            self._replay(differ)
-
-    def _compare_streams(self, owned) -> None:
-        """A cluster's re-read: a stream below what we wrote (its node failed over) seeks
-        its partition back; else idle streams move up to where their partition is."""
-        try:
-            rolled = self.writer.check(owned) or self.writer.advance(owned)
-        except (redis.RedisError, RedisClusterException) as exc:
-            log.warning("redis unavailable for the offset check", extra={"fields": {
-                "error": str(exc)}})
-            return
-        if rolled:
-            self._replay(rolled)
-
     def _commit(self, asynchronous: bool) -> None:
         """Tell Kafka how far Redis is, for lag dashboards only (on a cluster the restart
         point: the minimum over the partition's streams)."""
@@ -431,21 +354,3 @@ def report_parked(parked: list[Parked], metrics: ConsumerMetrics) -> None:
         log.error("views parked in the quarantine: their key refuses increments; fix or "
                   "delete it, then run `recs repair`", extra={"fields": {
                       "lang": p.lang, "user": p.user or None, "reason": p.reason}})
-
-
-def run_until_signalled(consumer: StreamConsumer) -> int:
-    """Run ``consumer`` until SIGTERM/SIGINT: the first writes the batch in hand and leaves
-    the group; a second exits at once (still safe: the offsets in Redis say what is applied)."""
-
-    def first(name: str) -> None:
-        log.info("signal received: writing the batch in hand, then leaving the group",
-                 extra={"fields": {"signal": name}})
-        consumer.stop()
-
-    on_stop_signals(first)
-    return consumer.run()
-
-
-def cmd_consume(args) -> int:
-    """``recs consume``: run one group member until SIGTERM/SIGINT (twice: at once)."""
-    return run_until_signalled(StreamConsumer(ConsumerConfig.from_args(args)))

@@ -29,8 +29,10 @@ import redis
 
 from consumers.batch import DeadLetter, OrderedBatch
 from consumers.config import ConsumerConfig
-from consumers.consume import Flavour, StreamConsumer, run_until_signalled
+from consumers.consume import StreamConsumer
+from consumers.consume_command import run_until_signalled
 from consumers.events import InvalidEvent, json_object
+from consumers.flavour import Flavour
 from core.contract import CONTROL_CHARACTERS, MAX_RESOURCE_ID, MAX_USER_ID_LENGTH, valid_lang
 from store.cluster_keys import layout
 from store.control import Control
@@ -47,7 +49,7 @@ log = logging.getLogger("recs.control")
 @dataclass(frozen=True)
 class ControlDefaults:
     """Where ``recs control`` differs from ``recs consume`` (every other setting, and what
-    each means, is :class:`consumers.consume.ConsumerConfig`'s)."""
+    each means, is :class:`consumers.config.ConsumerConfig`'s)."""
 
     topic: str = "resource-changes"
     """Topic of control events (docs/CONTRACT.md)."""

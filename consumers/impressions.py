@@ -19,8 +19,9 @@ from prometheus_client import Counter
 
 from consumers.batch import OrderedBatch
 from consumers.config import ConsumerConfig
-from consumers.consume import Flavour, StreamConsumer, run_until_signalled
-from consumers.flavour import report_clicks
+from consumers.consume import StreamConsumer
+from consumers.consume_command import run_until_signalled
+from consumers.flavour import Flavour, report_clicks
 from consumers.impression_events import parse_impression
 from consumers.metrics import ConsumerMetrics
 from store.counts import Applied

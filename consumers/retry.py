@@ -14,6 +14,9 @@ from store.connection import transient
 
 T = TypeVar("T")
 
+Wait = Callable[[float], None]
+"""How a loop spends the time between attempts (``wait(seconds)``); it may raise to give up."""
+
 
 def backoff(initial: float, cap: float) -> Iterator[float]:
     """The waits between retries: ``initial``, doubling up to ``cap``, for ever."""
@@ -23,7 +26,7 @@ def backoff(initial: float, cap: float) -> Iterator[float]:
         delay = min(delay * 2, cap)
 
 
-def retry_redis(call: Callable[[], T], wait: Callable[[float], None], waits: Iterator[float],
+def retry_redis(call: Callable[[], T], wait: Wait, waits: Iterator[float],
                 log: logging.Logger, message: str = "redis unavailable, retrying",
                 on_retry: Callable[[], None] | None = None) -> T:
     """``call()``, retried after ``wait(next(waits))`` while Redis is unavailable (one

@@ -9,11 +9,10 @@ and writes factors and recommendations with a script that refuses if the model v
 changed meanwhile.
 
 Several updaters may run at once (the leases split the work); one that dies mid-batch, even
-by SIGKILL, only delays its users until the lease expires. Item factors are cached per model
-version and reloaded when the trainer publishes a new one, so one batch is always solved and
-scored against one model. Users whose views are all on resources the model does not know
-(new since the last retrain) get no factors and no recommendations until a retrain covers
-those resources: apps fall back to their own popular list, as for any user without recs.
+by SIGKILL, only delays its users until the lease expires; a batch cut short by an error
+releases its users at once. Solving a batch against one model (cached per version) is
+consumers/fold_in.py's; this loop claims, splits a claim by experiment arm
+(consumers/arms.py) and commits, one commit in flight while the next batch is solved.
 
 On a Redis Cluster (docs/CLUSTER.md) users are queued per slot group: each batch is claimed
 from one group, round-robin over the groups whose ``dirty`` is non-empty (so no group
@@ -33,34 +32,28 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
 
-import numpy as np
 import redis
 
 from consumers.arms import split_claim
 from consumers.config import UpdaterConfig
+from consumers.fold_in import Prepared, PublishedModels, solve
 from consumers.metrics import UpdaterMetrics
 from consumers.retry import backoff
 from core.signals import StopFlag
 from store.cluster_keys import layout
 from store.connection import transient
 from store.experiments import running as running_experiment
-from store.item_rows import read_rows
 from store.keys import Keys
-from store.published_model import model_version, read_published_items
 from store.snapshot import read_languages
 from store.trending import Trending
-from store.updates import BatchWrite, Claim, UpdateQueue
-from store.user_reads import read_views, views_arrays
+from store.updates import (
+    Claim,
+    UpdateQueue,
+)
 from trainer.models.base import FoldIn
-from trainer.models.registry import published_model
 
 log = logging.getLogger("recs.updater")
-
-SPARE_CANDIDATES = 5
-"""Candidates scored beyond --top-n, so a list stays --top-n long when the commit drops
-resources hidden since the model was trained (a retrain leaves hidden resources out)."""
 
 
 @dataclass
@@ -69,31 +62,6 @@ class _Progress:
 
     at: float
     updated: int
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A claimed and solved batch, ready to be written."""
-
-    claim: Claim
-    version: str
-    """The model version ``batch`` was solved against."""
-    batch: BatchWrite
-    no_factors: int
-    """Users in the batch with no known views."""
-    started: float
-    """perf_counter() when the claim was granted."""
-    queue: UpdateQueue | None = None
-    """The queue bound to the keys of the arm ``version`` belongs to (None: the language's
-    own model)."""
-    more: tuple[Prepared, ...] = ()
-    """The same claim's users of other experiment arms, each solved with its arm's model."""
-
-    def claims(self) -> list[Claim]:
-        return [self.claim, *(p.claim for p in self.more)]
-
-    def users(self) -> int:
-        return sum(len(c.users) for c in self.claims())
 
 
 class Updater:
@@ -107,9 +75,8 @@ class Updater:
         self.queue = UpdateQueue(client, self.keys)
         self.trending = Trending(client, self.keys, config.trending)
         self.metrics = metrics or UpdaterMetrics()
-        self._models: dict[tuple[str, str], FoldIn] = {}
+        self.models = PublishedModels(client, self.keys, self.metrics)
         self._arm_queues: dict[str, UpdateQueue] = {}
-        self._bad_versions: set[tuple[str, str]] = set()
         self._langs: list[str] = list(config.langs)
         self._langs_read_at = -float("inf")
         self._pending_read_at = -float("inf")
@@ -118,41 +85,6 @@ class Updater:
         self.updated = 0
         """Users written since start (all languages)."""
         self._in_flight: Future | None = None  # the commit running in run()'s helper thread
-
-    # -- models ------------------------------------------------------------------------
-
-    def model(self, lang: str, arm: str = "") -> FoldIn | None:
-        """The item side of ``lang``'s published model (``arm``: of that experiment arm's
-        model), reloaded when its version changed; None when nothing (usable) is
-        published."""
-        keys = self.keys.arm(arm) if arm else self.keys
-        version = model_version(self.client, keys, lang)
-        cached = self._models.get((lang, arm))
-        if version is None:
-            return None
-        if cached is not None and cached.version == version:
-            return cached
-        if (lang, version) in self._bad_versions:
-            return None
-        try:
-            published = read_published_items(self.client, keys, lang)
-            if published is None:
-                return None
-            model = published_model(published.meta, published, partial(
-                read_rows, self.client, keys, lang, published.version))
-        except (KeyError, ValueError) as exc:
-            self._bad_versions.add((lang, version))
-            log.error("unusable published model; users stay pending until the next publish",
-                      extra={"fields": {"lang": lang, "version": version, "error": str(exc)}})
-            return None
-        self._models[(lang, arm)] = model
-        self.metrics.model_switches.labels(lang).inc()
-        if not arm:  # the language's own model (an experiment arm's has the same items)
-            self.metrics.model_items.labels(lang).set(model.items)
-        log.info("model loaded", extra={"fields": {
-            "lang": lang, "arm": arm or None, "version": model.version, "items": model.items,
-            "factors": model.factors, "previous": cached.version if cached else None}})
-        return model
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -167,7 +99,7 @@ class Updater:
 
     def prepare(self, lang: str) -> Prepared | None:
         """Claim and solve a batch of ``lang`` (None: nothing pending or no model)."""
-        model = self.model(lang)
+        model = self.models.get(lang)
         if model is None:
             return None
         claim = self._claim(lang)
@@ -177,7 +109,8 @@ class Updater:
         try:
             parts = []
             for part_model, queue, part in self._by_arm(lang, model, claim):
-                batch, no_factors = self._solve(part_model, part)
+                batch, no_factors = solve(self.client, self.keys, part_model, part,
+                                          self.config.top_n, self.metrics)
                 parts.append(Prepared(part, part_model.version, batch, no_factors, started,
                                       queue))
         except BaseException:
@@ -216,7 +149,7 @@ class Updater:
         models = {"": model}
 
         def live(arm: str) -> bool:
-            models[arm] = self.model(lang, arm)
+            models[arm] = self.models.get(lang, arm)
             return models[arm] is not None
 
         return [(models[arm], self._arm_queue(arm) if arm else None, part)
@@ -270,39 +203,6 @@ class Updater:
         # Whatever stopped this batch, let others take its users now rather than at expiry.
         with contextlib.suppress(redis.RedisError):
             self.queue.release(claim)
-
-    def _solve(self, model: FoldIn, claim: Claim) -> tuple[BatchWrite, int]:
-        raw = read_views(self.client, self.keys, claim.lang, claim.users)
-        skip = self._unreadable(claim, raw)
-        views = model.views_from_arrays(*views_arrays(raw))
-        factors = model.fold_in(views)
-        # Spare candidates: the commit drops resources hidden since the model was trained.
-        members, scores = model.recommend(factors, views, self.config.top_n + SPARE_CANDIDATES)
-        known = np.diff(views.indptr) > 0
-        no_factors = int((~known).sum())
-        if skip is not None:
-            known &= ~skip
-            no_factors -= int(skip.sum())
-        return BatchWrite(factors, known, members, scores, skip), no_factors
-
-    def _unreadable(self, claim: Claim, raw: list) -> np.ndarray | None:
-        """Users whose views key is not a hash: reported once each and skipped (their
-        factors and recs stay as they are, they leave the queue); ``raw`` gets ``{}`` for
-        them. None when every key was readable (the usual case)."""
-        bad = [i for i, h in enumerate(raw) if isinstance(h, Exception)]
-        if not bad:
-            return None
-        skip = np.zeros(len(raw), dtype=bool)
-        for i in bad:
-            if not isinstance(raw[i], redis.ResponseError):
-                raise raw[i]
-            log.error("skipping a user whose views key cannot be read; fix or delete the key",
-                      extra={"fields": {"lang": claim.lang, "user": claim.users[i],
-                                        "error": str(raw[i])}})
-            raw[i] = {}
-            skip[i] = True
-        self.metrics.skipped.labels(claim.lang, "bad_views_key").inc(len(bad))
-        return skip
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -251,7 +251,7 @@ Command = tuple[str, str, str, Callable[[argparse.ArgumentParser], None]]
 # A handler module is imported only when its command runs, so `recs train` never loads Kafka.
 COMMANDS: list[Command] = [
     # -- streaming
-    ("consume", "consumers.consume:cmd_consume", "Kafka view events -> counts in Redis",
+    ("consume", "consumers.consume_command:cmd_consume", "Kafka view events -> counts in Redis",
      _consume),
     ("update", "consumers.update_command:cmd_update",
      "fold users with new views into the current model between retrains", _update),

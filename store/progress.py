@@ -5,7 +5,7 @@ language, both sides, in one script call). On a Redis Cluster each language has 
 per slot in which it is written (its item side and each slot group of users), each with its
 own progress hash (``item_offsets``, ``group_offsets``); a consumer restarts every partition
 from the minimum over the streams (:func:`restart_points`), so every stream gets every event
-it lacks and its guards skip the ones it holds (consumers/writer.py ``StreamWriter``).
+it lacks and its guards skip the ones it holds (consumers/stream_writer.py ``StreamWriter``).
 Nothing here writes.
 """
 

@@ -2,7 +2,7 @@
 on loopback) reading the session's Kafka broker: counts exactly once per (partition, stream)
 (docs/CLUSTER.md section 0) through a primary SIGKILLed and replaced by its replica, a
 reshard of the slots holding slot groups, and a rebalance between two members; and, with no
-Kafka, the stream writer itself (consumers/writer.py ``StreamWriter``) given a replayed
+Kafka, the stream writer itself (consumers/stream_writer.py ``StreamWriter``) given a replayed
 batch and a stream rolled back on its own.
 
 Expected counts are computed from the events produced. A run has converged when every
@@ -21,8 +21,9 @@ import pytest
 import redis
 
 from consumers.batch import PartitionState, StreamBatch
+from consumers.dead_letters import DeadLetters
 from consumers.metrics import ConsumerMetrics
-from consumers.writer import DeadLetters, StreamWriter
+from consumers.stream_writer import StreamWriter
 from recs.localstack_process import LOOPBACK, wait_until
 from store.cluster_keys import layout
 from store.connection import connect

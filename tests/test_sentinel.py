@@ -4,7 +4,7 @@ the session's Kafka broker while the primary is SIGKILLed and the Sentinels prom
 replica that lost the primary's latest writes, and ``recs serve`` reading through the
 Sentinels across a failover. Counts must end exact: the lost writes took their offsets with
 them, and the consumer's guarded script and idle check replay from what the new primary
-holds (the rollback handling of consumers/consume.py, unchanged)."""
+holds (the rollback handling of consumers/replay.py, unchanged)."""
 
 from __future__ import annotations
 
