@@ -1,13 +1,16 @@
 """A take-down on a Redis Cluster vs one Redis, same run: hide one resource held by many
 published user lists (N users, laid out as tests/test_cluster_control.py's ``publish``),
 then time the control step (item side + every slot group's ``group_hidden``) and the settle
-(scan of every group's ``published_users``, refill per group) on each.
+(scan of every group's ``published_users``, refill per group) on each; then a forget of one
+user and one of 100 users in one call (on a cluster the group step is WAITed for on each
+node's replica before the counts are taken back).
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/cluster_hide.py --users 20000
 
 Prints one JSON line per store: seconds of the control step, of the settle (find, refill)
-and in all, and the lists refilled. The cluster is tests/redis_cluster.py's (3 primaries +
-3 replicas on loopback), the single node a plain redis-server; both on this machine.
+and in all, the lists refilled, and seconds of the two forgets. The cluster is
+tests/redis_cluster.py's (3 primaries + 3 replicas on loopback), the single node a plain
+redis-server; both on this machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from tests.redis_cluster import RedisCluster
 from tests.test_cluster_control import LANG, _most_listed, publish, user_lists
 from trainer.pipeline.takedown import settle
 
+FORGETS = 100
+"""Users forgotten in one call after the hide (their groups' step WAITed for on a cluster)."""
+
 
 def measure(client, users: int) -> dict:
     keys = layout(client)
@@ -37,7 +43,13 @@ def measure(client, users: int) -> dict:
     t1 = time.perf_counter()
     report = settle(client, keys, LANG)
     t2 = time.perf_counter()
+    Control(client, keys).run([ControlOp("forget", "user-1", LANG)])
+    t3 = time.perf_counter()
+    Control(client, keys).run([ControlOp("forget", f"user-{u}", LANG)
+                               for u in range(2, 2 + FORGETS)])
+    t4 = time.perf_counter()
     return {"control_s": round(t1 - t0, 4), "settle_s": round(t2 - t1, 3),
+            "forget_one_s": round(t3 - t2, 4), f"forget_{FORGETS}_s": round(t4 - t3, 4),
             "find_s": report.seconds.get("find"), "refill_s": report.seconds.get("refill"),
             "total_s": round(t2 - t0, 3), "user_lists_refilled": report.users_refilled,
             "similar_refilled": report.similar_refilled}
