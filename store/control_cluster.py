@@ -12,11 +12,16 @@ Invariants:
   step on no list writer keeps the resource, as on one Redis.
 - forget: one GROUP_LUA call on the user's group removes every trace and the tombstone
   (scored with the group's ``seq``) and parks the views it removed in the group's
-  ``forget_pending``; that step is on the node's replica (WAIT, store/replicas.py) before
-  :data:`TAKE_BACK_LUA` takes the views from ``item_views`` on the item side, recording the
-  forget's id in ``forget_done`` in the same step, and the parked entry is dropped last
-  (:func:`finish_forgets`). A retry at any point finishes what is parked
+  ``forget_pending``; :data:`TAKE_BACK_LUA` then takes the views from ``item_views`` on the
+  item side, recording the forget's id in ``forget_done`` in the same step, and the parked
+  entry is dropped last (:func:`finish_forgets`). A retry at any point finishes what is parked
   and never subtracts twice.
+- durable before the next step: every slot's step goes over one connection to its node
+  with a WAIT for the node's replica (store/replicas.py), so the take-back follows a group
+  step the replica holds, and the consumer's guard (set last) moves only past events every
+  slot's replica holds: a failover keeps what the consumer's offsets say is done, and a
+  restart from them loses nothing. A replica behind for longer than :data:`WAIT_TRIES`
+  WAITs (frozen, cut off) is not waited for, with a warning.
 - exactly once per stream: each slot keeps the control topic's progress per partition
   (``item_offsets`` / ``group_offsets``, field partition -> next offset applied there), and
   its script applies an event only at or past that offset and moves it in the same step.
@@ -163,12 +168,12 @@ return {}
 TAKE_BACK_PAIRS = 50
 """Parked forgets one TAKE_BACK_LUA call gives back (each a few hundred increments)."""
 
-FORGET_WAIT_TRIES = 10
-"""WAITs of REPLICA_WAIT_MS each a forget's group step gets for its replica (a replica
-that stays behind longer, frozen or cut off, must not stop the control stream)."""
+WAIT_TRIES = 10
+"""WAITs of REPLICA_WAIT_MS each a slot's step gets for its replica (a replica that stays
+behind longer, frozen or cut off, must not stop the control stream)."""
 
 MOVE_RETRIES = 3
-"""Sends again of a group step whose slot moves or whose node is gone."""
+"""Sends again of a slot's step whose slot moves or whose node is gone."""
 
 
 class ClusterControl:
@@ -177,7 +182,6 @@ class ClusterControl:
     def __init__(self, client, keys: Keys) -> None:
         self.client, self.keys = client, keys
         self._guard = client.register_script(CHECK_AND_SET_LUA)
-        self._item = client.register_script(ITEM_LUA)
 
     def apply(self, guard_key: str, guards: Sequence[Guard],
               ops: Sequence[ControlOp]) -> dict[str, str | None]:
@@ -210,63 +214,56 @@ class ClusterControl:
         keys = self.keys
         takedowns = [op for op in ops if op.action != "forget"]
         if takedowns:  # the item side first: from then on no list writer keeps it
-            self._item(keys=[keys.hidden(lang), keys.published_items(lang),
-                             keys.trending(lang), keys.takedown_work(lang),
-                             keys.takedown_seq(lang), keys.item_offsets(lang, *stream),
-                             *(keys.similar(lang, op.target) for op in takedowns)],
-                       args=[x for op in takedowns for x in _op_args(op)])
+            item_keys = [keys.hidden(lang), keys.published_items(lang), keys.trending(lang),
+                         keys.takedown_work(lang), keys.takedown_seq(lang),
+                         keys.item_offsets(lang, *stream),
+                         *(keys.similar(lang, op.target) for op in takedowns)]
+            args = [x for op in takedowns for x in _op_args(op)]
+            replicated(self.client, item_keys[0], lambda pipe: pipe.execute_command(
+                "EVAL", ITEM_LUA, len(item_keys), *item_keys, *args))
         forgets: dict[int, list[ControlOp]] = {}
         for op in ops:
             if op.action == "forget":
                 forgets.setdefault(keys.group_of(op.target), []).append(op)
-        if takedowns:
-            pipe = self.client.pipeline(transaction=False)
-            for group in keys.slot_groups():
-                if group.group not in forgets:
-                    _group_call(pipe, group, lang, stream, takedowns, [])
-            pipe.execute()
+        by_node: dict[str, list[tuple[Keys, list[ControlOp], list[ControlOp]]]] = {}
+        for group in keys.slot_groups():
+            mine = forgets.get(group.group, [])
+            if takedowns or mine:
+                node = self.client.get_node_from_key(group.seq(lang)).name
+                by_node.setdefault(node, []).append(
+                    (group, [op for op in ops if op.action != "forget" or op in mine], mine))
+        for calls in by_node.values():
+            def commands(pipe, calls=calls):
+                for group, group_ops, mine in calls:
+                    _group_call(pipe, group, lang, stream, group_ops, mine)
+            replicated(self.client, calls[0][0].seq(lang), commands)
         if forgets:
-            self._forget_groups(lang, stream, ops, forgets)
             finish_forgets(self.client, keys, lang, list(forgets))
 
-    def _forget_groups(self, lang: str, stream: tuple[str, str], ops: list[ControlOp],
-                       forgets: dict[int, list[ControlOp]]) -> None:
-        """The group step of the groups with forgets, node by node, WAITed for on the
-        node's replica before the item side takes the counts back: a failover that lost the
-        group step after the take-back would bring the views back without their totals."""
-        by_node: dict[str, list[Keys]] = {}
-        for g in sorted(forgets):
-            group = self.keys.in_group(g)
-            by_node.setdefault(self.client.get_node_from_key(group.seq(lang)).name,
-                               []).append(group)
-        for groups in by_node.values():
-            def commands(pipe, groups=groups):
-                for group in groups:
-                    mine = forgets[group.group]
-                    _group_call(pipe, group, lang, stream,
-                                [op for op in ops if op.action != "forget" or op in mine], mine)
-            self._replicated(groups[0].seq(lang), commands)
 
-    def _replicated(self, key: str, commands) -> None:
-        """:func:`store.replicas.on_primary`, sent again while the slot moves (each op is
-        due once per slot; an unguarded forget sent again finds nothing more to remove)."""
-        for attempt in range(MOVE_RETRIES + 1):
-            try:
-                _replies, safe = on_primary(self.client, key, commands, FORGET_WAIT_TRIES)
-                break
-            except redis.ConnectionError:
-                if attempt == MOVE_RETRIES:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-        if not safe:
-            log.warning("a forget is not on the replica yet; taking its counts back anyway",
-                        extra={"fields": {"key": key}})
+def replicated(client, key: str, commands) -> list:
+    """:func:`store.replicas.on_primary` with :data:`WAIT_TRIES`, sent again while the slot
+    moves or its node is replaced (each op is due once per slot; a take-back once per
+    forget id; an unguarded forget sent again finds nothing more to remove)."""
+    for attempt in range(MOVE_RETRIES + 1):
+        try:
+            replies, safe = on_primary(client, key, commands, WAIT_TRIES)
+            break
+        except redis.ConnectionError:
+            if attempt == MOVE_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    if not safe:
+        log.warning("a control step is not on the replica yet; going on",
+                    extra={"fields": {"key": key}})
+    return replies
 
 
 def _group_call(pipe, group: Keys, lang: str, stream: tuple[str, str],
                 ops: list[ControlOp], forgets: list[ControlOp]) -> None:
-    """One :data:`GROUP_LUA` call of slot group ``group`` queued on ``pipe`` (EVAL, not
-    EVALSHA: a node a reshard or failover brings has no script cache to miss)."""
+    """One :data:`GROUP_LUA` call of slot group ``group`` queued on ``pipe``, a node's
+    pipeline (EVAL, not EVALSHA: a node a reshard or failover brings has no script cache
+    to miss)."""
     call_keys = [group.group_hidden(lang), group.group_offsets(lang, *stream),
                  group.dirty(lang), group.touched(lang), group.claims(lang),
                  group.users(lang), group.published_users(lang), group.forgotten(lang),
@@ -274,8 +271,8 @@ def _group_call(pipe, group: Keys, lang: str, stream: tuple[str, str],
     for op in forgets:
         call_keys += [group.views(lang, op.target), group.factors(lang, op.target),
                       group.recs(lang, op.target)]
-    pipe.execute_command("EVAL", GROUP_LUA, len(call_keys), *call_keys,  # a cluster pipeline
-                         *(x for op in ops for x in _op_args(op)))  # has no eval()
+    pipe.execute_command("EVAL", GROUP_LUA, len(call_keys), *call_keys,
+                         *(x for op in ops for x in _op_args(op)))
 
 
 def _op_args(op: ControlOp) -> tuple:
@@ -304,7 +301,6 @@ def finish_forgets(client, keys: Keys, lang: str, groups: Sequence[int] | None =
     pipe = client.pipeline(transaction=False)
     for group in chosen:
         pipe.hgetall(group.forget_pending(lang))
-    script = client.register_script(TAKE_BACK_LUA)
     side = [keys.item_views(lang), keys.trending_seen(lang), keys.forget_done(lang)]
     given = 0
     for group, parked in zip(chosen, pipe.execute(), strict=True):
@@ -312,7 +308,8 @@ def finish_forgets(client, keys: Keys, lang: str, groups: Sequence[int] | None =
             continue
         pairs = [x for item in parked.items() for x in item]
         for s in range(0, len(pairs), 2 * TAKE_BACK_PAIRS):
-            given += int(script(keys=side, args=[int(time.time() * 1000),
-                                                 *pairs[s:s + 2 * TAKE_BACK_PAIRS]]))
+            args = [int(time.time() * 1000), *pairs[s:s + 2 * TAKE_BACK_PAIRS]]
+            given += int(replicated(client, side[0], lambda pipe, args=args: pipe.execute_command(
+                "EVAL", TAKE_BACK_LUA, len(side), *side, *args))[0])
         client.hdel(group.forget_pending(lang), *parked)
     return given

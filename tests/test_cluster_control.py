@@ -241,6 +241,31 @@ def test_a_forget_is_on_the_replica_before_its_counts_are_taken_back(cluster, ma
         reader.close()
 
 
+def test_a_control_event_is_on_the_replicas_before_the_consumer_offsets_move(cluster, many):
+    """A hide as ``recs control`` writes it (guarded by the consumer's offsets) with the
+    replica of the item side's node paused: the write returns, its guard set, only once that
+    replica holds the take-down, so a failover cannot lose an event the consumer's offsets
+    call done (the consumer restarts from them)."""
+    url, client = many
+    publish(client, 30)
+    keys = layout(client)
+    hidden = keys.hidden(LANG)
+    replica = cluster.replica_of(cluster.node(client.get_node_from_key(hidden).name))
+    reader, paused = replica.client(), replica.client()
+    guard = Keys().offsets("control-test", "resource-changes")
+    try:
+        reader.execute_command("READONLY")
+        paused.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        applied = Control(client, keys).write(
+            guard, [(0, None, 1)], [ControlOp("hide", "3", LANG, "spam", at=(0, 0))])
+        assert applied.refused == {}
+        assert reader.hexists(hidden, "3")
+        assert client.hget(guard, "0") == b"1"
+    finally:
+        paused.close()
+        reader.close()
+
+
 @pytest.mark.integration
 def test_control_events_apply_once_on_a_cluster_when_sent_again(many, broker, start_recs):
     url, client = many
