@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 
@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from store.groups import GroupSeqs, per_primary, preload, script_call
+from store.groups import GroupSeqs, per_primary, preload, script_call, split_users
 from store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -227,12 +227,60 @@ def _frame(lang: str, user_ids: list[str], sizes: list[np.ndarray],
     })
 
 
-def read_views_of(client: redis.Redis, keys: Keys, lang: str, users: list[str]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The counts of ``users`` in one script call (:data:`READ_VIEWS`, unchecked: for the
-    Spark executors' reads): (views per user, (resource_id, count) rows), int64."""
-    sizes, flat = client.register_script(READ_VIEWS)(keys=[keys.views(lang, u) for u in users])
-    return _parse_ints(sizes), _parse_ints(flat).reshape(-1, 2)
+def views_reader(client: redis.Redis, keys: Keys, lang: str, chunk: int = 250
+                 ) -> Callable[[list[str]], tuple[list[str], np.ndarray, np.ndarray]]:
+    """For the Spark executors' reads: a function ``users`` -> (the users in the order
+    read, views per user in that order, (resource_id, count) rows), int64, by
+    :data:`READ_VIEWS` (unchecked). ``users`` are split by slot group (one group on one
+    Redis), a script call per ``chunk`` users of one group (its keys share one slot), the
+    calls of one ``users`` pipelined. The script is loaded on every primary once, here."""
+    script = client.register_script(READ_VIEWS)
+    preload(client, script)
+
+    def read(users: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        pipe, order = client.pipeline(transaction=False), []
+        for group, part in split_users(keys, users).items():
+            for s in range(0, len(part), chunk):
+                order.extend(part[s:s + chunk])
+                script_call(pipe, script, [group.views(lang, u) for u in part[s:s + chunk]],
+                            [])
+        replies = pipe.execute() if order else []
+        sizes = [_parse_ints(size) for size, _ in replies]
+        flats = [_parse_ints(flat) for _, flat in replies]
+        return (order, np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64),
+                (np.concatenate(flats) if flats else np.zeros(0, dtype=np.int64)).reshape(-1, 2))
+    return read
+
+
+@dataclass
+class UserIds:
+    """What :func:`read_user_ids` read, per slot group in the order its docstring says."""
+
+    seqs: GroupSeqs
+    """Each group's ``seq`` read before that group's user ids."""
+    pending: list[str]
+    """Users the updater had pending in any group, read before that group's user ids."""
+    users: list[str]
+    """Every user id of ``users(lang)``, group after group."""
+
+
+def read_user_ids(client: redis.Redis, keys: Keys, lang: str) -> UserIds:
+    """Per slot group of ``lang``, in this order: its ``seq`` S_g, the users it has
+    pending, then its user ids (no counts). The Spark executors read those users' counts
+    after this returns, so every view of a batch up to S_g is in what they read: the order
+    :func:`read_counts` keeps. On one Redis one group; on a cluster the groups of each
+    primary in a thread per primary (``store.groups``)."""
+    def one(group: Keys) -> _GroupRead:
+        out = _GroupRead(seq=read_seq(client, group, lang),
+                         pending=read_pending(client, group, lang))
+        out.users = [u for batch in iter_user_ids(client, group, lang) for u in batch]
+        return out
+
+    reads = per_primary(client, keys, lang, one)
+    ordered = [reads[g] for g in keys.slot_groups()]
+    return UserIds(seqs=GroupSeqs({g: r.seq for g, r in reads.items()}),
+                   pending=sorted(u for r in ordered for u in r.pending),
+                   users=[u for r in ordered for u in r.users])
 
 
 MAX_VIEWS = 2**53 - 1

@@ -20,6 +20,17 @@
 5. The driver does the one switch, the removal of what the new model no longer covers, and
    the hand-over to the updater, as ``trainer.pipeline.retrain`` does.
 
+On a Redis Cluster (docs/CLUSTER.md) the same steps run per slot group, with the functions
+the driver path uses: the driver reads each group's ``seq`` S_g, then its pending users,
+then its user ids (``store.snapshot.read_user_ids``) before any executor reads a count;
+executors name keys by ``store.cluster_keys.layout`` of their own client (a cluster client
+for a ``redis+cluster://`` URL), read a slice's users split by group (one group's keys per
+script call), and write users' lists per group, each with its S_g (``Publisher``); the
+lock they check is the item side's ``train_lock``, which the switch WATCHes. The switch,
+its copies into every group, the removal and the hand-over (per group, each with its S_g:
+``store.handover.hand_over_groups``) are the driver path's. On one Redis there is one
+group and these are the single-node reads and writes.
+
 What the driver still holds (ids and factors, never counts): the user ids (for the
 vocabulary, the list removal and the hand-over) and, for the model file ``recs
 similar/recommend --model`` read, the user factors and the viewed-resource lists (collected
@@ -40,12 +51,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from core.errors import InputError
+from store.cluster_keys import layout
 from store.connection import connect
 from store.control import read_hidden
-from store.handover import requeue_touched
+from store.groups import GroupSeqs
+from store.handover import hand_over_groups
 from store.keys import Keys
 from store.publish import Lists, Publisher
-from store.snapshot import iter_user_ids, read_pending, read_seq, read_views_of
+from store.snapshot import read_user_ids, views_reader
 from store.train_lock import LockFence, LockLost, TrainLock
 from trainer.config import SCALINGS, AlsConfig
 from trainer.data.spark import distributed, session
@@ -82,18 +95,16 @@ def read_counts(spark, redis_url: str, prefix: str, lang: str, user_ids: list[st
 
 def _read_frames(redis_url: str, prefix: str, lang: str, frames, chunk: int = 250):
     """On an executor: the counts of the users in ``frames`` (pandas batches of user ids)
-    as (user_id, resource_id, views) frames, one per script call."""
-    keys = Keys(prefix)
+    as (user_id, resource_id, views) frames, one per batch (read a script call per
+    ``chunk`` users of one slot group, pipelined: ``store.snapshot.views_reader``)."""
     client = connect(redis_url)
     try:
+        read = views_reader(client, layout(client, prefix), lang, chunk)
         for frame in frames:
-            users = frame["user_id"].tolist()
-            for s in range(0, len(users), chunk):
-                part = users[s:s + chunk]
-                sizes, pairs = read_views_of(client, keys, lang, part)
-                owners = np.repeat(np.asarray(part, dtype=object), sizes)
-                yield pd.DataFrame({"user_id": owners, "resource_id": pairs[:, 0],
-                                    "views": pairs[:, 1]})
+            users, sizes, pairs = read(frame["user_id"].tolist())
+            owners = np.repeat(np.asarray(users, dtype=object), sizes)
+            yield pd.DataFrame({"user_id": owners, "resource_id": pairs[:, 0],
+                                "views": pairs[:, 1]})
     finally:
         client.close()
 
@@ -186,8 +197,9 @@ class ListTarget:
     round trip of writes (``store.train_lock.LockFence``), so a driver that lost it stops
     writing on every executor too."""
     token: str
-    seq: int
-    """The consumer seq read before the counts: users forgotten after it get no list."""
+    seq: int | GroupSeqs
+    """The consumer seq read before the counts, per slot group (``store.groups.GroupSeqs``;
+    one number holds for every group): users forgotten after it get no list."""
     n: int
     scoring: ScoringConfig
 
@@ -222,7 +234,8 @@ def _write_frames(frames, item_ids, item_factors, target: ListTarget):
     scored and written a batch at a time; yields the ids written, once all are."""
     scorer = Scorer(item_factors, target.scoring)
     client = connect(target.redis_url)
-    publisher = Publisher(client, Keys(target.prefix), target.lang, seq=target.seq,
+    # The driver's layout: a cluster URL gives a cluster client, so the lists go per group.
+    publisher = Publisher(client, layout(client, target.prefix), target.lang, seq=target.seq,
                           lock=LockFence(client, target.lock_key, target.token))
     written: list[str] = []
 
@@ -255,10 +268,9 @@ def steps(client, keys: Keys, lang: str, settings: RetrainConfig, lock: TrainLoc
     written by Spark executors (see the module docstring): same lock, same outcome."""
     times: dict[str, float] = {}
     with timed(times, "read"):
-        seq, pending = read_seq(client, keys, lang), read_pending(client, keys, lang)
-        user_ids = [u for batch in iter_user_ids(client, keys, lang) for u in batch]
+        ids = read_user_ids(client, keys, lang)  # per group: seq, pending, then the ids
         hidden = list(read_hidden(client, keys, lang))
-        read = read_frame(keys, lang, settings, user_ids, hidden) if user_ids else None
+        read = read_frame(keys, lang, settings, ids.users, hidden) if ids.users else None
     if read is None:
         return RunResult(lang, "empty", {}, f"{lang}: no counts in Redis for this language")
     raw, frame, users, items = read
@@ -271,10 +283,11 @@ def steps(client, keys: Keys, lang: str, settings: RetrainConfig, lock: TrainLoc
     with timed(times, "publish"):
         publisher, model, path, handover = _publish_executors(
             client, keys, lang, settings, lock, (frame, als, users, items, item_factors),
-            seq, pending)
+            ids.seqs, ids.pending)
     frame.unpersist()
     raw.unpersist()
-    fields = {"lang": lang, "version": publisher.version, "seq": seq, "users": len(users),
+    fields = {"lang": lang, "version": publisher.version, "seq": ids.seqs.total,
+              "users": len(users),
               "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
               "spark_io": "executors", "requeued": handover.newer,
               "publish_steps": publisher.report.seconds,
@@ -305,13 +318,14 @@ def read_frame(keys: Keys, lang: str, settings, user_ids: list[str], hidden: lis
     return raw, frame.persist(), users, items
 
 
-def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, seq: int,
-                       pending):
+def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted,
+                       seqs: GroupSeqs, pending):
     """User lists from the executors, then the model file and the rest on the driver, then
-    the hand-over; returns (publisher, model, model file path, hand-over counts)."""
+    the hand-over per slot group with each group's seq (``store.handover``, as the driver
+    path); returns (publisher, model, model file path, hand-over counts)."""
     frame, als, users, items, item_factors = fitted
-    publisher = Publisher(client, keys, lang, lock=lock, seq=seq)
-    target = ListTarget(settings.redis_url, keys.prefix, lang, lock.key, lock.token, seq,
+    publisher = Publisher(client, keys, lang, lock=lock, seq=seqs)
+    target = ListTarget(settings.redis_url, keys.prefix, lang, lock.key, lock.token, seqs,
                         settings.top_n, settings.scoring)
     started = time.perf_counter()
     publisher.add_users_written(write_user_lists(frame, als, items.ids, item_factors, target))
@@ -319,8 +333,8 @@ def _publish_executors(client, keys: Keys, lang: str, settings, lock, fitted, se
     lock.check()
     model = _driver_model(frame, als, users, items, item_factors, settings.spec.als, lang)
     path = save_model(model, settings.model_dir)
-    _publish_rest(publisher, model, settings, seq)
-    handover = requeue_touched(client, keys, lang, seq, pending, publisher.users_written)
+    _publish_rest(publisher, model, settings, seqs)
+    handover = hand_over_groups(client, keys, lang, seqs, pending, publisher.users_written)
     return publisher, model, path, handover
 
 
@@ -339,10 +353,11 @@ def _driver_model(frame, als, users, items, item_factors, config: AlsConfig, lan
 
 
 def _publish_rest(publisher: Publisher, model: ALSModel, settings: RetrainConfig,
-                  seq: int) -> None:
-    """On the driver: similar lists, the switch, the removal of what is no longer covered."""
+                  seqs: GroupSeqs) -> None:
+    """On the driver: similar lists, the switch (and on a cluster its copy into every slot
+    group, ``store.switch``), the removal of what is no longer covered (per group)."""
     scorer = scorer_for(model, settings.scoring)
     publisher.write_similar(similar_batches(model, settings.top_n, scorer))
-    publisher.switch(model_info(model, settings, seq, None), model.items.ids,
+    publisher.switch(model_info(model, settings, seqs.total, None), model.items.ids,
                      model.item_factors)
-    publisher.remove_uncovered(seq)
+    publisher.remove_uncovered(seqs)

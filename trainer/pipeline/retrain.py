@@ -21,7 +21,7 @@ returning one result, each timed by ``trainer.pipeline.timing.timed``:
 7. the ``published`` :class:`~trainer.pipeline.run.RunResult` with every step's figures.
 
 ``--engine spark --spark-io executors`` runs the same steps with the read and the user lists
-on Spark executors (``trainer.pipeline.executors``).
+on Spark executors (``trainer.pipeline.executors``), on one Redis or a Redis Cluster.
 
 Take-downs: hidden resources are left out of the counts read in 1; one hidden during the run
 is dropped by the publish scripts themselves, and the lists they cut are recomputed after the
@@ -108,9 +108,6 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     if settings.spec.model == "rp3beta":
         refuse_spark(settings.spec)  # before the lock: the executors path fits ALS only
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
-        if keys.cluster:
-            raise InputError(f"{lang}: --spark-io executors does not run on a Redis Cluster "
-                             "yet (docs/CLUSTER.md): use --spark-io driver")
         if running_experiment(client, keys, lang) is not None:
             raise InputError(f"{lang}: an experiment is running; its arms are fitted on the "
                              "driver: use --spark-io driver (or stop the experiment)")
