@@ -18,7 +18,10 @@ On a Redis Cluster (docs/CLUSTER.md) a language's users are in slot groups, each
 own ``users``, ``seq`` and queues: :func:`read_counts` reads, per group, its ``seq`` S_g
 first, then its users' views (a chunk's keys are one group's, so one slot), the groups of
 each primary in a thread of their own; the hand-over then runs per group with S_g. On one
-Redis there is one group and the reads are exactly the single-node ones.
+Redis there is one group and the reads are exactly the single-node ones. The Spark
+executors' read keeps the same order: :func:`read_user_ids` (per group S_g, pending, then
+the ids) on the driver before any executor reads, then :func:`views_reader` on the
+executors (a slice of users split by group, so each script call's keys share one slot).
 
 Garbage is never trained on: a views key that is not a hash, a field that is not a
 resource id, or a count that is not an integer in 1..2**53-1 (negative, ``abc``, ``2.5``, an
