@@ -57,6 +57,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--no-aof", action="store_true", help="run redis-server without AOF")
     ap.add_argument("--cluster", action="store_true",
                     help="compare a Redis Cluster with one Redis (see the module docstring)")
+    ap.add_argument("--spark-io", choices=("executors",), default=None,
+                    help="--cluster only: train with --engine spark --spark-io executors "
+                         "(Spark in local[2]) instead of implicit on the driver")
     args = ap.parse_args()
     if args.cluster:
         cluster_vs_one(args)
@@ -385,11 +389,19 @@ def cluster_vs_one(args) -> None:
         cluster_counts(cl, sides["cluster"][1], views, lang)
         print(f"setup: {len(views)} user-resource pairs of {views['user_id'].nunique()} users "
               f"on both in {time.perf_counter() - t:.1f} s")
-        config = AlsConfig(factors=args.factors, iterations=args.iterations)
+        config = AlsConfig(factors=args.factors, iterations=args.iterations,
+                           engine="spark" if args.spark_io else "implicit")
         settings = RetrainConfig(filters=FilterConfig(), spec=ModelSpec(als=config), top_n=20,
-                                 model_dir=str(Path(tmp.name) / "models"), threads=args.threads)
+                                 model_dir=str(Path(tmp.name) / "models"), threads=args.threads,
+                                 spark_io=args.spark_io or "driver")
+        urls = {"one": server.url, "cluster": cluster.url}
+        if args.spark_io:
+            from trainer.data import spark as spark_engine
+            from trainer.settings import SparkConfig
+
+            spark_engine.configure(SparkConfig(master="local[2]"))
         for name, (client, keys, _) in sides.items():
-            first = train_language(client, keys, lang, settings)
+            first = train_language(client, keys, lang, replace(settings, redis_url=urls[name]))
             print(f"first publish on {name} (untimed): {first.message}")
         results: dict[str, list[dict]] = {name: [] for name in sides}
         calls = Calls()
@@ -397,7 +409,8 @@ def cluster_vs_one(args) -> None:
             for name, (client, keys, nodes) in sides.items():
                 executed = commands(nodes)
                 sent, trips, t = calls.commands, calls.round_trips, time.perf_counter()
-                f = train_language(client, keys, lang, settings).fields
+                f = train_language(client, keys, lang,
+                                   replace(settings, redis_url=urls[name])).fields
                 total = time.perf_counter() - t
                 sent, trips = calls.commands - sent, calls.round_trips - trips
                 row = {"read": f["read_seconds"], "fit": f["fit_seconds"],

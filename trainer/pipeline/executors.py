@@ -287,8 +287,8 @@ def steps(client, keys: Keys, lang: str, settings: RetrainConfig, lock: TrainLoc
     frame.unpersist()
     raw.unpersist()
     fields = {"lang": lang, "version": publisher.version, "seq": ids.seqs.total,
-              "users": len(users),
-              "resources": len(items), "nnz": int(model.seen.nnz), "model_file": str(path),
+              "users": len(users), "resources": len(items), "nnz": int(model.seen.nnz),
+              "model_file": str(path),
               "spark_io": "executors", "requeued": handover.newer,
               "publish_steps": publisher.report.seconds,
               **{f"{k}_seconds": v for k, v in times.items()}}
