@@ -12,6 +12,10 @@ next one, compare-and-set, in the same atomic step as the chunk's counts. Hence:
 - two loads of the same file at once cannot both apply a chunk: the second one's guard
   fails and it stops with a message.
 
+On a Redis Cluster the same holds per stream (consumers/backfill_streams.py): each chunk
+goes to the language's item side and to every slot group, each call guarded by that
+stream's own progress for the file, and the record is moved after them.
+
 Digesting the decompressed bytes makes ``views.csv`` and ``views.csv.gz`` the same file.
 
 A chunk is all or nothing: a refused script call (e.g. an internal key of the wrong type)

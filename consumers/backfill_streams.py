@@ -17,8 +17,12 @@ slot groups. A load of a file has one progress hash per stream and *generation* 
   and gets them again, alone. A stream found at or above k+1 skips chunk k (another load,
   or a reply of this one that was lost).
 - ``langs`` holds the language, on its replica, before the first chunk.
-- Nothing here reads or writes ``Keys.backfills`` (consumers/backfill.py keeps that
-  record: display and the generation; the streams decide what is done).
+- The record in ``Keys.backfills`` (its own slot; field and JSON as on one Redis, plus the
+  ``load`` token of the process writing it) is moved compare-and-set after a chunk's calls
+  all landed: it shows "k of n" and names the generation, while the streams decide what is
+  done (the resume point and "already loaded" are the minimum over them). A record moved by
+  another load stops this one with the one-Redis message; one of this same load that went
+  back (its node failed over) is moved on from.
 """
 
 from __future__ import annotations
@@ -178,26 +182,45 @@ def load_streams(client, keys: Keys, path, record: dict, rows: Rows, force: bool
     mark = (state.get("chunks_done"), state.get("complete")) if mine else None
     streams.register()
     counts = Counts(client, keys)
-    resumed_at = k = streams.done()
+    resumed_at = k = min(streams.done(), chunks)
     while True:
         if mark != (k, k == chunks):
-            new_json = record_json(record, k)
-            guards = [(field, held, new_json)]
-            applied = apply_with_retry(lambda g=guards: cluster_transient(lambda: counts.call(
-                *progress_call(keys.backfills, g))), k, chunks, ATTEMPTS)
-            refused_by_another(applied.refused, field, new_json, path, lang)
-            held, mark = new_json, (k, k == chunks)
-        if k >= chunks:
+            held = move_record(counts, keys, path, record, held, k)
+            mark = (k, k == chunks)
+        if k == chunks:
             break
         # Retried inside, per call; here only worded for the user.
         report_parked(apply_with_retry(lambda k=k: streams.write(k, rows.chunk(k)), k, chunks,
                                        attempts=1), path)
-        k = streams.done()
+        k = min(streams.done(), chunks)
         if on_chunk is not None:
             on_chunk(k, chunks)
     return BackfillResult(field=field, pairs=record["pairs"], views=record["views"],
                           chunks=chunks, chunks_applied=chunks - resumed_at,
                           resumed_at=resumed_at, run=streams.run)
+
+
+def move_record(counts: Counts, keys: Keys, path, record: dict, held: str | None,
+                done: int) -> str:
+    """The record in ``backfills`` moved from ``held`` to ``done`` chunks, compare-and-set;
+    returns what it holds now. Found holding a record of this same load (or none), its
+    node failed over and lost our last move: moved on from that. Another load's record:
+    the user is told and this load stops."""
+    field, chunks = f"{record['lang']}:{record['sha256']}", record["chunks"]
+    new_json = record_json(record, done)
+    for _ in range(2):
+        guards = [(field, held, new_json)]
+        applied = apply_with_retry(lambda g=guards: cluster_transient(lambda: counts.call(
+            *progress_call(keys.backfills, g))), done, chunks, ATTEMPTS)
+        if not applied.refused:
+            return new_json
+        there = applied.refused.get(field)
+        if there == new_json or there is not None and \
+                orjson.loads(there).get("load") != record["load"]:
+            break
+        held = there
+    refused_by_another(applied.refused, field, new_json, path, record["lang"])
+    return new_json
 
 
 def read_record(client, keys: Keys, field: str) -> tuple[str | None, dict | None]:
@@ -219,7 +242,10 @@ def generation(client, keys: Keys, path, record: dict, state: dict | None,
     while True:
         streams = ChunkStreams(client, keys, lang, record["sha256"], run)
         streams.read()
-        if streams.done() < chunks or (run == recorded and not state.get("complete")):
+        # The record's own run is done by the record's chunking (a resume must keep it).
+        own = run == recorded
+        need = int(state.get("chunks", chunks)) if own else chunks
+        if streams.done() < need or (own and not state.get("complete")):
             break
         run, advanced = run + 1, True
     if advanced and not streams.started() and not force:
