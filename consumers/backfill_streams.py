@@ -76,6 +76,7 @@ class ChunkStreams:
         self.item, *self.groups = stream_keys(keys, lang, BACKFILL_GROUP,
                                               stream_topic(digest, run))
         self.held: dict[str, int] = {}
+        self.went_back: dict[str, int] = {}
         self.script = client.register_script(APPLY_LUA)
         self.calls = 0
 
@@ -125,6 +126,11 @@ class ChunkStreams:
         pending = [(g, name) for g, name in enumerate(self.groups) if self.held[name] == k]
         while pending:
             parked += self._retry(lambda: self._send_groups(pending, k, by_group))
+        if self.went_back:
+            log.warning("streams' progress went back (their node lost writes); their chunks "
+                        "are written again", extra={"fields": {"chunk": k,
+                                                               "streams": self.went_back}})
+            self.went_back = {}
         return parked
 
     def _send_groups(self, pending: list, k: int, by_group: dict) -> list[Parked]:
@@ -154,9 +160,7 @@ class ChunkStreams:
             held = applied.refused.get(FIELD)
             self.held[name] = int(held or 0)
             if self.held[name] < k:
-                log.warning("a stream's progress went back (its node lost writes); "
-                            "its chunks are written again", extra={"fields": {
-                                "stream": name, "held": self.held[name], "chunk": k}})
+                self.went_back[name] = self.held[name]
             return []
         self.held[name] = k + 1
         return applied.parked
