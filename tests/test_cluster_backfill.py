@@ -3,8 +3,10 @@
 key by key (names with their hash tags taken out); a load killed between chunks or inside
 one resumes and ends exact; a completed file is refused and ``--force`` adds it again; a
 slot group whose progress went back (its shard lost its last chunk) gets only that chunk
-again; two loads at once never apply a chunk twice; a primary SIGKILLed mid-load with its
-replica frozen (the loss is certain) ends exact."""
+again; a load killed after its last chunk but before its record only finishes the record;
+two loads at once never apply a chunk twice; a poisoned user is parked in its slot group and
+repaired; a primary SIGKILLed mid-load with its replica frozen (the loss is certain) ends
+exact."""
 
 from __future__ import annotations
 
@@ -265,3 +267,26 @@ def test_a_primary_killed_mid_load_loses_chunks_and_the_load_ends_exact(fresh_cl
             keys.views("en", user)).items()} == views
     assert set(progress(client, file_digest(path)).values()) == {-(-len(rows) // 100)}
     client.close()
+
+
+def test_a_load_killed_after_its_last_chunk_but_before_its_record_is_finished(cl, tmp_path):
+    """Every stream holds every chunk, the record still says one short: the next run moves
+    the record to complete, writes nothing, and refuses nothing."""
+    path = write_csv(tmp_path / "views.csv", ROWS)
+    keys = layout(cl)
+
+    def killed_before_the_record(done, total):
+        if done == total:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        backfill(cl, keys, path, "en", chunk_pairs=3, on_chunk=killed_before_the_record)
+    field = f"en:{file_digest(path)}"
+    assert orjson.loads(cl.hget(keys.backfills, field))["chunks_done"] == 2
+    result = backfill(cl, keys, path, "en", chunk_pairs=3)
+    assert (result.resumed_at, result.chunks_applied, result.run) == (3, 0, 1)
+    assert orjson.loads(cl.hget(keys.backfills, field))["complete"]
+    assert cl.hgetall(keys.item_views("en")) == {str(k): str(v)
+                                                 for k, v in expected(ROWS)[1].items()}
+    with pytest.raises(InputError, match="already loaded"):
+        backfill(cl, keys, path, "en", chunk_pairs=3)
