@@ -12,6 +12,10 @@ next one, compare-and-set, in the same atomic step as the chunk's counts. Hence:
 - two loads of the same file at once cannot both apply a chunk: the second one's guard
   fails and it stops with a message.
 
+On a Redis Cluster the same holds per stream (consumers/backfill_streams.py): each chunk
+goes to the language's item side and to every slot group, each call guarded by that
+stream's own progress for the file, and the record is moved after them.
+
 Digesting the decompressed bytes makes ``views.csv`` and ``views.csv.gz`` the same file.
 
 A chunk is all or nothing: a refused script call (e.g. an internal key of the wrong type)
@@ -28,22 +32,28 @@ import gzip
 import hashlib
 import logging
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import orjson
 import pandas as pd
-import redis
 
-from consumers.retry import backoff, retry_redis
+from consumers.backfill_chunks import (
+    BackfillResult,
+    Rows,
+    apply_with_retry,
+    now,
+    record_json,
+    refused_by_another,
+    report_parked,
+)
+from consumers.backfill_streams import load_streams
 from core.contract import CONTROL_CHARACTERS, MAX_CSV_COUNT, valid_lang
-from core.errors import InputError, RecsError
+from core.errors import InputError
 from core.progress import Progress
+from store.cluster_keys import layout
 from store.connection import connect
-from store.counts import Applied, Counts, Parked
+from store.counts import Counts
 from store.keys import Keys
 from trainer.data.extracts import load_views
 
@@ -52,21 +62,6 @@ log = logging.getLogger("recs.backfill")
 CHUNK_PAIRS = 20000
 """(user, resource) pairs per atomic step: big enough to be quick, small enough that one
 script call holds Redis for only tens of milliseconds."""
-
-
-@dataclass
-class BackfillResult:
-    field: str
-    """The progress record's field in Keys.backfills."""
-    pairs: int
-    views: int
-    chunks: int
-    chunks_applied: int
-    """Chunks written by this run (fewer than ``chunks`` when it resumed)."""
-    resumed_at: int
-    """Chunks a previous, interrupted run had already written."""
-    run: int
-    """1 for the first load of the file, 2 for the first forced reload..."""
 
 
 def file_digest(path: str | Path) -> str:
@@ -96,42 +91,39 @@ def backfill(client, keys: Keys, path: str | Path, lang: str, *, force: bool = F
         raise InputError(f"{path}: no data rows (a header only, or every row skipped); "
                          "nothing loaded, nothing recorded")
     chunks = max(1, -(-pairs // chunk_pairs))
-
-    field = f"{lang}:{digest}"
-    held, state, done, run = _progress(client, keys, field, path, lang, force,
-                                       pairs, chunk_pairs, chunks)
-    record = {"file": str(path), "lang": lang, "sha256": digest, "run": run, "pairs": pairs,
+    record = {"file": str(path), "lang": lang, "sha256": digest, "run": 1, "pairs": pairs,
               "views": views, "users": int(df["user_id"].nunique()),
               "items": int(df["resource_id"].nunique()), "chunk_pairs": chunk_pairs,
-              "chunks": chunks, "started_at": (state or {}).get("started_at") if done else
-              _now()}
+              "chunks": chunks}
+    rows = Rows(df["user_id"].tolist(), df["resource_id"].tolist(), df["views"].tolist(),
+                chunk_pairs)
+    load = load_streams if keys.cluster else _load_one
+    return load(client, keys, path, record, rows, force, on_chunk)
+
+
+def _load_one(client, keys: Keys, path, record: dict, rows: Rows, force: bool,
+              on_chunk) -> BackfillResult:
+    """One Redis: each chunk and the record's move in one script call."""
+    lang, chunks = record["lang"], record["chunks"]
+    field = f"{lang}:{record['sha256']}"
+    held, state, done, run = _progress(client, keys, field, path, lang, force,
+                                       record["pairs"], rows.chunk_pairs, chunks)
+    record = dict(record, run=run, started_at=(state or {}).get("started_at") if done else
+                  now())
     counts = Counts(client, keys)
-    users = df["user_id"].tolist()
-    items = df["resource_id"].tolist()
-    counts_ = df["views"].tolist()
-    resumed_at = done
     for i in range(done, chunks):
-        lo, hi = i * chunk_pairs, min((i + 1) * chunk_pairs, pairs)
-        batch: dict[str, dict[int, int]] = {}
-        for user, rid, n in zip(users[lo:hi], items[lo:hi], counts_[lo:hi], strict=True):
-            batch.setdefault(user, {})[rid] = n
-        last = i + 1 == chunks
-        new = dict(record, chunks_done=i + 1, complete=last,
-                   **({"loaded_at": _now()} if last else {}))
-        new_json = orjson.dumps(new).decode()
-        applied = _apply_with_retry(counts, keys, field, held, new_json, {lang: batch}, i,
-                                    chunks)
-        failed = applied.refused
-        _report_parked(applied.parked, path)
-        if failed and failed.get(field) != new_json:  # (== : our own retried call landed)
-            raise InputError(
-                f"{path}: another load of this file into {lang!r} changed its progress while "
-                "this one ran; nothing was counted twice. Run the command again to resume.")
+        new_json = record_json(record, i + 1)
+        applied = apply_with_retry(
+            lambda h=held, j=new_json, i=i: counts.write(keys.backfills, [(field, h, j)],
+                                                         {lang: rows.chunk(i)}), i, chunks)
+        report_parked(applied.parked, path)
+        refused_by_another(applied.refused, field, new_json, path, lang)
         held = new_json
         if on_chunk is not None:
             on_chunk(i + 1, chunks)
-    return BackfillResult(field=field, pairs=pairs, views=views, chunks=chunks,
-                          chunks_applied=chunks - resumed_at, resumed_at=resumed_at, run=run)
+    return BackfillResult(field=field, pairs=record["pairs"], views=record["views"],
+                          chunks=chunks, chunks_applied=chunks - done, resumed_at=done,
+                          run=run)
 
 
 def _read(path: str | Path, skip_bad_rows: bool) -> tuple[str, pd.DataFrame]:
@@ -176,31 +168,6 @@ def _progress(client, keys: Keys, field: str, path, lang: str, force: bool, pair
     return held, state, done, run
 
 
-def _apply_with_retry(counts: Counts, keys: Keys, field: str, held: str | None, new_json: str,
-                      views: dict, i: int, chunks: int, attempts: int = 5) -> Applied:
-    """One chunk, retried over short Redis outages (``attempts`` calls at most). Resending is
-    safe: the progress guard refuses a chunk that already landed (the caller recognises its
-    own record)."""
-    try:
-        return retry_redis(lambda: counts.write(keys.backfills, [(field, held, new_json)], views),
-                           time.sleep, islice(backoff(0.2, 3.0), attempts - 1), log)
-    except redis.ResponseError as exc:
-        raise RecsError(f"Redis refused chunk {i + 1} of {chunks} ({exc}); nothing of it "
-                        "was written and it is not recorded as done: fix that, then run "
-                        "the same command again to resume") from None
-    except redis.RedisError as exc:
-        raise RecsError(f"Redis unavailable ({exc}) after {i} of {chunks} chunks; "
-                        "run the same command again to resume") from None
-
-
-def _report_parked(parked: list[Parked], path) -> None:
-    for p in parked:
-        log.error("views parked in the quarantine: their key refuses increments; fix or "
-                  "delete it, then run `recs repair`", extra={"fields": {
-                      "file": str(path), "lang": p.lang, "user": p.user or None,
-                      "reason": p.reason}})
-
-
 def _drop_control_characters(df: pd.DataFrame, path, skip_bad_rows: bool) -> pd.DataFrame:
     """The contract forbids control characters in user ids; the CSV reader allows them."""
     bad = df["user_id"].astype(str).str.contains(CONTROL_CHARACTERS).to_numpy()
@@ -214,10 +181,6 @@ def _drop_control_characters(df: pd.DataFrame, path, skip_bad_rows: bool) -> pd.
     return df[~bad].reset_index(drop=True)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def cmd_backfill(args) -> int:
     client = connect(args.redis_url)
     progress: Progress | None = None
@@ -229,8 +192,9 @@ def cmd_backfill(args) -> int:
         progress(done)
 
     try:
-        result = backfill(client, Keys(args.prefix), args.file, args.lang, force=args.force,
-                          skip_bad_rows=args.skip_bad_rows, on_chunk=on_chunk)
+        result = backfill(client, layout(client, args.prefix), args.file, args.lang,
+                          force=args.force, skip_bad_rows=args.skip_bad_rows,
+                          on_chunk=on_chunk)
     finally:
         client.close()
         if progress is not None:

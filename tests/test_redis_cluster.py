@@ -1,7 +1,7 @@
 """The loopback Redis Cluster harness (tests/redis_cluster.py) and ``redis+cluster://``:
-the URL is parsed and reaches a real cluster through redis-py's RedisCluster, while every
-``recs`` command refuses it with one line (exit 2) until the store's scripts are slot-safe
-(docs/CLUSTER.md), instead of failing later with CROSSSLOT."""
+the URL is parsed and reaches a real cluster through redis-py's RedisCluster, while the
+``recs`` commands not made slot-safe yet (``COMMANDS``) refuse it with one line (exit 2)
+instead of failing later with CROSSSLOT (docs/CLUSTER.md)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def test_a_cluster_url_is_parsed():
 
 
 COMMANDS = [["impressions"], ["experiment", "status", "--lang", "en"]]
+"""The commands that still refuse a cluster (``backfill`` runs on one now:
+tests/test_cluster_backfill.py)."""
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():
@@ -84,7 +86,15 @@ def _refusal(err: str) -> str:
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: a[0])
 def test_every_command_refuses_a_cluster_url_with_one_line(argv, capsys):
     assert main([*argv, "--redis-url", URL]) == 2
-    _refusal(capsys.readouterr().err)
+    line = _refusal(capsys.readouterr().err)
+    assert "backfill" in line.split("the commands that do:", 1)[1]  # named as one that runs
+
+
+def test_backfill_is_not_refused(cluster, tmp_path, capsys):
+    path = tmp_path / "views.csv"
+    path.write_text("user_id,resource_id,view_count\nu1,5,2\n")
+    assert main(["backfill", str(path), "--lang", "en", "--redis-url", cluster.url]) == 0
+    assert "loaded 1 (user, resource) rows, 2 views" in capsys.readouterr().out
 
 
 def test_the_variable_is_refused_too_and_by_the_real_process():
