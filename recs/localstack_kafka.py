@@ -373,12 +373,15 @@ class KafkaCluster:
         create_topics(self.bootstrap, topics, replication_factor=self.replication_factor,
                       config=config, client=self.client_config, timeout=timeout)
 
-    def leader(self, topic: str, partition: int) -> int:
-        """The node id leading ``topic``'s ``partition`` now."""
+    def leader(self, topic: str, partition: int) -> int | None:
+        """The node id leading ``topic``'s ``partition`` now; None while the broker asked
+        does not know the partition yet (metadata of a topic just created, or mid-election)."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config})
-        return admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        known = meta.partitions.get(partition) if meta is not None else None
+        return known.leader if known is not None else None
 
     @property
     def kind(self) -> str:

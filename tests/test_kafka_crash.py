@@ -130,7 +130,8 @@ def test_a_partition_leader_sigkilled_on_three_nodes_loses_nothing(tmp_path_fact
         later = bad_messages("after", 40)
         send_mixed(stream, make_events(2000, seed=35, users=300), later, seed=36)
         stream.wait_converged(timeout=120)
-        assert cluster.leader(topic, 0) in (2, 3) and cluster.leader(dlq, 0) in (2, 3)
+        wait_until(lambda: cluster.leader(topic, 0) in (2, 3) and cluster.leader(dlq, 0) in (2, 3),
+                   30, "another node leads both")
         for proc in members:
             proc.check_alive("after the leader change")
 
