@@ -202,3 +202,20 @@ def test_the_readout_and_stop_on_a_cluster_as_on_one_redis(both):
     user = users_of(cl, ck)[0]
     assert RecsClient(cl).for_user_tagged(LANG, user, 5)[2].arm == "default"
     assert report(url_c, "status")["status"] == "stopped"
+
+
+def test_a_hide_during_an_experiment_refills_each_arm_as_on_one_redis(both):
+    (_, cl, ck), (_, one, ok) = both
+    users = users_of(one, ok)
+    before = lists(one, ok, users)
+    counts: dict[int, int] = {}
+    for rows in before.values():
+        for rid, _ in rows:
+            counts[rid] = counts.get(rid, 0) + 1
+    rid = max(counts, key=counts.get)
+    for url, _, _ in both:
+        assert main(["hide", str(rid), "--lang", LANG, "--redis-url", url]) == 0
+    got, want = lists(cl, ck, users), lists(one, ok, users)
+    assert got == want
+    assert all(rid not in [x for x, _ in rows] for rows in got.values())
+    assert got != before  # the holders were refilled (each from their arm's model)
