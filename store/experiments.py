@@ -173,7 +173,7 @@ def start(client: redis.Redis, keys: Keys, experiment: Experiment) -> Experiment
                 break
             except redis.WatchError:
                 continue
-    copy_to_groups(client, keys, experiment.lang, _fields(experiment))
+    copy_experiment(client, keys, experiment.lang, _fields(experiment))
     return None
 
 
@@ -203,7 +203,7 @@ def end(client: redis.Redis, keys: Keys, lang: str, status: str, promoted: str =
                 break
             except redis.WatchError:
                 continue
-    copy_to_groups(client, keys, lang, _fields(ended))
+    copy_experiment(client, keys, lang, _fields(ended))
     for arm in ended.arms[1:]:
         drop_arm(client, keys.arm(arm.name), lang)
     return ended
@@ -233,7 +233,7 @@ return 1
 """
 
 
-def copy_to_groups(client: redis.Redis, keys: Keys, lang: str, fields: dict) -> None:
+def copy_experiment(client: redis.Redis, keys: Keys, lang: str, fields: dict) -> None:
     """On a cluster, the experiment hash ``fields`` into every slot group's copy (module
     docstring); on one Redis the copy is the hash itself: nothing to do."""
     if not keys.cluster or not fields:
@@ -254,7 +254,7 @@ def running_synced(client: redis.Redis, keys: Keys, lang: str) -> Experiment | N
     retrain, before it writes any arm's list)."""
     found = read_experiment(client, keys, lang)
     if found is not None:
-        copy_to_groups(client, keys, lang, _fields(found))
+        copy_experiment(client, keys, lang, _fields(found))
     return found if found is not None and found.running else None
 
 
