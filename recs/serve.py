@@ -385,6 +385,6 @@ def create_app(config: ServeConfig, keys: Keys | None = None) -> Starlette:
     app.state.throttle = Throttle()
     app.state.metrics = Metrics()
     app.state.cache = PageCache()
-    app.state.experiments = ExperimentReports(config.redis_url, keys or Keys(config.prefix),
-                                              app.state.metrics.registry)
+    app.state.experiments = ExperimentReports(config.redis_url, keys,
+                                              app.state.metrics.registry, config.prefix)
     return app

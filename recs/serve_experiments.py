@@ -6,9 +6,9 @@ The report reads every user's counts of the experiment (a HSCAN per arm), so it 
 in a worker thread with a synchronous client and kept ``TTL`` seconds per language: a page
 load or a scrape never costs more than one report per language per TTL.
 
-Experiments do not run on a Redis Cluster (``recs experiment`` refuses ``redis+cluster://``,
-docs/CLUSTER.md): there the readout is no report (the page says so in one line) and no
-gauge, never an error.
+On a Redis Cluster the report reads the same keys under the cluster layout
+(``store.cluster_keys.layout`` of the report's own client, unless keys were given): every
+counter and model hash it reads is on the language's item side.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from html import escape
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from core.redis_urls import ClusterTarget, special
+from store.cluster_keys import layout
 from store.connection import connect
 from store.experiment_report import build_report
 from store.keys import Keys
@@ -36,13 +36,10 @@ GAUGES = {"ctr": "click-through rate of the arm's users' lists (clicks / impress
 class ExperimentReports:
     """Reports per language, cached; the gauges, refreshed from them."""
 
-    def __init__(self, redis_url: str, keys: Keys, registry: CollectorRegistry) -> None:
-        self.redis_url, self.keys = redis_url, keys
-        try:
-            self.cluster = isinstance(special(redis_url), ClusterTarget)
-        except ValueError:  # a malformed URL: connecting says so, in one line
-            self.cluster = False
-        """No experiments on a cluster: every report is None."""
+    def __init__(self, redis_url: str, keys: Keys | None, registry: CollectorRegistry,
+                 prefix: str = "recs") -> None:
+        self.redis_url, self.keys, self.prefix = redis_url, keys, prefix
+        """``keys``: the layout given (tests); None: the report client's own."""
         self._client = None
         self._held: dict[str, tuple[float, dict | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -57,11 +54,11 @@ class ExperimentReports:
     def _report(self, lang: str) -> dict | None:
         if self._client is None:
             self._client = connect(self.redis_url)
+        if self.keys is None:
+            self.keys = layout(self._client, self.prefix)
         return build_report(self._client, self.keys, lang)
 
     async def report(self, lang: str) -> dict | None:
-        if self.cluster:
-            return None
         # One build at a time per language: a page load and a scrape that find the cache
         # expired together would each scan every arm's users otherwise.
         async with self._locks.setdefault(lang, asyncio.Lock()):

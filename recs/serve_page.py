@@ -149,9 +149,6 @@ async def render_page(config: ServeConfig, recs: AsyncRecsClient, lag=None,
         for lang in langs]
     if not sections:
         sections = ['<p class="empty">No language has counts yet: nothing consumed.</p>']
-    if experiments is not None and experiments.cluster:
-        sections.append('<p class="note">Experiments do not run on a Redis Cluster '
-                        '(docs/CLUSTER.md): no experiment readout.</p>')
     if lag is not None:
         sections.insert(0, _lag_section(await lag.lag(recs)))
     options = "".join(f'<option value="{escape(lang)}">{escape(lang)}</option>'

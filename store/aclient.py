@@ -23,9 +23,10 @@ user's list on a Redis Cluster"): the user's group (the list, the group's copies
 model version and of ``hidden``), then the item side (is a model published, the details, and
 trending when the user has no visible list of their own, whose viewed entries a third read,
 HMGET of the user's views, leaves out). The reader's promise: the model version a list is
-tagged with is the one read in the same script as the list; experiments do not run on a
-cluster (the arm is always ``default``). The backlog sums every group's ``dirty``; the
-consumer's applied offset of a partition is the minimum over every progress stream of every
+tagged with is the one read in the same script as the list, and so are the arm and the
+arm's model version during an experiment (the group's copies, store/experiments.py). The
+backlog sums every group's ``dirty``; the consumer's applied offset of a partition is the
+minimum over every progress stream of every
 language (docs/CLUSTER.md: the restart point).
 """
 
@@ -50,7 +51,9 @@ from store.read import (
     decode_model,
     decode_scored,
     decode_views,
+    group_list_keys,
     pairs_of,
+    tag_replies,
     text,
     top_range,
     unviewed,
@@ -158,26 +161,27 @@ class AsyncRecsClient:
         """The user's own list, else the language's trending list without what the user
         viewed, else nothing; hidden resources never. With the model version and arm it came
         from (``tag``), read in the same MULTI (store/experiments.py ``tag_of``)."""
-        if self.keys.cluster and top_range(n) is not None:
-            return await self._recommend_in_slots(lang, user_id, n)
         lists = [("personal", self.keys.recs(lang, user_id), False),
                  ("trending", self.keys.trending(lang), True)]
         for _ in range(3):  # the experiment changed since the arms were cached: once more
             names = self._arm_names.get(lang, [])
-            listed = await self._listed(lang, lists, n, views=self.keys.views(lang, user_id),
-                                        tag_for=(user_id, names))
+            if self.keys.cluster and top_range(n) is not None:
+                listed = await self._recommend_in_slots(lang, user_id, n, names)
+            else:
+                listed = await self._listed(lang, lists, n, views=self.keys.views(lang, user_id),
+                                            tag_for=(user_id, names))
             if listed.tag is not None:
                 return listed
         raise redis.ResponseError("the experiment keeps changing; try again")
 
-    async def _recommend_in_slots(self, lang: str, user_id: str, n: int) -> Listed:
+    async def _recommend_in_slots(self, lang: str, user_id: str, n: int,
+                                  names: list[str]) -> Listed:
         """:meth:`recommend` on a cluster: the user's group, then the item side (module
-        doc), each one script in one slot; the version is the one read with the list."""
-        k, group = self.keys, self.keys.for_user(user_id)
-        version, rows = await self._group_list(
-            keys=[k.recs(lang, user_id), group.group_hidden(lang), group.group_model(lang)],
-            args=[n])
-        own = pairs_of(rows)
+        doc), each one script in one slot; the tag is the one read with the list (no tag:
+        the experiment's arms are not ``names``, which are then updated)."""
+        k = self.keys
+        reply = await self._group_list(keys=group_list_keys(k, lang, user_id, names), args=[n])
+        own = pairs_of(reply[1])
         item_keys = [k.model(lang), k.resources(lang), k.hidden(lang), k.trending(lang)]
         if own:
             ids = [s.resource_id for s in own]
@@ -194,8 +198,9 @@ class AsyncRecsClient:
             source = "trending" if items else "none"
         found = {rid: decode_details(d) for rid, d in zip(ids, details, strict=True)}
         shown = {s.resource_id for s in items}
-        tag = Tag(text(version) if source == "personal" and version is not None else "",
-                  "default", None)
+        tag, experiment = tag_of(lang, user_id, names, tag_replies(reply), source)
+        if tag is None:
+            self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
         return Listed(bool(published), source, items,
                       {rid: d for rid, d in found.items() if d is not None and rid in shown},
                       tag)

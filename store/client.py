@@ -25,8 +25,9 @@ that read a user's list with something of the language's item side (``for_user``
 the group's copy of the model version, its copy of ``hidden``), then, only when the user
 has no visible list of their own, the item side (trending, ``hidden``) and the user's views
 of those trending entries. The model version a list is tagged with is the one read in the
-same script as the list (``store.read`` "a user's list on a Redis Cluster"); experiments do
-not run on a cluster, so the arm is always ``default``.
+same script as the list (``store.read`` "a user's list on a Redis Cluster"), and during an
+experiment so are the arm and the arm's model version (the group's copies of the
+experiment hash and of each arm's model hash).
 
 An id the published model does not cover (or a language with nothing published) gives an
 empty list, so an app can fall back to, say, popular resources; ``model_info`` returns None
@@ -49,7 +50,9 @@ from store.read import (
     decode_details,
     decode_model,
     decode_scored,
+    group_list_keys,
     pairs_of,
+    tag_replies,
     text,
     top_range,
     unviewed,
@@ -114,7 +117,7 @@ class RecsClient:
             return [], "none"
         k = self.keys
         if k.cluster:
-            pairs, source, _ = self._for_user_cluster(lang, user_id, int(n))
+            pairs, source, _ = self._for_user_cluster(lang, user_id, int(n), [])
             return pairs, source
         if self._for_user is None:
             self._for_user = self.redis.register_script(FOR_USER_LUA)
@@ -130,49 +133,52 @@ class RecsClient:
         list came from, all in ONE MULTI/EXEC (the fields an impression event carries):
         ``(rows, source, Tag(model_version, arm, experiment))``."""
         k = self.keys
-        if k.cluster:
-            pairs, source, version = self._for_user_cluster(lang, user_id, max(int(n), 1))
-            tag = Tag(version if source == "personal" else "", "default", None)
-            return pairs[:max(int(n), 0)], source, tag
         keys = [k.recs(lang, user_id), k.trending(lang), k.views(lang, user_id), k.hidden(lang)]
         for _ in range(3):  # the experiment changed between two reads: once more
             names = self._arm_names.get(lang, [])
-            try:
-                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
-            except redis.exceptions.NoScriptError:  # Redis lost its scripts (a restart): load again
-                self._for_user_sha = None
-                (source, rows), *replies = self._tagged(keys, max(int(n), 1), lang, names)
-            tag, experiment = tag_of(lang, user_id, names, replies, text(source))
+            if k.cluster:
+                pairs, source, replies = self._for_user_cluster(lang, user_id, max(int(n), 1),
+                                                                names)
+            else:
+                pairs, source, replies = self._tagged_pairs(keys, max(int(n), 1), lang, names)
+            tag, experiment = tag_of(lang, user_id, names, replies, source)
             if tag is not None:
-                pairs = [Scored(int(rows[i]), float(rows[i + 1]))
-                         for i in range(0, len(rows), 2)][:max(int(n), 0)]
-                return pairs, text(source), tag
+                return pairs[:max(int(n), 0)], source, tag
             self._arm_names[lang] = [a.name for a in experiment.arms[1:]]
         raise RuntimeError("the experiment keeps changing; try again")
 
-    def _for_user_cluster(self, lang: str, user_id: str, n: int
-                          ) -> tuple[list[Scored], str, str]:
-        """:meth:`for_user` on a cluster: ``(rows, source, version)``, the version read with
-        the personal list (module doc); two or three reads, each in one slot."""
-        k, group = self.keys, self.keys.for_user(user_id)
+    def _tagged_pairs(self, keys: list, n: int, lang: str, names: list[str]
+                      ) -> tuple[list[Scored], str, list]:
+        """One Redis: ``(rows, source, the tag reads)`` from one MULTI (:meth:`_tagged`)."""
+        try:
+            (source, rows), *replies = self._tagged(keys, n, lang, names)
+        except redis.exceptions.NoScriptError:  # Redis lost its scripts (a restart): load again
+            self._for_user_sha = None
+            (source, rows), *replies = self._tagged(keys, n, lang, names)
+        return pairs_of(rows), text(source), replies
+
+    def _for_user_cluster(self, lang: str, user_id: str, n: int, names: list[str]
+                          ) -> tuple[list[Scored], str, list]:
+        """:meth:`for_user` on a cluster: ``(rows, source, the tag reads)``, the tag (model
+        version, experiment and the arms' versions) read in the group's script with the
+        personal list (module doc); two or three reads, each in one slot."""
+        k = self.keys
         if self._group_list is None:
             self._group_list = self.redis.register_script(GROUP_LIST_LUA)
             self._item_list = self.redis.register_script(ITEM_LIST_LUA)
-        version, rows = self._group_list(
-            keys=[k.recs(lang, user_id), group.group_hidden(lang), group.group_model(lang)],
-            args=[n])
-        version = "" if version is None else text(version)
+        reply = self._group_list(keys=group_list_keys(k, lang, user_id, names), args=[n])
+        replies, rows = tag_replies(reply), reply[1]
         if rows:
-            return pairs_of(rows), "personal", version
+            return pairs_of(rows), "personal", replies
         _, trending, _ = self._item_list(
             keys=[k.model(lang), k.resources(lang), k.hidden(lang), k.trending(lang)],
             args=["1", "0"])
         candidates = pairs_of(trending)
         if not candidates:
-            return [], "none", version
+            return [], "none", replies
         viewed = self.redis.hmget(k.views(lang, user_id), [c.resource_id for c in candidates])
         hot = unviewed(candidates, viewed, n)
-        return hot, "trending" if hot else "none", version
+        return hot, "trending" if hot else "none", replies
 
     def _tagged(self, keys: list, n: int, lang: str, names: list[str]) -> list:
         """EVALSHA of the list script and the tag reads in one MULTI (the script loaded with

@@ -111,8 +111,12 @@ class ClusterKeys(Keys):
     def item_quarantine(self, lang: str) -> str:
         return Keys.quarantine(self, self._item(lang))
 
+    def group_experiment(self, lang: str) -> str:
+        return f"{self.prefix}:{self._bound(lang)}:_experiment"
+
     def arm(self, name: str) -> ArmKeys:
-        raise LookupError("experiments do not run on a Redis Cluster yet (docs/CLUSTER.md)")
+        return ClusterArmKeys(self.prefix, groups=self.groups, group=self.group,
+                              arm_name=name)
 
     # -- helper "control": take-downs and forgetting -------------------------------------
     def forget_pending(self, lang: str) -> str:
@@ -170,6 +174,23 @@ for _name in _PER_GROUP:
     setattr(ClusterKeys, _name, _per_group(_name))
 for _name in _ITEM_SIDE:
     setattr(ClusterKeys, _name, _item_side(_name))
+
+
+@dataclass(frozen=True)
+class ClusterArmKeys(ArmKeys, ClusterKeys):
+    """An experiment arm's keys on a cluster: :class:`ArmKeys` over :class:`ClusterKeys`.
+
+    The arm's model hash, item factors, ids, totals and EASE rows are on the language's
+    item side (``recs:{en}:_arm:b:model``, the slot of ``train_lock``, so the arm's switch
+    is the default arm's one MULTI); each slot group has its own copy of the arm's model
+    hash (``recs:{en:7}:_arm:b:_model``) that the group's scripts (the updater's commit,
+    the reader's tagged list) compare versions in. Every user key is the language's own."""
+
+    def _arm(self, lang: str) -> str:
+        return f"{self.prefix}:{self._item(lang)}:_arm:{self.arm_name}"
+
+    def group_model(self, lang: str) -> str:
+        return f"{self.prefix}:{self._bound(lang)}:_arm:{self.arm_name}:_model"
 
 
 def layout(client, prefix: str = "recs") -> Keys:

@@ -17,6 +17,14 @@ Invariants:
   arm wrote them.
 - An experiment that ends keeps its hash (``status`` stopped or promoted, ``ended_at``) so
   its report can still be read; the other arms' item sides are freed when it ends.
+- On a Redis Cluster the experiment hash is on the language's item side (start and end are
+  one MULTI on its primary, with the tuned settings), and each slot group holds a copy
+  (``group_experiment``) so a reader's one script in the user's group decides the arm, as
+  it reads the list and the arm's model version (the group's copy of the arm's model
+  hash). Copies are written after the item side by start, end and each retrain
+  (:func:`running_synced`, before any arm's list is written), and a copy never goes back to
+  an older state (:data:`COPY_EXPERIMENT` compares the hashes' stamps); an end drops the
+  arms' group copies after the group copies say it ended.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from store.groups import preload, script_call
 from store.keys import Keys
 from store.read import text
+from store.switch import item_primary
 
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 """Arm names: what impression events carry in ``arm`` (``default`` is taken: no experiment)."""
@@ -149,7 +159,7 @@ def start(client: redis.Redis, keys: Keys, experiment: Experiment) -> Experiment
     """Record ``experiment`` as the language's running one; returns the experiment already
     running instead (nothing written) when there is one."""
     key = keys.experiment(experiment.lang)
-    with client.pipeline(transaction=True) as pipe:
+    with item_primary(client, keys, experiment.lang).pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(key)
@@ -160,9 +170,11 @@ def start(client: redis.Redis, keys: Keys, experiment: Experiment) -> Experiment
                 pipe.delete(key)
                 pipe.hset(key, mapping=_fields(experiment))
                 pipe.execute()
-                return None
+                break
             except redis.WatchError:
                 continue
+    copy_experiment(client, keys, experiment.lang, _fields(experiment))
+    return None
 
 
 def end(client: redis.Redis, keys: Keys, lang: str, status: str, promoted: str = "",
@@ -171,7 +183,7 @@ def end(client: redis.Redis, keys: Keys, lang: str, status: str, promoted: str =
     replace the language's tuned settings in the same MULTI. Returns the ended experiment,
     None when none was running. The non-default arms' item sides are then freed."""
     key = keys.experiment(lang)
-    with client.pipeline(transaction=True) as pipe:
+    with item_primary(client, keys, lang).pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(key)
@@ -191,16 +203,59 @@ def end(client: redis.Redis, keys: Keys, lang: str, status: str, promoted: str =
                 break
             except redis.WatchError:
                 continue
+    copy_experiment(client, keys, lang, _fields(ended))
     for arm in ended.arms[1:]:
         drop_arm(client, keys.arm(arm.name), lang)
     return ended
 
 
 def drop_arm(client: redis.Redis, arm_keys, lang: str) -> None:
-    """UNLINK an arm's item side (its model hash, factors, ids, totals, EASE rows)."""
+    """UNLINK an arm's item side (its model hash, factors, ids, totals, EASE rows), then on
+    a cluster each slot group's copy of its model hash."""
     versions = client.smembers(arm_keys.ease_versions(lang))
     client.unlink(*arm_keys.arm_keys_of(lang),
                   *(arm_keys.ease_rows(lang, text(v)) for v in versions))
+    if arm_keys.cluster:
+        client.unlink(*(g.group_model(lang) for g in arm_keys.slot_groups()))
+
+
+COPY_EXPERIMENT = """
+-- KEYS[1]: one slot group's copy of the experiment hash (group_experiment).
+-- ARGV[1]: the stamp of the state copied (max of started_at and ended_at, ms);
+-- ARGV[2..]: field, value, ... of the experiment hash. Replaced whole, and only when the
+-- copy held is not newer: a retrain's copy read before a stop never undoes the stop's.
+local held = redis.call('HMGET', KEYS[1], 'started_at', 'ended_at')
+local stamp = math.max(tonumber(held[1]) or -1, tonumber(held[2]) or -1)
+if stamp > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+def copy_experiment(client: redis.Redis, keys: Keys, lang: str, fields: dict) -> None:
+    """On a cluster, the experiment hash ``fields`` into every slot group's copy (module
+    docstring); on one Redis the copy is the hash itself: nothing to do."""
+    if not keys.cluster or not fields:
+        return
+    script = client.register_script(COPY_EXPERIMENT)
+    preload(client, script)
+    stamp = max(int(fields.get("started_at") or 0), int(fields.get("ended_at") or 0))
+    args = [stamp, *(x for pair in fields.items() for x in pair)]
+    pipe = client.pipeline(transaction=False)
+    for group in keys.slot_groups():
+        script_call(pipe, script, [group.group_experiment(lang)], args)
+    pipe.execute()
+
+
+def running_synced(client: redis.Redis, keys: Keys, lang: str) -> Experiment | None:
+    """:func:`running`, after copying the experiment hash into every slot group on a
+    cluster (so a start or end that died before its copies is finished by the next
+    retrain, before it writes any arm's list)."""
+    found = read_experiment(client, keys, lang)
+    if found is not None:
+        copy_experiment(client, keys, lang, _fields(found))
+    return found if found is not None and found.running else None
 
 
 @dataclass(frozen=True)

@@ -281,6 +281,12 @@ class Keys:
         model hash itself, on a cluster each group's copy (written after each switch)."""
         return self.model(lang)
 
+    def group_experiment(self, lang: str) -> str:
+        """What a slot group's reader script reads the experiment from: on one Redis the
+        experiment hash itself, on a cluster each group's copy (written by every start and
+        end, and by each retrain, after the item side)."""
+        return self.experiment(lang)
+
     def group_hidden(self, lang: str) -> str:
         """What the per-group scripts check take-downs in: on one Redis ``hidden`` itself,
         on a cluster each group's copy (written by every hide and unhide)."""

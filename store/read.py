@@ -117,10 +117,12 @@ def decode_views(raw: Mapping) -> dict[int, int]:
 # in ``hidden`` itself for trending.
 
 GROUP_LIST_LUA = """
--- KEYS[1] recs(lang, user), KEYS[2] group_hidden(lang), KEYS[3] group_model(lang)
--- ARGV[1] n (>= 1)
--- The n best entries of the user's own list that are not hidden, and the version in the
--- group's copy of the model hash, read together: {version or false, {member, score, ...}}.
+-- KEYS[1] recs(lang, user), KEYS[2] group_hidden(lang), KEYS[3] group_model(lang),
+-- KEYS[4] group_experiment(lang), KEYS[5..] group_model(lang) of each experiment arm named
+-- (the caller's idea of the running experiment's arms). ARGV[1] n (>= 1)
+-- The n best entries of the user's own list that are not hidden, with what tags it, read
+-- together: {version or false, {member, score, ...}, {field, value, ...} of the group's
+-- copy of the experiment hash, {version or false, ...} of each arm's model copy}.
 local n = tonumber(ARGV[1])
 local rows = redis.call('ZREVRANGE', KEYS[1], 0, n + 19, 'WITHSCORES')
 local out = {}
@@ -131,8 +133,26 @@ for i = 1, #rows, 2 do
     out[#out + 1] = rows[i + 1]
   end
 end
-return {redis.call('HGET', KEYS[3], 'version'), out}
+local arms = {}
+for i = 5, #KEYS do arms[#arms + 1] = redis.call('HGET', KEYS[i], 'version') end
+return {redis.call('HGET', KEYS[3], 'version'), out, redis.call('HGETALL', KEYS[4]), arms}
 """
+
+
+def group_list_keys(keys, lang: str, user_id: str, arm_names: list[str]) -> list[str]:
+    """The KEYS of :data:`GROUP_LIST_LUA` for ``user_id`` (``keys``: a cluster layout)."""
+    group = keys.for_user(user_id)
+    return [keys.recs(lang, user_id), group.group_hidden(lang), group.group_model(lang),
+            group.group_experiment(lang),
+            *(group.arm(name).group_model(lang) for name in arm_names)]
+
+
+def tag_replies(reply) -> list:
+    """A :data:`GROUP_LIST_LUA` reply's tag part in the order ``store.experiments.tag_of``
+    reads a MULTI's: the experiment hash (a dict), the model version, each arm's."""
+    flat = reply[2]
+    return [dict(zip(flat[::2], flat[1::2], strict=True)), reply[0], *reply[3]]
+
 
 ITEM_LIST_LUA = """
 -- KEYS[1] model, KEYS[2] resources, KEYS[3] hidden, KEYS[4] trending: one language's item side

@@ -43,7 +43,7 @@ COPY_MODEL = """
 -- of the model hash just switched to. Replaced whole in one step: a per-group script that
 -- compares the version never sees half a copy.
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV))
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 1
 """
 
@@ -62,7 +62,7 @@ def switch_model(client: redis.Redis, keys: Keys, lang: str, version: str,
         raise ValueError(f"{item_ids.size} item ids for {item_factors.shape[0]} factor rows")
     mapping = {k: _field(v) for k, v in info.items()}
     mapping["version"] = version
-    with _item_primary(client, keys, lang).pipeline(transaction=True) as pipe:
+    with item_primary(client, keys, lang).pipeline(transaction=True) as pipe:
         if lock is not None:
             pipe.watch(lock.key)
             if pipe.get(lock.key) != lock.token.encode():
@@ -87,7 +87,7 @@ def switch_model(client: redis.Redis, keys: Keys, lang: str, version: str,
     _copy_to_groups(client, keys, lang, mapping)
 
 
-def _item_primary(client: redis.Redis, keys: Keys, lang: str):
+def item_primary(client: redis.Redis, keys: Keys, lang: str):
     """Where the switch's MULTI runs: the client itself on one Redis; on a cluster the
     primary holding the language's item side (its slot: the model, item keys and the lock),
     as a plain client, so WATCH/MULTI/EXEC are today's. A slot being moved at that moment
@@ -102,14 +102,19 @@ def _copy_to_groups(client: redis.Redis, keys: Keys, lang: str, mapping: dict) -
     """On a cluster, the model hash just switched to, whole, into every slot group's
     ``group_model`` (:data:`COPY_MODEL`, one call per group, one round trip per primary);
     on one Redis ``group_model`` is the model hash itself: nothing to do."""
-    if not keys.cluster:
-        return
+    if keys.cluster:
+        copy_to_groups(client, [g.group_model(lang) for g in keys.slot_groups()], mapping)
+
+
+def copy_to_groups(client: redis.Redis, names: list[str], mapping: dict) -> None:
+    """``mapping``, whole, into each hash of ``names`` (:data:`COPY_MODEL`, one call per
+    hash: a copy is replaced in one step; an empty ``mapping`` deletes it)."""
     script = client.register_script(COPY_MODEL)
     preload(client, script)
     fields = [x for pair in mapping.items() for x in pair]
     pipe = client.pipeline(transaction=False)
-    for group in keys.slot_groups():
-        script_call(pipe, script, [group.group_model(lang)], fields)
+    for name in names:
+        script_call(pipe, script, [name], fields)
     pipe.execute()
 
 

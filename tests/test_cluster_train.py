@@ -262,14 +262,16 @@ def test_tune_on_a_cluster_stores_its_settings(cluster, cl, data, capsys):
     assert cl.hgetall(ck.settings("en"))
 
 
-def test_an_experiment_is_refused_on_a_cluster_with_one_line(cluster, cl, tmp_path, data,
-                                                             capsys):
+def test_a_retrain_copies_the_experiment_into_every_group_first(cluster, cl, tmp_path, data):
+    """An experiment hash with no group copies (a start that died before them): the
+    retrain copies it into every slot group before it writes any arm's list."""
     ck = layout(cl)
     cluster_counts(cl, ck, data.views_for("en"), "en")
     arms = [{"name": name, "spec": "als", "weight": 1, "settings": {}} for name in "ab"]
-    cl.hset(ck.experiment("en"), mapping={"id": "x", "status": "running",
+    cl.hset(ck.experiment("en"), mapping={"id": "x", "status": "running", "started_at": 1,
                                           "arms": json.dumps(arms)})
-    assert train(cluster.url, tmp_path, "--lang", "en") == 2
-    err = capsys.readouterr().err
-    assert "experiments do not run on a Redis Cluster" in err
-    assert not cl.exists(ck.model("en"))
+    assert train(cluster.url, tmp_path, "--lang", "en") == 0
+    assert all(cl.hget(g.group_experiment("en"), "id") == b"x" for g in ck.slot_groups())
+    version = cl.hget(ck.arm("b").model("en"), "version")
+    assert version and all(cl.hget(g.group_model("en"), "version") == version
+                           for g in ck.arm("b").slot_groups())

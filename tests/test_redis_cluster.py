@@ -64,9 +64,9 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["impressions"], ["experiment", "status", "--lang", "en"]]
-"""The commands that still refuse a cluster (``backfill`` runs on one now:
-tests/test_cluster_backfill.py)."""
+COMMANDS = [["impressions"]]
+"""The commands that still refuse a cluster (``backfill`` and ``experiment`` run on one now:
+tests/test_cluster_backfill.py, tests/test_cluster_experiments.py)."""
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():

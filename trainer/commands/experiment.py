@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 
 from core.errors import InputError, NotPublishedError
+from store.cluster_keys import layout
 from store.connection import connect
 from store.experiment_report import build_report, text_table
 from store.experiments import (
@@ -85,8 +86,8 @@ def resolve_spec(name: str, spec: str, tuned: dict) -> dict:
 
 def cmd_experiment(args) -> int:
     lang = check_lang(args.lang)
-    keys = Keys(args.prefix)
     client = connect(args.redis_url)
+    keys = layout(client, args.prefix)
     try:
         return ACTIONS[args.action](client, keys, lang, args)
     finally:

@@ -39,6 +39,7 @@ import redis
 from core.errors import InputError
 from store.control import read_hidden
 from store.experiments import running as running_experiment
+from store.experiments import running_synced
 from store.groups import GroupSeqs
 from store.handover import hand_over_groups, queue_groups
 from store.keys import Keys
@@ -122,10 +123,8 @@ def _steps(client: redis.Redis, keys: Keys, lang: str, settings: RetrainConfig,
     """The steps in order, each returning one result; an early ``RunResult`` (empty, gated)
     ends the run with the live model untouched."""
     times: dict[str, float] = {}
-    experiment = running_experiment(client, keys, lang)
-    if experiment is not None and keys.cluster:  # the arms' keys have no cluster layout yet
-        raise InputError(f"{lang}: an experiment is running, and experiments do not run on "
-                         "a Redis Cluster yet (docs/CLUSTER.md): stop it to train here")
+    # On a cluster the groups' copies of the experiment first, before any arm's list.
+    experiment = running_synced(client, keys, lang)
     if experiment is not None:  # the default arm is the language's model
         settings = arm_config(settings, experiment.default)
     with timed(times, "read"):
