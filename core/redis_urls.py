@@ -22,7 +22,8 @@ SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
 CLUSTER_COMMANDS = frozenset({
     "update", "serve", "similar", "recommend", "hide", "unhide", "hidden", "forget", "control",
-    "train", "resources", "trending", "history", "tune", "consume", "repair", "backfill"})
+    "train", "resources", "trending", "history", "tune", "consume", "repair", "backfill",
+    "impressions"})
 """The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
 ``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
 

@@ -114,6 +114,25 @@ class ClusterKeys(Keys):
     def arm(self, name: str) -> ArmKeys:
         raise LookupError("experiments do not run on a Redis Cluster yet (docs/CLUSTER.md)")
 
+    # -- impressions and clicks (store/cluster_impressions.py) ----------------------------
+    def group_ctr(self, lang: str, cell: str) -> str:
+        """The bound group's share of ``ctr(lang, cell)``: its users' impressions and clicks
+        (a reader sums the groups, store/ctr.py)."""
+        return Keys.ctr(self, self._bound(lang), cell)
+
+    def group_ctr_users(self, lang: str, cell: str) -> str:
+        """The bound group's users shown ``cell`` (groups hold disjoint users: the counts
+        add up)."""
+        return Keys.ctr_users(self, self._bound(lang), cell)
+
+    def group_experiment_users_prefix(self, lang: str) -> str:
+        return Keys.experiment_users_prefix(self, self._bound(lang))
+
+    def user_prefix(self, name: str, lang: str) -> str:
+        """What the bound group's names of user-keyed template ``name`` start with (a
+        script appends the user id)."""
+        return getattr(Keys, name)(self, self._bound(lang), "")
+
     # -- helper "control": take-downs and forgetting -------------------------------------
     def forget_pending(self, lang: str) -> str:
         return Keys.forget_pending(self, self._bound(lang))

@@ -64,9 +64,9 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["impressions"], ["experiment", "status", "--lang", "en"]]
-"""The commands that still refuse a cluster (``backfill`` runs on one now:
-tests/test_cluster_backfill.py)."""
+COMMANDS = [["experiment", "status", "--lang", "en"]]
+"""The commands that still refuse a cluster (``backfill`` and ``impressions`` run on one now:
+tests/test_cluster_backfill.py, tests/test_cluster_impressions.py)."""
 
 
 def test_the_command_list_covers_the_commands_that_use_redis_online():
@@ -99,7 +99,7 @@ def test_backfill_is_not_refused(cluster, tmp_path, capsys):
 
 def test_the_variable_is_refused_too_and_by_the_real_process():
     env = {"RECS_REDIS_URL": URL, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "recs.cli", "impressions"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "recs.cli", "experiment", "status", "--lang",
+                           "en"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "recs impressions" in _refusal(done.stderr)
+    assert "recs experiment" in _refusal(done.stderr)
