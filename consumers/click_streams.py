@@ -14,7 +14,7 @@ from __future__ import annotations
 from consumers.batch import StreamBatch
 from consumers.events import parse_view
 from consumers.stream_writer import StreamWriter
-from store.cluster_impressions import group_click_args, no_clicks
+from store.cluster_impressions import group_click_args, no_clicks, touched_windows
 
 
 class TouchStreamBatch(StreamBatch):
@@ -53,8 +53,9 @@ class ClickStreamWriter(StreamWriter):
             return guards, keys_, args + no_clicks(config)
         views, touches = payload
         guards, keys_, args = super()._call_of((name, lang, a_user, parts, views), ends)
-        return guards, keys_, args + group_click_args(self.keys.for_user(a_user), config,
-                                                      touches)
+        group = self.keys.for_user(a_user)
+        return (guards, keys_ + touched_windows(group, touches),
+                args + group_click_args(group, config, touches))
 
     def _progress(self, name: str, guards: list) -> tuple[list, list]:
         keys_, args = super()._progress(name, guards)

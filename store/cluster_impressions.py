@@ -15,8 +15,10 @@ Invariants:
   distinct resources shown per cell), added by one item-side call per batch, guarded by the
   language's item progress. Both are idempotent (SADD, PFADD), so a duplicate impression
   adds nothing there either.
-- Every call declares its guard hash as its first key (the node it runs on); every other
-  key it touches carries the same hash tag.
+- Every call declares its guard hash as its first key (the node it runs on) and every
+  other key it touches that the caller can name (all of the impressions script's; the
+  windows, not the cell-named click counters, of the click section); every key carries the
+  same hash tag.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def impression_item_call(keys: Keys, config: AttributionConfig, lang: str, guard
     args.append(len(cells))
     for cell, items in cells.items():
         args += (1, "", "", 0, cell, "", len(items), *items)
-    return [guard_key], args
+    return [guard_key, keys.ctr_cells(lang), *(keys.ctr_items(lang, c) for c in cells)], args
 
 
 def impression_group_call(group: Keys, config: AttributionConfig, lang: str, guard_key: str,
@@ -55,13 +57,43 @@ def impression_group_call(group: Keys, config: AttributionConfig, lang: str, gua
     for imp in impressions:
         args += (1, imp.user_id, imp.impression_id, imp.ts, imp.cell, imp.list,
                  len(imp.items), *imp.items)
-    return [guard_key], args
+    return [guard_key, *_impression_keys(group, lang, impressions)], args
+
+
+def _impression_keys(group: Keys, lang: str, impressions: Sequence[ImpressionLike]
+                     ) -> dict[str, None]:
+    """Every key the group call touches but its guard, in first-use order (declared, so
+    that a slot being moved answers the call with TRYAGAIN or ASK before it starts rather
+    than a key gone mid-script)."""
+    out: dict[str, None] = {}
+    exp = group.group_experiment_users_prefix(lang)
+    for imp in impressions:
+        cell = imp.cell
+        out[group.impression_window(lang, imp.user_id)] = None
+        out[group.view_window(lang, imp.user_id)] = None
+        out[group.group_ctr(lang, cell)] = None
+        out[group.group_ctr_users(lang, cell)] = None
+        _day, _list, _model, arm, experiment = cell.split("|")
+        if experiment:
+            out[f"{exp}{experiment}|{arm}"] = None
+    return out
 
 
 def impression_progress_call(config: AttributionConfig, guard_key: str,
                              guards: Sequence[Guard]) -> tuple[list, list]:
     """(KEYS, ARGV) of an impressions script call that only moves guards."""
     return [guard_key], guard_args(guards) + list(config.args()) + [0, 0]
+
+
+def touched_windows(group: Keys, touches: Touches) -> list[str]:
+    """The windows of a slot group's touched users, for the call's KEYS (after the views
+    keys). The counters a click moves are named by the impression's cell, read from the
+    window in the script: those cannot be declared (docs/CLUSTER.md section 5)."""
+    out = []
+    for lang, users in touches.items():
+        for user in users:
+            out += (group.impression_window(lang, user), group.view_window(lang, user))
+    return out
 
 
 def group_click_args(group: Keys, config: AttributionConfig, touches: Touches) -> list:
