@@ -8,7 +8,9 @@ Invariants (docs/CLUSTER.md, the cluster-mode names in docs/CONTRACT.md):
 - Its users are in ``CLUSTER_GROUPS`` slot groups, tag ``{lang:g}`` with ``g`` =
   :func:`user_group` (``recs:{en:7}:recs:u``): a user's own keys, and per group one of each
   per-user queue and set, a copy of the model hash and of ``hidden``, and the group's
-  progress per partition. ``CLUSTER_GROUPS`` is fixed for the life of a store: a user's keys
+  progress per partition, and its share of each impression and click counter
+  (``group_ctr``, ``group_ctr_users``, the experiment users: store/cluster_impressions.py).
+  ``CLUSTER_GROUPS`` is fixed for the life of a store: a user's keys
   are named by it.
 - ``langs`` and ``backfills`` keep their single-Redis names (one slot each, touched by single
   key commands only).
