@@ -269,7 +269,7 @@ class StreamBatch(Batch):
         self.first: dict[int, int] = {}
 
     def add(self, msgs: list) -> list[DeadLetter]:
-        owned, events_of, parse, first = self.owned, self.items, parse_view, self.first
+        owned, events_of, entry, first = self.owned, self.items, self.entry, self.first
         dead: list[DeadLetter] = []
         valid = view_sum = skipped = events = 0
         for m in msgs:
@@ -286,14 +286,14 @@ class StreamBatch(Batch):
             if p not in first:
                 first[p] = offset
             try:
-                lang, user, rid, n, _ts, _imp = parse(m.value())
+                event, n = entry(m, offset)
             except InvalidEvent as exc:
                 dead.append(self.dead_letter(m, exc.reason))
                 continue
             kept = events_of.get(p)
             if kept is None:
                 kept = events_of[p] = []
-            kept.append((offset, lang, user, rid, n))
+            kept.append(event)
             valid += 1
             view_sum += n
         self.in_hand += events
@@ -301,3 +301,10 @@ class StreamBatch(Batch):
         self.view_sum += view_sum
         self.skipped += skipped
         return dead
+
+    def entry(self, m, offset: int) -> tuple[tuple, int]:
+        """(what ``items`` keeps of message ``m``, its views); raises ``InvalidEvent``.
+        A cluster consumer of another topic keeps other entries (consumers/click_streams.py,
+        consumers/impression_streams.py)."""
+        lang, user, rid, n, _ts, _imp = parse_view(m.value())
+        return (offset, lang, user, rid, n), n

@@ -21,8 +21,10 @@ How exactly-once works here (the offsets live in Redis, not in Kafka):
   it holds; the streams are re-read every second (and on assignment), and one found below
   what we wrote (a failed-over node lost writes) seeks its partition back
   (consumers/replay.py). Kafka commits carry that minimum. Cluster redirections, TRYAGAIN,
-  CLUSTERDOWN and a node gone mid-failover are retried like an outage. ``--clicks`` is
-  refused there (exit 2); ``recs control`` keeps its own progress hash (store/control.py).
+  CLUSTERDOWN and a node gone mid-failover are retried like an outage. ``--clicks`` and
+  ``recs impressions`` use the same writer with their scripts' calls
+  (consumers/click_streams.py, consumers/impression_streams.py); ``recs control`` keeps its
+  own progress hash (store/control.py).
 
 Invalid events go to the dead-letter topic, bytes unchanged, before the offsets that cover
 them are written; one the broker refuses for good stops the consumer before its batch's
@@ -55,7 +57,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.batch import StreamBatch
 from consumers.config import ConsumerConfig
 from consumers.dead_letters import DeadLetters
 from consumers.flavour import Flavour, views_flavour
@@ -63,12 +64,10 @@ from consumers.kafka_clients import kafka_clients, start_and_protocol
 from consumers.metrics import ConsumerMetrics
 from consumers.rebalance import RebalanceCallbacks, StopBeforeReading
 from consumers.replay import CLUSTER_CHECK_INTERVAL, ReplayFromRedis
-from consumers.stream_writer import StreamWriter
 from consumers.writer import BatchWriter
-from core.errors import InputError
 from store.cluster_keys import layout
 from store.connection import connect
-from store.counts import Counts, Parked
+from store.counts import Parked
 from store.keys import Keys
 
 log = logging.getLogger("recs.consume")
@@ -92,15 +91,11 @@ class StreamConsumer(RebalanceCallbacks, ReplayFromRedis):
         self.flavour = flavour = flavour or views_flavour(config)
         self.metrics = metrics or ConsumerMetrics()
         self.redis = connect(config.redis_url)
-        on_cluster = layout(self.redis, config.prefix).cluster
-        if on_cluster and config.clicks:
-            self.redis.close()
-            raise InputError("recs consume --clicks does not run on a Redis Cluster yet "
-                             "(docs/CLUSTER.md); the views counts without it do")
-        # The views counts name their keys by the layout (progress per stream on a
-        # cluster); another flavour (recs control) hands plain Keys to a store that picks
-        # the layout itself (store/control.py), its own progress in the one offsets hash.
-        self.keys = layout(self.redis, config.prefix) if flavour.store is Counts \
+        # The views counts (and impressions) name their keys by the layout (progress per
+        # stream on a cluster); a flavour without a cluster writer (recs control) hands
+        # plain Keys to a store that picks the layout itself (store/control.py), its own
+        # progress in the one offsets hash.
+        self.keys = layout(self.redis, config.prefix) if flavour.cluster_writer is not None \
             else Keys(config.prefix)
         self.cluster = self.keys.cluster
         self._start, self._incremental = start_and_protocol(config.kafka_config)
@@ -110,10 +105,10 @@ class StreamConsumer(RebalanceCallbacks, ReplayFromRedis):
         if self.cluster:
             # Progress per (partition, stream): consumers/stream_writer.py.
             self.offsets_key = None
-            self.batch = StreamBatch()
-            self.writer = StreamWriter(Counts(self.redis, self.keys), self.keys, config.group,
-                                       config.topic, dead, self.metrics,
-                                       config.retry_initial, config.retry_max)
+            self.batch = flavour.cluster_batch()
+            self.writer = flavour.cluster_writer(
+                flavour.store(self.redis, self.keys), self.keys, config.group, config.topic,
+                dead, self.metrics, config.retry_initial, config.retry_max)
             self._check_interval = min(config.offset_check_interval, CLUSTER_CHECK_INTERVAL)
         else:
             self.offsets_key = self.keys.offsets(config.group, config.topic)

@@ -137,7 +137,7 @@ def settle_all(client: redis.Redis, keys: Keys, forgets: bool = False) -> None:
                     extra={"fields": {"error": str(exc)}})
 
 
-CONTROL = Flavour(new_batch=ControlBatch, store=Control,
+CONTROL = Flavour(new_batch=ControlBatch, store=Control, cluster_writer=None,
                   settle=lambda consumer: settle_all(consumer.redis, consumer.keys))
 """The views consumer's loop with control events in place of views (module docstring): each
 operation kept in order, written by the control script (guarded like the view counts)."""

@@ -11,8 +11,10 @@ from typing import Any
 
 import redis
 
-from consumers.batch import Batch, TouchBatch
+from consumers.batch import Batch, StreamBatch, TouchBatch
+from consumers.click_streams import ClickStreamWriter, TouchStreamBatch
 from consumers.config import ConsumerConfig
+from consumers.stream_writer import StreamWriter
 from consumers.writer import Store
 from store.attribution import ClickCounts
 from store.counts import Applied, Counts
@@ -37,6 +39,13 @@ class Flavour:
     """Run after each batch written outside a rebalance callback, and at each idle check."""
     on_written: Callable[[Loop, Applied], None] | None = None
     """Run after each batch written, with what the script answered (metrics)."""
+    cluster_batch: Callable[[], Batch] = StreamBatch
+    """The batch on a Redis Cluster: every event kept with its offset, for the writer's
+    streams (consumers/stream_writer.py)."""
+    cluster_writer: Callable[..., Any] | None = StreamWriter
+    """The per-stream writer on a Redis Cluster, given the store made with the layout's
+    keys (store/cluster_keys.py); None: the store picks its key layout itself and keeps
+    one progress hash (``recs control``, store/control.py)."""
 
 
 def views_flavour(config: ConsumerConfig) -> Flavour:
@@ -46,7 +55,8 @@ def views_flavour(config: ConsumerConfig) -> Flavour:
         return Flavour()
     return Flavour(new_batch=TouchBatch,
                    store=lambda client, keys: ClickCounts(client, keys, config.attribution),
-                   on_written=report_clicks)
+                   on_written=report_clicks, cluster_batch=TouchStreamBatch,
+                   cluster_writer=ClickStreamWriter)
 
 
 def report_clicks(consumer: Loop, applied: Applied) -> None:

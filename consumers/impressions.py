@@ -6,7 +6,8 @@ It is the views consumer's loop (consumers/consume.py) with the batch and the st
 so every rule of that loop holds unchanged: the partition offsets live in Redis and are set
 by the same script as the counters (store/impressions.py, guarded like the view counts), a
 crash or SIGKILL at any point resumes from what Redis holds, a Redis that lost writes is
-replayed from what it holds, invalid events go to the dead-letter topic (default
+replayed from what it holds (on a Redis Cluster per (partition, stream), as the views:
+consumers/impression_streams.py), invalid events go to the dead-letter topic (default
 ``resource-impressions.dlq``) with an ``error`` header. Impressions of one batch are applied
 in offset order (a user's window evicts in consumption order); the app keys them by user id.
 """
@@ -23,6 +24,7 @@ from consumers.consume import StreamConsumer
 from consumers.consume_command import run_until_signalled
 from consumers.flavour import Flavour, report_clicks
 from consumers.impression_events import parse_impression
+from consumers.impression_streams import ImpressionStreamBatch, ImpressionStreamWriter
 from consumers.metrics import ConsumerMetrics
 from store.counts import Applied
 from store.impressions import Impressions
@@ -72,7 +74,8 @@ def impressions_consumer(config: ConsumerConfig) -> StreamConsumer:
     flavour = Flavour(
         new_batch=lambda: OrderedBatch(parse_impression),
         store=lambda client, keys: Impressions(client, keys, config.attribution),
-        on_written=own.report)
+        on_written=own.report, cluster_batch=ImpressionStreamBatch,
+        cluster_writer=ImpressionStreamWriter)
     return StreamConsumer(config, metrics, flavour)
 
 

@@ -39,7 +39,7 @@ from consumers.dead_letters import DeadLetters
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import Wait
 from consumers.writer import BatchWriter
-from store.counts import Applied, Parked, group_call, item_call, parse_reply, progress_call
+from store.counts import Applied, group_call, item_call, parse_reply, progress_call
 from store.guards import Guard
 from store.progress import read_streams, restart_points, stream_keys
 
@@ -77,7 +77,7 @@ class StreamWriter(BatchWriter):
                   else batch.first.get(p, 0) for p in ends}
         tagged = self._tag(batch.items)
         self.call(lambda: self._register(tagged, starts), wait)
-        parked: list[Parked] = []
+        total = Applied()
         plan = self._plan(tagged, ends)
         # The item side of each language first, one call at a time...
         for stream in (s for s in plan if s[2] is None):
@@ -85,7 +85,7 @@ class StreamWriter(BatchWriter):
             if applied.refused:
                 return guards, Applied(refused=self._rollback(stream[0], applied.refused,
                                                               starts))
-            parked += applied.parked
+            _add(total, applied)
         # ...then every slot group's call, pipelined per node.
         pending = [s for s in plan if s[2] is not None]
         refused: dict = {}
@@ -93,10 +93,10 @@ class StreamWriter(BatchWriter):
             for stream, applied in self.call(lambda: self._send_many(pending, ends), wait):
                 if applied.refused:
                     refused.update(self._rollback(stream[0], applied.refused, starts))
-                parked += applied.parked
+                _add(total, applied)
         if refused:
             return guards, Applied(refused=refused)
-        return guards, Applied(parked=parked)
+        return guards, total
 
     def _send_many(self, pending: list, ends: dict[int, int]) -> list:
         """The calls of ``pending``, pipelined per node; returns ``(stream, Applied)`` of
@@ -107,7 +107,7 @@ class StreamWriter(BatchWriter):
         self.calls += len(calls)
         answered, error = evalsha_per_node(self.client, self.store._apply,
                                            [(keys_, args) for _g, keys_, args in calls])
-        done = [(pending[i], self._noted(pending[i][0], calls[i][0], parse_reply(reply),
+        done = [(pending[i], self._noted(pending[i][0], calls[i][0], self._parse(reply),
                                          ends)) for i, reply in answered]
         answered_at = {i for i, _reply in answered}
         pending[:] = [s for i, s in enumerate(pending) if i not in answered_at]
@@ -178,6 +178,14 @@ class StreamWriter(BatchWriter):
         else:
             keys_, args = group_call(self.keys.for_user(a_user), lang, name, guards, payload)
         return guards, keys_, args
+
+    def _parse(self, reply) -> Applied:
+        """A call's raw reply (the store's script's)."""
+        return parse_reply(reply)
+
+    def _progress(self, name: str, guards: list) -> tuple[list, list]:
+        """(KEYS, ARGV) of a call that only moves ``name``'s guards."""
+        return progress_call(name, guards)
 
     def _send(self, stream, ends: dict[int, int]) -> Applied:
         guards, keys_, args = self._call_of(stream, ends)
@@ -279,7 +287,7 @@ class StreamWriter(BatchWriter):
             if not guards:
                 continue
             self.calls += 1
-            applied = self.store.call(*progress_call(name, guards))
+            applied = self.store.call(*self._progress(name, guards))
             if applied.refused:
                 return self.check(owned)
             for p, _o, new in guards:
@@ -290,3 +298,12 @@ class StreamWriter(BatchWriter):
         """:meth:`BatchWriter.call`; a cluster's own failures (no node for a slot, a
         redirection loop during a failover or a reshard) are transient as well."""
         return super().call(lambda: cluster_transient(call), wait, message)
+
+
+def _add(total: Applied, applied: Applied) -> None:
+    """``applied`` (one stream's call, applied) added to the batch's ``total``."""
+    total.parked += applied.parked
+    total.duplicates += applied.duplicates
+    for key, (n, clicks) in applied.counted.items():
+        was = total.counted.get(key, (0, 0))
+        total.counted[key] = (was[0] + n, was[1] + clicks)

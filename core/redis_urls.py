@@ -23,9 +23,10 @@ CLUSTER_PORT = 6379
 CLUSTER_COMMANDS = frozenset({
     "update", "serve", "similar", "recommend", "hide", "unhide", "hidden", "forget", "control",
     "train", "resources", "trending", "history", "tune", "consume", "repair", "backfill",
-    "experiment"})
-"""The commands that run on a Redis Cluster (docs/CLUSTER.md); the others refuse a
-``redis+cluster://`` URL with :func:`cluster_unsupported`'s line (exit 2)."""
+    "experiment", "impressions", "evaluate", "generate"})
+"""The commands that run on a Redis Cluster (docs/CLUSTER.md; ``evaluate`` and ``generate``
+take the shared options but never reach Redis); the others refuse a ``redis+cluster://``
+URL with :func:`cluster_unsupported`'s line (exit 2)."""
 
 
 def cluster_unsupported(command: str) -> str:

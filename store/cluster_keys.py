@@ -8,7 +8,9 @@ Invariants (docs/CLUSTER.md, the cluster-mode names in docs/CONTRACT.md):
 - Its users are in ``CLUSTER_GROUPS`` slot groups, tag ``{lang:g}`` with ``g`` =
   :func:`user_group` (``recs:{en:7}:recs:u``): a user's own keys, and per group one of each
   per-user queue and set, a copy of the model hash and of ``hidden``, and the group's
-  progress per partition. ``CLUSTER_GROUPS`` is fixed for the life of a store: a user's keys
+  progress per partition, and its share of each impression and click counter
+  (``group_ctr``, ``group_ctr_users``, the experiment users: store/cluster_impressions.py).
+  ``CLUSTER_GROUPS`` is fixed for the life of a store: a user's keys
   are named by it.
 - ``langs`` and ``backfills`` keep their single-Redis names (one slot each, touched by single
   key commands only).
@@ -117,6 +119,25 @@ class ClusterKeys(Keys):
     def arm(self, name: str) -> ArmKeys:
         return ClusterArmKeys(self.prefix, groups=self.groups, group=self.group,
                               arm_name=name)
+
+    # -- impressions and clicks (store/cluster_impressions.py) ----------------------------
+    def group_ctr(self, lang: str, cell: str) -> str:
+        """The bound group's share of ``ctr(lang, cell)``: its users' impressions and clicks
+        (a reader sums the groups, store/ctr.py)."""
+        return Keys.ctr(self, self._bound(lang), cell)
+
+    def group_ctr_users(self, lang: str, cell: str) -> str:
+        """The bound group's users shown ``cell`` (groups hold disjoint users: the counts
+        add up)."""
+        return Keys.ctr_users(self, self._bound(lang), cell)
+
+    def group_experiment_users_prefix(self, lang: str) -> str:
+        return Keys.experiment_users_prefix(self, self._bound(lang))
+
+    def user_prefix(self, name: str, lang: str) -> str:
+        """What the bound group's names of user-keyed template ``name`` start with (a
+        script appends the user id)."""
+        return getattr(Keys, name)(self, self._bound(lang), "")
 
     # -- helper "control": take-downs and forgetting -------------------------------------
     def forget_pending(self, lang: str) -> str:

@@ -32,6 +32,9 @@ IMPRESSIONS_LUA = GUARDS_LUA + WINDOW_LUA + """
 --          prefix, ctr_users prefix, ctr_items prefix, ctr_cells key, experiment prefix),
 --          n_impressions, then each: lang index (1-based), user, id, ts, cell, list,
 --          n_items, n_items x resource_id
+--          A language with no impression window prefix ('') is a cluster's item side:
+--          only the distinct resources and the cells; one with no ctr_items prefix a
+--          slot group: everything else.
 -- Returns {field, held or '', ...} for every failed guard (nothing written), else
 --   {0, duplicates, lang, list, impressions, clicks, ...}.
 local guard = KEYS[1]
@@ -119,8 +122,13 @@ for _ = 1, n_imps do
   local items = {unpack(ARGV, i + 7, i + 6 + n_items)}
   i = i + 7 + n_items
   local impw = L.impw .. user
-  local state = usable(impw) and usable(L.vieww .. user)
-  if state and redis.call('HEXISTS', impw, 'i:' .. id) == 1 then
+  local state = L.impw ~= '' and usable(impw) and usable(L.vieww .. user)
+  if L.impw == '' then
+    -- A cluster's item side (store/cluster_impressions.py): the cell and its distinct
+    -- resources only, both idempotent (a duplicate adds nothing).
+    redis.pcall('PFADD', L.items .. cell, unpack(items))
+    redis.pcall('SADD', L.cells, cell)
+  elseif state and redis.call('HEXISTS', impw, 'i:' .. id) == 1 then
     dup = dup + 1
   else
     local clicked = state and remember(L, user, id, T, cell, items) or {}
@@ -128,8 +136,10 @@ for _ = 1, n_imps do
     redis.pcall('HINCRBY', c, 'impressions', 1)
     for _, p in ipairs(clicked) do count_click(L.ctr, L.exp, cell, p, user) end
     redis.pcall('PFADD', L.users .. cell, user)
-    redis.pcall('PFADD', L.items .. cell, unpack(items))
-    redis.pcall('SADD', L.cells, cell)
+    if L.items ~= '' then  -- '': a cluster's slot group (the item side adds these)
+      redis.pcall('PFADD', L.items .. cell, unpack(items))
+      redis.pcall('SADD', L.cells, cell)
+    end
     local f = split(cell, '|')
     if f[5] ~= '' then
       redis.pcall('HINCRBY', L.exp .. f[5] .. '|' .. f[4], 'i:' .. user, 1)
@@ -208,6 +218,10 @@ class Impressions:
         self.client, self.keys = client, keys
         self.config = config or AttributionConfig()
         self._apply = client.register_script(IMPRESSIONS_LUA)
+
+    def call(self, keys: list, args: list) -> Applied:
+        """One call with ready KEYS and ARGV (a cluster's, store/cluster_impressions.py)."""
+        return parse_impressions_reply(self._apply(keys=keys, args=args))
 
     def write(self, guard_key: str, guards: Sequence[Guard],
               items: Mapping[int, ImpressionLike] | Sequence[ImpressionLike]) -> Applied:

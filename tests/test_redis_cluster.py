@@ -1,18 +1,18 @@
 """The loopback Redis Cluster harness (tests/redis_cluster.py) and ``redis+cluster://``:
-the URL is parsed and reaches a real cluster through redis-py's RedisCluster, while the
-``recs`` commands not made slot-safe yet (``COMMANDS``) refuse it with one line (exit 2)
-instead of failing later with CROSSSLOT (docs/CLUSTER.md)."""
+the URL is parsed and reaches a real cluster through redis-py's RedisCluster; every
+``recs`` command that reaches Redis runs on it (``CLUSTER_COMMANDS``), and one left off
+that list refuses it with one line (exit 2) instead of failing later with CROSSSLOT
+(docs/CLUSTER.md)."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 import redis
 
-from core.redis_urls import ClusterTarget, special
+from core import redis_urls
+from core.redis_urls import CLUSTER_COMMANDS, ClusterTarget, special
 from recs.cli import build_parser, main
 from store.connection import connect_cluster
 from tests.redis_cluster import BUS_OFFSET, RedisCluster
@@ -64,15 +64,11 @@ def test_a_cluster_url_is_parsed():
         special("redis+cluster://h:1/3")
 
 
-COMMANDS = [["impressions"]]
-"""The commands that still refuse a cluster (``backfill`` and ``experiment`` run on one now:
-tests/test_cluster_backfill.py, tests/test_cluster_experiments.py)."""
-
-
-def test_the_command_list_covers_the_commands_that_use_redis_online():
+def test_every_command_that_reaches_redis_runs_on_a_cluster():
+    """A command added later must be placed on purpose: in CLUSTER_COMMANDS, or refused."""
     with_url = {n for n, s in _subcommands(build_parser()).items()
                 if any(a.dest == "redis_url" for a in s._actions)}
-    assert {c[0] for c in COMMANDS} <= with_url
+    assert with_url and with_url <= CLUSTER_COMMANDS
 
 
 def _refusal(err: str) -> str:
@@ -83,11 +79,15 @@ def _refusal(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: a[0])
-def test_every_command_refuses_a_cluster_url_with_one_line(argv, capsys):
-    assert main([*argv, "--redis-url", URL]) == 2
+def test_a_command_not_on_the_list_refuses_a_cluster_url_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(redis_urls, "CLUSTER_COMMANDS", CLUSTER_COMMANDS - {"experiment"})
+    assert main(["experiment", "status", "--lang", "en", "--redis-url", URL]) == 2
     line = _refusal(capsys.readouterr().err)
+    assert "recs experiment" in line
     assert "backfill" in line.split("the commands that do:", 1)[1]  # named as one that runs
+    monkeypatch.setenv("RECS_REDIS_URL", URL)  # the variable is refused too
+    assert main(["experiment", "status", "--lang", "en"]) == 2
+    assert "recs experiment" in _refusal(capsys.readouterr().err)
 
 
 def test_backfill_is_not_refused(cluster, tmp_path, capsys):
@@ -95,11 +95,3 @@ def test_backfill_is_not_refused(cluster, tmp_path, capsys):
     path.write_text("user_id,resource_id,view_count\nu1,5,2\n")
     assert main(["backfill", str(path), "--lang", "en", "--redis-url", cluster.url]) == 0
     assert "loaded 1 (user, resource) rows, 2 views" in capsys.readouterr().out
-
-
-def test_the_variable_is_refused_too_and_by_the_real_process():
-    env = {"RECS_REDIS_URL": URL, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "recs.cli", "impressions"], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "recs impressions" in _refusal(done.stderr)
