@@ -1,6 +1,6 @@
 """Redis URLs beyond redis-py's own: ``redis+sentinel://`` (the primary a set of Sentinels
-manages) and ``redis+cluster://`` (parsed here; the commands refuse it until every script is
-slot-safe: docs/CLUSTER.md). The forms (docs/CONTRACT.md, "Redis behind Sentinel"):
+manages) and ``redis+cluster://`` (parsed here; a command left off ``CLUSTER_COMMANDS``
+refuses it: docs/CLUSTER.md). The forms (docs/CONTRACT.md, "Redis behind Sentinel"):
 
     redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[?db=N&sentinel_auth=yes]
     redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]

@@ -53,10 +53,11 @@ class Impressions:
 
 
 def check_clicks(client: redis.Redis, impressions: list[dict], views: list[dict],
-                 langs) -> Check:
-    """Impressions, clicks and clicks per position of every cell, exactly."""
+                 langs, keys: Keys | None = None) -> Check:
+    """Impressions, clicks and clicks per position of every cell, exactly (``keys``: the
+    layout's, ``Keys()`` on one Redis)."""
     want = expected_counts(impressions, views)
-    got = redis_counts(client, Keys(), langs=tuple(sorted(langs)))
+    got = redis_counts(client, keys or Keys(), langs=tuple(sorted(langs)))
     check = Check("impression and click counters exact",
                   f"{len(impressions)} impressions, "
                   f"{sum(c for _, c, _ in want.values())} clicks, {len(want)} cells")

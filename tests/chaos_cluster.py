@@ -1,7 +1,7 @@
 """The whole system on a Redis Cluster under seeded faults (tests/test_chaos_cluster.py).
 
-The services of tests/chaos_run.py that run on a cluster: two ``recs consume``, two ``recs
-update``, one ``recs train --every``, and ``recs serve``, as real subprocesses against the
+The services of tests/chaos_run.py: two ``recs consume --clicks``, ``recs impressions``, two
+``recs update``, one ``recs train --every``, and ``recs serve``, as real subprocesses against the
 loopback cluster (3 primaries + 3 replicas, tests/redis_cluster.py) and the session's
 broker, while the producer sends a steady rate of events. Every few seconds a seeded fault:
 SIGKILL of a service (restarted), SIGKILL of a primary (the cluster promotes its replica;
@@ -15,7 +15,8 @@ answer is 200, or 503 while a primary is down; never a 500.
 Then the end of tests/chaos_run.py (drain, a retrain on the final counts, the updaters'
 queue empty, every service stopped cleanly) and the checks of tests/chaos_checks.py with the
 cluster's key names, plus: a resource hidden at the end is in no list and has none; a
-forgotten user has no key left."""
+forgotten user has no key left; the impression and click counters are exactly what the
+click rule gives the delivered impressions and views (tests/chaos_clicks.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from store.cluster_keys import layout
 from store.connection import connect
 from store.keys import Keys
 from tests.chaos_checks import Check, Expected, check_all, final_seq
+from tests.chaos_clicks import check_clicks
 from tests.chaos_run import (
     ChaosConfig,
     Faults,
@@ -69,14 +71,12 @@ def cluster_fault_kinds(broker) -> dict[str, int]:
 
 
 class ClusterServices(Services):
-    """tests/chaos_run.py's services less the impression consumer (experiments and clicks do
-    not run on a cluster), plus ``recs serve`` on a fixed port (a restart binds it again)."""
+    """tests/chaos_run.py's services (both consumers with ``--clicks``, the impression
+    consumer), plus ``recs serve`` on a fixed port (a restart binds it again)."""
 
     def __init__(self, env: dict[str, str], logs: Path, config: ChaosConfig, model_dir: Path,
                  port: int) -> None:
         super().__init__(env, logs, config, model_dir)
-        del self.args["impressions"]
-        self.args["consume-0"] = self.args["consume-1"] = ["consume"]
         self.args["serve"] = ["serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -191,7 +191,11 @@ class ClusterFaults(Faults):
                    60, "a replica promoted in place of the killed primary", interval=0.2)
         promoted = time.monotonic() - started
         victim.start()
-        wait_until(self.cluster.formed, 60, "the old primary back as a replica", interval=0.2)
+        try:
+            wait_until(self.cluster.formed, 120, "the old primary back as a replica",
+                       interval=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; the nodes: {self.cluster.describe()}") from None
         return (f"SIGKILL primary :{victim.port}, replica promoted in {promoted:.1f} s, "
                 "the old primary back as its replica")
 
@@ -230,20 +234,24 @@ def run_cluster_chaos(config: ChaosConfig, cluster: RedisCluster, broker: Broker
     """One chaos run on the cluster; the outcome and the prober's statuses."""
     topic = f"chaos-{uuid.uuid4().hex[:8]}"
     dlq = f"{topic}.dlq"
-    broker.create_topics({topic: config.partitions, dlq: 1})
+    broker.create_topics({topic: config.partitions, dlq: 1, f"{topic}-imp": config.partitions,
+                          f"{topic}-imp.dlq": 1})
     port = free_port()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
            "RECS_REDIS_URL": cluster.url, "RECS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
            "RECS_TOPIC": topic, "RECS_DLQ_TOPIC": dlq, "RECS_GROUP": f"g-{topic}",
            "RECS_KAFKA_CONFIG": ",".join(f"{k}={v}" for k, v in KAFKA_CONFIG.items()),
            "RECS_METRICS_PORT": "0", "RECS_BATCH_TIMEOUT": "0.1",
-           "RECS_OFFSET_CHECK_INTERVAL": "1", "RECS_REDIS_RETRY_MAX": "1"}
+           "RECS_OFFSET_CHECK_INTERVAL": "1", "RECS_REDIS_RETRY_MAX": "1",
+           "RECS_IMPRESSIONS_TOPIC": f"{topic}-imp", "RECS_IMPRESSIONS_DLQ_TOPIC":
+           f"{topic}-imp.dlq", "RECS_IMPRESSIONS_GROUP": f"gi-{topic}"}
     client = connect(cluster.url)
     keys = layout(client)
     services = ClusterServices(env, workdir / "logs", config, workdir / "models", port)
     workload = Workload(config)
     feed = Feed(broker.bootstrap, topic, workload, config.rate,
-                idempotent="kill_broker" in cluster_fault_kinds(broker))
+                idempotent="kill_broker" in cluster_fault_kinds(broker),
+                impressions_topic=f"{topic}-imp")
     ops = Operations(env, feed, workload, client, keys, random.Random(config.seed + 2))
     faults = ClusterFaults(random.Random(config.seed + 1), config, services, cluster, broker,
                            ops)
@@ -259,6 +267,8 @@ def run_cluster_chaos(config: ChaosConfig, cluster: RedisCluster, broker: Broker
         checks = check_all(client, feed.expected, dlq_values, workdir / "models",
                            config.settings, keys)
         checks.append(check_forgotten(client, keys, feed.expected))
+        checks.append(check_clicks(client, feed.expected.impressions,
+                                   feed.expected.view_events, feed.expected.langs(), keys))
     finally:
         broker.resume()
         feed.stop()

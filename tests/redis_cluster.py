@@ -73,6 +73,22 @@ class RedisCluster:
                 return False
         return True
 
+    def describe(self) -> str:
+        """Each node's port, ``cluster_state`` and view of the nodes' flags (for a failure)."""
+        out = []
+        for node in self.nodes:
+            client = node.client(decode_responses=True)
+            try:
+                state = client.cluster("info").get("cluster_state")
+                flags = sorted(f"{addr.split('@')[0].rsplit(':', 1)[1]}={v['flags']}"
+                               for addr, v in client.cluster("nodes").items())
+                out.append(f"{node.port}: {state} {' '.join(flags)}")
+            except redis.RedisError as exc:
+                out.append(f"{node.port}: {type(exc).__name__}")
+            finally:
+                client.close()
+        return "; ".join(out)
+
     def primaries(self) -> list[RedisServer]:
         """The nodes that are primaries now (a failover changes which)."""
         out = []
