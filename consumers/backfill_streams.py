@@ -122,7 +122,7 @@ class ChunkStreams:
             parked += self._noted(self.item, k, parse_reply(reply))
         by_group: dict[int, dict] = {}
         for user, pairs in users.items():
-            by_group.setdefault(self.keys.for_user(user).group, {})[user] = pairs
+            by_group.setdefault(self.keys.group_of(user), {})[user] = pairs
         pending = [(g, name) for g, name in enumerate(self.groups) if self.held[name] == k]
         while pending:
             parked += self._retry(lambda: self._send_groups(pending, k, by_group))

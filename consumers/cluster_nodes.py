@@ -23,17 +23,15 @@ import logging
 
 import redis
 
-from store.replicas import new_slot_map, on_primary
+from store.replicas import MOVING, new_slot_map, on_primary
 
 log = logging.getLogger("recs.consume")
 
 WAIT_TRIES = 4
 """WAITs for a registration before writing on without the replica's ack."""
 
-_MOVING = (redis.exceptions.AskError, redis.exceptions.TryAgainError,
-           redis.exceptions.ClusterDownError, redis.ConnectionError, redis.TimeoutError)
-"""Replies of a node pipeline that mean the slot is moving or the node is gone (MOVED is an
-AskError): transient."""
+_MOVING = (*MOVING, redis.ConnectionError, redis.TimeoutError)
+"""Replies of a node pipeline that mean the slot is moving or the node is gone: transient."""
 
 
 def evalsha_per_node(client, script, calls: list[tuple[list, list]]
@@ -42,8 +40,6 @@ def evalsha_per_node(client, script, calls: list[tuple[list, list]]
     of the call's first key). Returns ``[(index in calls, reply)]`` of the calls answered
     and the first error of the others (None: those only met NOSCRIPT, the script is loaded
     again for the next round)."""
-    if not script.sha:
-        script.sha = client.script_load(script.script)
     by_node: dict[str, list] = {}
     for i, (keys_, _args) in enumerate(calls):
         node = client.get_node_from_key(keys_[0])

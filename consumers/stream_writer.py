@@ -117,11 +117,12 @@ class StreamWriter(BatchWriter):
 
     def _tag(self, events_of: dict) -> list:
         """Each event with its two streams: [(p, offset, lang, user, rid, n, item, group)]."""
-        group_of, out = self.keys.for_user, []
+        group_of = self.keys.group_of if self.keys.cluster else (lambda _user: 0)
+        out = []
         for p, events in events_of.items():
             for offset, lang, user, rid, n in events:
                 item, groups = self._streams_of(lang)
-                g = group_of(user).group if self.keys.cluster else 0
+                g = group_of(user)
                 out.append((p, offset, lang, user, rid, n, item, groups[g]))
         return out
 
@@ -242,9 +243,10 @@ class StreamWriter(BatchWriter):
     def _reload(self, partitions) -> dict[tuple[str, int], int]:
         """Re-read the streams of ``partitions``; returns those Redis holds below what we
         held (rolled back), as ``{(hash, p): held}``."""
-        streams = read_streams(self.client, self.keys, self.group, self.topic)
         self.langs = {v.decode() if isinstance(v, bytes) else v
                       for v in self.client.smembers(self.keys.langs)}
+        streams = read_streams(self.client, self.keys, self.group, self.topic,
+                               langs=sorted(self.langs))
         lower = {}
         for name in set(streams) | set(self.held):
             there = streams.get(name, {})

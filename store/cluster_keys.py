@@ -131,6 +131,9 @@ class ClusterKeys(Keys):
         add up)."""
         return Keys.ctr_users(self, self._bound(lang), cell)
 
+    def group_experiment_users(self, lang: str, experiment: str, arm: str) -> str:
+        return Keys.experiment_users(self, self._bound(lang), experiment, arm)
+
     def group_experiment_users_prefix(self, lang: str) -> str:
         return Keys.experiment_users_prefix(self, self._bound(lang))
 

@@ -126,9 +126,7 @@ def read_user_counts(client: redis.Redis, keys: Keys, lang: str, experiment: str
     user with at least one impression; order unspecified). For a bootstrap over users."""
     imps: dict[str, int] = {}
     clicks: dict[str, int] = {}
-    names = [keys.experiment_users(lang, experiment, arm)] if not keys.cluster else [
-        f"{g.group_experiment_users_prefix(lang)}{experiment}|{arm}" for g in keys.slot_groups()]
-    for name in names:
+    for name in (g.group_experiment_users(lang, experiment, arm) for g in keys.slot_groups()):
         for f, v in client.hscan_iter(name, count=1000):
             f = text(f)
             (imps if f.startswith("i:") else clicks)[f[2:]] = int(v)

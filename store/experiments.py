@@ -39,10 +39,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from store.groups import preload, script_call
 from store.keys import Keys
 from store.read import text
-from store.switch import item_primary
+from store.switch import copy_to_groups, item_primary
 
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 """Arm names: what impression events carry in ``arm`` (``default`` is taken: no experiment)."""
@@ -238,14 +237,9 @@ def copy_experiment(client: redis.Redis, keys: Keys, lang: str, fields: dict) ->
     docstring); on one Redis the copy is the hash itself: nothing to do."""
     if not keys.cluster or not fields:
         return
-    script = client.register_script(COPY_EXPERIMENT)
-    preload(client, script)
     stamp = max(int(fields.get("started_at") or 0), int(fields.get("ended_at") or 0))
-    args = [stamp, *(x for pair in fields.items() for x in pair)]
-    pipe = client.pipeline(transaction=False)
-    for group in keys.slot_groups():
-        script_call(pipe, script, [group.group_experiment(lang)], args)
-    pipe.execute()
+    copy_to_groups(client, [g.group_experiment(lang) for g in keys.slot_groups()],
+                   [stamp, *(x for pair in fields.items() for x in pair)], COPY_EXPERIMENT)
 
 
 def running_synced(client: redis.Redis, keys: Keys, lang: str) -> Experiment | None:

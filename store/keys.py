@@ -287,6 +287,11 @@ class Keys:
         end, and by each retrain, after the item side)."""
         return self.experiment(lang)
 
+    def group_experiment_users(self, lang: str, experiment: str, arm: str) -> str:
+        """Where a slot group's users of ``arm`` are counted: on one Redis
+        ``experiment_users`` itself, on a cluster the group's share (a reader sums them)."""
+        return self.experiment_users(lang, experiment, arm)
+
     def group_hidden(self, lang: str) -> str:
         """What the per-group scripts check take-downs in: on one Redis ``hidden`` itself,
         on a cluster each group's copy (written by every hide and unhide)."""

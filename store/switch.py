@@ -103,18 +103,20 @@ def _copy_to_groups(client: redis.Redis, keys: Keys, lang: str, mapping: dict) -
     ``group_model`` (:data:`COPY_MODEL`, one call per group, one round trip per primary);
     on one Redis ``group_model`` is the model hash itself: nothing to do."""
     if keys.cluster:
-        copy_to_groups(client, [g.group_model(lang) for g in keys.slot_groups()], mapping)
+        copy_to_groups(client, [g.group_model(lang) for g in keys.slot_groups()],
+                       [x for pair in mapping.items() for x in pair])
 
 
-def copy_to_groups(client: redis.Redis, names: list[str], mapping: dict) -> None:
-    """``mapping``, whole, into each hash of ``names`` (:data:`COPY_MODEL`, one call per
-    hash: a copy is replaced in one step; an empty ``mapping`` deletes it)."""
-    script = client.register_script(COPY_MODEL)
+def copy_to_groups(client: redis.Redis, names: list[str], args: list,
+                   source: str = COPY_MODEL) -> None:
+    """Script ``source`` (default :data:`COPY_MODEL`: ``args`` the hash's fields and values,
+    whole; none deletes it) called once on each hash of ``names``, one pipeline: a copy is
+    replaced in one step."""
+    script = client.register_script(source)
     preload(client, script)
-    fields = [x for pair in mapping.items() for x in pair]
     pipe = client.pipeline(transaction=False)
     for name in names:
-        script_call(pipe, script, [name], fields)
+        script_call(pipe, script, [name], args)
     pipe.execute()
 
 

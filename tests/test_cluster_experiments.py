@@ -196,9 +196,7 @@ def _rounded(value):
 def _experiment_users(keys, user: str, arm: str) -> str:
     """Where the click path counts ``user``'s impressions and clicks of ``arm``: on a cluster
     the user's slot group's share (store/ctr.py ``read_user_counts`` sums the groups)."""
-    if keys.cluster:
-        return f"{keys.for_user(user).group_experiment_users_prefix(LANG)}exp1|{arm}"
-    return keys.experiment_users(LANG, "exp1", arm)
+    return keys.for_user(user).group_experiment_users(LANG, "exp1", arm)
 
 
 def test_the_readout_and_stop_on_a_cluster_as_on_one_redis(both):

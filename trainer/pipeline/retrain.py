@@ -38,7 +38,6 @@ import redis
 
 from core.errors import InputError
 from store.control import read_hidden
-from store.experiments import running as running_experiment
 from store.experiments import running_synced
 from store.groups import GroupSeqs
 from store.handover import hand_over_groups, queue_groups
@@ -109,7 +108,7 @@ def train_language(client: redis.Redis, keys: Keys, lang: str, settings: Retrain
     if settings.spec.model == "rp3beta":
         refuse_spark(settings.spec)  # before the lock: the executors path fits ALS only
     if settings.spec.als.engine == "spark" and settings.spark_io == "executors":
-        if running_experiment(client, keys, lang) is not None:
+        if running_synced(client, keys, lang) is not None:
             raise InputError(f"{lang}: an experiment is running; its arms are fitted on the "
                              "driver: use --spark-io driver (or stop the experiment)")
         return under_lock(client, keys, lang, settings, lambda lock: executors.steps(
